@@ -78,8 +78,6 @@ fn check(rc: c_int) {
 pub(crate) struct Montgomery {
     mont: NonNull<BN_MONT_CTX>,
     modulus: BigNum,
-    /// R mod m: the Montgomery form of 1.
-    one: BigNum,
 }
 
 // SAFETY: see the module documentation; the context is immutable after construction.
@@ -99,20 +97,11 @@ impl Montgomery {
         let mont = unsafe { BN_MONT_CTX_new() };
         let mont = NonNull::new(mont).expect("OpenSSL could not allocate a BN_MONT_CTX");
         with_ctx(|ctx| check(unsafe { BN_MONT_CTX_set(mont.as_ptr(), modulus.as_ptr(), ctx.as_ptr()) }));
-        let mut this = Montgomery { mont, modulus: modulus.to_owned().unwrap(), one: BigNum::new().unwrap() };
-        let mut one = BigNum::new().unwrap();
-        this.to_mont(&mut one, &BigNum::from_u32(1).unwrap());
-        this.one = one;
-        this
+        Montgomery { mont, modulus: modulus.to_owned().unwrap() }
     }
 
     pub(crate) fn modulus(&self) -> &BigNumRef {
         &self.modulus
-    }
-
-    /// The Montgomery form of 1.
-    pub(crate) fn one(&self) -> &BigNumRef {
-        &self.one
     }
 
     /// r = a·b·R⁻¹ mod m, for a and b in Montgomery form.
@@ -155,7 +144,7 @@ impl Montgomery {
 
     /// base^exp mod m in constant time with respect to `exp`: for secret exponents.
     pub(crate) fn pow_secret(&self, base: &BigNumRef, exp: &BigNumRef) -> BigNum {
-        let mut r = BigNum::new().unwrap();
+        let r = BigNum::new().unwrap();
         let mut exp = exp.to_owned().unwrap();
         exp.set_const_time();
         with_ctx(|ctx| {

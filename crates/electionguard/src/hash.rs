@@ -127,8 +127,6 @@ impl Nonces {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn matches_the_reference_encoding() {
         // hashlib.sha256(b"|null|") reduced mod q, and the same through an empty list.

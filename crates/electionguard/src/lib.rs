@@ -18,3 +18,8 @@ pub mod context;
 pub mod json;
 pub mod ballot;
 pub mod encrypt;
+pub mod key_ceremony;
+pub mod decrypt;
+pub mod tally;
+pub mod record;
+pub mod verify;
