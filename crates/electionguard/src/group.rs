@@ -150,6 +150,17 @@ macro_rules! element {
 element!(ElementModP, "An integer in [0, p).");
 element!(ElementModQ, "An integer in [0, q).");
 
+/// a⁻¹ mod m for a prime m; `None` for zero.
+fn mod_inverse(a: &BigNumRef, m: &BigNumRef) -> Option<BigNum> {
+    if a.num_bits() == 0 {
+        return None;
+    }
+    with_ctx(|ctx| {
+        let mut r = BigNum::new().unwrap();
+        r.mod_inverse(a, m, ctx).ok().map(|_| r)
+    })
+}
+
 fn parse_hex(text: &str) -> Result<BigNum, GroupError> {
     let digits = if text.len() % 2 == 1 && text.starts_with('0') { &text[1..] } else { text };
     if digits.is_empty() || digits.len() % 2 == 1 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -238,14 +249,7 @@ impl ElementModP {
 
     /// The multiplicative inverse; `None` for zero.
     pub fn inv(&self) -> Option<ElementModP> {
-        if self.is_zero() {
-            return None;
-        }
-        let p = group().p.modulus();
-        with_ctx(|ctx| {
-            let mut r = BigNum::new().unwrap();
-            r.mod_inverse(&self.0, p, ctx).ok().map(|_| ElementModP(r))
-        })
+        mod_inverse(&self.0, group().p.modulus()).map(ElementModP)
     }
 
     /// Membership of the order-q subgroup: 0 < x < p and x^q = 1.
@@ -352,14 +356,7 @@ impl ElementModQ {
 
     /// The multiplicative inverse mod q; `None` for zero.
     pub fn inv(&self) -> Option<ElementModQ> {
-        if self.is_zero() {
-            return None;
-        }
-        let q = group().q.modulus();
-        with_ctx(|ctx| {
-            let mut r = BigNum::new().unwrap();
-            r.mod_inverse(&self.0, q, ctx).ok().map(|_| ElementModQ(r))
-        })
+        mod_inverse(&self.0, group().q.modulus()).map(ElementModQ)
     }
 
     /// Overwrites the value with zero; used by secret wrappers on drop.
