@@ -209,7 +209,7 @@ pub fn tally(manifest: &Manifest, ballots: &[CiphertextBallot]) -> Result<Cipher
         .par_chunks(1000)
         .map(|chunk| {
             let mut t = CiphertextTally::empty("election-results", manifest);
-            chunk.iter().try_for_each(|b| t.append(b)).map(|_| t)
+            t.append_all(chunk).map(|_| t)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut total = CiphertextTally::empty("election-results", manifest);

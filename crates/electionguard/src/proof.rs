@@ -147,15 +147,21 @@ impl ConstantChaumPedersenProof {
         extended_base_hash: &ElementModQ,
     ) -> Result<(), ProofError> {
         residues(&[&message.pad, &message.data, &self.pad, &self.data], "a value is not in the group")?;
-        require(self.constant < 1_000_000_000, "constant is not sane")?;
-        let c = hash!(extended_base_hash, message.pad, message.data, self.pad, self.data);
-        require(self.challenge == c, "challenge is not H(Q̄, α, β, a, b)")?;
-        require(g_pow_p(&self.response) == self.pad.mul(&message.pad.pow(&c)), "g^v != a·α^c")?;
+        self.check_challenge(message, extended_base_hash)?;
+        let c = &self.challenge;
+        require(g_pow_p(&self.response) == self.pad.mul(&message.pad.pow(c)), "g^v != a·α^c")?;
         let constant = ElementModQ::from_u64(self.constant).expect("checked above");
         require(
-            g_pow_p(&c.mul(&constant)).mul(&key.pow(&self.response)) == self.data.mul(&message.data.pow(&c)),
+            g_pow_p(&c.mul(&constant)).mul(&key.pow(&self.response)) == self.data.mul(&message.data.pow(c)),
             "g^(cL)·K^v != b·β^c",
         )
+    }
+
+    /// The cheap part of verification: a sane constant and c = H(Q̄, α, β, a, b).
+    pub fn check_challenge(&self, message: &ElGamalCiphertext, extended_base_hash: &ElementModQ) -> Result<(), ProofError> {
+        require(self.constant < 1_000_000_000, "constant is not sane")?;
+        let c = hash!(extended_base_hash, message.pad, message.data, self.pad, self.data);
+        require(self.challenge == c, "challenge is not H(Q̄, α, β, a, b)")
     }
 }
 
@@ -239,9 +245,9 @@ impl DisjunctiveChaumPedersenProof {
         }
     }
 
-    /// The challenge the proof must carry: H(Q̄, α, β, a0, b0, a1, b1).
-    pub fn expected_challenge(&self, message: &ElGamalCiphertext, extended_base_hash: &ElementModQ) -> ElementModQ {
-        hash!(
+    /// The cheap part of verification: c0 + c1 = c = H(Q̄, α, β, a0, b0, a1, b1).
+    pub fn check_challenge(&self, message: &ElGamalCiphertext, extended_base_hash: &ElementModQ) -> Result<(), ProofError> {
+        let expected = hash!(
             extended_base_hash,
             message.pad,
             message.data,
@@ -249,6 +255,10 @@ impl DisjunctiveChaumPedersenProof {
             self.proof_zero_data,
             self.proof_one_pad,
             self.proof_one_data
+        );
+        require(
+            self.proof_zero_challenge.add(&self.proof_one_challenge) == self.challenge && self.challenge == expected,
+            "c0 + c1 != c = H(Q̄, α, β, a0, b0, a1, b1)",
         )
     }
 
@@ -265,10 +275,7 @@ impl DisjunctiveChaumPedersenProof {
         )?;
         let (c0, c1) = (&self.proof_zero_challenge, &self.proof_one_challenge);
         let (v0, v1) = (&self.proof_zero_response, &self.proof_one_response);
-        require(
-            c0.add(c1) == self.challenge && self.challenge == self.expected_challenge(message, extended_base_hash),
-            "c0 + c1 != c = H(Q̄, α, β, a0, b0, a1, b1)",
-        )?;
+        self.check_challenge(message, extended_base_hash)?;
         require(g_pow_p(v0) == self.proof_zero_pad.mul(&alpha.pow(c0)), "g^v0 != a0·α^c0")?;
         require(g_pow_p(v1) == self.proof_one_pad.mul(&alpha.pow(c1)), "g^v1 != a1·α^c1")?;
         require(key.pow(v0) == self.proof_zero_data.mul(&beta.pow(c0)), "K^v0 != b0·β^c0")?;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ballot::CiphertextBallot;
 use crate::elgamal::ElGamalCiphertext;
-use crate::group::ElementModQ;
+use crate::group::{ElementModQ, RunningProduct};
 use crate::manifest::Manifest;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,21 +80,45 @@ impl CiphertextTally {
 
     /// Adds one cast ballot (whose proofs the caller has checked).
     pub fn append(&mut self, ballot: &CiphertextBallot) -> Result<(), TallyError> {
-        if !ballot.is_cast() {
-            return Err(TallyError::NotCast(ballot.object_id.clone()));
+        self.append_all(&[ballot])
+    }
+
+    /// Adds cast ballots (whose proofs the caller has checked), one Montgomery
+    /// multiplication per ciphertext component. Nothing is added if any ballot is refused.
+    pub fn append_all(&mut self, ballots: &[&CiphertextBallot]) -> Result<(), TallyError> {
+        for ballot in ballots {
+            self.check_ballot(ballot)?;
         }
-        for contest in &ballot.contests {
-            let tally = self.contests.get_mut(&contest.object_id).ok_or_else(|| TallyError::UnknownContest {
-                ballot: ballot.object_id.clone(),
-                contest: contest.object_id.clone(),
-            })?;
+        let mut products: Vec<Vec<(RunningProduct, RunningProduct)>> = self
+            .contests
+            .values()
+            .map(|c| c.selections.values().map(|s| (RunningProduct::new(&s.ciphertext.pad), RunningProduct::new(&s.ciphertext.data))).collect())
+            .collect();
+        for contest in ballots.iter().flat_map(|b| &b.contests) {
+            let (c, _, tally) = self.contests.get_full(&contest.object_id).expect("checked above");
             for selection in &contest.ballot_selections {
-                if let Some(t) = tally.selections.get_mut(&selection.object_id) {
-                    t.ciphertext = t.ciphertext.add(&selection.ciphertext);
+                if let Some(s) = tally.selections.get_index_of(&selection.object_id) {
+                    products[c][s].0.multiply(&selection.ciphertext.pad);
+                    products[c][s].1.multiply(&selection.ciphertext.data);
                 }
             }
         }
+        for (contest, products) in self.contests.values_mut().zip(products) {
+            for (selection, (pad, data)) in contest.selections.values_mut().zip(products) {
+                selection.ciphertext = ElGamalCiphertext { pad: pad.finish(), data: data.finish() };
+            }
+        }
         Ok(())
+    }
+
+    fn check_ballot(&self, ballot: &CiphertextBallot) -> Result<(), TallyError> {
+        if !ballot.is_cast() {
+            return Err(TallyError::NotCast(ballot.object_id.clone()));
+        }
+        match ballot.contests.iter().find(|c| !self.contests.contains_key(&c.object_id)) {
+            Some(c) => Err(TallyError::UnknownContest { ballot: ballot.object_id.clone(), contest: c.object_id.clone() }),
+            None => Ok(()),
+        }
     }
 
     /// Merges the tally of another, disjoint set of ballots into this one.

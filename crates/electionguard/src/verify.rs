@@ -78,8 +78,7 @@ pub fn verify_record(record: &ElectionRecord) -> VerificationReport {
     )]);
     report.add("guardian public keys and Schnorr proofs", check_guardians(&guardians, context.quorum, context.number_of_guardians));
     report.add("joint key, commitment hash and base hashes", check_hashes(record, &guardians));
-    let results = record.submitted_ballots.par_iter().map(|b| check_ballot(record, &key, b)).collect();
-    report.add("ballot hashes, selection and contest proofs", results);
+    report.add("ballot hashes, selection and contest proofs", check_ballots(record, &key));
     let (results, notes) = check_code_chain(record);
     report.add_with_notes("ballot code chain", results, notes);
     if let Some(tally) = &record.encrypted_tally {
@@ -125,7 +124,38 @@ fn check_hashes(record: &ElectionRecord, guardians: &[ElectionPublicKey]) -> Vec
     ]
 }
 
-fn check_ballot(record: &ElectionRecord, key: &EncryptionKey, ballot: &CiphertextBallot) -> Outcome {
+/// Ballots per batch: large enough to share the batch's fixed costs, small enough to keep
+/// both cores busy and to re-check few ballots when a batch fails.
+const BATCH_SIZE: usize = 16;
+
+/// How much of a ballot's proofs [`check_ballot`] verifies itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proofs {
+    /// Every equation, one proof at a time: names the failing proof.
+    Each,
+    /// Only challenges and structure; the equations are left to a batch.
+    ChallengesOnly,
+}
+
+/// Structure and hashes per ballot, proof equations batched; a failed batch is re-checked
+/// ballot by ballot so that every failure names its ballot, contest and selection.
+fn check_ballots(record: &ElectionRecord, key: &EncryptionKey) -> Vec<Outcome> {
+    record
+        .submitted_ballots
+        .par_chunks(BATCH_SIZE)
+        .flat_map_iter(|chunk| {
+            let structure: Vec<Outcome> = chunk.iter().map(|b| check_ballot(record, key, b, Proofs::ChallengesOnly)).collect();
+            let sound: Vec<&CiphertextBallot> = chunk.iter().zip(&structure).filter(|(_, r)| r.is_ok()).map(|(b, _)| b).collect();
+            if crate::batch::ballot_proofs_hold(&sound, key) {
+                structure
+            } else {
+                chunk.iter().map(|b| check_ballot(record, key, b, Proofs::Each)).collect()
+            }
+        })
+        .collect()
+}
+
+fn check_ballot(record: &ElectionRecord, key: &EncryptionKey, ballot: &CiphertextBallot, proofs: Proofs) -> Outcome {
     let id = &ballot.object_id;
     let context = &record.context;
     ensure(ballot.manifest_hash == context.manifest_hash, || format!("ballot {id}: manifest hash differs from the context"))?;
@@ -136,7 +166,7 @@ fn check_ballot(record: &ElectionRecord, key: &EncryptionKey, ballot: &Ciphertex
     let expected_ids: Vec<&String> = expected.iter().map(|c| &c.object_id).collect();
     ensure(ids == expected_ids, || format!("ballot {id}: contests are not those of style {}", ballot.style_id))?;
     for (contest, description) in ballot.contests.iter().zip(expected) {
-        check_contest(id, contest, description, key, &context.crypto_extended_base_hash)?;
+        check_contest(id, contest, description, key, &context.crypto_extended_base_hash, proofs)?;
     }
     let crypto_hash = CiphertextBallot::compute_crypto_hash(id, &ballot.manifest_hash, &ballot.contests);
     ensure(crypto_hash == ballot.crypto_hash, || format!("ballot {id}: crypto hash does not match its contests"))?;
@@ -150,6 +180,7 @@ fn check_contest(
     description: &ContestDescription,
     key: &EncryptionKey,
     qbar: &ElementModQ,
+    proofs: Proofs,
 ) -> Outcome {
     let at = |what: &str| format!("ballot {ballot} contest {}: {what}", contest.object_id);
     ensure(contest.description_hash == description.crypto_hash(), || at("description hash differs from the manifest"))?;
@@ -160,7 +191,7 @@ fn check_contest(
         ensure(selection.object_id == d.object_id && selection.description_hash == d.crypto_hash(), || {
             at(&format!("selection {} does not match the manifest", selection.object_id))
         })?;
-        check_selection(selection, key, qbar).map_err(|e| at(&format!("selection {}: {e}", selection.object_id)))?;
+        check_selection(selection, key, qbar, proofs).map_err(|e| at(&format!("selection {}: {e}", selection.object_id)))?;
     }
     let accumulation = CiphertextBallotContest::accumulate(&contest.ballot_selections);
     ensure(accumulation == contest.ciphertext_accumulation, || at("ciphertext accumulation is not the product of the selections"))?;
@@ -168,14 +199,22 @@ fn check_contest(
     ensure(hash == contest.crypto_hash, || at("crypto hash does not match its selections"))?;
     let proof = contest.proof.as_ref().ok_or_else(|| at("no contest proof"))?;
     ensure(proof.constant == description.number_elected, || at("proof constant is not the contest's number elected"))?;
-    proof.verify(&accumulation, key, qbar).map_err(|e| at(&format!("contest proof: {e}")))
+    let outcome = match proofs {
+        Proofs::Each => proof.verify(&accumulation, key, qbar),
+        Proofs::ChallengesOnly => proof.check_challenge(&accumulation, qbar),
+    };
+    outcome.map_err(|e| at(&format!("contest proof: {e}")))
 }
 
-fn check_selection(selection: &CiphertextBallotSelection, key: &EncryptionKey, qbar: &ElementModQ) -> Result<(), String> {
+fn check_selection(selection: &CiphertextBallotSelection, key: &EncryptionKey, qbar: &ElementModQ, proofs: Proofs) -> Result<(), String> {
     let hash = CiphertextBallotSelection::compute_crypto_hash(&selection.object_id, &selection.description_hash, &selection.ciphertext);
     ensure(hash == selection.crypto_hash, || "crypto hash does not match the ciphertext".into())?;
     let proof = selection.proof.as_ref().ok_or("no selection proof")?;
-    proof.verify(&selection.ciphertext, key, qbar).map_err(|e| format!("selection proof: {e}"))
+    let outcome = match proofs {
+        Proofs::Each => proof.verify(&selection.ciphertext, key, qbar),
+        Proofs::ChallengesOnly => proof.check_challenge(&selection.ciphertext, qbar),
+    };
+    outcome.map_err(|e| format!("selection proof: {e}"))
 }
 
 /// No two ballots continue the same link of a chain. A seed that is neither a device hash
@@ -205,11 +244,10 @@ fn check_code_chain(record: &ElectionRecord) -> (Vec<Outcome>, Vec<String>) {
 
 fn check_encrypted_tally(record: &ElectionRecord, published: &CiphertextTally) -> Vec<Outcome> {
     let mut tally = CiphertextTally::empty(&published.object_id, &record.manifest);
+    let cast: Vec<&CiphertextBallot> = record.submitted_ballots.iter().filter(|b| b.is_cast()).collect();
     let mut results = Vec::new();
-    for ballot in record.submitted_ballots.iter().filter(|b| b.is_cast()) {
-        if let Err(e) = tally.append(ballot) {
-            results.push(Err(e.to_string()));
-        }
+    if let Err(e) = tally.append_all(&cast) {
+        results.push(Err(e.to_string()));
     }
     for (id, contest) in &tally.contests {
         let theirs = published.contests.get(id);

@@ -75,9 +75,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let thousand: Vec<&CiphertextBallot> = submitted.iter().cycle().take(1000).collect();
     let started = Instant::now();
     let mut tally = CiphertextTally::empty("bench", &manifest);
-    for b in &thousand {
-        tally.append(b)?;
-    }
+    tally.append_all(&thousand)?;
     let tally_rate = 1000.0 / started.elapsed().as_secs_f64();
 
     println!("{:<44} {:>12} {:>12}", "operation", "1 thread", format!("{threads} threads"));
