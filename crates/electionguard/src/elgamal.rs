@@ -56,16 +56,23 @@ impl ElGamalKeyPair {
     }
 }
 
-/// A public key with its fixed-base table, so that encrypting to it costs table lookups.
+/// A public key, usually with its fixed-base table so that encrypting to it costs table lookups.
 #[derive(Clone)]
 pub struct EncryptionKey {
     key: ElementModP,
-    table: Arc<FixedBase>,
+    table: Option<Arc<FixedBase>>,
 }
 
 impl EncryptionKey {
+    /// For a key used many times (the joint key): builds its table (~50 ms).
     pub fn new(key: &ElementModP) -> EncryptionKey {
-        EncryptionKey { key: key.clone(), table: Arc::new(FixedBase::new(key)) }
+        EncryptionKey { key: key.clone(), table: Some(Arc::new(FixedBase::new(key))) }
+    }
+
+    /// For a key used once or twice (a guardian receiving a backup): no table, and each
+    /// exponentiation is constant-time, since its exponent is a secret nonce.
+    pub fn single_use(key: &ElementModP) -> EncryptionKey {
+        EncryptionKey { key: key.clone(), table: None }
     }
 
     pub fn key(&self) -> &ElementModP {
@@ -74,7 +81,10 @@ impl EncryptionKey {
 
     /// K^e mod p.
     pub fn pow(&self, e: &ElementModQ) -> ElementModP {
-        self.table.pow(e)
+        match &self.table {
+            Some(table) => table.pow(e),
+            None => self.key.pow_secret(e),
+        }
     }
 }
 

@@ -209,7 +209,7 @@ impl ElectionPartialKeyBackup {
         let message = pad_message(to_reference_json(&data).as_bytes()).expect("a coordinate fits");
         let seed = backup_seed(&recipient.owner_id, recipient.sequence_order);
         let encrypted_coordinate =
-            HashedElGamalCiphertext::encrypt(&message, &ElementModQ::random(), &EncryptionKey::new(&recipient.key), &seed);
+            HashedElGamalCiphertext::encrypt(&message, &ElementModQ::random(), &EncryptionKey::single_use(&recipient.key), &seed);
         ElectionPartialKeyBackup {
             owner_id: sender.owner_id.clone(),
             designated_id: recipient.owner_id.clone(),
