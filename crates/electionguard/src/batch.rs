@@ -16,8 +16,6 @@
 //! A batch that fails says nothing about which proof is wrong: the verifier then checks
 //! that batch's ballots one by one to name the culprit.
 
-use openssl::bn::BigNum;
-
 use crate::ballot::CiphertextBallot;
 use crate::elgamal::EncryptionKey;
 use crate::group::{g_pow_p, ElementModP, ElementModQ};
@@ -38,9 +36,7 @@ struct Product<'a> {
 
 impl<'a> Product<'a> {
     fn holds(&self, key: &EncryptionKey) -> bool {
-        let exponents: Vec<BigNum> = self.terms.iter().map(|(_, e)| BigNum::from_slice(&e.to_bytes_be()).unwrap()).collect();
-        let terms: Vec<_> = self.terms.iter().zip(&exponents).map(|((b, _), e)| (*b, e.as_ref())).collect();
-        multi_exp(&terms).mul(&g_pow_p(&self.g)).mul(&key.pow(&self.k)) == ElementModP::one()
+        product_of_powers(&self.terms).mul(&g_pow_p(&self.g)).mul(&key.pow(&self.k)) == ElementModP::one()
     }
 }
 
@@ -82,8 +78,12 @@ pub fn ballot_proofs_hold(ballots: &[&CiphertextBallot], key: &EncryptionKey) ->
 
 /// (Π xᵢ^rᵢ)^q = 1 for values already known to be quadratic residues.
 fn in_subgroup(members: &[(&ElementModP, ElementModQ)]) -> bool {
-    let exponents: Vec<BigNum> = members.iter().map(|(_, r)| BigNum::from_slice(&r.to_bytes_be()).unwrap()).collect();
-    let terms: Vec<_> = members.iter().zip(&exponents).map(|((b, _), e)| (*b, e.as_ref())).collect();
-    let combined = multi_exp(&terms);
+    let combined = product_of_powers(members);
     combined.pow(&ElementModQ::from_i64(-1)).mul(&combined) == ElementModP::one()
+}
+
+/// Π bᵢ^eᵢ over the weighted terms.
+fn product_of_powers(terms: &[(&ElementModP, ElementModQ)]) -> ElementModP {
+    let terms: Vec<_> = terms.iter().map(|(base, exponent)| (*base, exponent.bignum())).collect();
+    multi_exp(&terms)
 }

@@ -318,7 +318,7 @@ fn check_decrypted_selection(
                 .verify(ciphertext, &guardian.key, &share.share, qbar)
                 .map_err(|e| format!("share of {}: {e}", share.guardian_id))?,
             (None, Some(parts)) => {
-                let coefficients = coefficients_for(record, parts.keys(), guardians)?;
+                let coefficients = coefficients_for(parts.keys(), guardians)?;
                 let mut rebuilt = ElementModP::one();
                 for (available_id, part) in parts {
                     let available = guardians.get(available_id).ok_or_else(|| format!("unknown guardian {available_id}"))?;
@@ -341,7 +341,6 @@ fn check_decrypted_selection(
 }
 
 fn coefficients_for<'a>(
-    _record: &ElectionRecord,
     available: impl Iterator<Item = &'a String>,
     guardians: &IndexMap<String, ElectionPublicKey>,
 ) -> Result<IndexMap<String, ElementModQ>, String> {
@@ -356,7 +355,7 @@ fn check_coefficients(
     published: &crate::decrypt::LagrangeCoefficientsRecord,
     guardians: &IndexMap<String, ElectionPublicKey>,
 ) -> Vec<Outcome> {
-    let computed = match coefficients_for(record, published.coefficients.keys(), guardians) {
+    let computed = match coefficients_for(published.coefficients.keys(), guardians) {
         Ok(c) => c,
         Err(e) => return vec![Err(format!("coefficients.json: {e}"))],
     };
