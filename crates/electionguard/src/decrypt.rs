@@ -103,6 +103,30 @@ pub struct CompensatedDecryptionShare {
     pub contests: IndexMap<String, CiphertextCompensatedDecryptionContest>,
 }
 
+/// M = α^s with its Chaum-Pedersen proof, for every selection of every contest, keyed by
+/// contest and selection id: the computation both kinds of share have in common.
+fn prove_shares<'a>(
+    contests: &'a [ContestCiphertexts],
+    secret: &SecretKey,
+    extended_base_hash: &ElementModQ,
+) -> Vec<(&'a ContestCiphertexts, Vec<(String, ElementModP, ChaumPedersenProof)>)> {
+    contests
+        .iter()
+        .map(|c| {
+            let shares = c
+                .selections
+                .iter()
+                .map(|(id, ct)| {
+                    let share = ct.partial_decrypt(secret);
+                    let proof = ChaumPedersenProof::make(ct, secret, &share, &ElementModQ::random(), extended_base_hash);
+                    (id.clone(), share, proof)
+                })
+                .collect();
+            (c, shares)
+        })
+        .collect()
+}
+
 /// The guardian's shares M = α^s with proofs, using only that guardian's secret key.
 pub fn compute_decryption_share(
     object_id: &str,
@@ -110,29 +134,26 @@ pub fn compute_decryption_share(
     contests: &[ContestCiphertexts],
     extended_base_hash: &ElementModQ,
 ) -> DecryptionShare {
-    let secret = &guardian.key_pair.secret_key;
-    let contests = contests
-        .iter()
-        .map(|c| {
-            let selections = c
-                .selections
-                .iter()
-                .map(|(id, ct)| {
-                    let share = ct.partial_decrypt(secret);
-                    let proof = ChaumPedersenProof::make(ct, secret, &share, &ElementModQ::random(), extended_base_hash);
+    let guardian_id = &guardian.owner_id;
+    let contests = prove_shares(contests, &guardian.key_pair.secret_key, extended_base_hash)
+        .into_iter()
+        .map(|(c, shares)| {
+            let selections = shares
+                .into_iter()
+                .map(|(id, share, proof)| {
                     let selection = CiphertextDecryptionSelection {
                         object_id: id.clone(),
-                        guardian_id: guardian.owner_id.clone(),
+                        guardian_id: guardian_id.clone(),
                         share,
                         proof: Some(proof),
                         recovered_parts: None,
                     };
-                    (id.clone(), selection)
+                    (id, selection)
                 })
                 .collect();
             let contest = CiphertextDecryptionContest {
                 object_id: c.object_id.clone(),
-                guardian_id: guardian.owner_id.clone(),
+                guardian_id: guardian_id.clone(),
                 description_hash: c.description_hash.clone(),
                 selections,
             };
@@ -141,7 +162,7 @@ pub fn compute_decryption_share(
         .collect();
     DecryptionShare {
         object_id: object_id.to_string(),
-        guardian_id: guardian.owner_id.clone(),
+        guardian_id: guardian_id.clone(),
         public_key: guardian.key_pair.public_key.clone(),
         contests,
     }
@@ -163,15 +184,12 @@ pub fn compute_compensated_share(
     extended_base_hash: &ElementModQ,
 ) -> CompensatedDecryptionShare {
     let recovery_key = recovery_public_key(available, missing);
-    let contests = contests
-        .iter()
-        .map(|c| {
-            let selections = c
-                .selections
-                .iter()
-                .map(|(id, ct)| {
-                    let share = ct.partial_decrypt(coordinate);
-                    let proof = ChaumPedersenProof::make(ct, coordinate, &share, &ElementModQ::random(), extended_base_hash);
+    let contests = prove_shares(contests, coordinate, extended_base_hash)
+        .into_iter()
+        .map(|(c, shares)| {
+            let selections = shares
+                .into_iter()
+                .map(|(id, share, proof)| {
                     let selection = CiphertextCompensatedDecryptionSelection {
                         object_id: id.clone(),
                         guardian_id: available.owner_id.clone(),
@@ -180,7 +198,7 @@ pub fn compute_compensated_share(
                         recovery_key: recovery_key.clone(),
                         proof,
                     };
-                    (id.clone(), selection)
+                    (id, selection)
                 })
                 .collect();
             let contest = CiphertextCompensatedDecryptionContest {
