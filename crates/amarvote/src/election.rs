@@ -3,17 +3,26 @@
 //! guardians (compensated shares), combination, and the published record.
 
 use anyhow::{ensure, Context, Result};
-use electionguard::ballot::{BallotBoxState, CiphertextBallot, EncryptionDevice, PlaintextBallot, PlaintextBallotContest, PlaintextBallotSelection};
+use electionguard::ballot::{
+    BallotBoxState, CiphertextBallot, EncryptionDevice, PlaintextBallot, PlaintextBallotContest,
+    PlaintextBallotSelection,
+};
 use electionguard::context::CiphertextElectionContext;
 use electionguard::decrypt::{
-    ballot_ciphertexts, combine_shares, compute_compensated_share, compute_decryption_share, lagrange_coefficients,
-    reconstruct_share, tally_ciphertexts, ContestCiphertexts, DecryptionShare, LagrangeCoefficientsRecord, PlaintextTally,
+    ballot_ciphertexts, combine_shares, compute_compensated_share, compute_decryption_share,
+    lagrange_coefficients, reconstruct_share, tally_ciphertexts, ContestCiphertexts,
+    DecryptionShare, LagrangeCoefficientsRecord, PlaintextTally,
 };
 use electionguard::elgamal::SecretKey;
 use electionguard::encrypt::Encryptor;
 use electionguard::group::ElementModQ;
-use electionguard::key_ceremony::{joint_key, ElectionKeyPair, ElectionPartialKeyBackup, ElectionPublicKey, GuardianRecord};
-use electionguard::manifest::{BallotStyle, Candidate, ContestDescription, GeopoliticalUnit, InternationalizedText, Language, Manifest, SelectionDescription};
+use electionguard::key_ceremony::{
+    joint_key, ElectionKeyPair, ElectionPartialKeyBackup, ElectionPublicKey, GuardianRecord,
+};
+use electionguard::manifest::{
+    BallotStyle, Candidate, ContestDescription, GeopoliticalUnit, InternationalizedText, Language,
+    Manifest, SelectionDescription,
+};
 use electionguard::record::{ElectionConstants, ElectionRecord};
 use electionguard::tally::CiphertextTally;
 use rayon::prelude::*;
@@ -56,48 +65,83 @@ impl ChoiceRng {
 }
 
 fn text(value: &str) -> InternationalizedText {
-    InternationalizedText { text: vec![Language { value: value.to_string(), language: "en".to_string() }] }
+    InternationalizedText {
+        text: vec![Language {
+            value: value.to_string(),
+            language: "en".to_string(),
+        }],
+    }
 }
 
-/// C one-of-m contests of S candidates each, in one district and one ballot style.
-pub fn manifest(shape: &ElectionShape) -> Manifest {
+/// One contest as an administrator describes it: a title, how many may be chosen, the choices.
+#[derive(Clone, Debug)]
+pub struct ContestSpec {
+    pub title: String,
+    pub votes_allowed: u32,
+    pub choices: Vec<String>,
+}
+
+/// A manifest of the given contests in one district and one ballot style. Contest `c`
+/// is `contest-c`, its choices `contest-c-selection-s` (candidates `contest-c-candidate-s`).
+pub fn build_manifest(
+    scope_id: &str,
+    title: &str,
+    contests: &[ContestSpec],
+    start: &str,
+    end: &str,
+) -> Manifest {
     let mut candidates = Vec::new();
-    let contests = (1..=shape.contests)
-        .map(|c| {
-            let selections = (1..=shape.selections)
-                .map(|s| {
-                    let candidate_id = format!("contest-{c}-candidate-{s}");
+    let contests = contests
+        .iter()
+        .enumerate()
+        .map(|(c, spec)| {
+            let c = c + 1;
+            let selections = spec
+                .choices
+                .iter()
+                .enumerate()
+                .map(|(s, name)| {
+                    let candidate_id = format!("contest-{c}-candidate-{}", s + 1);
                     candidates.push(Candidate {
                         object_id: candidate_id.clone(),
-                        name: text(&format!("Candidate {c}.{s}")),
+                        name: text(name),
                         party_id: None,
                         image_uri: None,
                         is_write_in: None,
                     });
-                    SelectionDescription { object_id: format!("contest-{c}-selection-{s}"), sequence_order: u64::from(s - 1), candidate_id }
+                    SelectionDescription {
+                        object_id: format!("contest-{c}-selection-{}", s + 1),
+                        sequence_order: s as u64,
+                        candidate_id,
+                    }
                 })
                 .collect();
             ContestDescription {
                 object_id: format!("contest-{c}"),
-                sequence_order: u64::from(c - 1),
+                sequence_order: (c - 1) as u64,
                 electoral_district_id: "district-1".into(),
-                vote_variation: "one_of_m".into(),
-                number_elected: 1,
-                votes_allowed: Some(1),
-                name: format!("Contest {c}"),
+                vote_variation: if spec.votes_allowed == 1 {
+                    "one_of_m"
+                } else {
+                    "n_of_m"
+                }
+                .into(),
+                number_elected: u64::from(spec.votes_allowed),
+                votes_allowed: Some(u64::from(spec.votes_allowed)),
+                name: spec.title.clone(),
                 ballot_selections: selections,
-                ballot_title: Some(text(&format!("Contest {c}"))),
+                ballot_title: Some(text(&spec.title)),
                 ballot_subtitle: None,
                 primary_party_ids: Some(vec![]),
             }
         })
         .collect();
     Manifest {
-        election_scope_id: format!("amarvote-demo-n{}-k{}-b{}", shape.guardians, shape.quorum, shape.ballots),
+        election_scope_id: scope_id.to_string(),
         spec_version: "1.0".into(),
         election_type: "general".into(),
-        start_date: "2026-11-23T08:00:00+00:00".into(),
-        end_date: "2026-11-23T20:00:00+00:00".into(),
+        start_date: start.to_string(),
+        end_date: end.to_string(),
         geopolitical_units: vec![GeopoliticalUnit {
             object_id: "district-1".into(),
             name: "District 1".into(),
@@ -108,14 +152,45 @@ pub fn manifest(shape: &ElectionShape) -> Manifest {
         candidates,
         contests,
         ballot_styles: vec![BallotStyle {
-            object_id: "ballot-style-1".into(),
+            object_id: BALLOT_STYLE.into(),
             geopolitical_unit_ids: Some(vec!["district-1".into()]),
             party_ids: None,
             image_uri: None,
         }],
-        name: Some(text("AmarVote demonstration election")),
+        name: Some(text(title)),
         contact_information: None,
     }
+}
+
+/// The one ballot style of a built manifest.
+pub const BALLOT_STYLE: &str = "ballot-style-1";
+
+/// The demo's contests: C one-of-m contests of S candidates each.
+pub fn demo_contests(shape: &ElectionShape) -> Vec<ContestSpec> {
+    (1..=shape.contests)
+        .map(|c| ContestSpec {
+            title: format!("Contest {c}"),
+            votes_allowed: 1,
+            choices: (1..=shape.selections)
+                .map(|s| format!("Candidate {c}.{s}"))
+                .collect(),
+        })
+        .collect()
+}
+
+/// The demo election's manifest.
+pub fn manifest(shape: &ElectionShape) -> Manifest {
+    let scope = format!(
+        "amarvote-demo-n{}-k{}-b{}",
+        shape.guardians, shape.quorum, shape.ballots
+    );
+    build_manifest(
+        &scope,
+        "AmarVote demonstration election",
+        &demo_contests(shape),
+        "2026-11-23T08:00:00+00:00",
+        "2026-11-23T20:00:00+00:00",
+    )
 }
 
 /// One voter's random choices: one candidate per contest.
@@ -136,10 +211,17 @@ pub fn random_ballot(manifest: &Manifest, index: u32, rng: &mut ChoiceRng) -> Pl
                     write_in: None,
                 })
                 .collect();
-            PlaintextBallotContest { object_id: c.object_id.clone(), ballot_selections }
+            PlaintextBallotContest {
+                object_id: c.object_id.clone(),
+                ballot_selections,
+            }
         })
         .collect();
-    PlaintextBallot { object_id: format!("ballot-{index:05}"), style_id: "ballot-style-1".into(), contests }
+    PlaintextBallot {
+        object_id: format!("ballot-{index:05}"),
+        style_id: BALLOT_STYLE.into(),
+        contests,
+    }
 }
 
 /// The guardians after a successful ceremony: their key pairs and, for each guardian,
@@ -153,14 +235,18 @@ pub struct Ceremony {
 
 /// Every guardian generates keys, checks the others' proofs, sends and verifies backups.
 pub fn key_ceremony(guardians: u32, quorum: u32) -> Result<Ceremony> {
-    ensure!(quorum >= 1 && quorum <= guardians, "quorum must be between 1 and the number of guardians");
+    ensure!(
+        quorum >= 1 && quorum <= guardians,
+        "quorum must be between 1 and the number of guardians"
+    );
     let keys: Vec<ElectionKeyPair> = (1..=guardians)
         .into_par_iter()
         .map(|i| ElectionKeyPair::generate(&format!("guardian-{i}"), u64::from(i), quorum))
         .collect();
     let public_keys: Vec<ElectionPublicKey> = keys.iter().map(ElectionKeyPair::share).collect();
     for key in &public_keys {
-        key.validate(quorum).with_context(|| format!("announcement of {}", key.owner_id))?;
+        key.validate(quorum)
+            .with_context(|| format!("announcement of {}", key.owner_id))?;
     }
     let received = keys
         .par_iter()
@@ -168,12 +254,18 @@ pub fn key_ceremony(guardians: u32, quorum: u32) -> Result<Ceremony> {
             keys.iter()
                 .map(|sender| {
                     let backup = ElectionPartialKeyBackup::generate(sender, &recipient.share());
-                    backup.verify(recipient, &sender.share()).map_err(anyhow::Error::from)
+                    backup
+                        .verify(recipient, &sender.share())
+                        .map_err(anyhow::Error::from)
                 })
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Ceremony { guardians: keys, public_keys, received })
+    Ok(Ceremony {
+        guardians: keys,
+        public_keys,
+        received,
+    })
 }
 
 /// Encrypts ballots in parallel, then chains their codes in order from the device hash.
@@ -196,7 +288,11 @@ pub fn encrypt_ballots(
     let mut previous = seed;
     for ballot in &mut encrypted {
         ballot.code_seed = previous;
-        ballot.code = CiphertextBallot::compute_code(&ballot.code_seed, ballot.timestamp, &ballot.crypto_hash);
+        ballot.code = CiphertextBallot::compute_code(
+            &ballot.code_seed,
+            ballot.timestamp,
+            &ballot.crypto_hash,
+        );
         previous = ballot.code.clone();
     }
     Ok(encrypted)
@@ -234,17 +330,32 @@ pub fn decrypt(
         .par_iter()
         .map(|&a| compute_decryption_share(object_id, &ceremony.guardians[a], contests, qbar))
         .collect();
-    let available_keys: Vec<ElectionPublicKey> = available.iter().map(|&a| ceremony.public_keys[a].clone()).collect();
+    let available_keys: Vec<ElectionPublicKey> = available
+        .iter()
+        .map(|&a| ceremony.public_keys[a].clone())
+        .collect();
     let coefficients = lagrange_coefficients(&available_keys);
     for &m in missing {
         let parts: Vec<_> = available
             .par_iter()
             .map(|&a| {
                 let coordinate = &ceremony.received[a][m];
-                compute_compensated_share(object_id, coordinate, &ceremony.public_keys[a], &ceremony.public_keys[m], contests, qbar)
+                compute_compensated_share(
+                    object_id,
+                    coordinate,
+                    &ceremony.public_keys[a],
+                    &ceremony.public_keys[m],
+                    contests,
+                    qbar,
+                )
             })
             .collect();
-        shares.push(reconstruct_share(&ceremony.public_keys[m], contests, &parts, &coefficients)?);
+        shares.push(reconstruct_share(
+            &ceremony.public_keys[m],
+            contests,
+            &parts,
+            &coefficients,
+        )?);
     }
     Ok(combine_shares(object_id, contests, &shares, manifest)?)
 }
@@ -272,22 +383,49 @@ pub fn finish(
     let available: Vec<usize> = (0..n - missing_count as usize).collect();
     let missing: Vec<usize> = (n - missing_count as usize..n).collect();
     let qbar = &context.crypto_extended_base_hash;
-    let tally = decrypt(ceremony, &available, &missing, "election-results", &tally_ciphertexts(&encrypted_tally), &manifest, qbar)?;
+    let tally = decrypt(
+        ceremony,
+        &available,
+        &missing,
+        "election-results",
+        &tally_ciphertexts(&encrypted_tally),
+        &manifest,
+        qbar,
+    )?;
     let spoiled_ballots = ballots
         .iter()
         .filter(|b| b.is_spoiled())
-        .map(|b| decrypt(ceremony, &available, &missing, &b.object_id, &ballot_ciphertexts(b), &manifest, qbar))
+        .map(|b| {
+            decrypt(
+                ceremony,
+                &available,
+                &missing,
+                &b.object_id,
+                &ballot_ciphertexts(b),
+                &manifest,
+                qbar,
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
-    let available_keys: Vec<ElectionPublicKey> = available.iter().map(|&a| ceremony.public_keys[a].clone()).collect();
+    let available_keys: Vec<ElectionPublicKey> = available
+        .iter()
+        .map(|&a| ceremony.public_keys[a].clone())
+        .collect();
     let record = ElectionRecord {
         constants: ElectionConstants::standard(),
         manifest,
         context,
         devices: vec![device],
-        guardians: ceremony.public_keys.iter().map(GuardianRecord::from).collect(),
+        guardians: ceremony
+            .public_keys
+            .iter()
+            .map(GuardianRecord::from)
+            .collect(),
         submitted_ballots: ballots,
         encrypted_tally: Some(encrypted_tally),
-        coefficients: Some(LagrangeCoefficientsRecord { coefficients: lagrange_coefficients(&available_keys) }),
+        coefficients: Some(LagrangeCoefficientsRecord {
+            coefficients: lagrange_coefficients(&available_keys),
+        }),
         tally: Some(tally),
         spoiled_ballots,
     };
@@ -297,15 +435,37 @@ pub fn finish(
 /// The context for the ceremony's joint key.
 pub fn context(manifest: &Manifest, ceremony: &Ceremony, quorum: u32) -> CiphertextElectionContext {
     let (key, commitment_hash) = joint_key(&ceremony.public_keys);
-    CiphertextElectionContext::new(ceremony.guardians.len() as u32, quorum, key, commitment_hash, manifest.crypto_hash())
+    CiphertextElectionContext::new(
+        ceremony.guardians.len() as u32,
+        quorum,
+        key,
+        commitment_hash,
+        manifest.crypto_hash(),
+    )
 }
 
 /// Cast or spoil each ballot at random, counting the cast votes.
-pub fn cast_or_spoil(ballots: &mut [CiphertextBallot], plaintexts: &[PlaintextBallot], spoil_rate: f64, rng: &mut ChoiceRng) -> Vec<Vec<u64>> {
-    let mut expected: Vec<Vec<u64>> =
-        plaintexts.first().map(|p| p.contests.iter().map(|c| vec![0; c.ballot_selections.len()]).collect()).unwrap_or_default();
+pub fn cast_or_spoil(
+    ballots: &mut [CiphertextBallot],
+    plaintexts: &[PlaintextBallot],
+    spoil_rate: f64,
+    rng: &mut ChoiceRng,
+) -> Vec<Vec<u64>> {
+    let mut expected: Vec<Vec<u64>> = plaintexts
+        .first()
+        .map(|p| {
+            p.contests
+                .iter()
+                .map(|c| vec![0; c.ballot_selections.len()])
+                .collect()
+        })
+        .unwrap_or_default();
     for (ballot, plaintext) in ballots.iter_mut().zip(plaintexts) {
-        let state = if rng.chance(spoil_rate) { BallotBoxState::Spoiled } else { BallotBoxState::Cast };
+        let state = if rng.chance(spoil_rate) {
+            BallotBoxState::Spoiled
+        } else {
+            BallotBoxState::Cast
+        };
         *ballot = ballot.submit(state);
         if state == BallotBoxState::Cast {
             for (c, contest) in plaintext.contests.iter().enumerate() {

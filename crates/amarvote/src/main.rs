@@ -1,14 +1,19 @@
-//! `amarvote`: verifiable elections (ElectionGuard 1.0) from one binary.
+//! `amarvote`: verifiable elections (ElectionGuard 1.0) and high-volume referendums from one binary.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use amarvote::commands;
 
 #[derive(Parser)]
-#[command(name = "amarvote", version, about = "Verifiable, distributed election backend (ElectionGuard 1.0)")]
+#[command(
+    name = "amarvote",
+    version,
+    about = "Verifiable, distributed election backend (ElectionGuard 1.0)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,9 +21,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a whole election in memory: key ceremony, encryption, tally, decryption, verification.
+    /// Run a whole election: in memory, or with --server over HTTP against `amarvote serve`.
     Demo(commands::demo::DemoArgs),
-    /// Measure the speed of the cryptography core on this machine.
+    /// Run the API and every worker in one process on the embedded store and queue.
+    Serve(commands::serve::ServeArgs),
+    /// Run the HTTP API on PostgreSQL + RabbitMQ.
+    Api(commands::serve::ScaledArgs),
+    /// Run a worker on PostgreSQL + RabbitMQ.
+    Worker(commands::serve::WorkerArgs),
+    /// Measure the speed of the cryptography core or of the election service.
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Verify a published election record in the reference export layout.
@@ -34,13 +45,41 @@ enum BenchCommand {
     Crypto(commands::bench::BenchArgs),
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn demo(args: &commands::demo::DemoArgs) -> anyhow::Result<()> {
+    let Some(server) = &args.server else {
+        return commands::demo::run(args);
+    };
+    let admin = match &args.admin_token {
+        Some(token) => token.clone(),
+        None => std::fs::read_to_string("amarvote-data/admin.token")
+            .context("pass --admin-token (or AMARVOTE_ADMIN_TOKEN); amarvote-data/admin.token was not found")?
+            .trim()
+            .to_string(),
+    };
+    runtime()?.block_on(commands::demo_server::run(args, server, &admin))
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Demo(args) => commands::demo::run(args),
-        Command::Bench(BenchCommand::Crypto(args)) => commands::bench::run(args),
-        Command::Verify { dir } => commands::verify::run(dir),
+    let result = match cli.command {
+        Command::Demo(args) => demo(&args),
+        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(commands::serve::serve(args))),
+        Command::Api(args) => runtime().and_then(|rt| rt.block_on(commands::serve::api(args))),
+        Command::Worker(args) => {
+            runtime().and_then(|rt| rt.block_on(commands::serve::worker(args)))
+        }
+        Command::Bench(BenchCommand::Crypto(args)) => commands::bench::run(&args),
+        Command::Verify { dir } => commands::verify::run(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,12 +10,17 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     from_json(&text).with_context(|| format!("{} is not a valid record file", path.display()))
 }
 
 fn read_optional<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    if path.exists() { read_json(path).map(Some) } else { Ok(None) }
+    if path.exists() {
+        read_json(path).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// Every `.json` file of a sub-directory, parsed, in file-name order.
@@ -54,9 +59,11 @@ pub fn read_record(dir: &Path) -> Result<ElectionRecord> {
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<()> {
     let path = dir.join(name);
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    fs::write(&path, to_reference_json(value)).with_context(|| format!("cannot write {}", path.display()))
+    fs::write(&path, to_reference_json(value))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes the record in the layout electionguard-python exports and `amarvote verify` reads.

@@ -9,8 +9,14 @@ use electionguard::record::ElectionRecord;
 use electionguard::verify::{verify_record, VerificationReport};
 
 fn fixture(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures").join(name);
-    assert!(dir.is_dir(), "fixture {} is missing: the shared folder must sit beside the project", dir.display());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures")
+        .join(name);
+    assert!(
+        dir.is_dir(),
+        "fixture {} is missing: the shared folder must sit beside the project",
+        dir.display()
+    );
     dir
 }
 
@@ -20,14 +26,22 @@ fn reference() -> ElectionRecord {
 
 /// The names of the checks that failed.
 fn failed(report: &VerificationReport) -> Vec<&'static str> {
-    report.checks.iter().filter(|c| !c.passed()).map(|c| c.name).collect()
+    report
+        .checks
+        .iter()
+        .filter(|c| !c.passed())
+        .map(|c| c.name)
+        .collect()
 }
 
 fn assert_only_fails(record: &ElectionRecord, check: &str) {
     let report = verify_record(record);
     let failed = failed(&report);
     assert!(!failed.is_empty(), "tampering was not detected");
-    assert!(failed.iter().all(|f| f.contains(check)), "expected only '{check}' to fail, got {failed:?}");
+    assert!(
+        failed.iter().all(|f| f.contains(check)),
+        "expected only '{check}' to fail, got {failed:?}"
+    );
 }
 
 /// Changes the last hex digit of a P element (staying below p).
@@ -44,7 +58,10 @@ fn bump_q(x: &ElementModQ) -> ElementModQ {
 
 #[test]
 fn both_reference_fixtures_verify() {
-    for name in ["electionguard-python-1.4", "electionguard-1.0-mitre-example"] {
+    for name in [
+        "electionguard-python-1.4",
+        "electionguard-1.0-mitre-example",
+    ] {
         let report = verify_record(&read_record(&fixture(name)).unwrap());
         assert!(report.passed(), "{name}: {:?}", failed(&report));
     }
@@ -57,13 +74,22 @@ fn a_changed_selection_ciphertext_is_caught() {
     selection.ciphertext.pad = bump_p(&selection.ciphertext.pad);
     let report = verify_record(&record);
     // The ballot is cast, so the encrypted tally no longer matches either.
-    assert_eq!(failed(&report), ["ballot hashes, selection and contest proofs", "encrypted tally is the product of the cast ballots"]);
+    assert_eq!(
+        failed(&report),
+        [
+            "ballot hashes, selection and contest proofs",
+            "encrypted tally is the product of the cast ballots"
+        ]
+    );
 }
 
 #[test]
 fn a_changed_proof_response_is_caught() {
     let mut record = reference();
-    let proof = record.submitted_ballots[2].contests[1].ballot_selections[1].proof.as_mut().unwrap();
+    let proof = record.submitted_ballots[2].contests[1].ballot_selections[1]
+        .proof
+        .as_mut()
+        .unwrap();
     proof.proof_one_response = bump_q(&proof.proof_one_response);
     assert_only_fails(&record, "ballot hashes");
 }
@@ -83,7 +109,11 @@ fn a_changed_commitment_is_caught() {
     let guardian = &mut record.guardians[1];
     guardian.election_commitments[1] = bump_p(&guardian.election_commitments[1]);
     let report = verify_record(&record);
-    assert!(failed(&report).contains(&"guardian public keys and Schnorr proofs"), "{:?}", failed(&report));
+    assert!(
+        failed(&report).contains(&"guardian public keys and Schnorr proofs"),
+        "{:?}",
+        failed(&report)
+    );
 }
 
 #[test]
@@ -93,7 +123,11 @@ fn a_changed_encrypted_tally_is_caught() {
     let selection = tally.contests[0].selections.get_index_mut(1).unwrap().1;
     selection.ciphertext.data = bump_p(&selection.ciphertext.data);
     let report = verify_record(&record);
-    assert!(failed(&report).contains(&"encrypted tally is the product of the cast ballots"), "{:?}", failed(&report));
+    assert!(
+        failed(&report).contains(&"encrypted tally is the product of the cast ballots"),
+        "{:?}",
+        failed(&report)
+    );
 }
 
 #[test]
@@ -103,16 +137,28 @@ fn swapped_contests_between_ballots_are_caught() {
     record.submitted_ballots[1].contests[0] = record.submitted_ballots[2].contests[0].clone();
     record.submitted_ballots[2].contests[0] = first;
     let report = verify_record(&record);
-    assert!(failed(&report).contains(&"ballot hashes, selection and contest proofs"), "{:?}", failed(&report));
+    assert!(
+        failed(&report).contains(&"ballot hashes, selection and contest proofs"),
+        "{:?}",
+        failed(&report)
+    );
 }
 
 #[test]
 fn a_dropped_ballot_is_caught() {
     let mut record = reference();
-    let index = record.submitted_ballots.iter().position(|b| b.is_cast()).unwrap();
+    let index = record
+        .submitted_ballots
+        .iter()
+        .position(|b| b.is_cast())
+        .unwrap();
     record.submitted_ballots.remove(index);
     let report = verify_record(&record);
-    assert!(failed(&report).contains(&"encrypted tally is the product of the cast ballots"), "{:?}", failed(&report));
+    assert!(
+        failed(&report).contains(&"encrypted tally is the product of the cast ballots"),
+        "{:?}",
+        failed(&report)
+    );
 }
 
 #[test]
@@ -125,7 +171,11 @@ fn records_round_trip_to_identical_files() {
         let relative = entry.strip_prefix(dir.path()).unwrap();
         let ours = std::fs::read_to_string(&entry).unwrap();
         let theirs = std::fs::read_to_string(source.join(relative)).unwrap();
-        assert!(ours == theirs, "{} differs after a round trip", relative.display());
+        assert!(
+            ours == theirs,
+            "{} differs after a round trip",
+            relative.display()
+        );
         compared += 1;
     }
     assert_eq!(compared, 1 + 1 + 1 + 1 + 4 + 12 + 1 + 1 + 1 + 3);
@@ -135,7 +185,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+        if path.is_dir() {
+            out.extend(walk(&path))
+        } else {
+            out.push(path)
+        }
     }
     out
 }

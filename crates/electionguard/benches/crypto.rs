@@ -16,8 +16,13 @@ use electionguard::manifest::Manifest;
 use electionguard::tally::CiphertextTally;
 
 fn fixture() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/electionguard-python-1.4");
-    assert!(dir.is_dir(), "the reference fixture is missing at {}", dir.display());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/electionguard-python-1.4");
+    assert!(
+        dir.is_dir(),
+        "the reference fixture is missing at {}",
+        dir.display()
+    );
     dir
 }
 
@@ -29,15 +34,24 @@ fn crypto(c: &mut Criterion) {
     let dir = fixture();
     let manifest: Manifest = read(dir.join("manifest.json"));
     let context: CiphertextElectionContext = read(dir.join("context.json"));
-    let plaintext: PlaintextBallot = read(dir.join("private/plaintext_ballots/plaintext_ballot_ballot-00002.json"));
-    let cast: CiphertextBallot = read(dir.join("submitted_ballots/submitted_ballot_ballot-00002.json"));
+    let plaintext: PlaintextBallot =
+        read(dir.join("private/plaintext_ballots/plaintext_ballot_ballot-00002.json"));
+    let cast: CiphertextBallot =
+        read(dir.join("submitted_ballots/submitted_ballot_ballot-00002.json"));
     let encryptor = Encryptor::new(&manifest, &context);
     let key = EncryptionKey::new(&context.elgamal_public_key);
     let seed = ElementModQ::random();
 
-    c.bench_function("encrypt ballot (2 contests, 5 selections + 2 placeholders)", |b| {
-        b.iter(|| encryptor.encrypt(&plaintext, &seed, &ElementModQ::random(), 0).unwrap())
-    });
+    c.bench_function(
+        "encrypt ballot (2 contests, 5 selections + 2 placeholders)",
+        |b| {
+            b.iter(|| {
+                encryptor
+                    .encrypt(&plaintext, &seed, &ElementModQ::random(), 0)
+                    .unwrap()
+            })
+        },
+    );
     c.bench_function("verify ballot proofs, batched (16 ballots)", |b| {
         let batch: Vec<&CiphertextBallot> = std::iter::repeat_n(&cast, 16).collect();
         b.iter(|| assert!(ballot_proofs_hold(&batch, &key)))
@@ -46,7 +60,11 @@ fn crypto(c: &mut Criterion) {
         b.iter(|| {
             for contest in &cast.contests {
                 for s in &contest.ballot_selections {
-                    s.proof.as_ref().unwrap().verify(&s.ciphertext, &key, &context.crypto_extended_base_hash).unwrap();
+                    s.proof
+                        .as_ref()
+                        .unwrap()
+                        .verify(&s.ciphertext, &key, &context.crypto_extended_base_hash)
+                        .unwrap();
                 }
             }
         })

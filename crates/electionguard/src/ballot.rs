@@ -42,7 +42,11 @@ pub struct CiphertextBallotSelection {
 
 impl CiphertextBallotSelection {
     /// H(object id, description hash, H(α, β)).
-    pub fn compute_crypto_hash(object_id: &str, description_hash: &ElementModQ, ciphertext: &ElGamalCiphertext) -> ElementModQ {
+    pub fn compute_crypto_hash(
+        object_id: &str,
+        description_hash: &ElementModQ,
+        ciphertext: &ElGamalCiphertext,
+    ) -> ElementModQ {
         hash!(object_id, description_hash, ciphertext.crypto_hash())
     }
 }
@@ -62,7 +66,11 @@ pub struct CiphertextBallotContest {
 
 impl CiphertextBallotContest {
     /// H(object id, description hash, selection hashes in sequence order).
-    pub fn compute_crypto_hash(object_id: &str, description_hash: &ElementModQ, selections: &[CiphertextBallotSelection]) -> ElementModQ {
+    pub fn compute_crypto_hash(
+        object_id: &str,
+        description_hash: &ElementModQ,
+        selections: &[CiphertextBallotSelection],
+    ) -> ElementModQ {
         let mut sorted: Vec<&CiphertextBallotSelection> = selections.iter().collect();
         sorted.sort_by_key(|s| s.sequence_order);
         let hashes: Vec<&ElementModQ> = sorted.iter().map(|s| &s.crypto_hash).collect();
@@ -73,7 +81,11 @@ impl CiphertextBallotContest {
 
     /// The product of the selections' ciphertexts.
     pub fn accumulate(selections: &[CiphertextBallotSelection]) -> ElGamalCiphertext {
-        selections.iter().fold(ElGamalCiphertext::identity(), |acc, s| acc.add(&s.ciphertext))
+        selections
+            .iter()
+            .fold(ElGamalCiphertext::identity(), |acc, s| {
+                acc.add(&s.ciphertext)
+            })
     }
 }
 
@@ -107,7 +119,9 @@ impl<'de> Deserialize<'de> for BallotBoxState {
             1 => Ok(BallotBoxState::Cast),
             2 => Ok(BallotBoxState::Spoiled),
             999 => Ok(BallotBoxState::Unknown),
-            other => Err(serde::de::Error::custom(format!("unknown ballot state {other} (1 cast, 2 spoiled, 999 unknown)"))),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown ballot state {other} (1 cast, 2 spoiled, 999 unknown)"
+            ))),
         }
     }
 }
@@ -131,7 +145,11 @@ pub struct CiphertextBallot {
 
 impl CiphertextBallot {
     /// H(ballot id, manifest hash, contest hashes in sequence order).
-    pub fn compute_crypto_hash(object_id: &str, manifest_hash: &ElementModQ, contests: &[CiphertextBallotContest]) -> ElementModQ {
+    pub fn compute_crypto_hash(
+        object_id: &str,
+        manifest_hash: &ElementModQ,
+        contests: &[CiphertextBallotContest],
+    ) -> ElementModQ {
         let mut sorted: Vec<&CiphertextBallotContest> = contests.iter().collect();
         sorted.sort_by_key(|c| c.sequence_order);
         let mut items: Vec<&dyn hash::HashElem> = vec![&object_id, manifest_hash];
@@ -140,7 +158,11 @@ impl CiphertextBallot {
     }
 
     /// The ballot code (tracking code): H(previous code or device hash, timestamp, ballot hash).
-    pub fn compute_code(code_seed: &ElementModQ, timestamp: i64, crypto_hash: &ElementModQ) -> ElementModQ {
+    pub fn compute_code(
+        code_seed: &ElementModQ,
+        timestamp: i64,
+        crypto_hash: &ElementModQ,
+    ) -> ElementModQ {
         hash!(code_seed, timestamp, crypto_hash)
     }
 
@@ -178,6 +200,11 @@ pub struct EncryptionDevice {
 
 impl EncryptionDevice {
     pub fn hash(&self) -> ElementModQ {
-        hash!(self.device_id, self.session_id, self.launch_code, self.location)
+        hash!(
+            self.device_id,
+            self.session_id,
+            self.launch_code,
+            self.location
+        )
     }
 }

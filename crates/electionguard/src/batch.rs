@@ -36,21 +36,32 @@ struct Product<'a> {
 
 impl<'a> Product<'a> {
     fn holds(&self, key: &EncryptionKey) -> bool {
-        product_of_powers(&self.terms).mul(&g_pow_p(&self.g)).mul(&key.pow(&self.k)) == ElementModP::one()
+        product_of_powers(&self.terms)
+            .mul(&g_pow_p(&self.g))
+            .mul(&key.pow(&self.k))
+            == ElementModP::one()
     }
 }
 
 /// Whether every selection and contest proof of these ballots holds. Structure, hashes and
 /// challenges are the caller's to check (they are cheap and need no batching).
 pub fn ballot_proofs_hold(ballots: &[&CiphertextBallot], key: &EncryptionKey) -> bool {
-    let mut product = Product { terms: Vec::new(), g: ElementModQ::zero(), k: ElementModQ::zero() };
+    let mut product = Product {
+        terms: Vec::new(),
+        g: ElementModQ::zero(),
+        k: ElementModQ::zero(),
+    };
     let mut members: Vec<(&ElementModP, ElementModQ)> = Vec::new();
     let mut residues: Vec<&ElementModP> = Vec::new();
     for contest in ballots.iter().flat_map(|b| &b.contests) {
-        let Some(cp) = &contest.proof else { return false };
+        let Some(cp) = &contest.proof else {
+            return false;
+        };
         let (w5, w6) = (weight(), weight());
         for selection in &contest.ballot_selections {
-            let Some(p) = &selection.proof else { return false };
+            let Some(p) = &selection.proof else {
+                return false;
+            };
             let (alpha, beta) = (&selection.ciphertext.pad, &selection.ciphertext.data);
             let (w1, w2, w3, w4) = (weight(), weight(), weight(), weight());
             let (c0, c1) = (&p.proof_zero_challenge, &p.proof_one_challenge);
@@ -60,16 +71,40 @@ pub fn ballot_proofs_hold(ballots: &[&CiphertextBallot], key: &EncryptionKey) ->
             let alpha_exp = c0.mul(&w1).add(&c1.mul(&w2)).add(&cp.challenge.mul(&w5));
             let beta_exp = c0.mul(&w3).add(&c1.mul(&w4)).add(&cp.challenge.mul(&w6));
             product.terms.extend([(alpha, alpha_exp), (beta, beta_exp)]);
-            product.terms.extend([(&p.proof_zero_pad, w1.clone()), (&p.proof_one_pad, w2.clone())]);
-            product.terms.extend([(&p.proof_zero_data, w3.clone()), (&p.proof_one_data, w4.clone())]);
-            product.g = product.g.sub(&v0.mul(&w1)).sub(&v1.mul(&w2)).sub(&c1.mul(&w4));
+            product.terms.extend([
+                (&p.proof_zero_pad, w1.clone()),
+                (&p.proof_one_pad, w2.clone()),
+            ]);
+            product.terms.extend([
+                (&p.proof_zero_data, w3.clone()),
+                (&p.proof_one_data, w4.clone()),
+            ]);
+            product.g = product
+                .g
+                .sub(&v0.mul(&w1))
+                .sub(&v1.mul(&w2))
+                .sub(&c1.mul(&w4));
             product.k = product.k.sub(&v0.mul(&w3)).sub(&v1.mul(&w4));
             members.extend([(alpha, weight()), (beta, weight())]);
-            residues.extend([alpha, beta, &p.proof_zero_pad, &p.proof_one_pad, &p.proof_zero_data, &p.proof_one_data]);
+            residues.extend([
+                alpha,
+                beta,
+                &p.proof_zero_pad,
+                &p.proof_one_pad,
+                &p.proof_zero_data,
+                &p.proof_one_data,
+            ]);
         }
-        let Ok(constant) = ElementModQ::from_u64(cp.constant) else { return false };
-        product.terms.extend([(&cp.pad, w5.clone()), (&cp.data, w6.clone())]);
-        product.g = product.g.sub(&cp.response.mul(&w5)).sub(&cp.challenge.mul(&constant).mul(&w6));
+        let Ok(constant) = ElementModQ::from_u64(cp.constant) else {
+            return false;
+        };
+        product
+            .terms
+            .extend([(&cp.pad, w5.clone()), (&cp.data, w6.clone())]);
+        product.g = product
+            .g
+            .sub(&cp.response.mul(&w5))
+            .sub(&cp.challenge.mul(&constant).mul(&w6));
         product.k = product.k.sub(&cp.response.mul(&w6));
         residues.extend([&cp.pad, &cp.data]);
     }
@@ -84,6 +119,9 @@ fn in_subgroup(members: &[(&ElementModP, ElementModQ)]) -> bool {
 
 /// Π bᵢ^eᵢ over the weighted terms.
 fn product_of_powers(terms: &[(&ElementModP, ElementModQ)]) -> ElementModP {
-    let terms: Vec<_> = terms.iter().map(|(base, exponent)| (*base, exponent.bignum())).collect();
+    let terms: Vec<_> = terms
+        .iter()
+        .map(|(base, exponent)| (*base, exponent.bignum()))
+        .collect();
     multi_exp(&terms)
 }

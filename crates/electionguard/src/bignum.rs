@@ -73,7 +73,15 @@ struct Mpz {
 extern "C" {
     fn __gmpz_init(x: *mut Mpz);
     fn __gmpz_clear(x: *mut Mpz);
-    fn __gmpz_import(rop: *mut Mpz, count: usize, order: c_int, size: usize, endian: c_int, nails: usize, op: *const u8);
+    fn __gmpz_import(
+        rop: *mut Mpz,
+        count: usize,
+        order: c_int,
+        size: usize,
+        endian: c_int,
+        nails: usize,
+        op: *const u8,
+    );
     fn __gmpz_jacobi(a: *const Mpz, b: *const Mpz) -> c_int;
 }
 
@@ -82,7 +90,11 @@ struct GmpInt(Mpz);
 
 impl GmpInt {
     fn from_be_bytes(bytes: &[u8]) -> GmpInt {
-        let mut x = GmpInt(Mpz { alloc: 0, size: 0, limbs: std::ptr::null_mut() });
+        let mut x = GmpInt(Mpz {
+            alloc: 0,
+            size: 0,
+            limbs: std::ptr::null_mut(),
+        });
         // SAFETY: init before use; import reads exactly `bytes.len()` bytes (order 1, size 1: big-endian bytes).
         unsafe {
             __gmpz_init(&mut x.0);
@@ -111,7 +123,10 @@ pub(crate) fn with_ctx<T>(f: impl FnOnce(&mut BigNumContextRef) -> T) -> T {
 
 /// OpenSSL only fails these calls on allocation failure, which we treat like Rust does.
 fn check(rc: c_int) {
-    assert!(rc == 1, "OpenSSL big-number operation failed (out of memory)");
+    assert!(
+        rc == 1,
+        "OpenSSL big-number operation failed (out of memory)"
+    );
 }
 
 /// Montgomery arithmetic modulo a fixed odd modulus.
@@ -136,8 +151,13 @@ impl Montgomery {
         // SAFETY: a fresh context, set from a live modulus.
         let mont = unsafe { BN_MONT_CTX_new() };
         let mont = NonNull::new(mont).expect("OpenSSL could not allocate a BN_MONT_CTX");
-        with_ctx(|ctx| check(unsafe { BN_MONT_CTX_set(mont.as_ptr(), modulus.as_ptr(), ctx.as_ptr()) }));
-        Montgomery { mont, modulus: modulus.to_owned().unwrap() }
+        with_ctx(|ctx| {
+            check(unsafe { BN_MONT_CTX_set(mont.as_ptr(), modulus.as_ptr(), ctx.as_ptr()) })
+        });
+        Montgomery {
+            mont,
+            modulus: modulus.to_owned().unwrap(),
+        }
     }
 
     pub(crate) fn modulus(&self) -> &BigNumRef {
@@ -149,7 +169,13 @@ impl Montgomery {
         with_ctx(|ctx| {
             // SAFETY: module documentation.
             check(unsafe {
-                BN_mod_mul_montgomery(r.as_ptr(), a.as_ptr(), b.as_ptr(), self.mont.as_ptr(), ctx.as_ptr())
+                BN_mod_mul_montgomery(
+                    r.as_ptr(),
+                    a.as_ptr(),
+                    b.as_ptr(),
+                    self.mont.as_ptr(),
+                    ctx.as_ptr(),
+                )
             })
         })
     }
@@ -162,12 +188,20 @@ impl Montgomery {
 
     pub(crate) fn to_mont(&self, r: &mut BigNumRef, a: &BigNumRef) {
         // SAFETY: module documentation.
-        with_ctx(|ctx| check(unsafe { BN_to_montgomery(r.as_ptr(), a.as_ptr(), self.mont.as_ptr(), ctx.as_ptr()) }))
+        with_ctx(|ctx| {
+            check(unsafe {
+                BN_to_montgomery(r.as_ptr(), a.as_ptr(), self.mont.as_ptr(), ctx.as_ptr())
+            })
+        })
     }
 
     pub(crate) fn from_mont(&self, r: &mut BigNumRef, a: &BigNumRef) {
         // SAFETY: module documentation.
-        with_ctx(|ctx| check(unsafe { BN_from_montgomery(r.as_ptr(), a.as_ptr(), self.mont.as_ptr(), ctx.as_ptr()) }))
+        with_ctx(|ctx| {
+            check(unsafe {
+                BN_from_montgomery(r.as_ptr(), a.as_ptr(), self.mont.as_ptr(), ctx.as_ptr())
+            })
+        })
     }
 
     /// base^exp mod m, variable time: for public exponents only.
@@ -176,7 +210,14 @@ impl Montgomery {
         with_ctx(|ctx| {
             // SAFETY: module documentation.
             check(unsafe {
-                BN_mod_exp_mont(r.as_ptr(), base.as_ptr(), exp.as_ptr(), self.modulus.as_ptr(), ctx.as_ptr(), self.mont.as_ptr())
+                BN_mod_exp_mont(
+                    r.as_ptr(),
+                    base.as_ptr(),
+                    exp.as_ptr(),
+                    self.modulus.as_ptr(),
+                    ctx.as_ptr(),
+                    self.mont.as_ptr(),
+                )
             })
         });
         r
@@ -207,7 +248,10 @@ impl Montgomery {
 
 /// The Jacobi symbol (a/m) for odd m: for a prime m, 1 exactly when a is a non-zero quadratic residue.
 pub(crate) fn jacobi(a: &BigNumRef, m: &BigNumRef) -> i32 {
-    let (a, m) = (GmpInt::from_be_bytes(&a.to_vec()), GmpInt::from_be_bytes(&m.to_vec()));
+    let (a, m) = (
+        GmpInt::from_be_bytes(&a.to_vec()),
+        GmpInt::from_be_bytes(&m.to_vec()),
+    );
     // SAFETY: both are initialised GMP integers, m is odd.
     unsafe { __gmpz_jacobi(&a.0, &m.0) }
 }

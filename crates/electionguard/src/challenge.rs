@@ -11,8 +11,8 @@
 //! ballot that carries write-ins or an overvote does not re-encrypt to the same bytes.
 
 use crate::ballot::{
-    CiphertextBallot, CiphertextBallotContest, CiphertextBallotSelection, PlaintextBallot, PlaintextBallotContest,
-    PlaintextBallotSelection,
+    CiphertextBallot, CiphertextBallotContest, CiphertextBallotSelection, PlaintextBallot,
+    PlaintextBallotContest, PlaintextBallotSelection,
 };
 use crate::context::CiphertextElectionContext;
 use crate::encrypt::{EncryptError, Encryptor};
@@ -27,7 +27,11 @@ pub enum ChallengeError {
     #[error("ballot {ballot}: contest {contest} is not in the manifest")]
     UnknownContest { ballot: String, contest: String },
     #[error("ballot {ballot}: selection {selection} {problem}")]
-    Selection { ballot: String, selection: String, problem: SelectionProblem },
+    Selection {
+        ballot: String,
+        selection: String,
+        problem: SelectionProblem,
+    },
     #[error("ballot {ballot}: the revealed choices cannot be encrypted: {source}")]
     Unencryptable {
         ballot: String,
@@ -61,9 +65,20 @@ pub fn open_challenged_ballot(
     let contests = ballot
         .contests
         .iter()
-        .map(|contest| open_contest(&ballot.object_id, contest, manifest, &context.elgamal_public_key))
+        .map(|contest| {
+            open_contest(
+                &ballot.object_id,
+                contest,
+                manifest,
+                &context.elgamal_public_key,
+            )
+        })
         .collect::<Result<_, _>>()?;
-    Ok(PlaintextBallot { object_id: ballot.object_id.clone(), style_id: ballot.style_id.clone(), contests })
+    Ok(PlaintextBallot {
+        object_id: ballot.object_id.clone(),
+        style_id: ballot.style_id.clone(),
+        contests,
+    })
 }
 
 fn open_contest(
@@ -72,17 +87,21 @@ fn open_contest(
     manifest: &Manifest,
     joint_key: &ElementModP,
 ) -> Result<PlaintextBallotContest, ChallengeError> {
-    let description = manifest.contest(&contest.object_id).ok_or_else(|| ChallengeError::UnknownContest {
-        ballot: ballot_id.to_string(),
-        contest: contest.object_id.clone(),
-    })?;
+    let description =
+        manifest
+            .contest(&contest.object_id)
+            .ok_or_else(|| ChallengeError::UnknownContest {
+                ballot: ballot_id.to_string(),
+                contest: contest.object_id.clone(),
+            })?;
     let mut ballot_selections = Vec::with_capacity(description.ballot_selections.len());
     for selection in &contest.ballot_selections {
-        let vote = open_selection(selection, joint_key).map_err(|problem| ChallengeError::Selection {
-            ballot: ballot_id.to_string(),
-            selection: selection.object_id.clone(),
-            problem,
-        })?;
+        let vote =
+            open_selection(selection, joint_key).map_err(|problem| ChallengeError::Selection {
+                ballot: ballot_id.to_string(),
+                selection: selection.object_id.clone(),
+                problem,
+            })?;
         // The manifest, not the device's placeholder flag, says which selections are choices.
         if is_choice(description, &selection.object_id) {
             ballot_selections.push(PlaintextBallotSelection {
@@ -93,11 +112,17 @@ fn open_contest(
             });
         }
     }
-    Ok(PlaintextBallotContest { object_id: contest.object_id.clone(), ballot_selections })
+    Ok(PlaintextBallotContest {
+        object_id: contest.object_id.clone(),
+        ballot_selections,
+    })
 }
 
 fn is_choice(description: &ContestDescription, selection_id: &str) -> bool {
-    description.ballot_selections.iter().any(|s| s.object_id == selection_id)
+    description
+        .ballot_selections
+        .iter()
+        .any(|s| s.object_id == selection_id)
 }
 
 /// The selection's vote, from (α, β) = (g^r, g^v · K^r) and r.
@@ -105,8 +130,14 @@ fn is_choice(description: &ContestDescription, selection_id: &str) -> bool {
 /// A vote can only be 0 or 1, so β is compared with K^r and g · K^r instead of searching
 /// for a discrete log: that search takes seconds on a tampered ciphertext (all counts up
 /// to 2^32), and a voter's device must not be made to stall by the machine it checks.
-fn open_selection(selection: &CiphertextBallotSelection, joint_key: &ElementModP) -> Result<u64, SelectionProblem> {
-    let nonce = selection.nonce.as_ref().ok_or(SelectionProblem::MissingNonce)?;
+fn open_selection(
+    selection: &CiphertextBallotSelection,
+    joint_key: &ElementModP,
+) -> Result<u64, SelectionProblem> {
+    let nonce = selection
+        .nonce
+        .as_ref()
+        .ok_or(SelectionProblem::MissingNonce)?;
     if selection.ciphertext.pad != g_pow_p(nonce) {
         return Err(SelectionProblem::PadMismatch);
     }
@@ -130,16 +161,26 @@ pub fn verify_challenge(
     manifest: &Manifest,
     context: &CiphertextElectionContext,
 ) -> Result<(), ChallengeError> {
-    let master_nonce =
-        ballot.nonce.as_ref().ok_or_else(|| ChallengeError::MissingMasterNonce { ballot: ballot.object_id.clone() })?;
+    let master_nonce = ballot
+        .nonce
+        .as_ref()
+        .ok_or_else(|| ChallengeError::MissingMasterNonce {
+            ballot: ballot.object_id.clone(),
+        })?;
     let mut reencrypted = Encryptor::new(manifest, context)
         .encrypt(plaintext, &ballot.code_seed, master_nonce, ballot.timestamp)
-        .map_err(|source| ChallengeError::Unencryptable { ballot: ballot.object_id.clone(), source })?;
+        .map_err(|source| ChallengeError::Unencryptable {
+            ballot: ballot.object_id.clone(),
+            source,
+        })?;
     // The ballot-box state is not encrypted content: a challenged ballot may already be marked spoiled.
     reencrypted.state = ballot.state;
     match first_difference(&reencrypted, ballot) {
         None => Ok(()),
-        Some(location) => Err(ChallengeError::NotReproduced { ballot: ballot.object_id.clone(), location }),
+        Some(location) => Err(ChallengeError::NotReproduced {
+            ballot: ballot.object_id.clone(),
+            location,
+        }),
     }
 }
 
@@ -149,7 +190,11 @@ fn first_difference(expected: &CiphertextBallot, actual: &CiphertextBallot) -> O
         return None;
     }
     for (ours, theirs) in expected.contests.iter().zip(&actual.contests) {
-        let differing = ours.ballot_selections.iter().zip(&theirs.ballot_selections).find(|(a, b)| a != b);
+        let differing = ours
+            .ballot_selections
+            .iter()
+            .zip(&theirs.ballot_selections)
+            .find(|(a, b)| a != b);
         if let Some((selection, _)) = differing {
             return Some(format!("selection {}", selection.object_id));
         }
@@ -165,7 +210,9 @@ mod tests {
     use super::*;
     use crate::elgamal::ElGamalKeyPair;
     use crate::group::ElementModQ;
-    use crate::manifest::{BallotStyle, Candidate, GeopoliticalUnit, InternationalizedText, SelectionDescription};
+    use crate::manifest::{
+        BallotStyle, Candidate, GeopoliticalUnit, InternationalizedText, SelectionDescription,
+    };
 
     /// One contest, choose one of three.
     fn manifest() -> Manifest {
@@ -173,7 +220,11 @@ mod tests {
         let selections = candidates
             .iter()
             .enumerate()
-            .map(|(i, c)| SelectionDescription { object_id: format!("select-{c}"), sequence_order: i as u64, candidate_id: c.to_string() })
+            .map(|(i, c)| SelectionDescription {
+                object_id: format!("select-{c}"),
+                sequence_order: i as u64,
+                candidate_id: c.to_string(),
+            })
             .collect();
         Manifest {
             election_scope_id: "challenge-test".into(),
@@ -224,7 +275,13 @@ mod tests {
 
     fn context(manifest: &Manifest) -> CiphertextElectionContext {
         let keys = ElGamalKeyPair::from_secret(ElementModQ::random_at_least_two());
-        CiphertextElectionContext::new(1, 1, keys.public_key, ElementModQ::random(), manifest.crypto_hash())
+        CiphertextElectionContext::new(
+            1,
+            1,
+            keys.public_key,
+            ElementModQ::random(),
+            manifest.crypto_hash(),
+        )
     }
 
     /// The voter's choice of candidate `chosen`, every selection listed.
@@ -243,16 +300,34 @@ mod tests {
         PlaintextBallot {
             object_id: "ballot-1".into(),
             style_id: "style".into(),
-            contests: vec![PlaintextBallotContest { object_id: "contest".into(), ballot_selections }],
+            contests: vec![PlaintextBallotContest {
+                object_id: "contest".into(),
+                ballot_selections,
+            }],
         }
     }
 
-    fn encrypt(manifest: &Manifest, context: &CiphertextElectionContext, plaintext: &PlaintextBallot) -> CiphertextBallot {
-        Encryptor::new(manifest, context).encrypt(plaintext, &ElementModQ::random(), &ElementModQ::random(), 1_700_000_000).unwrap()
+    fn encrypt(
+        manifest: &Manifest,
+        context: &CiphertextElectionContext,
+        plaintext: &PlaintextBallot,
+    ) -> CiphertextBallot {
+        Encryptor::new(manifest, context)
+            .encrypt(
+                plaintext,
+                &ElementModQ::random(),
+                &ElementModQ::random(),
+                1_700_000_000,
+            )
+            .unwrap()
     }
 
     fn selection_error(selection: &str, problem: SelectionProblem) -> ChallengeError {
-        ChallengeError::Selection { ballot: "ballot-1".into(), selection: selection.into(), problem }
+        ChallengeError::Selection {
+            ballot: "ballot-1".into(),
+            selection: selection.into(),
+            problem,
+        }
     }
 
     #[test]
@@ -275,7 +350,9 @@ mod tests {
         let manifest = manifest();
         let context = context(&manifest);
         let ballot = encrypt(&manifest, &context, &choices(&manifest, 0));
-        let error = |ballot: &CiphertextBallot| open_challenged_ballot(ballot, &manifest, &context).unwrap_err();
+        let error = |ballot: &CiphertextBallot| {
+            open_challenged_ballot(ballot, &manifest, &context).unwrap_err()
+        };
 
         let mut pad_changed = ballot.clone();
         let selection = &mut pad_changed.contests[0].ballot_selections[2];
@@ -285,7 +362,9 @@ mod tests {
 
         // An arbitrary β is rejected at once, without a discrete-log search.
         let mut data_changed = ballot.clone();
-        data_changed.contests[0].ballot_selections[0].ciphertext.data = g_pow_p(&ElementModQ::random());
+        data_changed.contests[0].ballot_selections[0]
+            .ciphertext
+            .data = g_pow_p(&ElementModQ::random());
         let expected = selection_error("select-a", SelectionProblem::NotZeroOrOne);
         assert_eq!(error(&data_changed), expected);
     }
@@ -297,11 +376,23 @@ mod tests {
         let mut ballot = encrypt(&manifest, &context, &choices(&manifest, 0));
         // β / g turns the chosen selection's 1 into a 0; its proof still proves the 1.
         let selection = &mut ballot.contests[0].ballot_selections[0];
-        selection.ciphertext.data = selection.ciphertext.data.mul(&ElementModP::generator().inv().unwrap());
+        selection.ciphertext.data = selection
+            .ciphertext
+            .data
+            .mul(&ElementModP::generator().inv().unwrap());
         let opened = open_challenged_ballot(&ballot, &manifest, &context).unwrap();
-        assert!(opened.contests[0].ballot_selections.iter().all(|s| s.vote == 0));
-        let expected = ChallengeError::NotReproduced { ballot: "ballot-1".into(), location: "selection select-a".into() };
-        assert_eq!(verify_challenge(&ballot, &opened, &manifest, &context), Err(expected));
+        assert!(opened.contests[0]
+            .ballot_selections
+            .iter()
+            .all(|s| s.vote == 0));
+        let expected = ChallengeError::NotReproduced {
+            ballot: "ballot-1".into(),
+            location: "selection select-a".into(),
+        };
+        assert_eq!(
+            verify_challenge(&ballot, &opened, &manifest, &context),
+            Err(expected)
+        );
     }
 
     #[test]
@@ -310,18 +401,33 @@ mod tests {
         let context = context(&manifest);
         let ballot = encrypt(&manifest, &context, &choices(&manifest, 0));
         let claimed = choices(&manifest, 2);
-        let expected = ChallengeError::NotReproduced { ballot: "ballot-1".into(), location: "selection select-a".into() };
-        assert_eq!(verify_challenge(&ballot, &claimed, &manifest, &context), Err(expected));
+        let expected = ChallengeError::NotReproduced {
+            ballot: "ballot-1".into(),
+            location: "selection select-a".into(),
+        };
+        assert_eq!(
+            verify_challenge(&ballot, &claimed, &manifest, &context),
+            Err(expected)
+        );
     }
 
     #[test]
     fn a_ballot_without_its_nonces_cannot_be_opened() {
         let manifest = manifest();
         let context = context(&manifest);
-        let submitted = encrypt(&manifest, &context, &choices(&manifest, 0)).submit(crate::ballot::BallotBoxState::Spoiled);
+        let submitted = encrypt(&manifest, &context, &choices(&manifest, 0))
+            .submit(crate::ballot::BallotBoxState::Spoiled);
         let expected = selection_error("select-a", SelectionProblem::MissingNonce);
-        assert_eq!(open_challenged_ballot(&submitted, &manifest, &context), Err(expected));
-        let expected = ChallengeError::MissingMasterNonce { ballot: "ballot-1".into() };
-        assert_eq!(verify_challenge(&submitted, &choices(&manifest, 0), &manifest, &context), Err(expected));
+        assert_eq!(
+            open_challenged_ballot(&submitted, &manifest, &context),
+            Err(expected)
+        );
+        let expected = ChallengeError::MissingMasterNonce {
+            ballot: "ballot-1".into(),
+        };
+        assert_eq!(
+            verify_challenge(&submitted, &choices(&manifest, 0), &manifest, &context),
+            Err(expected)
+        );
     }
 }

@@ -14,7 +14,10 @@ pub struct Configuration {
 
 impl Default for Configuration {
     fn default() -> Self {
-        Configuration { allow_overvotes: true, max_votes: 1_000_000 }
+        Configuration {
+            allow_overvotes: true,
+            max_votes: 1_000_000,
+        }
     }
 }
 
@@ -32,12 +35,26 @@ pub struct CiphertextElectionContext {
 }
 
 /// Q = H(p, q, g, n, k, manifest hash), as the reference computes it.
-pub fn crypto_base_hash(number_of_guardians: u32, quorum: u32, manifest_hash: &ElementModQ) -> ElementModQ {
-    hash!(ElementModP::p_hex(), ElementModQ::q_hex(), ElementModP::g_hex(), number_of_guardians, quorum, manifest_hash)
+pub fn crypto_base_hash(
+    number_of_guardians: u32,
+    quorum: u32,
+    manifest_hash: &ElementModQ,
+) -> ElementModQ {
+    hash!(
+        ElementModP::p_hex(),
+        ElementModQ::q_hex(),
+        ElementModP::g_hex(),
+        number_of_guardians,
+        quorum,
+        manifest_hash
+    )
 }
 
 /// Q̄ = H(Q, commitment hash).
-pub fn crypto_extended_base_hash(base_hash: &ElementModQ, commitment_hash: &ElementModQ) -> ElementModQ {
+pub fn crypto_extended_base_hash(
+    base_hash: &ElementModQ,
+    commitment_hash: &ElementModQ,
+) -> ElementModQ {
     hash!(base_hash, commitment_hash)
 }
 
@@ -50,7 +67,8 @@ impl CiphertextElectionContext {
         manifest_hash: ElementModQ,
     ) -> Self {
         let crypto_base_hash = crypto_base_hash(number_of_guardians, quorum, &manifest_hash);
-        let crypto_extended_base_hash = crypto_extended_base_hash(&crypto_base_hash, &commitment_hash);
+        let crypto_extended_base_hash =
+            crypto_extended_base_hash(&crypto_base_hash, &commitment_hash);
         CiphertextElectionContext {
             number_of_guardians,
             quorum,

@@ -28,7 +28,11 @@ pub fn tally_ciphertexts(tally: &CiphertextTally) -> Vec<ContestCiphertexts> {
         .map(|c| ContestCiphertexts {
             object_id: c.object_id.clone(),
             description_hash: c.description_hash.clone(),
-            selections: c.selections.values().map(|s| (s.object_id.clone(), s.ciphertext.clone())).collect(),
+            selections: c
+                .selections
+                .values()
+                .map(|s| (s.object_id.clone(), s.ciphertext.clone()))
+                .collect(),
         })
         .collect()
 }
@@ -41,7 +45,11 @@ pub fn ballot_ciphertexts(ballot: &CiphertextBallot) -> Vec<ContestCiphertexts> 
         .map(|c| ContestCiphertexts {
             object_id: c.object_id.clone(),
             description_hash: c.description_hash.clone(),
-            selections: c.ballot_selections.iter().map(|s| (s.object_id.clone(), s.ciphertext.clone())).collect(),
+            selections: c
+                .ballot_selections
+                .iter()
+                .map(|s| (s.object_id.clone(), s.ciphertext.clone()))
+                .collect(),
         })
         .collect()
 }
@@ -109,7 +117,10 @@ fn prove_shares<'a>(
     contests: &'a [ContestCiphertexts],
     secret: &SecretKey,
     extended_base_hash: &ElementModQ,
-) -> Vec<(&'a ContestCiphertexts, Vec<(String, ElementModP, ChaumPedersenProof)>)> {
+) -> Vec<(
+    &'a ContestCiphertexts,
+    Vec<(String, ElementModP, ChaumPedersenProof)>,
+)> {
     contests
         .iter()
         .map(|c| {
@@ -118,7 +129,13 @@ fn prove_shares<'a>(
                 .iter()
                 .map(|(id, ct)| {
                     let share = ct.partial_decrypt(secret);
-                    let proof = ChaumPedersenProof::make(ct, secret, &share, &ElementModQ::random(), extended_base_hash);
+                    let proof = ChaumPedersenProof::make(
+                        ct,
+                        secret,
+                        &share,
+                        &ElementModQ::random(),
+                        extended_base_hash,
+                    );
                     (id.clone(), share, proof)
                 })
                 .collect();
@@ -169,7 +186,10 @@ pub fn compute_decryption_share(
 }
 
 /// The recovery key g^P_missing(ℓ) of an available guardian ℓ, from the missing guardian's commitments.
-pub fn recovery_public_key(available: &ElectionPublicKey, missing: &ElectionPublicKey) -> ElementModP {
+pub fn recovery_public_key(
+    available: &ElectionPublicKey,
+    missing: &ElectionPublicKey,
+) -> ElementModP {
     commitment_image(available.sequence_order, &missing.coefficient_commitments)
 }
 
@@ -236,7 +256,15 @@ pub fn lagrange_coefficient(sequence_order: u64, others: &[u64]) -> ElementModQ 
 /// The Lagrange coefficients of the available guardians, keyed by guardian id.
 pub fn lagrange_coefficients(available: &[ElectionPublicKey]) -> IndexMap<String, ElementModQ> {
     let orders: Vec<u64> = available.iter().map(|g| g.sequence_order).collect();
-    available.iter().map(|g| (g.owner_id.clone(), lagrange_coefficient(g.sequence_order, &orders))).collect()
+    available
+        .iter()
+        .map(|g| {
+            (
+                g.owner_id.clone(),
+                lagrange_coefficient(g.sequence_order, &orders),
+            )
+        })
+        .collect()
 }
 
 /// Why shares could not be combined.
@@ -264,10 +292,17 @@ pub fn reconstruct_share(
             let mut product = ElementModP::one();
             let mut recovered = IndexMap::new();
             for part in parts {
-                let selection = part.contests.get(&c.object_id).and_then(|pc| pc.selections.get(id)).ok_or_else(|| {
-                    DecryptError::MissingShare { guardian: part.guardian_id.clone(), selection: id.clone() }
-                })?;
-                let w = coefficients.get(&part.guardian_id).ok_or_else(|| DecryptError::MissingCoefficient(part.guardian_id.clone()))?;
+                let selection = part
+                    .contests
+                    .get(&c.object_id)
+                    .and_then(|pc| pc.selections.get(id))
+                    .ok_or_else(|| DecryptError::MissingShare {
+                        guardian: part.guardian_id.clone(),
+                        selection: id.clone(),
+                    })?;
+                let w = coefficients
+                    .get(&part.guardian_id)
+                    .ok_or_else(|| DecryptError::MissingCoefficient(part.guardian_id.clone()))?;
                 product = product.mul(&selection.share.pow(w));
                 recovered.insert(part.guardian_id.clone(), selection.clone());
             }
@@ -288,8 +323,16 @@ pub fn reconstruct_share(
         };
         out.insert(c.object_id.clone(), contest);
     }
-    let object_id = parts.first().map(|p| p.object_id.clone()).unwrap_or_default();
-    Ok(DecryptionShare { object_id, guardian_id: missing.owner_id.clone(), public_key: missing.key.clone(), contests: out })
+    let object_id = parts
+        .first()
+        .map(|p| p.object_id.clone())
+        .unwrap_or_default();
+    Ok(DecryptionShare {
+        object_id,
+        guardian_id: missing.owner_id.clone(),
+        public_key: missing.key.clone(),
+        contests: out,
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,29 +367,60 @@ pub fn combine_shares(
 ) -> Result<PlaintextTally, DecryptError> {
     let mut out = IndexMap::new();
     for c in contests {
-        let Some(description) = manifest.contest(&c.object_id) else { continue };
+        let Some(description) = manifest.contest(&c.object_id) else {
+            continue;
+        };
         let mut selections = IndexMap::new();
         for (id, ciphertext) in &c.selections {
-            if !description.ballot_selections.iter().any(|s| &s.object_id == id) {
+            if !description
+                .ballot_selections
+                .iter()
+                .any(|s| &s.object_id == id)
+            {
                 continue;
             }
             let mut parts = Vec::with_capacity(shares.len());
             for share in shares {
-                let part = share.contests.get(&c.object_id).and_then(|sc| sc.selections.get(id)).ok_or_else(|| {
-                    DecryptError::MissingShare { guardian: share.guardian_id.clone(), selection: id.clone() }
-                })?;
+                let part = share
+                    .contests
+                    .get(&c.object_id)
+                    .and_then(|sc| sc.selections.get(id))
+                    .ok_or_else(|| DecryptError::MissingShare {
+                        guardian: share.guardian_id.clone(),
+                        selection: id.clone(),
+                    })?;
                 parts.push(part.clone());
             }
-            let product = parts.iter().fold(ElementModP::one(), |acc, p| acc.mul(&p.share));
-            let inverse = product.inv().ok_or_else(|| DecryptError::NoDiscreteLog(id.clone()))?;
+            let product = parts
+                .iter()
+                .fold(ElementModP::one(), |acc, p| acc.mul(&p.share));
+            let inverse = product
+                .inv()
+                .ok_or_else(|| DecryptError::NoDiscreteLog(id.clone()))?;
             let value = ciphertext.data.mul(&inverse);
-            let tally = crate::dlog::discrete_log(&value).ok_or_else(|| DecryptError::NoDiscreteLog(id.clone()))?;
-            let selection = PlaintextTallySelection { object_id: id.clone(), tally, value, message: ciphertext.clone(), shares: parts };
+            let tally = crate::dlog::discrete_log(&value)
+                .ok_or_else(|| DecryptError::NoDiscreteLog(id.clone()))?;
+            let selection = PlaintextTallySelection {
+                object_id: id.clone(),
+                tally,
+                value,
+                message: ciphertext.clone(),
+                shares: parts,
+            };
             selections.insert(id.clone(), selection);
         }
-        out.insert(c.object_id.clone(), PlaintextTallyContest { object_id: c.object_id.clone(), selections });
+        out.insert(
+            c.object_id.clone(),
+            PlaintextTallyContest {
+                object_id: c.object_id.clone(),
+                selections,
+            },
+        );
     }
-    Ok(PlaintextTally { object_id: object_id.to_string(), contests: out })
+    Ok(PlaintextTally {
+        object_id: object_id.to_string(),
+        contests: out,
+    })
 }
 
 /// Lagrange coefficients as published (`coefficients.json`).

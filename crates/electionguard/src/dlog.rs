@@ -57,7 +57,10 @@ mod tests {
     #[test]
     fn finds_small_and_large_counts() {
         for n in [0u64, 1, 2, 4095, 4096, 123_457, 8_000_000] {
-            assert_eq!(discrete_log(&g_pow_p(&ElementModQ::from_u64(n).unwrap())), Some(n));
+            assert_eq!(
+                discrete_log(&g_pow_p(&ElementModQ::from_u64(n).unwrap())),
+                Some(n)
+            );
         }
     }
 }

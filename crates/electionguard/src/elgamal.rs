@@ -52,7 +52,10 @@ pub struct ElGamalKeyPair {
 impl ElGamalKeyPair {
     pub fn from_secret(secret: ElementModQ) -> ElGamalKeyPair {
         let public_key = g_pow_p(&secret);
-        ElGamalKeyPair { secret_key: SecretKey(secret), public_key }
+        ElGamalKeyPair {
+            secret_key: SecretKey(secret),
+            public_key,
+        }
     }
 }
 
@@ -66,13 +69,19 @@ pub struct EncryptionKey {
 impl EncryptionKey {
     /// For a key used many times (the joint key): builds its table (~50 ms).
     pub fn new(key: &ElementModP) -> EncryptionKey {
-        EncryptionKey { key: key.clone(), table: Some(Arc::new(FixedBase::new(key))) }
+        EncryptionKey {
+            key: key.clone(),
+            table: Some(Arc::new(FixedBase::new(key))),
+        }
     }
 
     /// For a key used once or twice (a guardian receiving a backup): no table, and each
     /// exponentiation is constant-time, since its exponent is a secret nonce.
     pub fn single_use(key: &ElementModP) -> EncryptionKey {
-        EncryptionKey { key: key.clone(), table: None }
+        EncryptionKey {
+            key: key.clone(),
+            table: None,
+        }
     }
 
     pub fn key(&self) -> &ElementModP {
@@ -115,12 +124,18 @@ impl ElGamalCiphertext {
 
     /// The encryption of zero with nonce zero: the identity of homomorphic addition.
     pub fn identity() -> ElGamalCiphertext {
-        ElGamalCiphertext { pad: ElementModP::one(), data: ElementModP::one() }
+        ElGamalCiphertext {
+            pad: ElementModP::one(),
+            data: ElementModP::one(),
+        }
     }
 
     /// Homomorphic addition: componentwise product.
     pub fn add(&self, other: &ElGamalCiphertext) -> ElGamalCiphertext {
-        ElGamalCiphertext { pad: self.pad.mul(&other.pad), data: self.data.mul(&other.data) }
+        ElGamalCiphertext {
+            pad: self.pad.mul(&other.pad),
+            data: self.data.mul(&other.data),
+        }
     }
 
     pub fn crypto_hash(&self) -> ElementModQ {
@@ -198,7 +213,12 @@ fn xor_keystream(blocks: &[u8], session_key: &[u8], seed: &[u8], bit_length: u32
 }
 
 impl HashedElGamalCiphertext {
-    pub fn encrypt(message: &[u8], nonce: &ElementModQ, key: &EncryptionKey, seed: &ElementModQ) -> Self {
+    pub fn encrypt(
+        message: &[u8],
+        nonce: &ElementModQ,
+        key: &EncryptionKey,
+        seed: &ElementModQ,
+    ) -> Self {
         let pad = g_pow_p(nonce);
         let session_key = hash!(pad, key.pow(nonce)).to_bytes_be();
         let mut padded = message.to_vec();
@@ -210,11 +230,19 @@ impl HashedElGamalCiphertext {
         let mut to_mac = pad.to_bytes_be();
         to_mac.extend_from_slice(&data);
         let mac = hmac_plain(&mac_key, &to_mac);
-        HashedElGamalCiphertext { pad, data: bytes_to_hex(&data), mac: bytes_to_hex(&mac) }
+        HashedElGamalCiphertext {
+            pad,
+            data: bytes_to_hex(&data),
+            mac: bytes_to_hex(&mac),
+        }
     }
 
     /// Opens the ciphertext with the recipient's secret key; the MAC is checked first.
-    pub fn decrypt(&self, secret: &SecretKey, seed: &ElementModQ) -> Result<Vec<u8>, HashedElGamalError> {
+    pub fn decrypt(
+        &self,
+        secret: &SecretKey,
+        seed: &ElementModQ,
+    ) -> Result<Vec<u8>, HashedElGamalError> {
         let session_key = hash!(self.pad, self.pad.pow_secret(secret.expose())).to_bytes_be();
         let data = padded_bytes(&self.data)?;
         let bit_length = (data.len() * 8) as u32;
@@ -231,7 +259,11 @@ impl HashedElGamalCiphertext {
 
 /// The reference's `to_padded_bytes`: hex to bytes, left-padded with zeros to 512 bytes.
 fn padded_bytes(hex: &str) -> Result<Vec<u8>, HashedElGamalError> {
-    let hex = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex.to_string() };
+    let hex = if hex.len() % 2 == 1 {
+        format!("0{hex}")
+    } else {
+        hex.to_string()
+    };
     let bytes: Vec<u8> = (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| HashedElGamalError::NotHex))
@@ -274,7 +306,10 @@ mod tests {
         let a = ElGamalCiphertext::encrypt(3, &ElementModQ::random(), &key);
         let b = ElGamalCiphertext::encrypt(4, &ElementModQ::random(), &key);
         let sum = a.add(&b);
-        assert_eq!(sum.decrypt_known_product(&sum.partial_decrypt(&keys.secret_key)), Some(7));
+        assert_eq!(
+            sum.decrypt_known_product(&sum.partial_decrypt(&keys.secret_key)),
+            Some(7)
+        );
     }
 
     #[test]
@@ -287,7 +322,11 @@ mod tests {
         let opened = ct.decrypt(&keys.secret_key, &seed).unwrap();
         assert_eq!(unpad_message(&opened).unwrap(), br#"{"coordinate": "0A"}"#);
         let mut bad = ct.clone();
-        bad.mac.replace_range(0..1, if bad.mac.starts_with('0') { "1" } else { "0" });
-        assert_eq!(bad.decrypt(&keys.secret_key, &seed), Err(HashedElGamalError::BadMac));
+        bad.mac
+            .replace_range(0..1, if bad.mac.starts_with('0') { "1" } else { "0" });
+        assert_eq!(
+            bad.decrypt(&keys.secret_key, &seed),
+            Err(HashedElGamalError::BadMac)
+        );
     }
 }

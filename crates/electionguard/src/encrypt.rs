@@ -6,7 +6,8 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::ballot::{
-    CiphertextBallot, CiphertextBallotContest, CiphertextBallotSelection, PlaintextBallot, PlaintextBallotContest,
+    CiphertextBallot, CiphertextBallotContest, CiphertextBallotSelection, PlaintextBallot,
+    PlaintextBallotContest,
 };
 use crate::context::CiphertextElectionContext;
 use crate::elgamal::{pad_message, ElGamalCiphertext, EncryptionKey, HashedElGamalCiphertext};
@@ -47,12 +48,24 @@ struct ContestData<'a> {
 
 impl<'a> Encryptor<'a> {
     pub fn new(manifest: &'a Manifest, context: &'a CiphertextElectionContext) -> Self {
-        Encryptor { manifest, context, key: EncryptionKey::new(&context.elgamal_public_key) }
+        Encryptor {
+            manifest,
+            context,
+            key: EncryptionKey::new(&context.elgamal_public_key),
+        }
     }
 
     /// Uses a key table that was already built (it costs ~50 ms to build).
-    pub fn with_key(manifest: &'a Manifest, context: &'a CiphertextElectionContext, key: EncryptionKey) -> Self {
-        Encryptor { manifest, context, key }
+    pub fn with_key(
+        manifest: &'a Manifest,
+        context: &'a CiphertextElectionContext,
+        key: EncryptionKey,
+    ) -> Self {
+        Encryptor {
+            manifest,
+            context,
+            key,
+        }
     }
 
     pub fn key(&self) -> &EncryptionKey {
@@ -72,19 +85,30 @@ impl<'a> Encryptor<'a> {
             return Err(EncryptError::UnknownStyle(ballot.style_id.clone()));
         }
         let contests_on_style = self.manifest.contests_for_style(&ballot.style_id);
-        if let Some(c) = ballot.contests.iter().find(|c| !contests_on_style.iter().any(|d| d.object_id == c.object_id)) {
+        if let Some(c) = ballot
+            .contests
+            .iter()
+            .find(|c| !contests_on_style.iter().any(|d| d.object_id == c.object_id))
+        {
             return Err(EncryptError::UnknownContest(c.object_id.clone()));
         }
         let manifest_hash = &self.context.manifest_hash;
         let nonce_seed = hash!(manifest_hash, ballot.object_id, master_nonce);
         let mut contests = Vec::with_capacity(contests_on_style.len());
         for description in contests_on_style {
-            let contest = ballot.contests.iter().find(|c| c.object_id == description.object_id).cloned().unwrap_or_else(|| {
-                PlaintextBallotContest { object_id: description.object_id.clone(), ballot_selections: vec![] }
-            });
+            let contest = ballot
+                .contests
+                .iter()
+                .find(|c| c.object_id == description.object_id)
+                .cloned()
+                .unwrap_or_else(|| PlaintextBallotContest {
+                    object_id: description.object_id.clone(),
+                    ballot_selections: vec![],
+                });
             contests.push(self.encrypt_contest(&contest, description, &nonce_seed)?);
         }
-        let crypto_hash = CiphertextBallot::compute_crypto_hash(&ballot.object_id, manifest_hash, &contests);
+        let crypto_hash =
+            CiphertextBallot::compute_crypto_hash(&ballot.object_id, manifest_hash, &contests);
         let code = CiphertextBallot::compute_code(code_seed, timestamp, &crypto_hash);
         Ok(CiphertextBallot {
             object_id: ballot.object_id.clone(),
@@ -112,10 +136,16 @@ impl<'a> Encryptor<'a> {
         let contest_nonce = nonces.get(description.sequence_order);
         let proof_seed = nonces.get(0);
 
-        let mut selections = Vec::with_capacity(description.ballot_selections.len() + description.number_elected as usize);
+        let mut selections = Vec::with_capacity(
+            description.ballot_selections.len() + description.number_elected as usize,
+        );
         let mut selected = 0u64;
         for selection in &description.ballot_selections {
-            let vote = match contest.ballot_selections.iter().find(|s| s.object_id == selection.object_id) {
+            let vote = match contest
+                .ballot_selections
+                .iter()
+                .find(|s| s.object_id == selection.object_id)
+            {
                 Some(s) if error != Some("overvote") => s.vote,
                 _ => 0,
             };
@@ -128,8 +158,11 @@ impl<'a> Encryptor<'a> {
             selections.push(self.encrypt_selection(&placeholder, vote, true, &contest_nonce));
         }
 
-        let extended_data = self.encrypt_contest_data(contest, error, &contest_nonce, &description.object_id)?;
-        let aggregate_nonce = selections.iter().fold(ElementModQ::zero(), |acc, s| acc.add(s.nonce.as_ref().expect("set above")));
+        let extended_data =
+            self.encrypt_contest_data(contest, error, &contest_nonce, &description.object_id)?;
+        let aggregate_nonce = selections.iter().fold(ElementModQ::zero(), |acc, s| {
+            acc.add(s.nonce.as_ref().expect("set above"))
+        });
         let accumulation = CiphertextBallotContest::accumulate(&selections);
         let proof = ConstantChaumPedersenProof::make(
             &accumulation,
@@ -142,7 +175,11 @@ impl<'a> Encryptor<'a> {
         Ok(CiphertextBallotContest {
             object_id: contest.object_id.clone(),
             sequence_order: description.sequence_order,
-            crypto_hash: CiphertextBallotContest::compute_crypto_hash(&contest.object_id, &description_hash, &selections),
+            crypto_hash: CiphertextBallotContest::compute_crypto_hash(
+                &contest.object_id,
+                &description_hash,
+                &selections,
+            ),
             description_hash,
             ballot_selections: selections,
             ciphertext_accumulation: accumulation,
@@ -175,7 +212,11 @@ impl<'a> Encryptor<'a> {
         CiphertextBallotSelection {
             object_id: description.object_id.clone(),
             sequence_order: description.sequence_order,
-            crypto_hash: CiphertextBallotSelection::compute_crypto_hash(&description.object_id, &description_hash, &ciphertext),
+            crypto_hash: CiphertextBallotSelection::compute_crypto_hash(
+                &description.object_id,
+                &description_hash,
+                &ciphertext,
+            ),
             description_hash,
             ciphertext,
             is_placeholder_selection: is_placeholder,
@@ -191,44 +232,76 @@ impl<'a> Encryptor<'a> {
         contest_nonce: &ElementModQ,
         contest_id: &str,
     ) -> Result<HashedElGamalCiphertext, EncryptError> {
-        let error_data = (error == Some("overvote"))
-            .then(|| contest.ballot_selections.iter().filter(|s| s.vote > 0).map(|s| s.object_id.as_str()).collect());
+        let error_data = (error == Some("overvote")).then(|| {
+            contest
+                .ballot_selections
+                .iter()
+                .filter(|s| s.vote > 0)
+                .map(|s| s.object_id.as_str())
+                .collect()
+        });
         let write_ins: IndexMap<&str, &str> = contest
             .ballot_selections
             .iter()
             .filter_map(|s| s.write_in.as_deref().map(|w| (s.object_id.as_str(), w)))
             .collect();
-        let data = ContestData { error, error_data, write_ins: (!write_ins.is_empty()).then_some(write_ins) };
+        let data = ContestData {
+            error,
+            error_data,
+            write_ins: (!write_ins.is_empty()).then_some(write_ins),
+        };
         let message = pad_message(to_reference_json(&data).as_bytes())
             .ok_or_else(|| EncryptError::ExtendedDataTooLarge(contest_id.to_string()))?;
         let nonce = Nonces::new(contest_nonce, &[&"constant-extended-data"]).get(0);
-        Ok(HashedElGamalCiphertext::encrypt(&message, &nonce, &self.key, &self.context.crypto_extended_base_hash))
+        Ok(HashedElGamalCiphertext::encrypt(
+            &message,
+            &nonce,
+            &self.key,
+            &self.context.crypto_extended_base_hash,
+        ))
     }
 }
 
 /// The reference's `PlaintextBallotContest.valid`: `Err` for a malformed contest, else the
 /// vote's error kind to record (null vote, undervote, overvote) or `None`.
-fn contest_error(contest: &PlaintextBallotContest, description: &ContestDescription) -> Result<Option<&'static str>, EncryptError> {
+fn contest_error(
+    contest: &PlaintextBallotContest,
+    description: &ContestDescription,
+) -> Result<Option<&'static str>, EncryptError> {
     let fail = |problem: &str| {
-        Err(EncryptError::InvalidContest { contest: contest.object_id.clone(), problem: problem.to_string() })
+        Err(EncryptError::InvalidContest {
+            contest: contest.object_id.clone(),
+            problem: problem.to_string(),
+        })
     };
     if contest.ballot_selections.len() > description.ballot_selections.len() {
         return fail("more selections than the contest has");
     }
-    if let Some(s) = contest.ballot_selections.iter().find(|s| !description.ballot_selections.iter().any(|d| d.object_id == s.object_id)) {
+    if let Some(s) = contest.ballot_selections.iter().find(|s| {
+        !description
+            .ballot_selections
+            .iter()
+            .any(|d| d.object_id == s.object_id)
+    }) {
         return fail(&format!("unknown selection {}", s.object_id));
     }
     if contest.ballot_selections.iter().any(|s| s.vote > 1) {
         return fail("a selection's vote must be 0 or 1");
     }
-    let selected = contest.ballot_selections.iter().filter(|s| s.vote > 0).count() as u64;
+    let selected = contest
+        .ballot_selections
+        .iter()
+        .filter(|s| s.vote > 0)
+        .count() as u64;
     if selected < 1 {
         return Ok(Some("nullvote"));
     }
     if selected < description.number_elected {
         return Ok(Some("undervote"));
     }
-    if selected > description.number_elected || description.votes_allowed.is_some_and(|a| selected > a) {
+    if selected > description.number_elected
+        || description.votes_allowed.is_some_and(|a| selected > a)
+    {
         return Ok(Some("overvote"));
     }
     if description.votes_allowed.is_some_and(|a| selected < a) {

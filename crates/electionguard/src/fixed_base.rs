@@ -43,7 +43,10 @@ impl FixedBase {
     /// base^e mod p.
     pub fn pow(&self, e: &ElementModQ) -> ElementModP {
         let m = p_mont();
-        let digits = e.bignum().to_vec_padded(32).expect("exponent below q fits 32 bytes");
+        let digits = e
+            .bignum()
+            .to_vec_padded(32)
+            .expect("exponent below q fits 32 bytes");
         let mut acc: Option<BigNum> = None;
         let mut scratch = BigNum::new().unwrap();
         for (row, &digit) in digits.iter().rev().enumerate() {
@@ -75,7 +78,12 @@ mod tests {
     fn table_matches_plain_exponentiation() {
         let base = ElementModP::generator().pow(&ElementModQ::random());
         let table = FixedBase::new(&base);
-        for e in [ElementModQ::zero(), ElementModQ::one(), ElementModQ::random(), ElementModQ::from_i64(-1)] {
+        for e in [
+            ElementModQ::zero(),
+            ElementModQ::one(),
+            ElementModQ::random(),
+            ElementModQ::from_i64(-1),
+        ] {
             assert_eq!(table.pow(&e), base.pow(&e));
         }
     }

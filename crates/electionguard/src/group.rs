@@ -39,7 +39,12 @@ fn group() -> &'static Group {
         let two = BigNum::from_u32(2).unwrap();
         let p_mont = Montgomery::new(&p);
         let g = p_mont.pow(&two, &r);
-        Group { p: p_mont, q: Montgomery::new(&q), r, g }
+        Group {
+            p: p_mont,
+            q: Montgomery::new(&q),
+            r,
+            g,
+        }
     })
 }
 
@@ -51,6 +56,24 @@ pub(crate) fn p_mont() -> &'static Montgomery {
 fn g_table() -> &'static FixedBase {
     static TABLE: OnceLock<FixedBase> = OnceLock::new();
     TABLE.get_or_init(|| FixedBase::new(&ElementModP::generator()))
+}
+
+struct BytesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("big-endian bytes")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(v.to_vec())
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+        Ok(v)
+    }
 }
 
 /// A value that failed a group check while being read.
@@ -100,15 +123,26 @@ macro_rules! element {
                 f.write_str(&self.to_hex())
             }
         }
+        /// Hex text in human-readable formats (the reference JSON); big-endian bytes in
+        /// binary ones, so a stored ballot takes half the space and no hex parsing.
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.to_hex())
+                if s.is_human_readable() {
+                    s.serialize_str(&self.to_hex())
+                } else {
+                    s.serialize_bytes(&self.to_bytes_be())
+                }
             }
         }
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = std::borrow::Cow::<str>::deserialize(d)?;
-                $name::from_hex(&text).map_err(serde::de::Error::custom)
+                if d.is_human_readable() {
+                    let text = std::borrow::Cow::<str>::deserialize(d)?;
+                    $name::from_hex(&text).map_err(serde::de::Error::custom)
+                } else {
+                    d.deserialize_bytes(BytesVisitor)
+                        .and_then(|b| $name::from_bytes_be(&b).map_err(serde::de::Error::custom))
+                }
             }
         }
         impl $name {
@@ -125,7 +159,11 @@ macro_rules! element {
             /// Big-endian bytes of minimal length (empty for zero), as the reference's `to_hex_bytes`.
             pub fn to_bytes_be(&self) -> Vec<u8> {
                 let bytes = self.0.to_vec();
-                if bytes.is_empty() { vec![0] } else { bytes }
+                if bytes.is_empty() {
+                    vec![0]
+                } else {
+                    bytes
+                }
             }
 
             pub fn from_u64(value: u64) -> Result<Self, GroupError> {
@@ -162,8 +200,13 @@ fn mod_inverse(a: &BigNumRef, m: &BigNumRef) -> Option<BigNum> {
 }
 
 fn parse_hex(text: &str) -> Result<BigNum, GroupError> {
-    let digits = if text.len() % 2 == 1 && text.starts_with('0') { &text[1..] } else { text };
-    if digits.is_empty() || digits.len() % 2 == 1 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let digits = if text.len() % 2 == 1 && text.starts_with('0') {
+        &text[1..]
+    } else {
+        text
+    };
+    if digits.is_empty() || digits.len() % 2 == 1 || !digits.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return Err(GroupError::NotHex(text.chars().take(80).collect()));
     }
     BigNum::from_hex_str(digits).map_err(|_| GroupError::NotHex(text.chars().take(80).collect()))
@@ -254,7 +297,8 @@ impl ElementModP {
 
     /// Membership of the order-q subgroup: 0 < x < p and x^q = 1.
     pub fn is_valid_residue(&self) -> bool {
-        !self.is_zero() && group().p.pow(&self.0, group().q.modulus()) == *BigNum::from_u32(1).unwrap()
+        !self.is_zero()
+            && group().p.pow(&self.0, group().q.modulus()) == *BigNum::from_u32(1).unwrap()
     }
 
     /// A quadratic residue mod p: rules out the order-2 part of Z_p* cheaply. Since
@@ -278,11 +322,17 @@ pub(crate) struct RunningProduct {
 
 impl RunningProduct {
     pub(crate) fn new(start: &ElementModP) -> Self {
-        RunningProduct { value: start.0.to_owned().unwrap(), factors: 0, scratch: BigNum::new().unwrap() }
+        RunningProduct {
+            value: start.0.to_owned().unwrap(),
+            factors: 0,
+            scratch: BigNum::new().unwrap(),
+        }
     }
 
     pub(crate) fn multiply(&mut self, factor: &ElementModP) {
-        group().p.mul_assign(&mut self.value, &factor.0, &mut self.scratch);
+        group()
+            .p
+            .mul_assign(&mut self.value, &factor.0, &mut self.scratch);
         self.factors += 1;
     }
 
@@ -290,7 +340,8 @@ impl RunningProduct {
         let m = &group().p;
         let mut r = BigNum::new().unwrap();
         m.to_mont(&mut r, &BigNum::from_u32(1).unwrap());
-        let correction = ElementModP(r).pow(&ElementModQ::from_u64(self.factors).expect("a count is below q"));
+        let correction =
+            ElementModP(r).pow(&ElementModQ::from_u64(self.factors).expect("a count is below q"));
         ElementModP(self.value).mul(&correction)
     }
 }
@@ -338,7 +389,11 @@ impl ElementModQ {
     /// A uniformly random element of [0, q) from OpenSSL's CSPRNG.
     pub fn random() -> ElementModQ {
         let mut r = BigNum::new().unwrap();
-        group().q.modulus().rand_range(&mut r).expect("OpenSSL RNG failure");
+        group()
+            .q
+            .modulus()
+            .rand_range(&mut r)
+            .expect("OpenSSL RNG failure");
         ElementModQ(r)
     }
 
@@ -352,7 +407,17 @@ impl ElementModQ {
         }
     }
 
-    fn binary(&self, other: &ElementModQ, op: impl FnOnce(&mut BigNumRef, &BigNumRef, &BigNumRef, &BigNumRef, &mut openssl::bn::BigNumContextRef) -> Result<(), openssl::error::ErrorStack>) -> ElementModQ {
+    fn binary(
+        &self,
+        other: &ElementModQ,
+        op: impl FnOnce(
+            &mut BigNumRef,
+            &BigNumRef,
+            &BigNumRef,
+            &BigNumRef,
+            &mut openssl::bn::BigNumContextRef,
+        ) -> Result<(), openssl::error::ErrorStack>,
+    ) -> ElementModQ {
         let mut r = BigNum::new().unwrap();
         with_ctx(|ctx| op(&mut r, &self.0, &other.0, group().q.modulus(), ctx).unwrap());
         ElementModQ(r)
@@ -417,9 +482,18 @@ mod tests {
         assert_eq!(ElementModQ::from_u64(0x1ff).unwrap().to_hex(), "01FF");
         assert_eq!(ElementModQ::from_hex("1ff").is_err(), true);
         assert_eq!(ElementModQ::from_hex("0ff").unwrap().to_hex(), "FF");
-        assert!(matches!(ElementModQ::from_hex("xyz"), Err(GroupError::NotHex(_))));
-        assert_eq!(ElementModQ::from_hex(constants::Q_HEX), Err(GroupError::NotBelowQ));
-        assert_eq!(ElementModP::from_hex(constants::P_HEX), Err(GroupError::NotBelowP));
+        assert!(matches!(
+            ElementModQ::from_hex("xyz"),
+            Err(GroupError::NotHex(_))
+        ));
+        assert_eq!(
+            ElementModQ::from_hex(constants::Q_HEX),
+            Err(GroupError::NotBelowQ)
+        );
+        assert_eq!(
+            ElementModP::from_hex(constants::P_HEX),
+            Err(GroupError::NotBelowP)
+        );
     }
 
     #[test]

@@ -116,7 +116,9 @@ impl Nonces {
         }
         let mut items: Vec<&dyn HashElem> = vec![seed];
         items.extend_from_slice(headers);
-        Nonces { seed: hash_elems(&items) }
+        Nonces {
+            seed: hash_elems(&items),
+        }
     }
 
     /// The i-th nonce: H(seed, i).
@@ -134,8 +136,14 @@ mod tests {
         let none: Option<String> = None;
         assert_eq!(hash!(none), hash!(empty));
         // Values from Python: int.from_bytes(sha256(b"|null|").digest(), "big") % q.
-        assert_eq!(hash!(none).to_hex(), "4B9729549DA6FBF91219C4D2D4878F0D9F443F92D013C6C768F96BA81C7CCAEE");
-        assert_eq!(hash!("a", "b").to_hex(), "5860AFE649ADB70DBD4E82ED611EEB539FC9E786F85A2A4444847C0DD97BB359");
+        assert_eq!(
+            hash!(none).to_hex(),
+            "4B9729549DA6FBF91219C4D2D4878F0D9F443F92D013C6C768F96BA81C7CCAEE"
+        );
+        assert_eq!(
+            hash!("a", "b").to_hex(),
+            "5860AFE649ADB70DBD4E82ED611EEB539FC9E786F85A2A4444847C0DD97BB359"
+        );
         // A nested list hashes to the hex of the inner hash.
         let inner = hash!("a", "b");
         assert_eq!(hash!(vec!["a", "b"]), hash!(inner));

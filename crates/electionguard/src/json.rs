@@ -12,19 +12,39 @@ use serde_json::ser::{CharEscape, Formatter, Serializer};
 struct PythonFormatter;
 
 impl Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
-        if first { Ok(()) } else { writer.write_all(b", ") }
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
     }
 
-    fn begin_object_key<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
-        if first { Ok(()) } else { writer.write_all(b", ") }
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
     }
 
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
         writer.write_all(b": ")
     }
 
-    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         if fragment.is_ascii() {
             return writer.write_all(fragment.as_bytes());
         }
@@ -41,7 +61,11 @@ impl Formatter for PythonFormatter {
         Ok(())
     }
 
-    fn write_char_escape<W: ?Sized + io::Write>(&mut self, writer: &mut W, escape: CharEscape) -> io::Result<()> {
+    fn write_char_escape<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        escape: CharEscape,
+    ) -> io::Result<()> {
         let s: &[u8] = match escape {
             CharEscape::Quote => b"\\\"",
             CharEscape::ReverseSolidus => b"\\\\",
@@ -61,7 +85,9 @@ impl Formatter for PythonFormatter {
 pub fn to_reference_json<T: Serialize + ?Sized>(value: &T) -> String {
     let mut out = Vec::with_capacity(4096);
     let mut ser = Serializer::with_formatter(&mut out, PythonFormatter);
-    value.serialize(&mut ser).expect("record types always serialize");
+    value
+        .serialize(&mut ser)
+        .expect("record types always serialize");
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
@@ -88,7 +114,11 @@ mod tests {
 
     #[test]
     fn writes_like_python_json_dumps() {
-        let v: serde_json::Value = serde_json::from_str(r#"{"a": [1, null, "é\n"], "b": {"c": true}}"#).unwrap();
-        assert_eq!(to_reference_json(&v), r#"{"a": [1, null, "\u00e9\n"], "b": {"c": true}}"#);
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"a": [1, null, "é\n"], "b": {"c": true}}"#).unwrap();
+        assert_eq!(
+            to_reference_json(&v),
+            r#"{"a": [1, null, "\u00e9\n"], "b": {"c": true}}"#
+        );
     }
 }

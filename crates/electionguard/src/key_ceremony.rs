@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::elgamal::{pad_message, unpad_message, ElGamalKeyPair, EncryptionKey, HashedElGamalCiphertext, SecretKey};
+use crate::elgamal::{
+    pad_message, unpad_message, ElGamalKeyPair, EncryptionKey, HashedElGamalCiphertext, SecretKey,
+};
 use crate::group::{g_pow_p, ElementModP, ElementModQ};
 use crate::hash;
 use crate::json::{from_json, to_reference_json};
@@ -33,8 +35,13 @@ impl ElectionPolynomial {
         let coefficients = (0..quorum)
             .map(|_| {
                 let keys = ElGamalKeyPair::from_secret(ElementModQ::random());
-                let proof = SchnorrProof::make(&keys.secret_key, &keys.public_key, &ElementModQ::random());
-                Coefficient { value: keys.secret_key.clone(), commitment: keys.public_key, proof }
+                let proof =
+                    SchnorrProof::make(&keys.secret_key, &keys.public_key, &ElementModQ::random());
+                Coefficient {
+                    value: keys.secret_key.clone(),
+                    commitment: keys.public_key,
+                    proof,
+                }
             })
             .collect();
         ElectionPolynomial { coefficients }
@@ -53,7 +60,10 @@ impl ElectionPolynomial {
     }
 
     pub fn commitments(&self) -> Vec<ElementModP> {
-        self.coefficients.iter().map(|c| c.commitment.clone()).collect()
+        self.coefficients
+            .iter()
+            .map(|c| c.commitment.clone())
+            .collect()
     }
 
     pub fn proofs(&self) -> Vec<SchnorrProof> {
@@ -91,8 +101,16 @@ impl ElectionKeyPair {
     pub fn generate(owner_id: &str, sequence_order: u64, quorum: u32) -> ElectionKeyPair {
         let polynomial = ElectionPolynomial::random(quorum);
         let first = &polynomial.coefficients[0];
-        let key_pair = ElGamalKeyPair { secret_key: first.value.clone(), public_key: first.commitment.clone() };
-        ElectionKeyPair { owner_id: owner_id.to_string(), sequence_order, key_pair, polynomial }
+        let key_pair = ElGamalKeyPair {
+            secret_key: first.value.clone(),
+            public_key: first.commitment.clone(),
+        };
+        ElectionKeyPair {
+            owner_id: owner_id.to_string(),
+            sequence_order,
+            key_pair,
+            polynomial,
+        }
     }
 
     /// What the guardian announces to the others.
@@ -123,20 +141,36 @@ pub enum CeremonyError {
     #[error("guardian {guardian}: {problem}")]
     BadPublicKey { guardian: String, problem: String },
     #[error("backup from {owner} to {designated}: {problem}")]
-    BadBackup { owner: String, designated: String, problem: String },
+    BadBackup {
+        owner: String,
+        designated: String,
+        problem: String,
+    },
 }
 
 impl ElectionPublicKey {
     /// The checks every other guardian (and the verifier) makes of an announcement.
     pub fn validate(&self, quorum: u32) -> Result<(), CeremonyError> {
-        let fail = |problem: String| Err(CeremonyError::BadPublicKey { guardian: self.owner_id.clone(), problem });
-        if self.coefficient_commitments.len() != quorum as usize || self.coefficient_proofs.len() != quorum as usize {
+        let fail = |problem: String| {
+            Err(CeremonyError::BadPublicKey {
+                guardian: self.owner_id.clone(),
+                problem,
+            })
+        };
+        if self.coefficient_commitments.len() != quorum as usize
+            || self.coefficient_proofs.len() != quorum as usize
+        {
             return fail(format!("expected {quorum} commitments and proofs"));
         }
         if self.coefficient_commitments.first() != Some(&self.key) {
             return fail("public key is not the first commitment".into());
         }
-        for (j, (commitment, proof)) in self.coefficient_commitments.iter().zip(&self.coefficient_proofs).enumerate() {
+        for (j, (commitment, proof)) in self
+            .coefficient_commitments
+            .iter()
+            .zip(&self.coefficient_proofs)
+            .enumerate()
+        {
             if &proof.public_key != commitment {
                 return fail(format!("proof {j} is not for commitment {j}"));
             }
@@ -203,13 +237,22 @@ fn backup_seed(designated_id: &str, sequence_order: u64) -> ElementModQ {
 
 impl ElectionPartialKeyBackup {
     /// The sender's backup for one recipient.
-    pub fn generate(sender: &ElectionKeyPair, recipient: &ElectionPublicKey) -> ElectionPartialKeyBackup {
+    pub fn generate(
+        sender: &ElectionKeyPair,
+        recipient: &ElectionPublicKey,
+    ) -> ElectionPartialKeyBackup {
         let coordinate = sender.polynomial.coordinate(recipient.sequence_order);
-        let data = CoordinateData { coordinate: coordinate.expose().clone() };
+        let data = CoordinateData {
+            coordinate: coordinate.expose().clone(),
+        };
         let message = pad_message(to_reference_json(&data).as_bytes()).expect("a coordinate fits");
         let seed = backup_seed(&recipient.owner_id, recipient.sequence_order);
-        let encrypted_coordinate =
-            HashedElGamalCiphertext::encrypt(&message, &ElementModQ::random(), &EncryptionKey::single_use(&recipient.key), &seed);
+        let encrypted_coordinate = HashedElGamalCiphertext::encrypt(
+            &message,
+            &ElementModQ::random(),
+            &EncryptionKey::single_use(&recipient.key),
+            &seed,
+        );
         ElectionPartialKeyBackup {
             owner_id: sender.owner_id.clone(),
             designated_id: recipient.owner_id.clone(),
@@ -226,16 +269,29 @@ impl ElectionPartialKeyBackup {
             problem: problem.to_string(),
         };
         let seed = backup_seed(&recipient.owner_id, recipient.sequence_order);
-        let bytes = self.encrypted_coordinate.decrypt(&recipient.key_pair.secret_key, &seed).map_err(|e| fail(&e.to_string()))?;
-        let text = unpad_message(&bytes).and_then(|b| std::str::from_utf8(b).ok()).ok_or_else(|| fail("bad padding"))?;
+        let bytes = self
+            .encrypted_coordinate
+            .decrypt(&recipient.key_pair.secret_key, &seed)
+            .map_err(|e| fail(&e.to_string()))?;
+        let text = unpad_message(&bytes)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .ok_or_else(|| fail("bad padding"))?;
         let data: CoordinateData = from_json(text).map_err(|e| fail(&e.to_string()))?;
         Ok(SecretKey::new(data.coordinate))
     }
 
     /// The recipient's check: the coordinate matches the sender's public commitments.
-    pub fn verify(&self, recipient: &ElectionKeyPair, sender: &ElectionPublicKey) -> Result<SecretKey, CeremonyError> {
+    pub fn verify(
+        &self,
+        recipient: &ElectionKeyPair,
+        sender: &ElectionPublicKey,
+    ) -> Result<SecretKey, CeremonyError> {
         let coordinate = self.decrypt(recipient)?;
-        if !verify_coordinate(coordinate.expose(), self.designated_sequence_order, &sender.coefficient_commitments) {
+        if !verify_coordinate(
+            coordinate.expose(),
+            self.designated_sequence_order,
+            &sender.coefficient_commitments,
+        ) {
             return Err(CeremonyError::BadBackup {
                 owner: self.owner_id.clone(),
                 designated: self.designated_id.clone(),
@@ -264,21 +320,34 @@ impl ElectionPartialKeyChallenge {
             owner_id: backup.owner_id.clone(),
             designated_id: backup.designated_id.clone(),
             designated_sequence_order: backup.designated_sequence_order,
-            value: sender.polynomial.coordinate(backup.designated_sequence_order).expose().clone(),
+            value: sender
+                .polynomial
+                .coordinate(backup.designated_sequence_order)
+                .expose()
+                .clone(),
             coefficient_commitments: sender.polynomial.commitments(),
             coefficient_proofs: sender.polynomial.proofs(),
         }
     }
 
     pub fn verify(&self) -> bool {
-        verify_coordinate(&self.value, self.designated_sequence_order, &self.coefficient_commitments)
+        verify_coordinate(
+            &self.value,
+            self.designated_sequence_order,
+            &self.coefficient_commitments,
+        )
     }
 }
 
 /// K = Π K_i and H(K_1,0 … K_n,k−1) over the guardians in the order given.
 pub fn joint_key(guardians: &[ElectionPublicKey]) -> (ElementModP, ElementModQ) {
-    let key = guardians.iter().fold(ElementModP::one(), |acc, g| acc.mul(&g.key));
-    let commitments: Vec<&ElementModP> = guardians.iter().flat_map(|g| g.coefficient_commitments.iter()).collect();
+    let key = guardians
+        .iter()
+        .fold(ElementModP::one(), |acc, g| acc.mul(&g.key));
+    let commitments: Vec<&ElementModP> = guardians
+        .iter()
+        .flat_map(|g| g.coefficient_commitments.iter())
+        .collect();
     (key, hash!(commitments))
 }
 

@@ -6,23 +6,23 @@
 //! [`encrypt`], [`key_ceremony`], [`tally`], [`decrypt`], [`verify`] and [`record`]
 //! (the reference JSON).
 
+pub mod ballot;
+pub mod batch;
 mod bignum;
-pub mod fixed_base;
-pub mod group;
+pub mod challenge;
+pub mod context;
+pub mod decrypt;
 pub mod dlog;
 pub mod elgamal;
-pub mod hash;
-pub mod proof;
-pub mod manifest;
-pub mod context;
-pub mod json;
-pub mod ballot;
 pub mod encrypt;
-pub mod challenge;
+pub mod fixed_base;
+pub mod group;
+pub mod hash;
+pub mod json;
 pub mod key_ceremony;
-pub mod decrypt;
-pub mod tally;
-pub mod record;
-pub mod verify;
+pub mod manifest;
 mod multiexp;
-pub mod batch;
+pub mod proof;
+pub mod record;
+pub mod tally;
+pub mod verify;

@@ -163,13 +163,24 @@ impl ContactInformation {
 
 impl GeopoliticalUnit {
     pub fn crypto_hash(&self) -> ElementModQ {
-        hash!(self.object_id, self.name, self.unit_type, self.contact_information)
+        hash!(
+            self.object_id,
+            self.name,
+            self.unit_type,
+            self.contact_information
+        )
     }
 }
 
 impl Party {
     pub fn crypto_hash(&self) -> ElementModQ {
-        hash!(self.object_id, self.name, self.abbreviation, self.color, self.logo_uri)
+        hash!(
+            self.object_id,
+            self.name,
+            self.abbreviation,
+            self.color,
+            self.logo_uri
+        )
     }
 }
 
@@ -203,7 +214,12 @@ impl ContestDescription {
 
     /// The reference's placeholder selections: one per seat, numbered after the last selection.
     pub fn placeholder_selections(&self) -> Vec<SelectionDescription> {
-        let max = self.ballot_selections.iter().map(|s| s.sequence_order).max().unwrap_or(0);
+        let max = self
+            .ballot_selections
+            .iter()
+            .map(|s| s.sequence_order)
+            .max()
+            .unwrap_or(0);
         (0..self.number_elected)
             .map(|i| {
                 let order = max + 1 + i;
@@ -220,12 +236,24 @@ impl ContestDescription {
 
 impl BallotStyle {
     pub fn crypto_hash(&self) -> ElementModQ {
-        hash!(self.object_id, self.geopolitical_unit_ids, self.party_ids, self.image_uri)
+        hash!(
+            self.object_id,
+            self.geopolitical_unit_ids,
+            self.party_ids,
+            self.image_uri
+        )
     }
 }
 
 /// Vote variations the reference can encrypt.
-const SUPPORTED_VOTE_VARIATIONS: &[&str] = &["one_of_m", "approval", "majority", "n_of_m", "plurality", "super_majority"];
+const SUPPORTED_VOTE_VARIATIONS: &[&str] = &[
+    "one_of_m",
+    "approval",
+    "majority",
+    "n_of_m",
+    "plurality",
+    "super_majority",
+];
 
 /// A manifest that is not usable for an election, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -259,26 +287,48 @@ impl Manifest {
         for date in [&self.start_date, &self.end_date] {
             iso_utc(date).ok_or_else(|| ManifestError::BadDate(date.clone()))?;
         }
-        let units = unique_ids(self.geopolitical_units.iter().map(|u| &u.object_id), "geopolitical unit")?;
-        unique_ids(self.ballot_styles.iter().map(|s| &s.object_id), "ballot style")?;
+        let units = unique_ids(
+            self.geopolitical_units.iter().map(|u| &u.object_id),
+            "geopolitical unit",
+        )?;
+        unique_ids(
+            self.ballot_styles.iter().map(|s| &s.object_id),
+            "ballot style",
+        )?;
         for style in &self.ballot_styles {
             let ids = style.geopolitical_unit_ids.as_ref().ok_or_else(|| {
-                ManifestError::Structure(format!("ballot style {} has no geopolitical units", style.object_id))
+                ManifestError::Structure(format!(
+                    "ballot style {} has no geopolitical units",
+                    style.object_id
+                ))
             })?;
             if let Some(id) = ids.iter().find(|id| !units.contains(id)) {
-                return Err(ManifestError::Structure(format!("ballot style {} names unknown unit {id}", style.object_id)));
+                return Err(ManifestError::Structure(format!(
+                    "ballot style {} names unknown unit {id}",
+                    style.object_id
+                )));
             }
         }
         let parties = unique_ids(self.parties.iter().map(|p| &p.object_id), "party")?;
         let candidates = unique_ids(self.candidates.iter().map(|c| &c.object_id), "candidate")?;
-        if let Some(c) = self.candidates.iter().find(|c| c.party_id.as_ref().is_some_and(|p| !parties.contains(p))) {
-            return Err(ManifestError::Structure(format!("candidate {} names an unknown party", c.object_id)));
+        if let Some(c) = self
+            .candidates
+            .iter()
+            .find(|c| c.party_id.as_ref().is_some_and(|p| !parties.contains(p)))
+        {
+            return Err(ManifestError::Structure(format!(
+                "candidate {} names an unknown party",
+                c.object_id
+            )));
         }
         unique_ids(self.contests.iter().map(|c| &c.object_id), "contest")?;
         let mut orders = std::collections::HashSet::new();
         for contest in &self.contests {
             if !orders.insert(contest.sequence_order) {
-                return Err(ManifestError::Structure(format!("two contests share sequence order {}", contest.sequence_order)));
+                return Err(ManifestError::Structure(format!(
+                    "two contests share sequence order {}",
+                    contest.sequence_order
+                )));
             }
             contest.validate(&units, &candidates)?;
         }
@@ -295,11 +345,17 @@ impl Manifest {
 
     /// The contests on a ballot of the given style, in manifest order.
     pub fn contests_for_style(&self, style_id: &str) -> Vec<&ContestDescription> {
-        let units = match self.ballot_style(style_id).and_then(|s| s.geopolitical_unit_ids.as_ref()) {
+        let units = match self
+            .ballot_style(style_id)
+            .and_then(|s| s.geopolitical_unit_ids.as_ref())
+        {
             Some(units) => units,
             None => return Vec::new(),
         };
-        self.contests.iter().filter(|c| units.contains(&c.electoral_district_id)).collect()
+        self.contests
+            .iter()
+            .filter(|c| units.contains(&c.electoral_district_id))
+            .collect()
     }
 }
 
@@ -309,29 +365,72 @@ impl ContestDescription {
         units: &std::collections::HashSet<&String>,
         candidates: &std::collections::HashSet<&String>,
     ) -> Result<(), ManifestError> {
-        let fail = |problem: String| Err(ManifestError::Contest { contest: self.object_id.clone(), problem });
+        let fail = |problem: String| {
+            Err(ManifestError::Contest {
+                contest: self.object_id.clone(),
+                problem,
+            })
+        };
         if !SUPPORTED_VOTE_VARIATIONS.contains(&self.vote_variation.as_str()) {
-            return fail(format!("vote variation {:?} is not supported", self.vote_variation));
+            return fail(format!(
+                "vote variation {:?} is not supported",
+                self.vote_variation
+            ));
         }
-        if self.ballot_selections.is_empty() || self.number_elected as usize > self.ballot_selections.len() {
+        if self.ballot_selections.is_empty()
+            || self.number_elected as usize > self.ballot_selections.len()
+        {
             return fail("number_elected exceeds the number of selections".into());
         }
-        if self.votes_allowed.is_some_and(|allowed| self.number_elected > allowed) {
+        if self
+            .votes_allowed
+            .is_some_and(|allowed| self.number_elected > allowed)
+        {
             return fail("number_elected exceeds votes_allowed".into());
         }
         if !units.contains(&self.electoral_district_id) {
-            return fail(format!("unknown electoral district {}", self.electoral_district_id));
+            return fail(format!(
+                "unknown electoral district {}",
+                self.electoral_district_id
+            ));
         }
         let n = self.ballot_selections.len();
-        let distinct = |values: Vec<String>| values.into_iter().collect::<std::collections::HashSet<_>>().len() == n;
-        if !distinct(self.ballot_selections.iter().map(|s| s.object_id.clone()).collect())
-            || !distinct(self.ballot_selections.iter().map(|s| s.candidate_id.clone()).collect())
-            || !distinct(self.ballot_selections.iter().map(|s| s.sequence_order.to_string()).collect())
-        {
-            return fail("selections must have distinct ids, candidates and sequence orders".into());
+        let distinct = |values: Vec<String>| {
+            values
+                .into_iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                == n
+        };
+        if !distinct(
+            self.ballot_selections
+                .iter()
+                .map(|s| s.object_id.clone())
+                .collect(),
+        ) || !distinct(
+            self.ballot_selections
+                .iter()
+                .map(|s| s.candidate_id.clone())
+                .collect(),
+        ) || !distinct(
+            self.ballot_selections
+                .iter()
+                .map(|s| s.sequence_order.to_string())
+                .collect(),
+        ) {
+            return fail(
+                "selections must have distinct ids, candidates and sequence orders".into(),
+            );
         }
-        if let Some(s) = self.ballot_selections.iter().find(|s| !candidates.contains(&s.candidate_id)) {
-            return fail(format!("selection {} names unknown candidate {}", s.object_id, s.candidate_id));
+        if let Some(s) = self
+            .ballot_selections
+            .iter()
+            .find(|s| !candidates.contains(&s.candidate_id))
+        {
+            return fail(format!(
+                "selection {} names unknown candidate {}",
+                s.object_id, s.candidate_id
+            ));
         }
         Ok(())
     }
@@ -344,7 +443,9 @@ fn unique_ids<'a>(
     let mut set = std::collections::HashSet::new();
     for id in ids {
         if !set.insert(id) {
-            return Err(ManifestError::Structure(format!("duplicate {kind} id {id}")));
+            return Err(ManifestError::Structure(format!(
+                "duplicate {kind} id {id}"
+            )));
         }
     }
     Ok(set)
@@ -356,12 +457,27 @@ pub fn iso_utc(date: &str) -> Option<String> {
     let b = date.as_bytes();
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let s = date.get(range)?;
-        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok())?
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
     };
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
-    let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, s) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
@@ -388,7 +504,12 @@ pub fn iso_utc(date: &str) -> Option<String> {
     let seconds = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s - offset_minutes * 60;
     let (days, secs) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
     let (y, mo, d) = civil_from_days(days);
-    Some(format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60))
+    Some(format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    ))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -410,7 +531,15 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 #[cfg(test)]
@@ -419,9 +548,18 @@ mod tests {
 
     #[test]
     fn dates_convert_to_utc_like_the_reference() {
-        assert_eq!(iso_utc("2025-01-01T08:00:00+00:00").unwrap(), "2025-01-01T08:00:00Z");
-        assert_eq!(iso_utc("2020-11-03T06:00:00-05:00").unwrap(), "2020-11-03T11:00:00Z");
-        assert_eq!(iso_utc("2020-03-01T00:30:00.123+01:00").unwrap(), "2020-02-29T23:30:00Z");
+        assert_eq!(
+            iso_utc("2025-01-01T08:00:00+00:00").unwrap(),
+            "2025-01-01T08:00:00Z"
+        );
+        assert_eq!(
+            iso_utc("2020-11-03T06:00:00-05:00").unwrap(),
+            "2020-11-03T11:00:00Z"
+        );
+        assert_eq!(
+            iso_utc("2020-03-01T00:30:00.123+01:00").unwrap(),
+            "2020-02-29T23:30:00Z"
+        );
         assert_eq!(iso_utc("2020-13-01T00:00:00"), None);
         assert_eq!(iso_utc("tomorrow"), None);
     }

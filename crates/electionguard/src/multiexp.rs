@@ -35,7 +35,9 @@ fn recode(bytes: &[u8], bits: usize, window: usize) -> Vec<(usize, usize)> {
         while !bit(bytes, low as usize) {
             low += 1;
         }
-        let value = (low..=i).rev().fold(0usize, |acc, j| acc << 1 | bit(bytes, j as usize) as usize);
+        let value = (low..=i)
+            .rev()
+            .fold(0usize, |acc, j| acc << 1 | bit(bytes, j as usize) as usize);
         digits.push((low as usize, value));
         i = low - 1;
     }
@@ -117,14 +119,23 @@ mod tests {
     #[test]
     fn matches_separate_exponentiations() {
         let bases: Vec<ElementModP> = (0..5).map(|_| g_pow_p(&ElementModQ::random())).collect();
-        let mut exponents: Vec<BigNum> = (0..5).map(|_| BigNum::from_slice(&ElementModQ::random().to_bytes_be()).unwrap()).collect();
+        let mut exponents: Vec<BigNum> = (0..5)
+            .map(|_| BigNum::from_slice(&ElementModQ::random().to_bytes_be()).unwrap())
+            .collect();
         exponents[1] = BigNum::from_u32(0xdead_beef).unwrap();
         exponents[2] = BigNum::from_u32(1).unwrap();
         exponents[3] = BigNum::new().unwrap();
-        let terms: Vec<(&ElementModP, &BigNumRef)> = bases.iter().zip(&exponents).map(|(b, e)| (b, e.as_ref())).collect();
-        let expected = bases.iter().zip(&exponents).fold(ElementModP::one(), |acc, (b, e)| {
-            acc.mul(&b.pow(&ElementModQ::from_bytes_be(&e.to_vec()).unwrap()))
-        });
+        let terms: Vec<(&ElementModP, &BigNumRef)> = bases
+            .iter()
+            .zip(&exponents)
+            .map(|(b, e)| (b, e.as_ref()))
+            .collect();
+        let expected = bases
+            .iter()
+            .zip(&exponents)
+            .fold(ElementModP::one(), |acc, (b, e)| {
+                acc.mul(&b.pow(&ElementModQ::from_bytes_be(&e.to_vec()).unwrap()))
+            });
         assert_eq!(multi_exp(&terms), expected);
         assert_eq!(multi_exp(&[]), ElementModP::one());
     }

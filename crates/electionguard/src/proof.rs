@@ -32,7 +32,11 @@ pub enum ProofUsage {
 pub struct ProofError(pub &'static str);
 
 fn require(ok: bool, what: &'static str) -> Result<(), ProofError> {
-    if ok { Ok(()) } else { Err(ProofError(what)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ProofError(what))
+    }
 }
 
 fn residues(values: &[&ElementModP], what: &'static str) -> Result<(), ProofError> {
@@ -55,12 +59,24 @@ impl SchnorrProof {
         let commitment = g_pow_p(nonce);
         let challenge = hash!(public_key, commitment);
         let response = ElementModQ::a_plus_bc(nonce, secret.expose(), &challenge);
-        SchnorrProof { public_key: public_key.clone(), commitment, challenge, response, usage: ProofUsage::SecretValue }
+        SchnorrProof {
+            public_key: public_key.clone(),
+            commitment,
+            challenge,
+            response,
+            usage: ProofUsage::SecretValue,
+        }
     }
 
     pub fn verify(&self) -> Result<(), ProofError> {
-        require(self.public_key.is_valid_residue(), "public key is not in the group")?;
-        require(self.challenge == hash!(self.public_key, self.commitment), "challenge is not H(k, h)")?;
+        require(
+            self.public_key.is_valid_residue(),
+            "public key is not in the group",
+        )?;
+        require(
+            self.challenge == hash!(self.public_key, self.commitment),
+            "challenge is not H(k, h)",
+        )?;
         require(
             g_pow_p(&self.response) == self.commitment.mul(&self.public_key.pow(&self.challenge)),
             "g^u != h·k^c",
@@ -90,9 +106,22 @@ impl ChaumPedersenProof {
         let u = Nonces::new(seed, &[&"constant-chaum-pedersen-proof"]).get(0);
         let pad = g_pow_p(&u);
         let data = message.pad.pow_secret(&u);
-        let challenge = hash!(extended_base_hash, message.pad, message.data, pad, data, share);
+        let challenge = hash!(
+            extended_base_hash,
+            message.pad,
+            message.data,
+            pad,
+            data,
+            share
+        );
         let response = ElementModQ::a_plus_bc(&u, &challenge, secret.expose());
-        ChaumPedersenProof { pad, data, challenge, response, usage: ProofUsage::SecretValue }
+        ChaumPedersenProof {
+            pad,
+            data,
+            challenge,
+            response,
+            usage: ProofUsage::SecretValue,
+        }
     }
 
     /// Checks the share M of `message` against the public key k.
@@ -103,11 +132,34 @@ impl ChaumPedersenProof {
         share: &ElementModP,
         extended_base_hash: &ElementModQ,
     ) -> Result<(), ProofError> {
-        residues(&[&message.pad, &message.data, public_key, share, &self.pad, &self.data], "a value is not in the group")?;
-        let c = hash!(extended_base_hash, message.pad, message.data, self.pad, self.data, share);
+        residues(
+            &[
+                &message.pad,
+                &message.data,
+                public_key,
+                share,
+                &self.pad,
+                &self.data,
+            ],
+            "a value is not in the group",
+        )?;
+        let c = hash!(
+            extended_base_hash,
+            message.pad,
+            message.data,
+            self.pad,
+            self.data,
+            share
+        );
         require(self.challenge == c, "challenge is not H(Q̄, α, β, a, b, M)")?;
-        require(g_pow_p(&self.response) == self.pad.mul(&public_key.pow(&c)), "g^v != a·k^c")?;
-        require(message.pad.pow(&self.response) == self.data.mul(&share.pow(&c)), "α^v != b·M^c")
+        require(
+            g_pow_p(&self.response) == self.pad.mul(&public_key.pow(&c)),
+            "g^v != a·k^c",
+        )?;
+        require(
+            message.pad.pow(&self.response) == self.data.mul(&share.pow(&c)),
+            "α^v != b·M^c",
+        )
     }
 }
 
@@ -137,7 +189,14 @@ impl ConstantChaumPedersenProof {
         let data = key.pow(&u);
         let challenge = hash!(extended_base_hash, message.pad, message.data, pad, data);
         let response = ElementModQ::a_plus_bc(&u, &challenge, r);
-        ConstantChaumPedersenProof { pad, data, challenge, response, constant, usage: ProofUsage::SelectionLimit }
+        ConstantChaumPedersenProof {
+            pad,
+            data,
+            challenge,
+            response,
+            constant,
+            usage: ProofUsage::SelectionLimit,
+        }
     }
 
     pub fn verify(
@@ -146,21 +205,38 @@ impl ConstantChaumPedersenProof {
         key: &EncryptionKey,
         extended_base_hash: &ElementModQ,
     ) -> Result<(), ProofError> {
-        residues(&[&message.pad, &message.data, &self.pad, &self.data], "a value is not in the group")?;
+        residues(
+            &[&message.pad, &message.data, &self.pad, &self.data],
+            "a value is not in the group",
+        )?;
         self.check_challenge(message, extended_base_hash)?;
         let c = &self.challenge;
-        require(g_pow_p(&self.response) == self.pad.mul(&message.pad.pow(c)), "g^v != a·α^c")?;
+        require(
+            g_pow_p(&self.response) == self.pad.mul(&message.pad.pow(c)),
+            "g^v != a·α^c",
+        )?;
         let constant = ElementModQ::from_u64(self.constant).expect("checked above");
         require(
-            g_pow_p(&c.mul(&constant)).mul(&key.pow(&self.response)) == self.data.mul(&message.data.pow(c)),
+            g_pow_p(&c.mul(&constant)).mul(&key.pow(&self.response))
+                == self.data.mul(&message.data.pow(c)),
             "g^(cL)·K^v != b·β^c",
         )
     }
 
     /// The cheap part of verification: a sane constant and c = H(Q̄, α, β, a, b).
-    pub fn check_challenge(&self, message: &ElGamalCiphertext, extended_base_hash: &ElementModQ) -> Result<(), ProofError> {
+    pub fn check_challenge(
+        &self,
+        message: &ElGamalCiphertext,
+        extended_base_hash: &ElementModQ,
+    ) -> Result<(), ProofError> {
         require(self.constant < 1_000_000_000, "constant is not sane")?;
-        let c = hash!(extended_base_hash, message.pad, message.data, self.pad, self.data);
+        let c = hash!(
+            extended_base_hash,
+            message.pad,
+            message.data,
+            self.pad,
+            self.data
+        );
         require(self.challenge == c, "challenge is not H(Q̄, α, β, a, b)")
     }
 }
@@ -193,9 +269,18 @@ impl DisjunctiveChaumPedersenProof {
     ) -> DisjunctiveChaumPedersenProof {
         let nonces = Nonces::new(seed, &[&"disjoint-chaum-pedersen-proof"]);
         let (n0, v, u) = (nonces.get(0), nonces.get(1), nonces.get(2));
-        let hash_challenge = |a0: &ElementModP, b0: &ElementModP, a1: &ElementModP, b1: &ElementModP| {
-            hash!(extended_base_hash, message.pad, message.data, a0, b0, a1, b1)
-        };
+        let hash_challenge =
+            |a0: &ElementModP, b0: &ElementModP, a1: &ElementModP, b1: &ElementModP| {
+                hash!(
+                    extended_base_hash,
+                    message.pad,
+                    message.data,
+                    a0,
+                    b0,
+                    a1,
+                    b1
+                )
+            };
         let (a0, b0, a1, b1, c0, c1, c);
         if plaintext == 0 {
             // n0 is the simulated challenge c1; u is the real commitment nonce.
@@ -246,7 +331,11 @@ impl DisjunctiveChaumPedersenProof {
     }
 
     /// The cheap part of verification: c0 + c1 = c = H(Q̄, α, β, a0, b0, a1, b1).
-    pub fn check_challenge(&self, message: &ElGamalCiphertext, extended_base_hash: &ElementModQ) -> Result<(), ProofError> {
+    pub fn check_challenge(
+        &self,
+        message: &ElGamalCiphertext,
+        extended_base_hash: &ElementModQ,
+    ) -> Result<(), ProofError> {
         let expected = hash!(
             extended_base_hash,
             message.pad,
@@ -257,7 +346,8 @@ impl DisjunctiveChaumPedersenProof {
             self.proof_one_data
         );
         require(
-            self.proof_zero_challenge.add(&self.proof_one_challenge) == self.challenge && self.challenge == expected,
+            self.proof_zero_challenge.add(&self.proof_one_challenge) == self.challenge
+                && self.challenge == expected,
             "c0 + c1 != c = H(Q̄, α, β, a0, b0, a1, b1)",
         )
     }
@@ -270,16 +360,35 @@ impl DisjunctiveChaumPedersenProof {
     ) -> Result<(), ProofError> {
         let (alpha, beta) = (&message.pad, &message.data);
         residues(
-            &[alpha, beta, &self.proof_zero_pad, &self.proof_zero_data, &self.proof_one_pad, &self.proof_one_data],
+            &[
+                alpha,
+                beta,
+                &self.proof_zero_pad,
+                &self.proof_zero_data,
+                &self.proof_one_pad,
+                &self.proof_one_data,
+            ],
             "a value is not in the group",
         )?;
         let (c0, c1) = (&self.proof_zero_challenge, &self.proof_one_challenge);
         let (v0, v1) = (&self.proof_zero_response, &self.proof_one_response);
         self.check_challenge(message, extended_base_hash)?;
-        require(g_pow_p(v0) == self.proof_zero_pad.mul(&alpha.pow(c0)), "g^v0 != a0·α^c0")?;
-        require(g_pow_p(v1) == self.proof_one_pad.mul(&alpha.pow(c1)), "g^v1 != a1·α^c1")?;
-        require(key.pow(v0) == self.proof_zero_data.mul(&beta.pow(c0)), "K^v0 != b0·β^c0")?;
-        require(g_pow_p(c1).mul(&key.pow(v1)) == self.proof_one_data.mul(&beta.pow(c1)), "g^c1·K^v1 != b1·β^c1")
+        require(
+            g_pow_p(v0) == self.proof_zero_pad.mul(&alpha.pow(c0)),
+            "g^v0 != a0·α^c0",
+        )?;
+        require(
+            g_pow_p(v1) == self.proof_one_pad.mul(&alpha.pow(c1)),
+            "g^v1 != a1·α^c1",
+        )?;
+        require(
+            key.pow(v0) == self.proof_zero_data.mul(&beta.pow(c0)),
+            "K^v0 != b0·β^c0",
+        )?;
+        require(
+            g_pow_p(c1).mul(&key.pow(v1)) == self.proof_one_data.mul(&beta.pow(c1)),
+            "g^c1·K^v1 != b1·β^c1",
+        )
     }
 }
 
@@ -300,12 +409,20 @@ mod tests {
         for m in [0, 1] {
             let r = ElementModQ::random();
             let ct = ElGamalCiphertext::encrypt(m, &r, &key);
-            let proof = DisjunctiveChaumPedersenProof::make(&ct, &r, &key, &qbar, &ElementModQ::random(), m);
+            let proof = DisjunctiveChaumPedersenProof::make(
+                &ct,
+                &r,
+                &key,
+                &qbar,
+                &ElementModQ::random(),
+                m,
+            );
             assert_eq!(proof.verify(&ct, &key, &qbar), Ok(()));
         }
         let r = ElementModQ::random();
         let two = ElGamalCiphertext::encrypt(2, &r, &key);
-        let forged = DisjunctiveChaumPedersenProof::make(&two, &r, &key, &qbar, &ElementModQ::random(), 1);
+        let forged =
+            DisjunctiveChaumPedersenProof::make(&two, &r, &key, &qbar, &ElementModQ::random(), 1);
         assert!(forged.verify(&two, &key, &qbar).is_err());
     }
 
@@ -314,20 +431,29 @@ mod tests {
         let (keys, key, qbar) = setup();
         let r = ElementModQ::random();
         let ct = ElGamalCiphertext::encrypt(1, &r, &key);
-        let proof = ConstantChaumPedersenProof::make(&ct, 1, &r, &key, &ElementModQ::random(), &qbar);
+        let proof =
+            ConstantChaumPedersenProof::make(&ct, 1, &r, &key, &ElementModQ::random(), &qbar);
         assert_eq!(proof.verify(&ct, &key, &qbar), Ok(()));
-        let wrong = ConstantChaumPedersenProof { constant: 2, ..proof };
+        let wrong = ConstantChaumPedersenProof {
+            constant: 2,
+            ..proof
+        };
         assert!(wrong.verify(&ct, &key, &qbar).is_err());
 
         let share = ct.partial_decrypt(&keys.secret_key);
-        let proof = ChaumPedersenProof::make(&ct, &keys.secret_key, &share, &ElementModQ::random(), &qbar);
+        let proof =
+            ChaumPedersenProof::make(&ct, &keys.secret_key, &share, &ElementModQ::random(), &qbar);
         assert_eq!(proof.verify(&ct, &keys.public_key, &share, &qbar), Ok(()));
         let other = share.mul(&ElementModP::generator());
         assert!(proof.verify(&ct, &keys.public_key, &other, &qbar).is_err());
 
-        let schnorr = SchnorrProof::make(&keys.secret_key, &keys.public_key, &ElementModQ::random());
+        let schnorr =
+            SchnorrProof::make(&keys.secret_key, &keys.public_key, &ElementModQ::random());
         assert_eq!(schnorr.verify(), Ok(()));
-        let bad = SchnorrProof { response: schnorr.response.add(&ElementModQ::one()), ..schnorr };
+        let bad = SchnorrProof {
+            response: schnorr.response.add(&ElementModQ::one()),
+            ..schnorr
+        };
         assert!(bad.verify().is_err());
     }
 }

@@ -75,7 +75,10 @@ impl CiphertextTally {
                 (contest.object_id.clone(), tally_contest)
             })
             .collect();
-        CiphertextTally { object_id: object_id.to_string(), contests }
+        CiphertextTally {
+            object_id: object_id.to_string(),
+            contests,
+        }
     }
 
     /// Adds one cast ballot (whose proofs the caller has checked).
@@ -92,10 +95,23 @@ impl CiphertextTally {
         let mut products: Vec<Vec<(RunningProduct, RunningProduct)>> = self
             .contests
             .values()
-            .map(|c| c.selections.values().map(|s| (RunningProduct::new(&s.ciphertext.pad), RunningProduct::new(&s.ciphertext.data))).collect())
+            .map(|c| {
+                c.selections
+                    .values()
+                    .map(|s| {
+                        (
+                            RunningProduct::new(&s.ciphertext.pad),
+                            RunningProduct::new(&s.ciphertext.data),
+                        )
+                    })
+                    .collect()
+            })
             .collect();
         for contest in ballots.iter().flat_map(|b| &b.contests) {
-            let (c, _, tally) = self.contests.get_full(&contest.object_id).expect("checked above");
+            let (c, _, tally) = self
+                .contests
+                .get_full(&contest.object_id)
+                .expect("checked above");
             for selection in &contest.ballot_selections {
                 if let Some(s) = tally.selections.get_index_of(&selection.object_id) {
                     products[c][s].0.multiply(&selection.ciphertext.pad);
@@ -105,7 +121,10 @@ impl CiphertextTally {
         }
         for (contest, products) in self.contests.values_mut().zip(products) {
             for (selection, (pad, data)) in contest.selections.values_mut().zip(products) {
-                selection.ciphertext = ElGamalCiphertext { pad: pad.finish(), data: data.finish() };
+                selection.ciphertext = ElGamalCiphertext {
+                    pad: pad.finish(),
+                    data: data.finish(),
+                };
             }
         }
         Ok(())
@@ -115,8 +134,15 @@ impl CiphertextTally {
         if !ballot.is_cast() {
             return Err(TallyError::NotCast(ballot.object_id.clone()));
         }
-        match ballot.contests.iter().find(|c| !self.contests.contains_key(&c.object_id)) {
-            Some(c) => Err(TallyError::UnknownContest { ballot: ballot.object_id.clone(), contest: c.object_id.clone() }),
+        match ballot
+            .contests
+            .iter()
+            .find(|c| !self.contests.contains_key(&c.object_id))
+        {
+            Some(c) => Err(TallyError::UnknownContest {
+                ballot: ballot.object_id.clone(),
+                contest: c.object_id.clone(),
+            }),
             None => Ok(()),
         }
     }

@@ -10,12 +10,15 @@ use indexmap::IndexMap;
 use rayon::prelude::*;
 
 use crate::ballot::{CiphertextBallot, CiphertextBallotContest, CiphertextBallotSelection};
+use crate::context::CiphertextElectionContext;
 use crate::context::{crypto_base_hash, crypto_extended_base_hash};
-use crate::decrypt::{lagrange_coefficients, recovery_public_key, PlaintextTally, PlaintextTallySelection};
+use crate::decrypt::{
+    lagrange_coefficients, recovery_public_key, PlaintextTally, PlaintextTallySelection,
+};
 use crate::elgamal::{ElGamalCiphertext, EncryptionKey};
 use crate::group::{g_pow_p, ElementModP, ElementModQ};
 use crate::key_ceremony::{joint_key, ElectionPublicKey};
-use crate::manifest::ContestDescription;
+use crate::manifest::{ContestDescription, Manifest};
 use crate::record::{ElectionConstants, ElectionRecord};
 use crate::tally::CiphertextTally;
 
@@ -51,46 +54,88 @@ impl VerificationReport {
         self.add_with_notes(name, results, Vec::new());
     }
 
-    fn add_with_notes(&mut self, name: &'static str, results: Vec<Result<(), String>>, notes: Vec<String>) {
+    fn add_with_notes(
+        &mut self,
+        name: &'static str,
+        results: Vec<Result<(), String>>,
+        notes: Vec<String>,
+    ) {
         let checked = results.len();
         let failures = results.into_iter().filter_map(Result::err).collect();
-        self.checks.push(CheckResult { name, checked, failures, notes });
+        self.checks.push(CheckResult {
+            name,
+            checked,
+            failures,
+            notes,
+        });
     }
 }
 
 type Outcome = Result<(), String>;
 
 fn ensure(ok: bool, message: impl FnOnce() -> String) -> Outcome {
-    if ok { Ok(()) } else { Err(message()) }
+    if ok {
+        Ok(())
+    } else {
+        Err(message())
+    }
 }
 
 /// Runs every check of the record.
 pub fn verify_record(record: &ElectionRecord) -> VerificationReport {
     let mut report = VerificationReport::default();
     let context = &record.context;
-    let mut guardians: Vec<ElectionPublicKey> = record.guardians.iter().map(ElectionPublicKey::from).collect();
+    let mut guardians: Vec<ElectionPublicKey> = record
+        .guardians
+        .iter()
+        .map(ElectionPublicKey::from)
+        .collect();
     guardians.sort_by_key(|g| g.sequence_order);
     let key = EncryptionKey::new(&context.elgamal_public_key);
 
-    report.add("parameters are the standard ElectionGuard constants", vec![ensure(
-        record.constants == ElectionConstants::standard(),
-        || "constants.json: p, q, r or g differ from the standard".into(),
-    )]);
-    report.add("guardian public keys and Schnorr proofs", check_guardians(&guardians, context.quorum, context.number_of_guardians));
-    report.add("joint key, commitment hash and base hashes", check_hashes(record, &guardians));
-    report.add("ballot hashes, selection and contest proofs", check_ballots(record, &key));
+    report.add(
+        "parameters are the standard ElectionGuard constants",
+        vec![ensure(
+            record.constants == ElectionConstants::standard(),
+            || "constants.json: p, q, r or g differ from the standard".into(),
+        )],
+    );
+    report.add(
+        "guardian public keys and Schnorr proofs",
+        check_guardians(&guardians, context.quorum, context.number_of_guardians),
+    );
+    report.add(
+        "joint key, commitment hash and base hashes",
+        check_hashes(record, &guardians),
+    );
+    report.add(
+        "ballot hashes, selection and contest proofs",
+        check_ballots(record, &key),
+    );
     let (results, notes) = check_code_chain(record);
     report.add_with_notes("ballot code chain", results, notes);
     if let Some(tally) = &record.encrypted_tally {
-        report.add("encrypted tally is the product of the cast ballots", check_encrypted_tally(record, tally));
+        report.add(
+            "encrypted tally is the product of the cast ballots",
+            check_encrypted_tally(record, tally),
+        );
     }
-    let by_id: IndexMap<String, ElectionPublicKey> = guardians.iter().map(|g| (g.owner_id.clone(), g.clone())).collect();
+    let by_id: IndexMap<String, ElectionPublicKey> = guardians
+        .iter()
+        .map(|g| (g.owner_id.clone(), g.clone()))
+        .collect();
     if let (Some(tally), Some(encrypted)) = (&record.tally, &record.encrypted_tally) {
         let ciphertexts = tally_ciphertext_index(encrypted);
-        report.add("tally decryption shares, compensated shares and counts", check_plaintext(record, tally, &ciphertexts, &by_id));
+        report.add(
+            "tally decryption shares, compensated shares and counts",
+            check_plaintext(record, tally, &ciphertexts, &by_id),
+        );
     }
     if let Some(coefficients) = &record.coefficients {
-        report.add("Lagrange coefficients", check_coefficients(record, coefficients, &by_id));
+        report.add(
+            "Lagrange coefficients",
+            check_coefficients(record, coefficients, &by_id),
+        );
     }
     report.add("spoiled ballot decryptions", check_spoiled(record, &by_id));
     report
@@ -99,13 +144,21 @@ pub fn verify_record(record: &ElectionRecord) -> VerificationReport {
 fn check_guardians(guardians: &[ElectionPublicKey], quorum: u32, expected: u32) -> Vec<Outcome> {
     let mut results: Vec<Outcome> = guardians
         .par_iter()
-        .map(|g| g.validate(quorum).map_err(|e| format!("guardian {}: {e}", g.owner_id)))
+        .map(|g| {
+            g.validate(quorum)
+                .map_err(|e| format!("guardian {}: {e}", g.owner_id))
+        })
         .collect();
     results.push(ensure(guardians.len() == expected as usize, || {
-        format!("guardians: {} records for {expected} guardians", guardians.len())
+        format!(
+            "guardians: {} records for {expected} guardians",
+            guardians.len()
+        )
     }));
     let orders: HashSet<u64> = guardians.iter().map(|g| g.sequence_order).collect();
-    results.push(ensure(orders.len() == guardians.len(), || "guardians: sequence orders are not distinct".into()));
+    results.push(ensure(orders.len() == guardians.len(), || {
+        "guardians: sequence orders are not distinct".into()
+    }));
     results
 }
 
@@ -114,13 +167,22 @@ fn check_hashes(record: &ElectionRecord, guardians: &[ElectionPublicKey]) -> Vec
     let (key, commitment_hash) = joint_key(guardians);
     let base = crypto_base_hash(c.number_of_guardians, c.quorum, &c.manifest_hash);
     vec![
-        ensure(record.manifest.crypto_hash() == c.manifest_hash, || "context: manifest hash is not H(manifest)".into()),
-        ensure(key == c.elgamal_public_key, || "context: joint key is not the product of the guardian keys".into()),
-        ensure(commitment_hash == c.commitment_hash, || "context: commitment hash is not H(commitments)".into()),
-        ensure(base == c.crypto_base_hash, || "context: base hash is not H(p, q, g, n, k, manifest hash)".into()),
-        ensure(crypto_extended_base_hash(&base, &c.commitment_hash) == c.crypto_extended_base_hash, || {
-            "context: extended base hash is not H(Q, commitment hash)".into()
+        ensure(record.manifest.crypto_hash() == c.manifest_hash, || {
+            "context: manifest hash is not H(manifest)".into()
         }),
+        ensure(key == c.elgamal_public_key, || {
+            "context: joint key is not the product of the guardian keys".into()
+        }),
+        ensure(commitment_hash == c.commitment_hash, || {
+            "context: commitment hash is not H(commitments)".into()
+        }),
+        ensure(base == c.crypto_base_hash, || {
+            "context: base hash is not H(p, q, g, n, k, manifest hash)".into()
+        }),
+        ensure(
+            crypto_extended_base_hash(&base, &c.commitment_hash) == c.crypto_extended_base_hash,
+            || "context: extended base hash is not H(Q, commitment hash)".into(),
+        ),
     ]
 }
 
@@ -144,34 +206,106 @@ fn check_ballots(record: &ElectionRecord, key: &EncryptionKey) -> Vec<Outcome> {
         .submitted_ballots
         .par_chunks(BATCH_SIZE)
         .flat_map_iter(|chunk| {
-            let structure: Vec<Outcome> = chunk.iter().map(|b| check_ballot(record, key, b, Proofs::ChallengesOnly)).collect();
-            let sound: Vec<&CiphertextBallot> = chunk.iter().zip(&structure).filter(|(_, r)| r.is_ok()).map(|(b, _)| b).collect();
+            let structure: Vec<Outcome> = chunk
+                .iter()
+                .map(|b| check_ballot(record, key, b, Proofs::ChallengesOnly))
+                .collect();
+            let sound: Vec<&CiphertextBallot> = chunk
+                .iter()
+                .zip(&structure)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(b, _)| b)
+                .collect();
             if crate::batch::ballot_proofs_hold(&sound, key) {
                 structure
             } else {
-                chunk.iter().map(|b| check_ballot(record, key, b, Proofs::Each)).collect()
+                chunk
+                    .iter()
+                    .map(|b| check_ballot(record, key, b, Proofs::Each))
+                    .collect()
             }
         })
         .collect()
 }
 
-fn check_ballot(record: &ElectionRecord, key: &EncryptionKey, ballot: &CiphertextBallot, proofs: Proofs) -> Outcome {
+fn check_ballot(
+    record: &ElectionRecord,
+    key: &EncryptionKey,
+    ballot: &CiphertextBallot,
+    proofs: Proofs,
+) -> Outcome {
     let id = &ballot.object_id;
-    let context = &record.context;
-    ensure(ballot.manifest_hash == context.manifest_hash, || format!("ballot {id}: manifest hash differs from the context"))?;
-    ensure(ballot.is_cast() || ballot.is_spoiled(), || format!("ballot {id}: state is neither cast nor spoiled"))?;
-    let expected = record.manifest.contests_for_style(&ballot.style_id);
-    ensure(!expected.is_empty(), || format!("ballot {id}: unknown ballot style {}", ballot.style_id))?;
+    ensure(ballot.is_cast() || ballot.is_spoiled(), || {
+        format!("ballot {id}: state is neither cast nor spoiled")
+    })?;
+    check_ballot_contents(&record.manifest, &record.context, key, ballot, proofs)?;
+    let code =
+        CiphertextBallot::compute_code(&ballot.code_seed, ballot.timestamp, &ballot.crypto_hash);
+    ensure(code == ballot.code, || {
+        format!("ballot {id}: code is not H(code seed, timestamp, crypto hash)")
+    })
+}
+
+/// Everything about a ballot except its state and its place in the code chain.
+fn check_ballot_contents(
+    manifest: &Manifest,
+    context: &CiphertextElectionContext,
+    key: &EncryptionKey,
+    ballot: &CiphertextBallot,
+    proofs: Proofs,
+) -> Outcome {
+    let id = &ballot.object_id;
+    ensure(ballot.manifest_hash == context.manifest_hash, || {
+        format!("ballot {id}: manifest hash differs from the context")
+    })?;
+    let expected = manifest.contests_for_style(&ballot.style_id);
+    ensure(!expected.is_empty(), || {
+        format!("ballot {id}: unknown ballot style {}", ballot.style_id)
+    })?;
     let ids: Vec<&String> = ballot.contests.iter().map(|c| &c.object_id).collect();
     let expected_ids: Vec<&String> = expected.iter().map(|c| &c.object_id).collect();
-    ensure(ids == expected_ids, || format!("ballot {id}: contests are not those of style {}", ballot.style_id))?;
+    ensure(ids == expected_ids, || {
+        format!(
+            "ballot {id}: contests are not those of style {}",
+            ballot.style_id
+        )
+    })?;
     for (contest, description) in ballot.contests.iter().zip(expected) {
-        check_contest(id, contest, description, key, &context.crypto_extended_base_hash, proofs)?;
+        check_contest(
+            id,
+            contest,
+            description,
+            key,
+            &context.crypto_extended_base_hash,
+            proofs,
+        )?;
     }
-    let crypto_hash = CiphertextBallot::compute_crypto_hash(id, &ballot.manifest_hash, &ballot.contests);
-    ensure(crypto_hash == ballot.crypto_hash, || format!("ballot {id}: crypto hash does not match its contests"))?;
-    let code = CiphertextBallot::compute_code(&ballot.code_seed, ballot.timestamp, &ballot.crypto_hash);
-    ensure(code == ballot.code, || format!("ballot {id}: code is not H(code seed, timestamp, crypto hash)"))
+    let crypto_hash =
+        CiphertextBallot::compute_crypto_hash(id, &ballot.manifest_hash, &ballot.contests);
+    ensure(crypto_hash == ballot.crypto_hash, || {
+        format!("ballot {id}: crypto hash does not match its contests")
+    })
+}
+
+/// Checks a ballot offered for casting: it belongs to this election's manifest and
+/// context, its hashes hold, and every proof verifies (batched; a failing batch is
+/// re-checked proof by proof so the error names the selection). The ballot code is not
+/// checked: the ballot box assigns it when it links the ballot into its chain.
+pub fn verify_submission(
+    ballot: &CiphertextBallot,
+    manifest: &Manifest,
+    context: &CiphertextElectionContext,
+    key: &EncryptionKey,
+) -> Result<(), String> {
+    check_ballot_contents(manifest, context, key, ballot, Proofs::ChallengesOnly)?;
+    if crate::batch::ballot_proofs_hold(&[ballot], key) {
+        return Ok(());
+    }
+    check_ballot_contents(manifest, context, key, ballot, Proofs::Each)?;
+    Err(format!(
+        "ballot {}: the proofs do not hold together",
+        ballot.object_id
+    ))
 }
 
 fn check_contest(
@@ -183,22 +317,54 @@ fn check_contest(
     proofs: Proofs,
 ) -> Outcome {
     let at = |what: &str| format!("ballot {ballot} contest {}: {what}", contest.object_id);
-    ensure(contest.description_hash == description.crypto_hash(), || at("description hash differs from the manifest"))?;
-    ensure(contest.sequence_order == description.sequence_order, || at("sequence order differs from the manifest"))?;
-    let expected: Vec<_> = description.ballot_selections.iter().cloned().chain(description.placeholder_selections()).collect();
-    ensure(contest.ballot_selections.len() == expected.len(), || at("selections are not those of the manifest plus placeholders"))?;
+    ensure(
+        contest.description_hash == description.crypto_hash(),
+        || at("description hash differs from the manifest"),
+    )?;
+    ensure(contest.sequence_order == description.sequence_order, || {
+        at("sequence order differs from the manifest")
+    })?;
+    let expected: Vec<_> = description
+        .ballot_selections
+        .iter()
+        .cloned()
+        .chain(description.placeholder_selections())
+        .collect();
+    ensure(contest.ballot_selections.len() == expected.len(), || {
+        at("selections are not those of the manifest plus placeholders")
+    })?;
     for (selection, d) in contest.ballot_selections.iter().zip(&expected) {
-        ensure(selection.object_id == d.object_id && selection.description_hash == d.crypto_hash(), || {
-            at(&format!("selection {} does not match the manifest", selection.object_id))
-        })?;
-        check_selection(selection, key, qbar, proofs).map_err(|e| at(&format!("selection {}: {e}", selection.object_id)))?;
+        ensure(
+            selection.object_id == d.object_id && selection.description_hash == d.crypto_hash(),
+            || {
+                at(&format!(
+                    "selection {} does not match the manifest",
+                    selection.object_id
+                ))
+            },
+        )?;
+        check_selection(selection, key, qbar, proofs)
+            .map_err(|e| at(&format!("selection {}: {e}", selection.object_id)))?;
     }
     let accumulation = CiphertextBallotContest::accumulate(&contest.ballot_selections);
-    ensure(accumulation == contest.ciphertext_accumulation, || at("ciphertext accumulation is not the product of the selections"))?;
-    let hash = CiphertextBallotContest::compute_crypto_hash(&contest.object_id, &contest.description_hash, &contest.ballot_selections);
-    ensure(hash == contest.crypto_hash, || at("crypto hash does not match its selections"))?;
-    let proof = contest.proof.as_ref().ok_or_else(|| at("no contest proof"))?;
-    ensure(proof.constant == description.number_elected, || at("proof constant is not the contest's number elected"))?;
+    ensure(accumulation == contest.ciphertext_accumulation, || {
+        at("ciphertext accumulation is not the product of the selections")
+    })?;
+    let hash = CiphertextBallotContest::compute_crypto_hash(
+        &contest.object_id,
+        &contest.description_hash,
+        &contest.ballot_selections,
+    );
+    ensure(hash == contest.crypto_hash, || {
+        at("crypto hash does not match its selections")
+    })?;
+    let proof = contest
+        .proof
+        .as_ref()
+        .ok_or_else(|| at("no contest proof"))?;
+    ensure(proof.constant == description.number_elected, || {
+        at("proof constant is not the contest's number elected")
+    })?;
     let outcome = match proofs {
         Proofs::Each => proof.verify(&accumulation, key, qbar),
         Proofs::ChallengesOnly => proof.check_challenge(&accumulation, qbar),
@@ -206,9 +372,20 @@ fn check_contest(
     outcome.map_err(|e| at(&format!("contest proof: {e}")))
 }
 
-fn check_selection(selection: &CiphertextBallotSelection, key: &EncryptionKey, qbar: &ElementModQ, proofs: Proofs) -> Result<(), String> {
-    let hash = CiphertextBallotSelection::compute_crypto_hash(&selection.object_id, &selection.description_hash, &selection.ciphertext);
-    ensure(hash == selection.crypto_hash, || "crypto hash does not match the ciphertext".into())?;
+fn check_selection(
+    selection: &CiphertextBallotSelection,
+    key: &EncryptionKey,
+    qbar: &ElementModQ,
+    proofs: Proofs,
+) -> Result<(), String> {
+    let hash = CiphertextBallotSelection::compute_crypto_hash(
+        &selection.object_id,
+        &selection.description_hash,
+        &selection.ciphertext,
+    );
+    ensure(hash == selection.crypto_hash, || {
+        "crypto hash does not match the ciphertext".into()
+    })?;
     let proof = selection.proof.as_ref().ok_or("no selection proof")?;
     let outcome = match proofs {
         Proofs::Each => proof.verify(&selection.ciphertext, key, qbar),
@@ -244,7 +421,11 @@ fn check_code_chain(record: &ElectionRecord) -> (Vec<Outcome>, Vec<String>) {
 
 fn check_encrypted_tally(record: &ElectionRecord, published: &CiphertextTally) -> Vec<Outcome> {
     let mut tally = CiphertextTally::empty(&published.object_id, &record.manifest);
-    let cast: Vec<&CiphertextBallot> = record.submitted_ballots.iter().filter(|b| b.is_cast()).collect();
+    let cast: Vec<&CiphertextBallot> = record
+        .submitted_ballots
+        .iter()
+        .filter(|b| b.is_cast())
+        .collect();
     let mut results = Vec::new();
     if let Err(e) = tally.append_all(&cast) {
         results.push(Err(e.to_string()));
@@ -258,7 +439,10 @@ fn check_encrypted_tally(record: &ElectionRecord, published: &CiphertextTally) -
             }));
         }
     }
-    results.push(ensure(tally.contests.len() == published.contests.len(), || "encrypted tally: contests differ from the manifest".into()));
+    results.push(ensure(
+        tally.contests.len() == published.contests.len(),
+        || "encrypted tally: contests differ from the manifest".into(),
+    ));
     results
 }
 
@@ -266,7 +450,14 @@ fn tally_ciphertext_index(tally: &CiphertextTally) -> HashMap<(String, String), 
     tally
         .contests
         .values()
-        .flat_map(|c| c.selections.values().map(move |s| ((c.object_id.clone(), s.object_id.clone()), s.ciphertext.clone())))
+        .flat_map(|c| {
+            c.selections.values().map(move |s| {
+                (
+                    (c.object_id.clone(), s.object_id.clone()),
+                    s.ciphertext.clone(),
+                )
+            })
+        })
         .collect()
 }
 
@@ -277,27 +468,45 @@ fn check_plaintext(
     ciphertexts: &HashMap<(String, String), ElGamalCiphertext>,
     guardians: &IndexMap<String, ElectionPublicKey>,
 ) -> Vec<Outcome> {
-    let selections: Vec<(&String, &PlaintextTallySelection)> =
-        plaintext.contests.values().flat_map(|c| c.selections.values().map(move |s| (&c.object_id, s))).collect();
+    let selections: Vec<(&String, &PlaintextTallySelection)> = plaintext
+        .contests
+        .values()
+        .flat_map(|c| c.selections.values().map(move |s| (&c.object_id, s)))
+        .collect();
     let mut results: Vec<Outcome> = selections
         .par_iter()
         .map(|(contest, selection)| {
-            let at = |what: String| format!("{} selection {}: {what}", plaintext.object_id, selection.object_id);
+            let at = |what: String| {
+                format!(
+                    "{} selection {}: {what}",
+                    plaintext.object_id, selection.object_id
+                )
+            };
             let ciphertext = ciphertexts
                 .get(&((*contest).clone(), selection.object_id.clone()))
                 .ok_or_else(|| at("no such encrypted selection".into()))?;
             check_decrypted_selection(record, selection, ciphertext, guardians).map_err(at)
         })
         .collect();
-    let expected = ciphertexts.keys().filter(|(c, s)| is_manifest_selection(record, c, s)).count();
+    let expected = ciphertexts
+        .keys()
+        .filter(|(c, s)| is_manifest_selection(record, c, s))
+        .count();
     results.push(ensure(selections.len() == expected, || {
-        format!("{}: {} selections decrypted, {expected} expected", plaintext.object_id, selections.len())
+        format!(
+            "{}: {} selections decrypted, {expected} expected",
+            plaintext.object_id,
+            selections.len()
+        )
     }));
     results
 }
 
 fn is_manifest_selection(record: &ElectionRecord, contest: &str, selection: &str) -> bool {
-    record.manifest.contest(contest).is_some_and(|c| c.ballot_selections.iter().any(|s| s.object_id == selection))
+    record
+        .manifest
+        .contest(contest)
+        .is_some_and(|c| c.ballot_selections.iter().any(|s| s.object_id == selection))
 }
 
 fn check_decrypted_selection(
@@ -307,9 +516,14 @@ fn check_decrypted_selection(
     guardians: &IndexMap<String, ElectionPublicKey>,
 ) -> Result<(), String> {
     let qbar = &record.context.crypto_extended_base_hash;
-    ensure(&selection.message == ciphertext, || "message is not the encrypted ciphertext".into())?;
+    ensure(&selection.message == ciphertext, || {
+        "message is not the encrypted ciphertext".into()
+    })?;
     let ids: HashSet<&String> = selection.shares.iter().map(|s| &s.guardian_id).collect();
-    ensure(ids.len() == guardians.len() && guardians.keys().all(|g| ids.contains(g)), || "not one share per guardian".into())?;
+    ensure(
+        ids.len() == guardians.len() && guardians.keys().all(|g| ids.contains(g)),
+        || "not one share per guardian".into(),
+    )?;
     let mut product = ElementModP::one();
     for share in &selection.shares {
         let guardian = &guardians[&share.guardian_id];
@@ -321,23 +535,48 @@ fn check_decrypted_selection(
                 let coefficients = coefficients_for(parts.keys(), guardians)?;
                 let mut rebuilt = ElementModP::one();
                 for (available_id, part) in parts {
-                    let available = guardians.get(available_id).ok_or_else(|| format!("unknown guardian {available_id}"))?;
-                    let at = |what: &str| format!("compensated share of {available_id} for {}: {what}", share.guardian_id);
-                    ensure(part.recovery_key == recovery_public_key(available, guardian), || at("recovery key is not from the commitments"))?;
-                    part.proof.verify(ciphertext, &part.recovery_key, &part.share, qbar).map_err(|e| at(&e.to_string()))?;
+                    let available = guardians
+                        .get(available_id)
+                        .ok_or_else(|| format!("unknown guardian {available_id}"))?;
+                    let at = |what: &str| {
+                        format!(
+                            "compensated share of {available_id} for {}: {what}",
+                            share.guardian_id
+                        )
+                    };
+                    ensure(
+                        part.recovery_key == recovery_public_key(available, guardian),
+                        || at("recovery key is not from the commitments"),
+                    )?;
+                    part.proof
+                        .verify(ciphertext, &part.recovery_key, &part.share, qbar)
+                        .map_err(|e| at(&e.to_string()))?;
                     rebuilt = rebuilt.mul(&part.share.pow(&coefficients[available_id]));
                 }
-                ensure(rebuilt == share.share, || format!("share of {} is not Π M_ℓ^w_ℓ of its parts", share.guardian_id))?;
+                ensure(rebuilt == share.share, || {
+                    format!(
+                        "share of {} is not Π M_ℓ^w_ℓ of its parts",
+                        share.guardian_id
+                    )
+                })?;
             }
-            _ => return Err(format!("share of {} has neither exactly a proof nor recovered parts", share.guardian_id)),
+            _ => {
+                return Err(format!(
+                    "share of {} has neither exactly a proof nor recovered parts",
+                    share.guardian_id
+                ))
+            }
         }
         product = product.mul(&share.share);
     }
-    let value = ciphertext.data.mul(&product.inv().ok_or("shares multiply to zero")?);
+    let value = ciphertext
+        .data
+        .mul(&product.inv().ok_or("shares multiply to zero")?);
     ensure(value == selection.value, || "value is not β / Π M_i".into())?;
-    ensure(g_pow_p(&ElementModQ::from_u64(selection.tally).map_err(|e| e.to_string())?) == value, || {
-        format!("g^{} is not the decrypted value", selection.tally)
-    })
+    ensure(
+        g_pow_p(&ElementModQ::from_u64(selection.tally).map_err(|e| e.to_string())?) == value,
+        || format!("g^{} is not the decrypted value", selection.tally),
+    )
 }
 
 fn coefficients_for<'a>(
@@ -345,7 +584,12 @@ fn coefficients_for<'a>(
     guardians: &IndexMap<String, ElectionPublicKey>,
 ) -> Result<IndexMap<String, ElementModQ>, String> {
     let keys: Vec<ElectionPublicKey> = available
-        .map(|id| guardians.get(id).cloned().ok_or_else(|| format!("unknown guardian {id}")))
+        .map(|id| {
+            guardians
+                .get(id)
+                .cloned()
+                .ok_or_else(|| format!("unknown guardian {id}"))
+        })
         .collect::<Result<_, _>>()?;
     Ok(lagrange_coefficients(&keys))
 }
@@ -362,27 +606,49 @@ fn check_coefficients(
     let mut results: Vec<Outcome> = published
         .coefficients
         .iter()
-        .map(|(id, w)| ensure(computed.get(id) == Some(w), || format!("coefficients.json: coefficient of {id} is wrong")))
+        .map(|(id, w)| {
+            ensure(computed.get(id) == Some(w), || {
+                format!("coefficients.json: coefficient of {id} is wrong")
+            })
+        })
         .collect();
-    results.push(ensure(published.coefficients.len() >= record.context.quorum as usize, || {
-        "coefficients.json: fewer available guardians than the quorum".into()
-    }));
+    results.push(ensure(
+        published.coefficients.len() >= record.context.quorum as usize,
+        || "coefficients.json: fewer available guardians than the quorum".into(),
+    ));
     results
 }
 
-fn check_spoiled(record: &ElectionRecord, guardians: &IndexMap<String, ElectionPublicKey>) -> Vec<Outcome> {
-    let spoiled: HashMap<&String, &CiphertextBallot> =
-        record.submitted_ballots.iter().filter(|b| b.is_spoiled()).map(|b| (&b.object_id, b)).collect();
+fn check_spoiled(
+    record: &ElectionRecord,
+    guardians: &IndexMap<String, ElectionPublicKey>,
+) -> Vec<Outcome> {
+    let spoiled: HashMap<&String, &CiphertextBallot> = record
+        .submitted_ballots
+        .iter()
+        .filter(|b| b.is_spoiled())
+        .map(|b| (&b.object_id, b))
+        .collect();
     let mut results = Vec::new();
     for plaintext in &record.spoiled_ballots {
         let Some(ballot) = spoiled.get(&plaintext.object_id) else {
-            results.push(Err(format!("spoiled ballot {}: no such spoiled submitted ballot", plaintext.object_id)));
+            results.push(Err(format!(
+                "spoiled ballot {}: no such spoiled submitted ballot",
+                plaintext.object_id
+            )));
             continue;
         };
         let ciphertexts = ballot
             .contests
             .iter()
-            .flat_map(|c| c.ballot_selections.iter().map(move |s| ((c.object_id.clone(), s.object_id.clone()), s.ciphertext.clone())))
+            .flat_map(|c| {
+                c.ballot_selections.iter().map(move |s| {
+                    (
+                        (c.object_id.clone(), s.object_id.clone()),
+                        s.ciphertext.clone(),
+                    )
+                })
+            })
             .collect();
         results.extend(check_plaintext(record, plaintext, &ciphertexts, guardians));
     }

@@ -6,17 +6,25 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use electionguard::ballot::{BallotBoxState, CiphertextBallot, PlaintextBallot, PlaintextBallotContest, PlaintextBallotSelection};
+use electionguard::ballot::{
+    BallotBoxState, CiphertextBallot, PlaintextBallot, PlaintextBallotContest,
+    PlaintextBallotSelection,
+};
 use electionguard::context::CiphertextElectionContext;
 use electionguard::decrypt::{
-    combine_shares, compute_compensated_share, compute_decryption_share, lagrange_coefficients, reconstruct_share,
-    tally_ciphertexts, ContestCiphertexts, DecryptionShare, PlaintextTally,
+    combine_shares, compute_compensated_share, compute_decryption_share, lagrange_coefficients,
+    reconstruct_share, tally_ciphertexts, ContestCiphertexts, DecryptionShare, PlaintextTally,
 };
 use electionguard::elgamal::{ElGamalCiphertext, ElGamalKeyPair, EncryptionKey};
 use electionguard::encrypt::Encryptor;
 use electionguard::group::ElementModQ;
-use electionguard::key_ceremony::{joint_key, ElectionKeyPair, ElectionPartialKeyBackup, ElectionPublicKey};
-use electionguard::manifest::{BallotStyle, Candidate, ContestDescription, GeopoliticalUnit, InternationalizedText, Manifest, SelectionDescription};
+use electionguard::key_ceremony::{
+    joint_key, ElectionKeyPair, ElectionPartialKeyBackup, ElectionPublicKey,
+};
+use electionguard::manifest::{
+    BallotStyle, Candidate, ContestDescription, GeopoliticalUnit, InternationalizedText, Manifest,
+    SelectionDescription,
+};
 use electionguard::tally::CiphertextTally;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -114,23 +122,41 @@ fn plaintext_ballot(manifest: &Manifest, index: usize, choices: &Choices) -> Pla
                 .collect(),
         })
         .collect();
-    PlaintextBallot { object_id: format!("ballot-{index}"), style_id: STYLE.into(), contests }
+    PlaintextBallot {
+        object_id: format!("ballot-{index}"),
+        style_id: STYLE.into(),
+        contests,
+    }
 }
 
 /// Encrypts and casts one ballot per voter.
-fn cast_ballots(encryptor: &Encryptor, manifest: &Manifest, voters: &[Choices]) -> Vec<CiphertextBallot> {
+fn cast_ballots(
+    encryptor: &Encryptor,
+    manifest: &Manifest,
+    voters: &[Choices],
+) -> Vec<CiphertextBallot> {
     voters
         .iter()
         .enumerate()
         .map(|(i, choices)| {
             let plaintext = plaintext_ballot(manifest, i, choices);
-            let ballot = encryptor.encrypt(&plaintext, &ElementModQ::random(), &ElementModQ::random(), TIMESTAMP).unwrap();
+            let ballot = encryptor
+                .encrypt(
+                    &plaintext,
+                    &ElementModQ::random(),
+                    &ElementModQ::random(),
+                    TIMESTAMP,
+                )
+                .unwrap();
             ballot.submit(BallotBoxState::Cast)
         })
         .collect()
 }
 
-fn tally_of<'a>(manifest: &Manifest, ballots: impl IntoIterator<Item = &'a CiphertextBallot>) -> CiphertextTally {
+fn tally_of<'a>(
+    manifest: &Manifest,
+    ballots: impl IntoIterator<Item = &'a CiphertextBallot>,
+) -> CiphertextTally {
     let mut tally = CiphertextTally::empty("tally", manifest);
     for ballot in ballots {
         tally.append(ballot).unwrap();
@@ -140,12 +166,17 @@ fn tally_of<'a>(manifest: &Manifest, ballots: impl IntoIterator<Item = &'a Ciphe
 
 /// What the voters chose, counted in the clear.
 fn ground_truth(manifest: &Manifest, voters: &[Choices]) -> Counts {
-    let mut counts: Counts =
-        manifest.contests.iter().flat_map(|c| c.ballot_selections.iter().map(|s| (s.object_id.clone(), 0))).collect();
+    let mut counts: Counts = manifest
+        .contests
+        .iter()
+        .flat_map(|c| c.ballot_selections.iter().map(|s| (s.object_id.clone(), 0)))
+        .collect();
     for choices in voters {
         for (contest, choice) in manifest.contests.iter().zip(choices) {
             if let Some(s) = choice {
-                *counts.get_mut(&contest.ballot_selections[*s].object_id).unwrap() += 1;
+                *counts
+                    .get_mut(&contest.ballot_selections[*s].object_id)
+                    .unwrap() += 1;
             }
         }
     }
@@ -153,7 +184,15 @@ fn ground_truth(manifest: &Manifest, voters: &[Choices]) -> Counts {
 }
 
 fn decrypted_counts(tally: &PlaintextTally) -> Counts {
-    tally.contests.values().flat_map(|c| c.selections.values().map(|s| (s.object_id.clone(), s.tally))).collect()
+    tally
+        .contests
+        .values()
+        .flat_map(|c| {
+            c.selections
+                .values()
+                .map(|s| (s.object_id.clone(), s.tally))
+        })
+        .collect()
 }
 
 /// A uniformly random nonce below 2^255, which is below q, so it is always in range.
@@ -165,7 +204,10 @@ fn nonce() -> impl Strategy<Value = ElementModQ> {
 }
 
 fn voters(count: impl Into<prop::collection::SizeRange>) -> impl Strategy<Value = Vec<Choices>> {
-    prop::collection::vec(prop::collection::vec(prop::option::of(0..SELECTIONS), CONTESTS), count)
+    prop::collection::vec(
+        prop::collection::vec(prop::option::of(0..SELECTIONS), CONTESTS),
+        count,
+    )
 }
 
 /// One election key shared by the cases that need no key ceremony: building a key's table costs ~50 ms.
@@ -181,8 +223,19 @@ fn election() -> &'static Election {
     ELECTION.get_or_init(|| {
         let keys = ElGamalKeyPair::from_secret(ElementModQ::random_at_least_two());
         let manifest = manifest();
-        let context = CiphertextElectionContext::new(1, 1, keys.public_key.clone(), ElementModQ::random(), manifest.crypto_hash());
-        Election { key: EncryptionKey::new(&keys.public_key), keys, manifest, context }
+        let context = CiphertextElectionContext::new(
+            1,
+            1,
+            keys.public_key.clone(),
+            ElementModQ::random(),
+            manifest.crypto_hash(),
+        );
+        Election {
+            key: EncryptionKey::new(&keys.public_key),
+            keys,
+            manifest,
+            context,
+        }
     })
 }
 
@@ -194,32 +247,57 @@ struct Guardians {
 
 impl Guardians {
     fn generate(number: usize, quorum: usize) -> Guardians {
-        let keys: Vec<ElectionKeyPair> =
-            (1..=number).map(|i| ElectionKeyPair::generate(&format!("guardian-{i}"), i as u64, quorum as u32)).collect();
+        let keys: Vec<ElectionKeyPair> = (1..=number)
+            .map(|i| ElectionKeyPair::generate(&format!("guardian-{i}"), i as u64, quorum as u32))
+            .collect();
         let public = keys.iter().map(ElectionKeyPair::share).collect();
         Guardians { keys, public }
     }
 
     /// P_missing(ℓ) as guardian ℓ receives and checks it in the ceremony.
     fn coordinate(&self, missing: usize, available: usize) -> electionguard::elgamal::SecretKey {
-        let backup = ElectionPartialKeyBackup::generate(&self.keys[missing], &self.public[available]);
-        backup.verify(&self.keys[available], &self.public[missing]).unwrap()
+        let backup =
+            ElectionPartialKeyBackup::generate(&self.keys[missing], &self.public[available]);
+        backup
+            .verify(&self.keys[available], &self.public[missing])
+            .unwrap()
     }
 
     /// Decrypts with every guardian but `missing`, rebuilding the missing ones' shares from
     /// the others' compensated shares; shares ordered available first, then missing.
-    fn decrypt(&self, missing: &[usize], contests: &[ContestCiphertexts], manifest: &Manifest, qbar: &ElementModQ) -> PlaintextTally {
-        let available: Vec<usize> = (0..self.keys.len()).filter(|i| !missing.contains(i)).collect();
-        let mut shares: Vec<DecryptionShare> =
-            available.iter().map(|&a| compute_decryption_share("tally", &self.keys[a], contests, qbar)).collect();
-        let available_keys: Vec<ElectionPublicKey> = available.iter().map(|&a| self.public[a].clone()).collect();
+    fn decrypt(
+        &self,
+        missing: &[usize],
+        contests: &[ContestCiphertexts],
+        manifest: &Manifest,
+        qbar: &ElementModQ,
+    ) -> PlaintextTally {
+        let available: Vec<usize> = (0..self.keys.len())
+            .filter(|i| !missing.contains(i))
+            .collect();
+        let mut shares: Vec<DecryptionShare> = available
+            .iter()
+            .map(|&a| compute_decryption_share("tally", &self.keys[a], contests, qbar))
+            .collect();
+        let available_keys: Vec<ElectionPublicKey> =
+            available.iter().map(|&a| self.public[a].clone()).collect();
         let coefficients = lagrange_coefficients(&available_keys);
         for &m in missing {
             let parts: Vec<_> = available
                 .iter()
-                .map(|&a| compute_compensated_share("tally", &self.coordinate(m, a), &self.public[a], &self.public[m], contests, qbar))
+                .map(|&a| {
+                    compute_compensated_share(
+                        "tally",
+                        &self.coordinate(m, a),
+                        &self.public[a],
+                        &self.public[m],
+                        contests,
+                        qbar,
+                    )
+                })
                 .collect();
-            shares.push(reconstruct_share(&self.public[m], contests, &parts, &coefficients).unwrap());
+            shares
+                .push(reconstruct_share(&self.public[m], contests, &parts, &coefficients).unwrap());
         }
         combine_shares("tally", contests, &shares, manifest).unwrap()
     }
@@ -228,9 +306,15 @@ impl Guardians {
 /// N guardians, quorum K, and a set of at most N − K missing guardians (by index). The
 /// number missing is drawn before the quorum, so that most cases do have missing guardians.
 fn guardians_quorum_and_missing() -> impl Strategy<Value = (usize, usize, Vec<usize>)> {
-    (1..=5usize).prop_flat_map(|n| (Just(n), 0..n)).prop_flat_map(|(n, missing)| {
-        (Just(n), 1..=n - missing, prop::sample::subsequence((0..n).collect::<Vec<_>>(), missing))
-    })
+    (1..=5usize)
+        .prop_flat_map(|n| (Just(n), 0..n))
+        .prop_flat_map(|(n, missing)| {
+            (
+                Just(n),
+                1..=n - missing,
+                prop::sample::subsequence((0..n).collect::<Vec<_>>(), missing),
+            )
+        })
 }
 
 /// Cut points splitting `BALLOTS` ballots into chunks, and the order the chunks are merged in.

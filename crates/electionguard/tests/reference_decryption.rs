@@ -10,13 +10,15 @@ use electionguard::ballot::{CiphertextBallot, PlaintextBallot};
 use electionguard::challenge::{open_challenged_ballot, verify_challenge};
 use electionguard::context::CiphertextElectionContext;
 use electionguard::decrypt::{
-    ballot_ciphertexts, combine_shares, compute_compensated_share, compute_decryption_share, lagrange_coefficients,
-    reconstruct_share, tally_ciphertexts, CompensatedDecryptionShare, ContestCiphertexts, DecryptionShare,
-    LagrangeCoefficientsRecord, PlaintextTally,
+    ballot_ciphertexts, combine_shares, compute_compensated_share, compute_decryption_share,
+    lagrange_coefficients, reconstruct_share, tally_ciphertexts, CompensatedDecryptionShare,
+    ContestCiphertexts, DecryptionShare, LagrangeCoefficientsRecord, PlaintextTally,
 };
 use electionguard::group::ElementModP;
 use electionguard::json::{from_json, to_reference_json};
-use electionguard::key_ceremony::{ElectionKeyPair, ElectionPartialKeyBackup, ElectionPublicKey, GuardianRecord};
+use electionguard::key_ceremony::{
+    ElectionKeyPair, ElectionPartialKeyBackup, ElectionPublicKey, GuardianRecord,
+};
 use electionguard::manifest::Manifest;
 use electionguard::tally::CiphertextTally;
 use indexmap::IndexMap;
@@ -37,8 +39,13 @@ struct GroundTruth {
 }
 
 fn fixture_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/electionguard-python-1.4");
-    assert!(dir.is_dir(), "fixture {} is missing: the shared folder must sit beside the project", dir.display());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/electionguard-python-1.4");
+    assert!(
+        dir.is_dir(),
+        "fixture {} is missing: the shared folder must sit beside the project",
+        dir.display()
+    );
     dir
 }
 
@@ -78,26 +85,37 @@ impl Fixture {
         Fixture {
             manifest: parse(&dir.join("manifest.json")),
             context: parse(&dir.join("context.json")),
-            truth: serde_json::from_str(&read(&dir.join("expected_tally.json"))).expect("expected_tally.json"),
+            truth: serde_json::from_str(&read(&dir.join("expected_tally.json")))
+                .expect("expected_tally.json"),
             public_keys,
             dir,
         }
     }
 
     fn public_key(&self, guardian_id: &str) -> &ElectionPublicKey {
-        self.public_keys.get(guardian_id).unwrap_or_else(|| panic!("no guardian record for {guardian_id}"))
+        self.public_keys
+            .get(guardian_id)
+            .unwrap_or_else(|| panic!("no guardian record for {guardian_id}"))
     }
 
     fn available_keys(&self) -> Vec<ElectionPublicKey> {
-        self.truth.available_guardians.iter().map(|id| self.public_key(id).clone()).collect()
+        self.truth
+            .available_guardians
+            .iter()
+            .map(|id| self.public_key(id).clone())
+            .collect()
     }
 
     fn submitted_ballot(&self, ballot_id: &str) -> CiphertextBallot {
-        parse(&self.dir.join(format!("submitted_ballots/submitted_ballot_{ballot_id}.json")))
+        parse(&self.dir.join(format!(
+            "submitted_ballots/submitted_ballot_{ballot_id}.json"
+        )))
     }
 
     fn private_ballot(&self, ballot_id: &str) -> CiphertextBallot {
-        parse(&self.dir.join(format!("private/ciphertext_ballots/ciphertext_ballot_{ballot_id}.json")))
+        parse(&self.dir.join(format!(
+            "private/ciphertext_ballots/ciphertext_ballot_{ballot_id}.json"
+        )))
     }
 
     /// The encrypted tally first, then each spoiled ballot: everything the guardians decrypt.
@@ -115,9 +133,14 @@ impl Fixture {
             targets.push(Target {
                 object_id: ballot_id.clone(),
                 contests: ballot_ciphertexts(&self.submitted_ballot(ballot_id)),
-                shares_dir: self.dir.join("decryption_shares/spoiled_ballots").join(ballot_id),
+                shares_dir: self
+                    .dir
+                    .join("decryption_shares/spoiled_ballots")
+                    .join(ballot_id),
                 share_prefix: "ballot_share",
-                published: self.dir.join(format!("spoiled_ballots/spoiled_ballot_{ballot_id}.json")),
+                published: self
+                    .dir
+                    .join(format!("spoiled_ballots/spoiled_ballot_{ballot_id}.json")),
                 expected: expected.clone(),
             });
         }
@@ -137,11 +160,23 @@ struct Target {
 
 impl Target {
     fn published_share(&self, guardian_id: &str) -> DecryptionShare {
-        parse(&self.shares_dir.join(format!("{}_{guardian_id}.json", self.share_prefix)))
+        parse(
+            &self
+                .shares_dir
+                .join(format!("{}_{guardian_id}.json", self.share_prefix)),
+        )
     }
 
-    fn published_compensated_share(&self, available_id: &str, missing_id: &str) -> CompensatedDecryptionShare {
-        parse(&self.shares_dir.join(format!("compensated_{available_id}_for_{missing_id}.json")))
+    fn published_compensated_share(
+        &self,
+        available_id: &str,
+        missing_id: &str,
+    ) -> CompensatedDecryptionShare {
+        parse(
+            &self
+                .shares_dir
+                .join(format!("compensated_{available_id}_for_{missing_id}.json")),
+        )
     }
 }
 
@@ -149,24 +184,43 @@ fn counts(tally: &PlaintextTally) -> Counts {
     tally
         .contests
         .values()
-        .map(|c| (c.object_id.clone(), c.selections.values().map(|s| (s.object_id.clone(), s.tally)).collect()))
+        .map(|c| {
+            (
+                c.object_id.clone(),
+                c.selections
+                    .values()
+                    .map(|s| (s.object_id.clone(), s.tally))
+                    .collect(),
+            )
+        })
         .collect()
 }
 
 /// The share values M of every selection, in order: they are deterministic (α^s), unlike the proofs.
 fn decryption_share_values(share: &DecryptionShare) -> Vec<ElementModP> {
-    share.contests.values().flat_map(|c| c.selections.values().map(|s| s.share.clone())).collect()
+    share
+        .contests
+        .values()
+        .flat_map(|c| c.selections.values().map(|s| s.share.clone()))
+        .collect()
 }
 
 fn compensated_share_values(share: &CompensatedDecryptionShare) -> Vec<ElementModP> {
-    share.contests.values().flat_map(|c| c.selections.values().map(|s| s.share.clone())).collect()
+    share
+        .contests
+        .values()
+        .flat_map(|c| c.selections.values().map(|s| s.share.clone()))
+        .collect()
 }
 
 #[test]
 fn lagrange_coefficients_match_the_record() {
     let fixture = Fixture::load();
     let published: LagrangeCoefficientsRecord = parse(&fixture.dir.join("coefficients.json"));
-    assert_eq!(lagrange_coefficients(&fixture.available_keys()), published.coefficients);
+    assert_eq!(
+        lagrange_coefficients(&fixture.available_keys()),
+        published.coefficients
+    );
 }
 
 #[test]
@@ -175,8 +229,12 @@ fn published_shares_combine_to_the_published_tally_and_spoiled_ballots() {
     let coefficients = lagrange_coefficients(&fixture.available_keys());
     for target in fixture.targets() {
         // The record orders shares as the reference combined them: available guardians, then missing.
-        let mut shares: Vec<DecryptionShare> =
-            fixture.truth.available_guardians.iter().map(|id| target.published_share(id)).collect();
+        let mut shares: Vec<DecryptionShare> = fixture
+            .truth
+            .available_guardians
+            .iter()
+            .map(|id| target.published_share(id))
+            .collect();
         for missing_id in &fixture.truth.missing_guardians {
             let parts: Vec<CompensatedDecryptionShare> = fixture
                 .truth
@@ -184,12 +242,34 @@ fn published_shares_combine_to_the_published_tally_and_spoiled_ballots() {
                 .iter()
                 .map(|available_id| target.published_compensated_share(available_id, missing_id))
                 .collect();
-            let rebuilt = reconstruct_share(fixture.public_key(missing_id), &target.contests, &parts, &coefficients).unwrap();
-            assert_eq!(rebuilt, target.published_share(missing_id), "{}: rebuilt share of {missing_id}", target.object_id);
+            let rebuilt = reconstruct_share(
+                fixture.public_key(missing_id),
+                &target.contests,
+                &parts,
+                &coefficients,
+            )
+            .unwrap();
+            assert_eq!(
+                rebuilt,
+                target.published_share(missing_id),
+                "{}: rebuilt share of {missing_id}",
+                target.object_id
+            );
             shares.push(rebuilt);
         }
-        let tally = combine_shares(&target.object_id, &target.contests, &shares, &fixture.manifest).unwrap();
-        assert_eq!(counts(&tally), target.expected, "{}: counts", target.object_id);
+        let tally = combine_shares(
+            &target.object_id,
+            &target.contests,
+            &shares,
+            &fixture.manifest,
+        )
+        .unwrap();
+        assert_eq!(
+            counts(&tally),
+            target.expected,
+            "{}: counts",
+            target.object_id
+        );
         let published: PlaintextTally = parse(&target.published);
         assert_eq!(tally, published, "{}: decrypted record", target.object_id);
     }
@@ -200,21 +280,31 @@ struct PrivateRecord(Value);
 
 impl PrivateRecord {
     fn load(fixture: &Fixture, guardian_id: &str) -> PrivateRecord {
-        let path = fixture.dir.join(format!("private/private_guardian_{guardian_id}.json"));
-        PrivateRecord(serde_json::from_str(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        let path = fixture
+            .dir
+            .join(format!("private/private_guardian_{guardian_id}.json"));
+        PrivateRecord(
+            serde_json::from_str(&read(&path))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
     }
 
     fn field(&self, name: &str) -> &Value {
-        self.0.get(name).unwrap_or_else(|| panic!("private record has no {name}"))
+        self.0
+            .get(name)
+            .unwrap_or_else(|| panic!("private record has no {name}"))
     }
 
     fn election_keys(&self) -> ElectionKeyPair {
-        serde_json::from_value(self.field("election_keys").clone()).expect("election_keys is an ElectionKeyPair")
+        serde_json::from_value(self.field("election_keys").clone())
+            .expect("election_keys is an ElectionKeyPair")
     }
 
     /// The backup that `sender_id` sent to this guardian during the key ceremony.
     fn backup_received_from(&self, sender_id: &str) -> ElectionPartialKeyBackup {
-        let backup = self.field("guardian_election_partial_key_backups").get(sender_id);
+        let backup = self
+            .field("guardian_election_partial_key_backups")
+            .get(sender_id);
         let backup = backup.unwrap_or_else(|| panic!("no backup from {sender_id}"));
         serde_json::from_value(backup.clone()).expect("a backup is an ElectionPartialKeyBackup")
     }
@@ -239,24 +329,56 @@ fn shares_recomputed_from_the_private_records_decrypt_to_the_ground_truth() {
         for (keys, _) in &available {
             let share = compute_decryption_share(&target.object_id, keys, &target.contests, qbar);
             let published = target.published_share(&keys.owner_id);
-            assert_eq!(decryption_share_values(&share), decryption_share_values(&published), "{}", target.object_id);
+            assert_eq!(
+                decryption_share_values(&share),
+                decryption_share_values(&published),
+                "{}",
+                target.object_id
+            );
             shares.push(share);
         }
         for missing_id in &fixture.truth.missing_guardians {
             let missing = fixture.public_key(missing_id);
             let mut parts = Vec::new();
             for (keys, record) in &available {
-                let coordinate = record.backup_received_from(missing_id).verify(keys, missing).unwrap();
+                let coordinate = record
+                    .backup_received_from(missing_id)
+                    .verify(keys, missing)
+                    .unwrap();
                 let available_key = fixture.public_key(&keys.owner_id);
-                let part = compute_compensated_share(&target.object_id, &coordinate, available_key, missing, &target.contests, qbar);
+                let part = compute_compensated_share(
+                    &target.object_id,
+                    &coordinate,
+                    available_key,
+                    missing,
+                    &target.contests,
+                    qbar,
+                );
                 let published = target.published_compensated_share(&keys.owner_id, missing_id);
-                assert_eq!(compensated_share_values(&part), compensated_share_values(&published), "{}", target.object_id);
+                assert_eq!(
+                    compensated_share_values(&part),
+                    compensated_share_values(&published),
+                    "{}",
+                    target.object_id
+                );
                 parts.push(part);
             }
-            shares.push(reconstruct_share(missing, &target.contests, &parts, &coefficients).unwrap());
+            shares
+                .push(reconstruct_share(missing, &target.contests, &parts, &coefficients).unwrap());
         }
-        let tally = combine_shares(&target.object_id, &target.contests, &shares, &fixture.manifest).unwrap();
-        assert_eq!(counts(&tally), target.expected, "{}: counts", target.object_id);
+        let tally = combine_shares(
+            &target.object_id,
+            &target.contests,
+            &shares,
+            &fixture.manifest,
+        )
+        .unwrap();
+        assert_eq!(
+            counts(&tally),
+            target.expected,
+            "{}: counts",
+            target.object_id
+        );
     }
 }
 
@@ -269,7 +391,15 @@ fn challenged_ballots_open_to_the_voters_choices() {
         let opened_counts: Counts = opened
             .contests
             .iter()
-            .map(|c| (c.object_id.clone(), c.ballot_selections.iter().map(|s| (s.object_id.clone(), s.vote)).collect()))
+            .map(|c| {
+                (
+                    c.object_id.clone(),
+                    c.ballot_selections
+                        .iter()
+                        .map(|s| (s.object_id.clone(), s.vote))
+                        .collect(),
+                )
+            })
             .collect();
         assert_eq!(&opened_counts, expected, "{ballot_id}");
         verify_challenge(&ballot, &opened, &fixture.manifest, &fixture.context).unwrap();
@@ -280,13 +410,20 @@ fn challenged_ballots_open_to_the_voters_choices() {
 fn assert_round_trips<T: DeserializeOwned + Serialize>(path: &Path) {
     let text = read(path);
     let value: T = parse(path);
-    assert!(to_reference_json(&value) == text, "{} does not round-trip", path.display());
+    assert!(
+        to_reference_json(&value) == text,
+        "{} does not round-trip",
+        path.display()
+    );
 }
 
 /// Parses a sub-document of a JSON file as `T` and checks that it writes back the same.
 fn assert_value_round_trips<T: DeserializeOwned + Serialize>(value: &Value, what: &str) {
     let typed: T = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(to_reference_json(&typed) == to_reference_json(value), "{what} does not round-trip");
+    assert!(
+        to_reference_json(&typed) == to_reference_json(value),
+        "{what} does not round-trip"
+    );
 }
 
 #[test]
@@ -297,7 +434,10 @@ fn decryption_shares_round_trip() {
     dirs.extend(files_in(&shares_dir.join("spoiled_ballots")));
     let mut count = 0;
     for path in dirs.iter().flat_map(|dir| files_in(dir)) {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with("compensated_") {
             assert_round_trips::<CompensatedDecryptionShare>(&path);
         } else {
@@ -315,8 +455,12 @@ fn private_ballots_round_trip() {
     let ciphertexts = files_in(&dir.join("ciphertext_ballots"));
     let plaintexts = files_in(&dir.join("plaintext_ballots"));
     assert_eq!((ciphertexts.len(), plaintexts.len()), (12, 12));
-    ciphertexts.iter().for_each(|path| assert_round_trips::<CiphertextBallot>(path));
-    plaintexts.iter().for_each(|path| assert_round_trips::<PlaintextBallot>(path));
+    ciphertexts
+        .iter()
+        .for_each(|path| assert_round_trips::<CiphertextBallot>(path));
+    plaintexts
+        .iter()
+        .for_each(|path| assert_round_trips::<PlaintextBallot>(path));
 }
 
 #[test]
@@ -324,16 +468,31 @@ fn private_guardian_keys_and_backups_round_trip() {
     let fixture = Fixture::load();
     for guardian_id in fixture.public_keys.keys() {
         let record = PrivateRecord::load(&fixture, guardian_id);
-        assert_value_round_trips::<ElectionKeyPair>(record.field("election_keys"), &format!("{guardian_id} election_keys"));
+        assert_value_round_trips::<ElectionKeyPair>(
+            record.field("election_keys"),
+            &format!("{guardian_id} election_keys"),
+        );
         for field in ["backups_to_share", "guardian_election_partial_key_backups"] {
-            let backups = record.field(field).as_object().unwrap_or_else(|| panic!("{field} is not an object"));
+            let backups = record
+                .field(field)
+                .as_object()
+                .unwrap_or_else(|| panic!("{field} is not an object"));
             for (other_id, backup) in backups {
-                assert_value_round_trips::<ElectionPartialKeyBackup>(backup, &format!("{guardian_id} {field} {other_id}"));
+                assert_value_round_trips::<ElectionPartialKeyBackup>(
+                    backup,
+                    &format!("{guardian_id} {field} {other_id}"),
+                );
             }
         }
-        let public_keys = record.field("guardian_election_public_keys").as_object().expect("public keys by guardian");
+        let public_keys = record
+            .field("guardian_election_public_keys")
+            .as_object()
+            .expect("public keys by guardian");
         for (other_id, key) in public_keys {
-            assert_value_round_trips::<ElectionPublicKey>(key, &format!("{guardian_id} public key of {other_id}"));
+            assert_value_round_trips::<ElectionPublicKey>(
+                key,
+                &format!("{guardian_id} public key of {other_id}"),
+            );
         }
     }
 }

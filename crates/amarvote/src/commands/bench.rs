@@ -27,24 +27,45 @@ fn per_ballot_ms(started: Instant, count: usize) -> f64 {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let shape = ElectionShape { guardians: 5, quorum: 3, missing: 2, ballots: args.ballots, contests: 1, selections: 4, spoil_rate: 0.0, seed: 7 };
+    let shape = ElectionShape {
+        guardians: 5,
+        quorum: 3,
+        missing: 2,
+        ballots: args.ballots,
+        contests: 1,
+        selections: 4,
+        spoil_rate: 0.0,
+        seed: 7,
+    };
     let manifest = election::manifest(&shape);
     let ceremony = election::key_ceremony(shape.guardians, shape.quorum)?;
     let context = election::context(&manifest, &ceremony, shape.quorum);
     let encryptor = Encryptor::new(&manifest, &context);
     let mut rng = ChoiceRng::new(shape.seed);
-    let plaintexts: Vec<_> = (1..=shape.ballots).map(|i| election::random_ballot(&manifest, i, &mut rng)).collect();
-    let device = EncryptionDevice { device_id: 1, session_id: 1, launch_code: 1, location: "bench".into() };
+    let plaintexts: Vec<_> = (1..=shape.ballots)
+        .map(|i| election::random_ballot(&manifest, i, &mut rng))
+        .collect();
+    let device = EncryptionDevice {
+        device_id: 1,
+        session_id: 1,
+        launch_code: 1,
+        location: "bench".into(),
+    };
     let seed = device.hash();
     let threads = rayon::current_num_threads();
     println!("amarvote bench crypto: {} ballots of 1 contest × 4 candidates, {threads} threads available", shape.ballots);
 
     let started = Instant::now();
-    let ballots: Vec<CiphertextBallot> =
-        plaintexts.iter().map(|p| encryptor.encrypt(p, &seed, &ElementModQ::random(), 0)).collect::<Result<_, _>>()?;
+    let ballots: Vec<CiphertextBallot> = plaintexts
+        .iter()
+        .map(|p| encryptor.encrypt(p, &seed, &ElementModQ::random(), 0))
+        .collect::<Result<_, _>>()?;
     let encrypt_1 = per_ballot_ms(started, ballots.len());
     let started = Instant::now();
-    let again: Vec<_> = plaintexts.par_iter().map(|p| encryptor.encrypt(p, &seed, &ElementModQ::random(), 0)).collect();
+    let again: Vec<_> = plaintexts
+        .par_iter()
+        .map(|p| encryptor.encrypt(p, &seed, &ElementModQ::random(), 0))
+        .collect();
     let encrypt_n = per_ballot_ms(started, again.len());
 
     let mut submitted = election::encrypt_ballots(&encryptor, &device, &plaintexts, 0, &|| ())?;
@@ -70,7 +91,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let all = verify_record(&record);
     let verify_n = per_ballot_ms(started, submitted.len());
-    anyhow::ensure!(one.passed() && all.passed(), "benchmark ballots failed verification");
+    anyhow::ensure!(
+        one.passed() && all.passed(),
+        "benchmark ballots failed verification"
+    );
 
     let thousand: Vec<&CiphertextBallot> = submitted.iter().cycle().take(1000).collect();
     let started = Instant::now();
@@ -78,10 +102,24 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     tally.append_all(&thousand)?;
     let tally_rate = 1000.0 / started.elapsed().as_secs_f64();
 
-    println!("{:<44} {:>12} {:>12}", "operation", "1 thread", format!("{threads} threads"));
-    println!("{:<44} {:>9.2} ms {:>9.2} ms", "encrypt one ballot (with proofs)", encrypt_1, encrypt_n);
-    println!("{:<44} {:>9.2} ms {:>9.2} ms", "verify one ballot (all proofs and hashes)", verify_1, verify_n);
-    println!("{:<44} {:>9.0} /s", "tally accumulation (ballots per second)", tally_rate);
+    println!(
+        "{:<44} {:>12} {:>12}",
+        "operation",
+        "1 thread",
+        format!("{threads} threads")
+    );
+    println!(
+        "{:<44} {:>9.2} ms {:>9.2} ms",
+        "encrypt one ballot (with proofs)", encrypt_1, encrypt_n
+    );
+    println!(
+        "{:<44} {:>9.2} ms {:>9.2} ms",
+        "verify one ballot (all proofs and hashes)", verify_1, verify_n
+    );
+    println!(
+        "{:<44} {:>9.0} /s",
+        "tally accumulation (ballots per second)", tally_rate
+    );
     println!("anchors (../shared/ANCHORS.md): reference library 109–149 ms to encrypt, 160–190 ms to validate a ballot; AmarVote 78 ms to encrypt");
     Ok(())
 }

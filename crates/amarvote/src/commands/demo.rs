@@ -43,15 +43,33 @@ pub struct DemoArgs {
     /// Also write the election record in the reference layout to this directory.
     #[arg(long)]
     pub record: Option<PathBuf>,
+    /// Run the election over HTTP against this running server (`amarvote serve`).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// The server's administrator token (default: read from ./amarvote-data/admin.token).
+    #[arg(long, env = "AMARVOTE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 impl DemoArgs {
-    fn shape(&self) -> Result<ElectionShape> {
+    pub fn shape(&self) -> Result<ElectionShape> {
         ensure!(self.guardians >= 1, "--guardians must be at least 1");
-        ensure!(self.quorum >= 1 && self.quorum <= self.guardians, "--quorum must be between 1 and --guardians");
-        ensure!(self.missing <= self.guardians - self.quorum, "--missing may be at most guardians − quorum");
-        ensure!(self.ballots >= 1 && self.contests >= 1 && self.selections >= 1, "ballots, contests and selections must be at least 1");
-        ensure!((0.0..=1.0).contains(&self.spoil), "--spoil must be between 0 and 1");
+        ensure!(
+            self.quorum >= 1 && self.quorum <= self.guardians,
+            "--quorum must be between 1 and --guardians"
+        );
+        ensure!(
+            self.missing <= self.guardians - self.quorum,
+            "--missing may be at most guardians − quorum"
+        );
+        ensure!(
+            self.ballots >= 1 && self.contests >= 1 && self.selections >= 1,
+            "ballots, contests and selections must be at least 1"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.spoil),
+            "--spoil must be between 0 and 1"
+        );
         Ok(ElectionShape {
             guardians: self.guardians,
             quorum: self.quorum,
@@ -83,15 +101,26 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     phase("key ceremony (keys, proofs, backups checked)", started);
 
     let mut rng = ChoiceRng::new(shape.seed);
-    let plaintexts: Vec<_> = (1..=shape.ballots).map(|i| election::random_ballot(&manifest, i, &mut rng)).collect();
-    let device = EncryptionDevice { device_id: 1, session_id: 1, launch_code: 42, location: "amarvote-demo".into() };
+    let plaintexts: Vec<_> = (1..=shape.ballots)
+        .map(|i| election::random_ballot(&manifest, i, &mut rng))
+        .collect();
+    let device = EncryptionDevice {
+        device_id: 1,
+        session_id: 1,
+        launch_code: 42,
+        location: "amarvote-demo".into(),
+    };
     let started = Instant::now();
     let encryptor = Encryptor::new(&manifest, &context);
     let bar = ProgressBar::new(u64::from(shape.ballots)).with_style(
-        ProgressStyle::with_template("  encrypting {bar:40} {pos}/{len} ballots {per_sec}").expect("valid template"),
+        ProgressStyle::with_template("  encrypting {bar:40} {pos}/{len} ballots {per_sec}")
+            .expect("valid template"),
     );
-    let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
-    let mut ballots = election::encrypt_ballots(&encryptor, &device, &plaintexts, timestamp, &|| bar.inc(1))?;
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let mut ballots =
+        election::encrypt_ballots(&encryptor, &device, &plaintexts, timestamp, &|| bar.inc(1))?;
     bar.finish_and_clear();
     phase("ballot encryption with proofs", started);
     let expected = election::cast_or_spoil(&mut ballots, &plaintexts, shape.spoil_rate, &mut rng);
@@ -100,7 +129,16 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let encrypted_tally = election::tally(&manifest, &ballots)?;
     phase("homomorphic tally", started);
     let started = Instant::now();
-    let done = election::finish(manifest, context, device, &ceremony, shape.missing, ballots, encrypted_tally, expected)?;
+    let done = election::finish(
+        manifest,
+        context,
+        device,
+        &ceremony,
+        shape.missing,
+        ballots,
+        encrypted_tally,
+        expected,
+    )?;
     phase("decryption (partial, compensated, combine)", started);
     let started = Instant::now();
     let report = verify_record(&done.record);
@@ -120,16 +158,27 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
 fn print_results(done: &election::CompletedElection) -> Result<()> {
     let tally = done.record.tally.as_ref().expect("decrypted");
-    let cast = done.record.submitted_ballots.iter().filter(|b| b.is_cast()).count();
+    let cast = done
+        .record
+        .submitted_ballots
+        .iter()
+        .filter(|b| b.is_cast())
+        .count();
     let spoiled = done.record.spoiled_ballots.len();
     println!("\nResults ({cast} cast, {spoiled} spoiled and decrypted for challenge)");
-    println!("  {:<12} {:<26} {:>8} {:>8}", "contest", "selection", "votes", "expected");
+    println!(
+        "  {:<12} {:<26} {:>8} {:>8}",
+        "contest", "selection", "votes", "expected"
+    );
     let mut all_match = true;
     for (c, contest) in tally.contests.values().enumerate() {
         for (s, selection) in contest.selections.values().enumerate() {
             let expected = done.expected[c][s];
             all_match &= expected == selection.tally;
-            println!("  {:<12} {:<26} {:>8} {:>8}", contest.object_id, selection.object_id, selection.tally, expected);
+            println!(
+                "  {:<12} {:<26} {:>8} {:>8}",
+                contest.object_id, selection.object_id, selection.tally, expected
+            );
         }
     }
     if !all_match {

@@ -29,7 +29,12 @@ pub fn run(dir: &Path) -> Result<()> {
 pub fn print_report(report: &VerificationReport) {
     for check in &report.checks {
         let verdict = if check.passed() { "pass" } else { "FAIL" };
-        println!("[{verdict}] {:<58} {:>6} checked, {} failed", check.name, check.checked, check.failures.len());
+        println!(
+            "[{verdict}] {:<58} {:>6} checked, {} failed",
+            check.name,
+            check.checked,
+            check.failures.len()
+        );
         for failure in check.failures.iter().take(20) {
             println!("       - {failure}");
         }

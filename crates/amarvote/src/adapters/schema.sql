@@ -1,0 +1,94 @@
+CREATE TABLE IF NOT EXISTS elections (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    state TEXT NOT NULL,
+    guardians BIGINT NOT NULL,
+    quorum BIGINT NOT NULL,
+    manifest TEXT NOT NULL,
+    context TEXT NOT NULL,
+    device TEXT NOT NULL,
+    shuffle_key BLOB NOT NULL,
+    last_code TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS guardians (
+    election_id TEXT NOT NULL REFERENCES elections(id),
+    guardian_id TEXT NOT NULL,
+    sequence_order BIGINT NOT NULL,
+    public_record TEXT NOT NULL,
+    sealed_secret BLOB NOT NULL,
+    token_hash TEXT NOT NULL,
+    decryption_grant BLOB,
+    PRIMARY KEY (election_id, guardian_id)
+);
+CREATE TABLE IF NOT EXISTS voters (
+    election_id TEXT NOT NULL REFERENCES elections(id),
+    credential_hash TEXT NOT NULL,
+    ballot_id TEXT,
+    PRIMARY KEY (election_id, credential_hash)
+);
+CREATE TABLE IF NOT EXISTS ballots (
+    election_id TEXT NOT NULL REFERENCES elections(id),
+    ballot_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    shuffle BIGINT NOT NULL,
+    code TEXT,
+    body BLOB NOT NULL,
+    sealed_nonces BLOB,
+    voter_hash TEXT,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (election_id, ballot_id)
+);
+CREATE INDEX IF NOT EXISTS ballots_in_permutation ON ballots (election_id, state, shuffle, ballot_id);
+CREATE UNIQUE INDEX IF NOT EXISTS ballots_by_code ON ballots (election_id, code);
+CREATE TABLE IF NOT EXISTS artifacts (
+    election_id TEXT NOT NULL REFERENCES elections(id),
+    name TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (election_id, name)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    election_id TEXT NOT NULL REFERENCES elections(id),
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    total_chunks BIGINT NOT NULL,
+    params TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    finished_at BIGINT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS job_chunks (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    chunk_index BIGINT NOT NULL,
+    queue TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    published_at BIGINT,
+    started_at BIGINT,
+    finished_at BIGINT,
+    error TEXT,
+    result BLOB,
+    PRIMARY KEY (job_id, chunk_index)
+);
+CREATE TABLE IF NOT EXISTS vote_results (
+    law_id TEXT PRIMARY KEY,
+    oui_count BIGINT NOT NULL,
+    non_count BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vote_audit (
+    voter_hash TEXT PRIMARY KEY,
+    law_id TEXT NOT NULL,
+    choice TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    recorded_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS duplicate_attempts (
+    voter_hash TEXT PRIMARY KEY,
+    attempts BIGINT NOT NULL,
+    first_at BIGINT NOT NULL,
+    last_at BIGINT NOT NULL
+);

@@ -1,0 +1,748 @@
+//! The store on SQL: one implementation over sqlx's `Any` driver for both deployment
+//! scales — SQLite (the embedded default, one file in the data directory) and
+//! PostgreSQL. The SQL is the common dialect of both (`$n` parameters, `ON CONFLICT`,
+//! `RETURNING`); only the schema's binary type differs.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::domain::{
+    now_ms, BallotRow, BallotState, ChunkCounts, ChunkRow, ChunkState, ElectionRow, ElectionState,
+    GuardianRow, JobKind, JobRow, JobState, QueueName,
+};
+use crate::ports::store::{CastError, CodeChainer, Store, StoreError};
+
+const SCHEMA: &str = include_str!("schema.sql");
+
+/// Which database a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of(url: &str) -> Result<Backend, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::Corrupt(format!(
+                "unsupported database URL (sqlite: or postgres:): {url}"
+            )))
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of(url)?;
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = match backend {
+            Backend::Sqlite => AnyPoolOptions::new()
+                .max_connections(4)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;").await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options)
+                .await?,
+            Backend::Postgres => AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect_with(options).await?,
+        };
+        let store = SqlStore { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let blob = if self.backend == Backend::Postgres {
+            "BYTEA"
+        } else {
+            "BLOB"
+        };
+        for statement in SCHEMA.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let statement = statement.replace(" BLOB", &format!(" {blob}"));
+            if let Err(e) = self.pool.execute(statement.as_str()).await {
+                // Two processes migrating at once may race on CREATE … IF NOT EXISTS in PostgreSQL.
+                if !e.to_string().contains("already exists") {
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("unknown {what} {value:?}"))
+}
+
+fn election_row(row: &AnyRow) -> Result<ElectionRow, StoreError> {
+    let state: String = row.try_get("state")?;
+    Ok(ElectionRow {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        state: ElectionState::parse(&state).ok_or_else(|| corrupt("election state", &state))?,
+        guardians: row.try_get::<i64, _>("guardians")? as u32,
+        quorum: row.try_get::<i64, _>("quorum")? as u32,
+        manifest_json: row.try_get("manifest")?,
+        context_json: row.try_get("context")?,
+        device_json: row.try_get("device")?,
+        shuffle_key: row.try_get("shuffle_key")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn guardian_row(row: &AnyRow) -> Result<GuardianRow, StoreError> {
+    Ok(GuardianRow {
+        election_id: row.try_get("election_id")?,
+        guardian_id: row.try_get("guardian_id")?,
+        sequence_order: row.try_get::<i64, _>("sequence_order")? as u64,
+        public_json: row.try_get("public_record")?,
+        sealed_secret: row.try_get("sealed_secret")?,
+        token_hash: row.try_get("token_hash")?,
+        decryption_grant: row.try_get("decryption_grant")?,
+    })
+}
+
+fn ballot_row(row: &AnyRow) -> Result<BallotRow, StoreError> {
+    let state: String = row.try_get("state")?;
+    Ok(BallotRow {
+        election_id: row.try_get("election_id")?,
+        ballot_id: row.try_get("ballot_id")?,
+        state: BallotState::parse(&state).ok_or_else(|| corrupt("ballot state", &state))?,
+        shuffle: row.try_get("shuffle")?,
+        code: row.try_get("code")?,
+        body: row.try_get("body")?,
+        sealed_nonces: row.try_get("sealed_nonces")?,
+        voter_hash: row.try_get("voter_hash")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn job_row(row: &AnyRow) -> Result<JobRow, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    Ok(JobRow {
+        id: row.try_get("id")?,
+        election_id: row.try_get("election_id")?,
+        kind: JobKind::parse(&kind).ok_or_else(|| corrupt("job kind", &kind))?,
+        state: JobState::parse(&state).ok_or_else(|| corrupt("job state", &state))?,
+        total_chunks: row.try_get::<i64, _>("total_chunks")? as u64,
+        params_json: row.try_get("params")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+        error: row.try_get("error")?,
+    })
+}
+
+fn chunk_row(row: &AnyRow) -> Result<ChunkRow, StoreError> {
+    let queue: String = row.try_get("queue")?;
+    let state: String = row.try_get("state")?;
+    Ok(ChunkRow {
+        job_id: row.try_get("job_id")?,
+        index: row.try_get::<i64, _>("chunk_index")? as u64,
+        queue: QueueName::parse(&queue).ok_or_else(|| corrupt("queue", &queue))?,
+        spec_json: row.try_get("spec")?,
+        state: ChunkState::parse(&state).ok_or_else(|| corrupt("chunk state", &state))?,
+        attempts: row.try_get::<i64, _>("attempts")? as u64,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        error: row.try_get("error")?,
+    })
+}
+
+const BALLOT_COLUMNS: &str =
+    "election_id, ballot_id, state, shuffle, code, body, sealed_nonces, voter_hash, created_at";
+const CHUNK_COLUMNS: &str =
+    "job_id, chunk_index, queue, spec, state, attempts, started_at, finished_at, error";
+const JOB_COLUMNS: &str =
+    "id, election_id, kind, state, total_chunks, params, created_at, finished_at, error";
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn insert_election(
+        &self,
+        e: &ElectionRow,
+        first_code: &str,
+        guardians: &[GuardianRow],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO elections (id, title, state, guardians, quorum, manifest, context, device, shuffle_key, last_code, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&e.id)
+        .bind(&e.title)
+        .bind(e.state.as_str())
+        .bind(i64::from(e.guardians))
+        .bind(i64::from(e.quorum))
+        .bind(&e.manifest_json)
+        .bind(&e.context_json)
+        .bind(&e.device_json)
+        .bind(&e.shuffle_key)
+        .bind(first_code)
+        .bind(e.created_at)
+        .execute(&mut *tx)
+        .await?;
+        for g in guardians {
+            sqlx::query(
+                "INSERT INTO guardians (election_id, guardian_id, sequence_order, public_record, sealed_secret, token_hash)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&g.election_id)
+            .bind(&g.guardian_id)
+            .bind(g.sequence_order as i64)
+            .bind(&g.public_json)
+            .bind(&g.sealed_secret)
+            .bind(&g.token_hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn election(&self, id: &str) -> Result<Option<ElectionRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM elections WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(election_row).transpose()
+    }
+
+    async fn set_election_state(
+        &self,
+        id: &str,
+        from: ElectionState,
+        to: ElectionState,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE elections SET state = $1 WHERE id = $2 AND state = $3")
+            .bind(to.as_str())
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn guardians(&self, election_id: &str) -> Result<Vec<GuardianRow>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM guardians WHERE election_id = $1 ORDER BY sequence_order")
+                .bind(election_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(guardian_row).collect()
+    }
+
+    async fn set_decryption_grant(
+        &self,
+        election_id: &str,
+        guardian_id: &str,
+        grant: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE guardians SET decryption_grant = $1 WHERE election_id = $2 AND guardian_id = $3")
+            .bind(grant)
+            .bind(election_id)
+            .bind(guardian_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_voters(
+        &self,
+        election_id: &str,
+        credential_hashes: &[String],
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut added = 0;
+        for hash in credential_hashes {
+            added += sqlx::query("INSERT INTO voters (election_id, credential_hash) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(election_id)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn voter_exists(
+        &self,
+        election_id: &str,
+        credential_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT 1 FROM voters WHERE election_id = $1 AND credential_hash = $2")
+                .bind(election_id)
+                .bind(credential_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
+    async fn insert_pending_ballot(&self, b: &BallotRow) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO ballots ({BALLOT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(&b.election_id)
+        .bind(&b.ballot_id)
+        .bind(b.state.as_str())
+        .bind(b.shuffle)
+        .bind(&b.code)
+        .bind(&b.body)
+        .bind(&b.sealed_nonces)
+        .bind(&b.voter_hash)
+        .bind(b.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_ballot(
+        &self,
+        b: &BallotRow,
+        chain: CodeChainer<'_>,
+    ) -> Result<String, CastError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        // Locks the election row first (every write transaction starts with a write), so
+        // the code chain has one next link at a time.
+        let previous: Option<String> =
+            sqlx::query_scalar("UPDATE elections SET last_code = last_code WHERE id = $1 AND state = 'open' RETURNING last_code")
+                .bind(&b.election_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        let previous = previous.ok_or(CastError::NotOpen)?;
+        if let Some(voter) = &b.voter_hash {
+            let used = if b.state == BallotState::Cast {
+                sqlx::query("UPDATE voters SET ballot_id = $1 WHERE election_id = $2 AND credential_hash = $3 AND ballot_id IS NULL")
+                    .bind(&b.ballot_id)
+                    .bind(&b.election_id)
+                    .bind(voter)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?
+                    .rows_affected()
+            } else {
+                1
+            };
+            if used == 0 {
+                let exists = sqlx::query(
+                    "SELECT 1 FROM voters WHERE election_id = $1 AND credential_hash = $2",
+                )
+                .bind(&b.election_id)
+                .bind(voter)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+                return Err(if exists.is_some() {
+                    CastError::AlreadyVoted
+                } else {
+                    CastError::NotEligible
+                });
+            }
+        }
+        let (code, body) = chain(&previous);
+        let written = sqlx::query(&format!(
+            "INSERT INTO ballots ({BALLOT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)
+             ON CONFLICT (election_id, ballot_id) DO UPDATE SET state = $3, code = $5, body = $6, sealed_nonces = NULL
+             WHERE ballots.state = 'pending'"
+        ))
+        .bind(&b.election_id)
+        .bind(&b.ballot_id)
+        .bind(b.state.as_str())
+        .bind(b.shuffle)
+        .bind(&code)
+        .bind(&body)
+        .bind(&b.voter_hash)
+        .bind(b.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        if written.rows_affected() == 0 {
+            return Err(CastError::DuplicateBallot);
+        }
+        sqlx::query("UPDATE elections SET last_code = $1 WHERE id = $2")
+            .bind(&code)
+            .bind(&b.election_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(code)
+    }
+
+    async fn ballot(
+        &self,
+        election_id: &str,
+        ballot_id: &str,
+    ) -> Result<Option<BallotRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {BALLOT_COLUMNS} FROM ballots WHERE election_id = $1 AND ballot_id = $2"
+        ))
+        .bind(election_id)
+        .bind(ballot_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(ballot_row).transpose()
+    }
+
+    async fn ballot_by_code(
+        &self,
+        election_id: &str,
+        code: &str,
+    ) -> Result<Option<BallotRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {BALLOT_COLUMNS} FROM ballots WHERE election_id = $1 AND code = $2"
+        ))
+        .bind(election_id)
+        .bind(code)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(ballot_row).transpose()
+    }
+
+    async fn count_ballots(
+        &self,
+        election_id: &str,
+        state: BallotState,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM ballots WHERE election_id = $1 AND state = $2",
+        )
+        .bind(election_id)
+        .bind(state.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn ballots_page(
+        &self,
+        election_id: &str,
+        state: BallotState,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<BallotRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BALLOT_COLUMNS} FROM ballots WHERE election_id = $1 AND state = $2
+             ORDER BY shuffle, ballot_id LIMIT $3 OFFSET $4"
+        ))
+        .bind(election_id)
+        .bind(state.as_str())
+        .bind(limit as i64)
+        .bind(offset as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ballot_row).collect()
+    }
+
+    async fn ballot_codes(&self, election_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT code, state FROM ballots WHERE election_id = $1 AND code IS NOT NULL ORDER BY code")
+            .bind(election_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("code")?, r.try_get("state")?)))
+            .collect()
+    }
+
+    async fn put_artifact(
+        &self,
+        election_id: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO artifacts (election_id, name, body) VALUES ($1, $2, $3)
+             ON CONFLICT (election_id, name) DO UPDATE SET body = $3",
+        )
+        .bind(election_id)
+        .bind(name)
+        .bind(body)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn artifact(&self, election_id: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT body FROM artifacts WHERE election_id = $1 AND name = $2")
+                .bind(election_id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn artifact_names(
+        &self,
+        election_id: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM artifacts WHERE election_id = $1 AND name LIKE $2 ORDER BY name",
+        )
+        .bind(election_id)
+        .bind(format!("{prefix}%"))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn insert_job(&self, job: &JobRow, chunks: &[ChunkRow]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)"
+        ))
+        .bind(&job.id)
+        .bind(&job.election_id)
+        .bind(job.kind.as_str())
+        .bind(job.state.as_str())
+        .bind(job.total_chunks as i64)
+        .bind(&job.params_json)
+        .bind(job.created_at)
+        .execute(&mut *tx)
+        .await?;
+        for c in chunks {
+            sqlx::query("INSERT INTO job_chunks (job_id, chunk_index, queue, spec, state) VALUES ($1, $2, $3, $4, 'pending')")
+                .bind(&c.job_id)
+                .bind(c.index as i64)
+                .bind(c.queue.as_str())
+                .bind(&c.spec_json)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_row).transpose()
+    }
+
+    async fn jobs_in_state(&self, state: JobState) -> Result<Vec<JobRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1 ORDER BY created_at"
+        ))
+        .bind(state.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_row).collect()
+    }
+
+    async fn latest_job(
+        &self,
+        election_id: &str,
+        kind: JobKind,
+    ) -> Result<Option<JobRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE election_id = $1 AND kind = $2 ORDER BY created_at DESC, id LIMIT 1"
+        ))
+        .bind(election_id)
+        .bind(kind.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(job_row).transpose()
+    }
+
+    async fn set_job_state(
+        &self,
+        id: &str,
+        from: &[JobState],
+        to: JobState,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let allowed: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let finished = matches!(to, JobState::Done | JobState::Failed).then(now_ms);
+        let done = sqlx::query(&format!(
+            "UPDATE jobs SET state = $1, finished_at = $2, error = $3 WHERE id = $4 AND state IN ({})",
+            allowed.join(", ")
+        ))
+        .bind(to.as_str())
+        .bind(finished)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn chunks(&self, job_id: &str) -> Result<Vec<ChunkRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHUNK_COLUMNS} FROM job_chunks WHERE job_id = $1 ORDER BY chunk_index"
+        ))
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(chunk_row).collect()
+    }
+
+    async fn chunk(&self, job_id: &str, index: u64) -> Result<Option<ChunkRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHUNK_COLUMNS} FROM job_chunks WHERE job_id = $1 AND chunk_index = $2"
+        ))
+        .bind(job_id)
+        .bind(index as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(chunk_row).transpose()
+    }
+
+    async fn chunk_counts(&self, job_id: &str) -> Result<ChunkCounts, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS total,
+                    COALESCE(SUM(CASE WHEN state = 'done' THEN 1 ELSE 0 END), 0) AS done,
+                    COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0) AS dead
+             FROM job_chunks WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ChunkCounts {
+            total: row.try_get::<i64, _>("total")? as u64,
+            done: row.try_get::<i64, _>("done")? as u64,
+            dead: row.try_get::<i64, _>("dead")? as u64,
+        })
+    }
+
+    async fn chunk_results(&self, job_id: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query("SELECT chunk_index, result FROM job_chunks WHERE job_id = $1 AND state = 'done' ORDER BY chunk_index")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("chunk_index")? as u64,
+                    r.try_get("result")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn chunk_result(&self, job_id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let result: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+            "SELECT result FROM job_chunks WHERE job_id = $1 AND chunk_index = $2",
+        )
+        .bind(job_id)
+        .bind(index as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(result.flatten())
+    }
+
+    async fn mark_published(&self, job_id: &str, indexes: &[u64]) -> Result<(), StoreError> {
+        let now = now_ms();
+        for batch in indexes.chunks(500) {
+            let list: Vec<String> = batch.iter().map(u64::to_string).collect();
+            sqlx::query(&format!(
+                "UPDATE job_chunks SET published_at = $1 WHERE job_id = $2 AND chunk_index IN ({})",
+                list.join(",")
+            ))
+            .bind(now)
+            .bind(job_id)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn unpublished_chunks(&self, published_before: i64) -> Result<Vec<ChunkRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM job_chunks c JOIN jobs j ON j.id = c.job_id
+             WHERE j.state = 'running' AND c.state = 'pending' AND (c.published_at IS NULL OR c.published_at < $1)
+             ORDER BY c.job_id, c.chunk_index LIMIT 10000",
+            CHUNK_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ")
+        ))
+        .bind(published_before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(chunk_row).collect()
+    }
+
+    async fn start_chunk(&self, job_id: &str, index: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE job_chunks SET attempts = attempts + 1, started_at = $1 WHERE job_id = $2 AND chunk_index = $3")
+            .bind(now_ms())
+            .bind(job_id)
+            .bind(index as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn complete_chunk(
+        &self,
+        job_id: &str,
+        index: u64,
+        result: &[u8],
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE job_chunks SET state = 'done', result = $1, finished_at = $2, error = NULL
+             WHERE job_id = $3 AND chunk_index = $4 AND state <> 'done'",
+        )
+        .bind(result)
+        .bind(now_ms())
+        .bind(job_id)
+        .bind(index as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail_chunk(
+        &self,
+        job_id: &str,
+        index: u64,
+        error: &str,
+        state: ChunkState,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE job_chunks SET state = $1, error = $2 WHERE job_id = $3 AND chunk_index = $4 AND state <> 'done'")
+            .bind(state.as_str())
+            .bind(error)
+            .bind(job_id)
+            .bind(index as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn revive_dead_chunks(&self, job_id: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE job_chunks SET state = 'pending', published_at = NULL, attempts = 0 WHERE job_id = $1 AND state = 'dead'",
+        )
+        .bind(job_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,156 @@
+//! Elections: creation with the key ceremony, voters, guardians' consent, closing, results.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use axum::body::Bytes;
+
+use super::{parse_body, require_admin, require_bearer, ApiError, ApiJson, ApiResult, AppState};
+use crate::domain::BallotState;
+use crate::service::elections::{self, CreatedElection, NewElection};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/elections", post(create))
+        .route("/api/elections/{id}", get(summary))
+        .route("/api/elections/{id}/manifest", get(manifest))
+        .route("/api/elections/{id}/voters", post(add_voters))
+        .route("/api/elections/{id}/close", post(close))
+        .route("/api/elections/{id}/guardians", get(guardians))
+        .route(
+            "/api/elections/{id}/guardians/{guardian}/decryption-consent",
+            post(consent),
+        )
+        .route("/api/elections/{id}/results", get(results))
+}
+
+async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<CreatedElection>)> {
+    require_admin(&app, &headers)?;
+    let request: NewElection = parse_body(&body)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(elections::create(&app, request).await?),
+    ))
+}
+
+async fn summary(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let e = app.election(&id).await?;
+    let cast = app.store.count_ballots(&id, BallotState::Cast).await?;
+    let spoiled = app.store.count_ballots(&id, BallotState::Spoiled).await?;
+    let context: Value = serde_json::from_str(&e.context_json)
+        .map_err(|e| ApiError::from(crate::service::ServiceError::Internal(e.into())))?;
+    Ok(Json(json!({
+        "election_id": e.id, "title": e.title, "state": e.state, "guardians": e.guardians, "quorum": e.quorum,
+        "cast_ballots": cast, "spoiled_ballots": spoiled,
+        "manifest_hash": context["manifest_hash"], "joint_public_key": context["elgamal_public_key"],
+    })))
+}
+
+async fn manifest(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<([(axum::http::HeaderName, &'static str); 1], String)> {
+    let e = app.election(&id).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        e.manifest_json,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoterRequest {
+    count: u32,
+}
+
+async fn add_voters(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    require_admin(&app, &headers)?;
+    let request: VoterRequest = parse_body(&body)?;
+    let credentials = elections::add_voters(&app, &id, request.count).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "credentials": credentials })),
+    ))
+}
+
+async fn close(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    require_admin(&app, &headers)?;
+    elections::close(&app, &id).await?;
+    Ok(Json(json!({ "election_id": id, "state": "closed" })))
+}
+
+async fn guardians(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let election = app.election(&id).await?;
+    let list: Vec<Value> = app
+        .store
+        .guardians(&id)
+        .await?
+        .iter()
+        .map(|g| json!({ "guardian_id": g.guardian_id, "sequence_order": g.sequence_order, "consented_to_decrypt": g.decryption_grant.is_some() }))
+        .collect();
+    let present = list
+        .iter()
+        .filter(|g| g["consented_to_decrypt"] == true)
+        .count();
+    Ok(Json(
+        json!({ "quorum": election.quorum, "present": present, "quorum_met": present as u32 >= election.quorum, "guardians": list }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Consent {
+    passphrase: String,
+}
+
+async fn consent(
+    State(app): State<AppState>,
+    Path((id, guardian)): Path<(String, String)>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Consent>,
+) -> ApiResult<Json<Value>> {
+    let token = require_bearer(&headers)?;
+    elections::grant_decryption(&app, &id, &guardian, token, body.passphrase).await?;
+    Ok(Json(
+        json!({ "guardian_id": guardian, "consented_to_decrypt": true }),
+    ))
+}
+
+/// The decrypted counts per contest and selection, once the results are published.
+async fn results(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    app.election(&id).await?;
+    let bytes = app
+        .store
+        .artifact(&id, crate::workers::PLAINTEXT_TALLY)
+        .await?
+        .ok_or_else(|| ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: "the results are not published yet".into(),
+        })?;
+    let tally: electionguard::decrypt::PlaintextTally =
+        electionguard::json::from_json(std::str::from_utf8(&bytes).unwrap_or_default())
+            .map_err(|e| crate::service::ServiceError::Internal(e.into()))?;
+    let contests: Vec<Value> = tally
+        .contests
+        .values()
+        .map(|c| json!({ "contest_id": c.object_id, "selections": c.selections.values().map(|s| json!({ "selection_id": s.object_id, "votes": s.tally })).collect::<Vec<_>>() }))
+        .collect();
+    Ok(Json(json!({ "election_id": id, "contests": contests })))
+}

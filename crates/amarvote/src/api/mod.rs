@@ -1,0 +1,202 @@
+//! The HTTP API (axum). Handlers parse and authorize, call a use case in
+//! [`crate::service`], and answer; anything heavy is a job (202 + job id) done by the
+//! workers. Every error is a JSON body `{"error": …}` with a 4xx or 5xx status.
+
+mod ballots;
+mod elections;
+mod jobs;
+mod openapi;
+mod record;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::service::{same_secret, App, ServiceError};
+
+pub type AppState = Arc<App>;
+
+/// An error as the API answers it.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": self.message, "status": self.status.as_u16() })),
+        )
+            .into_response()
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let status = match &e {
+            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServiceError::Conflict(_) => StatusCode::CONFLICT,
+            ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ServiceError::Internal(inner) => {
+                tracing::error!(error = %format!("{inner:#}"), "internal error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let message = match e {
+            ServiceError::Internal(_) => "internal error; see the server log".to_string(),
+            other => other.to_string(),
+        };
+        ApiError { status, message }
+    }
+}
+
+impl From<crate::ports::StoreError> for ApiError {
+    fn from(e: crate::ports::StoreError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body whose errors are JSON too, naming the field at fault.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        parse_body(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON body; the error names the field at fault. Handlers that authorize
+/// first take the raw body and call this after the check.
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path == "?" {
+            ApiError::bad_request(format!("malformed body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+pub fn require_bearer(headers: &HeaderMap) -> ApiResult<&str> {
+    bearer(headers).ok_or(ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message: "missing Authorization: Bearer token".into(),
+    })
+}
+
+pub fn require_admin(app: &App, headers: &HeaderMap) -> ApiResult<()> {
+    if same_secret(require_bearer(headers)?, &app.admin_token) {
+        Ok(())
+    } else {
+        Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: "this needs the administrator token".into(),
+        })
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Refreshes the shared-state gauges, then renders every metric.
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    for queue in crate::domain::QueueName::ALL {
+        let label = crate::metrics::QueueLabel {
+            queue: queue.as_str().into(),
+        };
+        if let Ok(depth) = app.queue.depth(queue).await {
+            app.metrics
+                .queue_depth
+                .get_or_create(&label)
+                .set(depth as i64);
+        }
+        if let Ok(dead) = app.queue.dead_letters(queue).await {
+            app.metrics
+                .dead_letters
+                .get_or_create(&label)
+                .set(dead as i64);
+        }
+    }
+    for state in [
+        crate::domain::JobState::Running,
+        crate::domain::JobState::Done,
+        crate::domain::JobState::Failed,
+        crate::domain::JobState::Stopped,
+    ] {
+        if let Ok(jobs) = app.store.jobs_in_state(state).await {
+            app.metrics
+                .jobs
+                .get_or_create(&crate::metrics::StateLabel {
+                    state: state.as_str().into(),
+                })
+                .set(jobs.len() as i64);
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}
+
+/// `/health` and `/metrics`, which every role serves.
+pub fn operations_routes() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+}
+
+/// The whole election API.
+pub fn router(app: AppState) -> Router {
+    operations_routes()
+        .route("/api/openapi.json", get(openapi::document))
+        .merge(elections::routes())
+        .merge(ballots::routes())
+        .merge(jobs::routes())
+        .merge(record::routes())
+        .fallback(|| async {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: "no such endpoint".into(),
+            }
+        })
+        .with_state(app)
+}

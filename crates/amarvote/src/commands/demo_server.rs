@@ -1,0 +1,386 @@
+//! `amarvote demo --server URL`: the demo election run over HTTP against a running
+//! server, as its people would: the administrator creates it and issues credentials,
+//! voters encrypt and cast (some challenge first, then vote again), guardians consent to
+//! decrypt (some stay away), the administrator runs tally, decryption and combine as
+//! jobs, and everyone checks the published results against what was cast.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use electionguard::manifest::Manifest;
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use super::demo::DemoArgs;
+use crate::election::{demo_contests, random_ballot, ChoiceRng};
+use crate::service::ballots::{choices_of, Choices};
+
+/// A thin JSON client that turns every non-2xx answer into an error quoting the server.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Client {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("client");
+        Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    async fn answer(response: reqwest::Response, what: &str) -> Result<Value> {
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!(
+                "{what}: HTTP {status}: {}",
+                body["error"].as_str().unwrap_or("no error message")
+            );
+        }
+        Ok(body)
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Value> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        Self::answer(response, path).await
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        Self::answer(response, path).await
+    }
+
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let response = self.http.get(format!("{}{path}", self.base)).send().await?;
+        ensure!(
+            response.status().is_success(),
+            "{path}: HTTP {}",
+            response.status()
+        );
+        Ok(response.text().await?)
+    }
+}
+
+/// One voter: encrypts, maybe challenges (and checks what the server revealed), then casts.
+async fn vote(
+    client: &Client,
+    election: &str,
+    credential: &str,
+    choices: &Choices,
+    challenge_first: bool,
+) -> Result<String> {
+    let base = format!("/api/elections/{election}/ballots");
+    if challenge_first {
+        let pending = client
+            .post(
+                &format!("{base}/encrypt"),
+                Some(credential),
+                &json!({ "choices": choices }),
+            )
+            .await?;
+        let id = pending["ballot_id"].as_str().context("ballot id")?;
+        let opened = client
+            .post(
+                &format!("{base}/{id}/challenge"),
+                Some(credential),
+                &json!({}),
+            )
+            .await?;
+        let revealed: Choices = serde_json::from_value(opened["revealed"].clone())?;
+        ensure!(
+            &revealed == choices,
+            "the challenged ballot did not open to the voter's choices"
+        );
+    }
+    let pending = client
+        .post(
+            &format!("{base}/encrypt"),
+            Some(credential),
+            &json!({ "choices": choices }),
+        )
+        .await?;
+    let id = pending["ballot_id"].as_str().context("ballot id")?;
+    let receipt = client
+        .post(&format!("{base}/{id}/cast"), Some(credential), &json!({}))
+        .await?;
+    Ok(receipt["tracking_code"]
+        .as_str()
+        .context("tracking code")?
+        .to_string())
+}
+
+/// Starts a job and follows it to its end with a progress bar; returns its final status.
+pub async fn run_job(client: &Client, admin: &str, election: &str, kind: &str) -> Result<Value> {
+    let started = client
+        .post(
+            &format!("/api/elections/{election}/jobs"),
+            Some(admin),
+            &json!({ "kind": kind }),
+        )
+        .await?;
+    let job = started["job_id"].as_str().context("job id")?.to_string();
+    let bar = ProgressBar::new(started["total_chunks"].as_u64().unwrap_or(1)).with_style(
+        ProgressStyle::with_template(&format!(
+            "  {kind:<8} {{bar:40}} {{pos}}/{{len}} chunks {{elapsed}}"
+        ))
+        .expect("template"),
+    );
+    loop {
+        let status = client.get(&format!("/api/jobs/{job}")).await?;
+        bar.set_position(status["processed_chunks"].as_u64().unwrap_or(0));
+        match status["state"].as_str() {
+            Some("done") => {
+                bar.finish_and_clear();
+                return Ok(status);
+            }
+            Some("failed") => bail!("{kind} job failed: {}", status["error"]),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn phase(name: &str, started: Instant) {
+    println!("  {name:<44} {:>8.2} s", started.elapsed().as_secs_f64());
+}
+
+pub async fn run(args: &DemoArgs, server: &str, admin: &str) -> Result<()> {
+    let shape = args.shape()?;
+    let client = Client::new(server);
+    let total = Instant::now();
+    println!(
+        "Election over HTTP at {server}: {} guardians, quorum {}, {} missing; {} voters",
+        shape.guardians, shape.quorum, shape.missing, shape.ballots
+    );
+    let started = Instant::now();
+    let contests: Vec<Value> = demo_contests(&shape)
+        .iter()
+        .map(|c| json!({ "title": c.title, "candidates": c.choices }))
+        .collect();
+    let created = client
+        .post("/api/elections", Some(admin), &json!({ "title": "AmarVote demonstration election", "contests": contests, "guardians": shape.guardians, "quorum": shape.quorum }))
+        .await?;
+    let election = created["election_id"]
+        .as_str()
+        .context("election id")?
+        .to_string();
+    phase("election created, key ceremony done", started);
+    let voters = client
+        .post(
+            &format!("/api/elections/{election}/voters"),
+            Some(admin),
+            &json!({ "count": shape.ballots }),
+        )
+        .await?;
+    let credentials: Vec<String> = serde_json::from_value(voters["credentials"].clone())?;
+    let manifest: Manifest = electionguard::json::from_json(
+        &client
+            .get_text(&format!("/api/elections/{election}/manifest"))
+            .await?,
+    )?;
+
+    let started = Instant::now();
+    let expected = cast_all(&client, &election, &manifest, &credentials, &shape).await?;
+    phase("ballots encrypted, proved and cast", started);
+    client
+        .post(
+            &format!("/api/elections/{election}/close"),
+            Some(admin),
+            &json!({}),
+        )
+        .await?;
+    let started = Instant::now();
+    run_job(&client, admin, &election, "tally").await?;
+    phase("tally job", started);
+    consent(
+        &client,
+        &election,
+        &created,
+        shape.guardians - shape.missing,
+    )
+    .await?;
+    let started = Instant::now();
+    run_job(&client, admin, &election, "decrypt").await?;
+    run_job(&client, admin, &election, "combine").await?;
+    phase("decryption and combine jobs", started);
+    let results = client
+        .get(&format!("/api/elections/{election}/results"))
+        .await?;
+    print_results(&results, &expected)?;
+    if let Some(dir) = &args.record {
+        download_record(&client, &election, dir).await?;
+        let record = crate::record_io::read_record(dir)?;
+        let report =
+            tokio::task::spawn_blocking(move || electionguard::verify::verify_record(&record))
+                .await?;
+        super::verify::print_report(&report);
+        ensure!(report.passed(), "the exported record failed verification");
+        println!("election record written to {}", dir.display());
+    }
+    println!("total {:.2} s", total.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn cast_all(
+    client: &Client,
+    election: &str,
+    manifest: &Manifest,
+    credentials: &[String],
+    shape: &crate::election::ElectionShape,
+) -> Result<Vec<Vec<u64>>> {
+    let mut rng = ChoiceRng::new(shape.seed);
+    let plan: Vec<(String, Choices, bool)> = credentials
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                c.clone(),
+                choices_of(&random_ballot(manifest, i as u32 + 1, &mut rng)),
+                rng.chance(shape.spoil_rate),
+            )
+        })
+        .collect();
+    let mut expected: Vec<Vec<u64>> = manifest
+        .contests
+        .iter()
+        .map(|c| vec![0; c.ballot_selections.len()])
+        .collect();
+    for (_, choices, _) in &plan {
+        for (c, contest) in manifest.contests.iter().enumerate() {
+            for (s, selection) in contest.ballot_selections.iter().enumerate() {
+                expected[c][s] += u64::from(
+                    choices
+                        .get(&contest.object_id)
+                        .is_some_and(|v| v.contains(&selection.object_id)),
+                );
+            }
+        }
+    }
+    let bar = Arc::new(
+        ProgressBar::new(plan.len() as u64).with_style(
+            ProgressStyle::with_template("  voting   {bar:40} {pos}/{len} voters {per_sec}")
+                .expect("template"),
+        ),
+    );
+    let results: Vec<Result<String>> = futures_util::stream::iter(plan)
+        .map(|(credential, choices, challenge)| {
+            let (client, bar) = (client.clone(), bar.clone());
+            async move {
+                let code = vote(&client, election, &credential, &choices, challenge).await;
+                bar.inc(1);
+                code
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    for result in results {
+        result?;
+    }
+    Ok(expected)
+}
+
+async fn consent(client: &Client, election: &str, created: &Value, present: u32) -> Result<()> {
+    let guardians = created["guardians"]
+        .as_array()
+        .context("guardian credentials")?;
+    for g in guardians.iter().take(present as usize) {
+        let (id, token) = (
+            g["guardian_id"].as_str().unwrap_or_default(),
+            g["token"].as_str().unwrap_or_default(),
+        );
+        client
+            .post(
+                &format!("/api/elections/{election}/guardians/{id}/decryption-consent"),
+                Some(token),
+                &json!({ "passphrase": g["passphrase"] }),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+fn print_results(results: &Value, expected: &[Vec<u64>]) -> Result<()> {
+    println!("\nResults");
+    println!(
+        "  {:<12} {:<26} {:>8} {:>8}",
+        "contest", "selection", "votes", "expected"
+    );
+    let mut all_match = true;
+    for (c, contest) in results["contests"]
+        .as_array()
+        .context("contests")?
+        .iter()
+        .enumerate()
+    {
+        for (s, selection) in contest["selections"]
+            .as_array()
+            .context("selections")?
+            .iter()
+            .enumerate()
+        {
+            let votes = selection["votes"].as_u64().unwrap_or(u64::MAX);
+            all_match &= expected.get(c).and_then(|e| e.get(s)) == Some(&votes);
+            println!(
+                "  {:<12} {:<26} {:>8} {:>8}",
+                contest["contest_id"].as_str().unwrap_or(""),
+                selection["selection_id"].as_str().unwrap_or(""),
+                votes,
+                expected[c][s]
+            );
+        }
+    }
+    ensure!(
+        all_match,
+        "the published results differ from the votes cast"
+    );
+    println!("published results equal the votes cast");
+    Ok(())
+}
+
+/// Fetches every file of the record into `dir`, in the reference layout.
+pub async fn download_record(client: &Client, election: &str, dir: &Path) -> Result<()> {
+    let listing = client
+        .get(&format!("/api/elections/{election}/record"))
+        .await?;
+    let files: Vec<String> = serde_json::from_value(listing["files"].clone())?;
+    let fetched: Vec<Result<(String, String)>> = futures_util::stream::iter(files)
+        .map(|name| async move {
+            let text = client
+                .get_text(&format!("/api/elections/{election}/record/{name}"))
+                .await?;
+            Ok((name, text))
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for file in fetched {
+        let (name, text) = file?;
+        let path = dir.join(&name);
+        std::fs::create_dir_all(path.parent().expect("files are in the record"))?;
+        std::fs::write(&path, text)?;
+    }
+    Ok(())
+}

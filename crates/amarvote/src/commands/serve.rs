@@ -1,0 +1,214 @@
+//! The election service's roles: `serve` (everything in one process on the embedded
+//! store and queue), and `api` / `worker` (separate processes on PostgreSQL + RabbitMQ).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tokio::sync::watch;
+
+use crate::adapters::embedded_queue::EmbeddedQueue;
+use crate::adapters::rabbitmq::RabbitQueue;
+use crate::adapters::sql_store::SqlStore;
+use crate::domain::QueueName;
+use crate::ports::{Store, WorkQueue};
+use crate::sealing::ServerKey;
+use crate::service::{App, Settings};
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Data directory: the SQLite store, the queue file, the server key and the admin token.
+    #[arg(long, default_value = "amarvote-data")]
+    pub data: PathBuf,
+    /// Ballots per tally chunk.
+    #[arg(long, default_value_t = 1000)]
+    pub chunk_size: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ScaledArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// RabbitMQ URL.
+    #[arg(long, env = "AMQP_URL")]
+    pub amqp_url: String,
+    /// The server key shared by every process (64 hex digits): it seals guardian secrets.
+    #[arg(long, env = "AMARVOTE_SERVER_KEY", hide_env_values = true)]
+    pub server_key: String,
+    /// The administrator's bearer token.
+    #[arg(long, env = "AMARVOTE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// Address for the API, or for a worker's /health and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Ballots per tally chunk.
+    #[arg(long, default_value_t = 1000)]
+    pub chunk_size: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub scaled: ScaledArgs,
+    /// Queues to consume (comma-separated); all of them by default.
+    #[arg(long, value_delimiter = ',')]
+    pub queues: Vec<String>,
+}
+
+/// SIGTERM or Ctrl-C flips the returned flag; roles finish their current work and exit.
+pub fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down: finishing current work");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn serve_http(
+    listen: SocketAddr,
+    router: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// The admin token of a data directory, created on first use.
+pub fn admin_token(data: &Path) -> Result<String> {
+    let path = data.join("admin.token");
+    if !path.exists() {
+        std::fs::write(&path, crate::service::new_credential())?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    }
+    Ok(std::fs::read_to_string(&path)?.trim().to_string())
+}
+
+/// The embedded app of a data directory.
+pub async fn embedded_app(data: &Path, settings: Settings) -> Result<Arc<App>> {
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+    let url = format!("sqlite://{}?mode=rwc", data.join("amarvote.db").display());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await?);
+    let queue: Arc<dyn WorkQueue> =
+        Arc::new(EmbeddedQueue::open(&data.join("queue.db"), Duration::from_secs(300)).await?);
+    let key = ServerKey::load_or_create(&data.join("server.key"))?;
+    Ok(Arc::new(App::new(
+        store,
+        queue,
+        key,
+        admin_token(data)?,
+        settings,
+    )))
+}
+
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    let app = embedded_app(
+        &args.data,
+        Settings {
+            chunk_size: args.chunk_size,
+            ..Settings::default()
+        },
+    )
+    .await?;
+    let shutdown = shutdown_signal();
+    let workers = tokio::spawn(crate::workers::run(
+        app.clone(),
+        QueueName::ALL.to_vec(),
+        shutdown.clone(),
+    ));
+    let reconciler = tokio::spawn(crate::workers::reconciler::run(
+        app.clone(),
+        Duration::from_secs(2),
+        shutdown.clone(),
+    ));
+    println!(
+        "amarvote serving on http://{} (data in {})",
+        args.listen,
+        args.data.display()
+    );
+    println!(
+        "administrator token: in {}",
+        args.data.join("admin.token").display()
+    );
+    serve_http(args.listen, crate::api::router(app), shutdown).await?;
+    let _ = tokio::join!(workers, reconciler);
+    Ok(())
+}
+
+async fn scaled_app(args: &ScaledArgs) -> Result<Arc<App>> {
+    let store: Arc<dyn Store> = Arc::new(
+        SqlStore::connect(&args.database_url)
+            .await
+            .context("cannot open the database")?,
+    );
+    let queue: Arc<dyn WorkQueue> = Arc::new(
+        RabbitQueue::connect(&args.amqp_url)
+            .await
+            .context("cannot reach RabbitMQ")?,
+    );
+    let key = ServerKey::from_hex(&args.server_key)?;
+    Ok(Arc::new(App::new(
+        store,
+        queue,
+        key,
+        args.admin_token.clone(),
+        Settings {
+            chunk_size: args.chunk_size,
+            ..Settings::default()
+        },
+    )))
+}
+
+/// The API role: HTTP only, plus the reconciler (any number of API instances may run).
+pub async fn api(args: ScaledArgs) -> Result<()> {
+    let app = scaled_app(&args).await?;
+    let shutdown = shutdown_signal();
+    let reconciler = tokio::spawn(crate::workers::reconciler::run(
+        app.clone(),
+        Duration::from_secs(2),
+        shutdown.clone(),
+    ));
+    tracing::info!(listen = %args.listen, "api serving");
+    serve_http(args.listen, crate::api::router(app), shutdown).await?;
+    let _ = reconciler.await;
+    Ok(())
+}
+
+/// The worker role: consumes its queues, serving /health and /metrics.
+pub async fn worker(args: WorkerArgs) -> Result<()> {
+    let queues = if args.queues.is_empty() {
+        QueueName::ALL.to_vec()
+    } else {
+        args.queues
+            .iter()
+            .map(|q| QueueName::parse(q).with_context(|| format!("unknown queue {q}")))
+            .collect::<Result<_>>()?
+    };
+    let app = scaled_app(&args.scaled).await?;
+    let shutdown = shutdown_signal();
+    let ops = crate::api::operations_routes().with_state(app.clone());
+    let http = tokio::spawn(serve_http(args.scaled.listen, ops, shutdown.clone()));
+    crate::workers::run(app, queues, shutdown).await;
+    http.await??;
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! The service's vocabulary: elections, ballots, jobs and their chunks, as the store keeps them.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch: every timestamp the store keeps.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A random identifier with a readable prefix (`job-3f9a…`).
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 12];
+    openssl::rand::rand_bytes(&mut bytes).expect("the system random generator works");
+    format!("{prefix}-{}", hex(&bytes))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Where an election stands; each step is taken once, in this order.
+    ElectionState { Open = "open", Closed = "closed", Tallied = "tallied", Decrypted = "decrypted", Published = "published" }
+);
+
+string_enum!(
+    /// A stored ballot: encrypted for a voter who has not yet decided, cast, or challenged.
+    BallotState { Pending = "pending", Cast = "cast", Spoiled = "spoiled" }
+);
+
+string_enum!(
+    /// The kinds of job an administrator starts; each names the queue its chunks go to.
+    JobKind { Tally = "tally", Decrypt = "decrypt", Combine = "combine", Verify = "verify" }
+);
+
+string_enum!(
+    /// A job's life: running until every chunk is done (or dead), then finished or failed.
+    JobState { Running = "running", Stopped = "stopped", Finalizing = "finalizing", Done = "done", Failed = "failed" }
+);
+
+string_enum!(
+    /// A chunk's life. `Dead` chunks exhausted their retries and wait for an operator.
+    ChunkState { Pending = "pending", Done = "done", Dead = "dead" }
+);
+
+string_enum!(
+    /// The work queues, one per operation, as the original design names them.
+    QueueName {
+        Tally = "tally",
+        Decryption = "decryption",
+        CompensatedDecryption = "compensated.decryption",
+        Combine = "combine",
+        Verification = "verification",
+    }
+);
+
+impl QueueName {
+    pub const ALL: [QueueName; 5] = [
+        QueueName::Tally,
+        QueueName::Decryption,
+        QueueName::CompensatedDecryption,
+        QueueName::Combine,
+        QueueName::Verification,
+    ];
+}
+
+/// An election as stored; the ElectionGuard documents are kept as reference JSON.
+#[derive(Clone, Debug)]
+pub struct ElectionRow {
+    pub id: String,
+    pub title: String,
+    pub state: ElectionState,
+    pub guardians: u32,
+    pub quorum: u32,
+    pub manifest_json: String,
+    pub context_json: String,
+    pub device_json: String,
+    /// Keys the permutation that assigns ballots to chunks, so chunks do not reveal casting order.
+    pub shuffle_key: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// A guardian's public record and its sealed private part.
+#[derive(Clone, Debug)]
+pub struct GuardianRow {
+    pub election_id: String,
+    pub guardian_id: String,
+    pub sequence_order: u64,
+    pub public_json: String,
+    pub sealed_secret: Vec<u8>,
+    pub token_hash: String,
+    /// The guardian's consent to decrypt: its secret sealed under the server key alone.
+    pub decryption_grant: Option<Vec<u8>>,
+}
+
+/// A ballot as stored: the ElectionGuard ballot in compact binary (CBOR) form.
+#[derive(Clone, Debug)]
+pub struct BallotRow {
+    pub election_id: String,
+    pub ballot_id: String,
+    pub state: BallotState,
+    /// Position in the keyed permutation; chunks are ranges of it.
+    pub shuffle: i64,
+    pub code: Option<String>,
+    pub body: Vec<u8>,
+    /// Pending ballots only: the nonces, sealed, for the Benaloh challenge.
+    pub sealed_nonces: Option<Vec<u8>>,
+    pub voter_hash: Option<String>,
+    pub created_at: i64,
+}
+
+/// A job as stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobRow {
+    pub id: String,
+    pub election_id: String,
+    pub kind: JobKind,
+    pub state: JobState,
+    pub total_chunks: u64,
+    pub params_json: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// One unit of work: what it covers (`spec`, JSON) and where it stands.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChunkRow {
+    pub job_id: String,
+    pub index: u64,
+    pub queue: QueueName,
+    pub spec_json: String,
+    pub state: ChunkState,
+    pub attempts: u64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// Counts of a job's chunks by state.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ChunkCounts {
+    pub total: u64,
+    pub done: u64,
+    pub dead: u64,
+}
+
+/// The message a queue carries: which chunk to do. Never a secret, never ballot data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkTask {
+    pub job_id: String,
+    pub chunk: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_round_trip_through_their_text() {
+        for q in QueueName::ALL {
+            assert_eq!(QueueName::parse(q.as_str()), Some(q));
+        }
+        assert_eq!(JobState::parse("finalizing"), Some(JobState::Finalizing));
+        assert_eq!(JobKind::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn ids_are_unique_and_prefixed() {
+        let a = new_id("job");
+        assert!(a.starts_with("job-") && a.len() == 28);
+        assert_ne!(a, new_id("job"));
+    }
+}

@@ -1,0 +1,203 @@
+//! Prometheus metrics. Counters and histograms are updated where things happen; gauges
+//! that describe shared state (queue depth, jobs by state) are read at scrape time, so
+//! every role reports the same truth.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::domain::{JobKind, QueueName};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    chunk_seconds: Family<OperationLabel, Histogram>,
+    chunks_failed: Family<QueueLabel, Counter>,
+    jobs_started: Family<OperationLabel, Counter>,
+    job_seconds: Family<OperationLabel, Histogram>,
+    ballots_accepted: Family<StateLabel, Counter>,
+    ballots_rejected: Family<ReasonLabel, Counter>,
+    pub queue_depth: Family<QueueLabel, Gauge>,
+    pub dead_letters: Family<QueueLabel, Gauge>,
+    pub jobs: Family<StateLabel, Gauge>,
+    resident_bytes: Gauge,
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("amarvote");
+        let m = Metrics {
+            registry: Registry::default(),
+            chunk_seconds: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
+            chunks_failed: Family::default(),
+            jobs_started: Family::default(),
+            job_seconds: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
+            ballots_accepted: Family::default(),
+            ballots_rejected: Family::default(),
+            queue_depth: Family::default(),
+            dead_letters: Family::default(),
+            jobs: Family::default(),
+            resident_bytes: Gauge::default(),
+        };
+        registry.register(
+            "chunk_duration_seconds",
+            "Time to do one chunk, by operation",
+            m.chunk_seconds.clone(),
+        );
+        registry.register(
+            "chunks_failed",
+            "Chunk attempts that failed, by queue",
+            m.chunks_failed.clone(),
+        );
+        registry.register(
+            "jobs_started",
+            "Jobs started, by operation",
+            m.jobs_started.clone(),
+        );
+        registry.register(
+            "job_duration_seconds",
+            "Time from a job's creation to its end, by operation",
+            m.job_seconds.clone(),
+        );
+        registry.register(
+            "ballots_accepted",
+            "Ballots recorded, by state",
+            m.ballots_accepted.clone(),
+        );
+        registry.register(
+            "ballots_rejected",
+            "Ballots refused, by reason",
+            m.ballots_rejected.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Messages waiting, by queue",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "queue_dead_letters",
+            "Dead-lettered messages, by queue",
+            m.dead_letters.clone(),
+        );
+        registry.register("jobs", "Jobs by state", m.jobs.clone());
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of this process",
+            m.resident_bytes.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn chunk_done(&self, kind: JobKind, took: Duration) {
+        self.chunk_seconds
+            .get_or_create(&OperationLabel {
+                operation: kind.as_str().into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn chunk_failed(&self, queue: QueueName, _reason: &str) {
+        self.chunks_failed
+            .get_or_create(&QueueLabel {
+                queue: queue.as_str().into(),
+            })
+            .inc();
+    }
+
+    pub fn job_started(&self, kind: JobKind) {
+        self.jobs_started
+            .get_or_create(&OperationLabel {
+                operation: kind.as_str().into(),
+            })
+            .inc();
+    }
+
+    pub fn job_finished(&self, kind: JobKind, created_at: i64) {
+        let seconds = (crate::domain::now_ms() - created_at) as f64 / 1000.0;
+        self.job_seconds
+            .get_or_create(&OperationLabel {
+                operation: kind.as_str().into(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn ballot_accepted(&self, state: &str) {
+        self.ballots_accepted
+            .get_or_create(&StateLabel {
+                state: state.into(),
+            })
+            .inc();
+    }
+
+    pub fn ballot_rejected(&self, reason: &str) {
+        self.ballots_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format, with the process's resident memory read now.
+    pub fn render(&self) -> String {
+        self.resident_bytes.set(resident_memory_bytes() as i64);
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a string does not fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// VmRSS of this process (Linux), in bytes; 0 where unavailable.
+pub fn resident_memory_bytes() -> u64 {
+    proc_status_kib("VmRSS:") * 1024
+}
+
+/// VmHWM (peak resident memory) of this process, in bytes.
+pub fn peak_memory_bytes() -> u64 {
+    proc_status_kib("VmHWM:") * 1024
+}
+
+fn proc_status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,8 @@
+//! The service's ports: what the roles need from storage and messaging, as traits.
+//! The adapters (`crate::adapters`) implement them for each deployment scale.
+
+pub mod queue;
+pub mod store;
+
+pub use queue::{Delivery, WorkQueue};
+pub use store::{CastError, Store, StoreError};

@@ -1,0 +1,162 @@
+//! The store port: elections, guardians, voters, ballots, jobs and their chunks.
+//!
+//! Every write that the exactly-once guarantees rest on is a single conditional
+//! statement or one transaction, so several API instances and workers may share a store.
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    BallotRow, BallotState, ChunkCounts, ChunkRow, ChunkState, ElectionRow, ElectionState,
+    GuardianRow, JobRow, JobState,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Why a ballot could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum CastError {
+    #[error("this voting credential has already been used")]
+    AlreadyVoted,
+    #[error("the voting credential is not on the eligibility list")]
+    NotEligible,
+    #[error("a ballot with this id already exists")]
+    DuplicateBallot,
+    #[error("voting is not open for this election")]
+    NotOpen,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the chain of ballot codes needs to seal one more ballot: the previous code.
+pub type CodeChainer<'a> = &'a (dyn Fn(&str) -> (String, Vec<u8>) + Send + Sync);
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn insert_election(
+        &self,
+        election: &ElectionRow,
+        first_code: &str,
+        guardians: &[GuardianRow],
+    ) -> Result<(), StoreError>;
+    async fn election(&self, id: &str) -> Result<Option<ElectionRow>, StoreError>;
+    async fn set_election_state(
+        &self,
+        id: &str,
+        from: ElectionState,
+        to: ElectionState,
+    ) -> Result<bool, StoreError>;
+    async fn guardians(&self, election_id: &str) -> Result<Vec<GuardianRow>, StoreError>;
+    async fn set_decryption_grant(
+        &self,
+        election_id: &str,
+        guardian_id: &str,
+        grant: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// Adds voters by the hash of their one-time credential; returns how many were new.
+    async fn insert_voters(
+        &self,
+        election_id: &str,
+        credential_hashes: &[String],
+    ) -> Result<u64, StoreError>;
+    async fn voter_exists(
+        &self,
+        election_id: &str,
+        credential_hash: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Stores a ballot the voter has not cast yet (server-side encryption, before the Benaloh choice).
+    async fn insert_pending_ballot(&self, ballot: &BallotRow) -> Result<(), StoreError>;
+    /// Records a cast or spoiled ballot in one transaction: uses up the voter's credential
+    /// (cast only), takes the next link of the code chain (`chain` turns the previous code
+    /// into this ballot's code and final body) and stores the ballot. Returns the code.
+    async fn record_ballot(
+        &self,
+        ballot: &BallotRow,
+        chain: CodeChainer<'_>,
+    ) -> Result<String, CastError>;
+    async fn ballot(
+        &self,
+        election_id: &str,
+        ballot_id: &str,
+    ) -> Result<Option<BallotRow>, StoreError>;
+    async fn ballot_by_code(
+        &self,
+        election_id: &str,
+        code: &str,
+    ) -> Result<Option<BallotRow>, StoreError>;
+    async fn count_ballots(&self, election_id: &str, state: BallotState)
+        -> Result<u64, StoreError>;
+    /// Ballots in permutation order: the `offset`-th to the `offset + limit`-th.
+    async fn ballots_page(
+        &self,
+        election_id: &str,
+        state: BallotState,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<BallotRow>, StoreError>;
+    async fn ballot_codes(&self, election_id: &str) -> Result<Vec<(String, String)>, StoreError>;
+
+    async fn put_artifact(
+        &self,
+        election_id: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Result<(), StoreError>;
+    async fn artifact(&self, election_id: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn artifact_names(
+        &self,
+        election_id: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Creates a job with its chunks, none published yet, in one transaction.
+    async fn insert_job(&self, job: &JobRow, chunks: &[ChunkRow]) -> Result<(), StoreError>;
+    async fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError>;
+    async fn jobs_in_state(&self, state: JobState) -> Result<Vec<JobRow>, StoreError>;
+    async fn latest_job(
+        &self,
+        election_id: &str,
+        kind: crate::domain::JobKind,
+    ) -> Result<Option<JobRow>, StoreError>;
+    async fn set_job_state(
+        &self,
+        id: &str,
+        from: &[JobState],
+        to: JobState,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    async fn chunks(&self, job_id: &str) -> Result<Vec<ChunkRow>, StoreError>;
+    async fn chunk(&self, job_id: &str, index: u64) -> Result<Option<ChunkRow>, StoreError>;
+    async fn chunk_counts(&self, job_id: &str) -> Result<ChunkCounts, StoreError>;
+    /// The results of every done chunk, in chunk order.
+    async fn chunk_results(&self, job_id: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    async fn chunk_result(&self, job_id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn mark_published(&self, job_id: &str, indexes: &[u64]) -> Result<(), StoreError>;
+    /// Pending chunks of running jobs that no queue has been given yet (a crash between
+    /// commit and publish) or whose publication is older than `before`.
+    async fn unpublished_chunks(&self, published_before: i64) -> Result<Vec<ChunkRow>, StoreError>;
+    async fn start_chunk(&self, job_id: &str, index: u64) -> Result<(), StoreError>;
+    /// Stores a chunk's result unless it is already done; true if this call completed it.
+    async fn complete_chunk(
+        &self,
+        job_id: &str,
+        index: u64,
+        result: &[u8],
+    ) -> Result<bool, StoreError>;
+    async fn fail_chunk(
+        &self,
+        job_id: &str,
+        index: u64,
+        error: &str,
+        state: ChunkState,
+    ) -> Result<(), StoreError>;
+    /// Dead chunks back to pending (unpublished), for an operator's retry; returns how many.
+    async fn revive_dead_chunks(&self, job_id: &str) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,282 @@
+//! Secrets at rest: guardian keys, decryption grants and pending ballots' nonces.
+//!
+//! A guardian's secret is sealed with AES-256-GCM under a key that needs both the
+//! guardian's passphrase (stretched with Argon2id) and the server key: a stolen database
+//! alone, or a leaked passphrase alone, opens nothing. When a guardian consents to decrypt,
+//! the API opens the secret once and reseals it under the server key alone (a grant) that
+//! the workers can open, one chunk at a time. Every sealed blob is bound to its purpose
+//! (the associated data), so a blob cannot be replayed in another role.
+
+use std::path::Path;
+
+use anyhow::Context;
+use hmac::{Hmac, Mac};
+use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
+use sha2::Sha256;
+use zeroize::{Zeroize, Zeroizing};
+
+const VERSION: u8 = 1;
+const WITH_PASSPHRASE: u8 = 1;
+const SERVER_ONLY: u8 = 2;
+const SALT: usize = 16;
+const NONCE: usize = 12;
+const TAG: usize = 16;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SealError {
+    #[error("the sealed secret is damaged or was sealed for another purpose")]
+    Malformed,
+    #[error("wrong passphrase, or the secret was sealed under another server key")]
+    WrongKey,
+}
+
+/// The server's own sealing key (32 bytes), zeroized when dropped and never printed.
+pub struct ServerKey(Zeroizing<[u8; 32]>);
+
+impl ServerKey {
+    pub fn from_hex(text: &str) -> anyhow::Result<ServerKey> {
+        let bytes: Vec<u8> = (0..text.len())
+            .step_by(2)
+            .map(|i| {
+                text.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect::<Option<_>>()
+            .context("the server key must be hex")?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the server key must be 32 bytes (64 hex digits)"))?;
+        Ok(ServerKey(Zeroizing::new(key)))
+    }
+
+    pub fn generate() -> ServerKey {
+        let mut key = Zeroizing::new([0u8; 32]);
+        openssl::rand::rand_bytes(key.as_mut()).expect("the system random generator works");
+        ServerKey(key)
+    }
+
+    /// Reads the key file of a data directory, creating it (mode 0600) on first use.
+    pub fn load_or_create(path: &Path) -> anyhow::Result<ServerKey> {
+        if path.exists() {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            );
+            return ServerKey::from_hex(text.trim());
+        }
+        let key = ServerKey::generate();
+        let hex = Zeroizing::new(crate::domain::hex(key.0.as_ref()));
+        write_private(path, hex.as_bytes())?;
+        Ok(key)
+    }
+
+    fn derive(&self, label: &[u8], material: &[u8]) -> Zeroizing<[u8; 32]> {
+        let mut mac = <Hmac<Sha256>>::new_from_slice(self.0.as_ref()).expect("any key length");
+        mac.update(label);
+        mac.update(material);
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+        out
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    Ok(())
+}
+
+fn stretch(passphrase: &str, salt: &[u8]) -> Zeroizing<[u8; 32]> {
+    let params = argon2::Params::new(19 * 1024, 2, 1, Some(32)).expect("valid Argon2 parameters");
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(passphrase.as_bytes(), salt, out.as_mut())
+        .expect("valid Argon2 output length");
+    out
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    openssl::rand::rand_bytes(&mut bytes).expect("the system random generator works");
+    bytes
+}
+
+fn seal_with_key(
+    kind: u8,
+    salt: &[u8; SALT],
+    key: &[u8; 32],
+    purpose: &str,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let nonce: [u8; NONCE] = random();
+    let mut tag = [0u8; TAG];
+    let ciphertext = encrypt_aead(
+        Cipher::aes_256_gcm(),
+        key,
+        Some(&nonce),
+        purpose.as_bytes(),
+        plaintext,
+        &mut tag,
+    )
+    .expect("AES-256-GCM encryption does not fail");
+    [&[VERSION, kind][..], salt, &nonce, &ciphertext, &tag].concat()
+}
+
+fn open_with_key(
+    sealed: &[u8],
+    key: &[u8; 32],
+    purpose: &str,
+) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let body = &sealed[2 + SALT..];
+    let (nonce, rest) = body.split_at(NONCE);
+    let (ciphertext, tag) = rest.split_at(rest.len() - TAG);
+    decrypt_aead(
+        Cipher::aes_256_gcm(),
+        key,
+        Some(nonce),
+        purpose.as_bytes(),
+        ciphertext,
+        tag,
+    )
+    .map(Zeroizing::new)
+    .map_err(|_| SealError::WrongKey)
+}
+
+fn header(sealed: &[u8], kind: u8) -> Result<[u8; SALT], SealError> {
+    if sealed.len() < 2 + SALT + NONCE + TAG || sealed[0] != VERSION || sealed[1] != kind {
+        return Err(SealError::Malformed);
+    }
+    Ok(sealed[2..2 + SALT].try_into().expect("length checked"))
+}
+
+/// Seals under the passphrase and the server key together.
+pub fn seal_with_passphrase(
+    server: &ServerKey,
+    passphrase: &str,
+    purpose: &str,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let salt: [u8; SALT] = random();
+    let key = server.derive(
+        b"amarvote-seal-passphrase-v1",
+        stretch(passphrase, &salt).as_ref(),
+    );
+    seal_with_key(WITH_PASSPHRASE, &salt, &key, purpose, plaintext)
+}
+
+pub fn open_with_passphrase(
+    server: &ServerKey,
+    passphrase: &str,
+    purpose: &str,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let salt = header(sealed, WITH_PASSPHRASE)?;
+    let key = server.derive(
+        b"amarvote-seal-passphrase-v1",
+        stretch(passphrase, &salt).as_ref(),
+    );
+    open_with_key(sealed, &key, purpose)
+}
+
+/// Seals under the server key alone (grants, pending ballots' nonces).
+pub fn seal(server: &ServerKey, purpose: &str, plaintext: &[u8]) -> Vec<u8> {
+    let salt: [u8; SALT] = random();
+    let key = server.derive(b"amarvote-seal-server-v1", &salt);
+    seal_with_key(SERVER_ONLY, &salt, &key, purpose, plaintext)
+}
+
+pub fn open(
+    server: &ServerKey,
+    purpose: &str,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let salt = header(sealed, SERVER_ONLY)?;
+    let key = server.derive(b"amarvote-seal-server-v1", &salt);
+    open_with_key(sealed, &key, purpose)
+}
+
+/// A random passphrase of 20 characters from an unambiguous alphabet (about 100 bits).
+pub fn random_passphrase() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut bytes: [u8; 20] = random();
+    let phrase = bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    bytes.zeroize();
+    phrase
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passphrase_seal_needs_both_the_passphrase_and_the_server_key() {
+        let server = ServerKey::generate();
+        let sealed = seal_with_passphrase(&server, "correct horse", "guardian:e1:g1", b"secret");
+        assert_eq!(
+            open_with_passphrase(&server, "correct horse", "guardian:e1:g1", &sealed)
+                .unwrap()
+                .as_slice(),
+            b"secret"
+        );
+        assert_eq!(
+            open_with_passphrase(&server, "wrong", "guardian:e1:g1", &sealed),
+            Err(SealError::WrongKey)
+        );
+        assert_eq!(
+            open_with_passphrase(
+                &ServerKey::generate(),
+                "correct horse",
+                "guardian:e1:g1",
+                &sealed
+            ),
+            Err(SealError::WrongKey)
+        );
+        assert_eq!(
+            open_with_passphrase(&server, "correct horse", "guardian:e1:g2", &sealed),
+            Err(SealError::WrongKey)
+        );
+    }
+
+    #[test]
+    fn server_seal_rejects_tampering_and_the_other_kind() {
+        let server = ServerKey::generate();
+        let mut sealed = seal(&server, "grant", b"key");
+        assert_eq!(open(&server, "grant", &sealed).unwrap().as_slice(), b"key");
+        assert_eq!(
+            open_with_passphrase(&server, "x", "grant", &sealed),
+            Err(SealError::Malformed)
+        );
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        assert_eq!(open(&server, "grant", &sealed), Err(SealError::WrongKey));
+        assert_eq!(
+            open(&server, "grant", &sealed[..10]),
+            Err(SealError::Malformed)
+        );
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_read_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.key");
+        let first = ServerKey::load_or_create(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let sealed = seal(&first, "p", b"x");
+        let again = ServerKey::load_or_create(&path).unwrap();
+        assert_eq!(open(&again, "p", &sealed).unwrap().as_slice(), b"x");
+    }
+}

@@ -1,0 +1,432 @@
+//! Jobs: planning a job into chunks, publishing one message per chunk, progress, stop,
+//! resume and retry, finalization, and the reconciler that makes publication reliable.
+//!
+//! A job and all its chunks are written in one transaction before anything is
+//! published; a chunk counts as done only through a conditional write of its result, so
+//! redeliveries change nothing; the job is finalized by whichever worker completes the
+//! last chunk (one conditional state change picks it), or by the reconciler if that
+//! worker died. Ballots are assigned to chunks as ranges of a keyed permutation, so a
+//! chunk's membership says nothing about casting order and a resumed job has the same chunks.
+
+use serde::{Deserialize, Serialize};
+
+use super::{App, ServiceError, ServiceResult};
+use crate::domain::{
+    new_id, now_ms, BallotState, ChunkCounts, ChunkRow, ChunkState, ChunkTask, ElectionState,
+    JobKind, JobRow, JobState, QueueName,
+};
+
+/// What one chunk covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "target", rename_all = "snake_case")]
+pub enum Target {
+    /// The encrypted tally (one chunk per guardian share).
+    Tally,
+    /// Ballots of one state, by position in the permutation.
+    Ballots {
+        state: BallotState,
+        offset: u64,
+        limit: u64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkSpec {
+    #[serde(flatten)]
+    pub target: Target,
+    /// Decryption: the guardian computing the share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardian: Option<String>,
+    /// Compensated decryption: the missing guardian it stands in for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
+}
+
+/// Who decrypts: fixed when the decryption job is planned.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DecryptParams {
+    pub available: Vec<String>,
+    pub missing: Vec<String>,
+    /// The decryption job a combine job reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decrypt_job: Option<String>,
+}
+
+fn ranges(total: u64, size: u64) -> Vec<(u64, u64)> {
+    let size = size.max(1);
+    (0..total.div_ceil(size))
+        .map(|i| (i * size, size.min(total - i * size)))
+        .collect()
+}
+
+fn ballot_targets(state: BallotState, total: u64, size: u64) -> Vec<Target> {
+    ranges(total, size)
+        .into_iter()
+        .map(|(offset, limit)| Target::Ballots {
+            state,
+            offset,
+            limit,
+        })
+        .collect()
+}
+
+fn chunk(job_id: &str, index: usize, queue: QueueName, spec: &ChunkSpec) -> ChunkRow {
+    ChunkRow {
+        job_id: job_id.to_string(),
+        index: index as u64,
+        queue,
+        spec_json: serde_json::to_string(spec).expect("specs serialize"),
+        state: ChunkState::Pending,
+        attempts: 0,
+        started_at: None,
+        finished_at: None,
+        error: None,
+    }
+}
+
+fn require_state(actual: ElectionState, needed: ElectionState, kind: JobKind) -> ServiceResult<()> {
+    if actual != needed {
+        return Err(ServiceError::Conflict(format!(
+            "a {kind} job needs the election {needed}, but it is {actual}"
+        )));
+    }
+    Ok(())
+}
+
+/// Plans and records a job, publishes its chunks, and returns at once.
+pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult<JobRow> {
+    let election = app.election(election_id).await?;
+    let job_id = new_id("job");
+    let (params, chunks) = match kind {
+        JobKind::Tally => {
+            require_state(election.state, ElectionState::Closed, kind)?;
+            let cast = app
+                .store
+                .count_ballots(election_id, BallotState::Cast)
+                .await?;
+            let targets = if cast == 0 {
+                vec![Target::Ballots {
+                    state: BallotState::Cast,
+                    offset: 0,
+                    limit: 0,
+                }]
+            } else {
+                ballot_targets(BallotState::Cast, cast, app.settings.chunk_size)
+            };
+            let specs = targets.into_iter().map(|target| {
+                (
+                    QueueName::Tally,
+                    ChunkSpec {
+                        target,
+                        guardian: None,
+                        missing: None,
+                    },
+                )
+            });
+            (DecryptParams::default(), specs.collect::<Vec<_>>())
+        }
+        JobKind::Decrypt => {
+            require_state(election.state, ElectionState::Tallied, kind)?;
+            plan_decryption(app, &election, &job_id).await?
+        }
+        JobKind::Combine => {
+            require_state(election.state, ElectionState::Decrypted, kind)?;
+            let decrypt = app
+                .store
+                .latest_job(election_id, JobKind::Decrypt)
+                .await?
+                .filter(|j| j.state == JobState::Done);
+            let decrypt = decrypt
+                .ok_or_else(|| ServiceError::Conflict("no finished decryption job".into()))?;
+            let mut params: DecryptParams =
+                serde_json::from_str(&decrypt.params_json).map_err(anyhow::Error::from)?;
+            params.decrypt_job = Some(decrypt.id);
+            let spoiled = app
+                .store
+                .count_ballots(election_id, BallotState::Spoiled)
+                .await?;
+            let targets = std::iter::once(Target::Tally).chain(ballot_targets(
+                BallotState::Spoiled,
+                spoiled,
+                app.settings.spoiled_chunk_size,
+            ));
+            (
+                params,
+                targets
+                    .map(|target| {
+                        (
+                            QueueName::Combine,
+                            ChunkSpec {
+                                target,
+                                guardian: None,
+                                missing: None,
+                            },
+                        )
+                    })
+                    .collect(),
+            )
+        }
+        JobKind::Verify => {
+            let mut specs = Vec::new();
+            for state in [BallotState::Cast, BallotState::Spoiled] {
+                let n = app.store.count_ballots(election_id, state).await?;
+                specs.extend(
+                    ballot_targets(state, n, app.settings.chunk_size)
+                        .into_iter()
+                        .map(|target| {
+                            (
+                                QueueName::Verification,
+                                ChunkSpec {
+                                    target,
+                                    guardian: None,
+                                    missing: None,
+                                },
+                            )
+                        }),
+                );
+            }
+            if specs.is_empty() {
+                specs.push((
+                    QueueName::Verification,
+                    ChunkSpec {
+                        target: Target::Ballots {
+                            state: BallotState::Cast,
+                            offset: 0,
+                            limit: 0,
+                        },
+                        guardian: None,
+                        missing: None,
+                    },
+                ));
+            }
+            (DecryptParams::default(), specs)
+        }
+    };
+    let rows: Vec<ChunkRow> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, (queue, spec))| chunk(&job_id, i, *queue, spec))
+        .collect();
+    let job = JobRow {
+        id: job_id,
+        election_id: election_id.to_string(),
+        kind,
+        state: JobState::Running,
+        total_chunks: rows.len() as u64,
+        params_json: serde_json::to_string(&params).expect("params serialize"),
+        created_at: now_ms(),
+        finished_at: None,
+        error: None,
+    };
+    app.store.insert_job(&job, &rows).await?;
+    app.metrics.job_started(kind);
+    publish(app, &rows).await;
+    Ok(job)
+}
+
+async fn plan_decryption(
+    app: &App,
+    election: &crate::domain::ElectionRow,
+    _job_id: &str,
+) -> ServiceResult<(DecryptParams, Vec<(QueueName, ChunkSpec)>)> {
+    let guardians = app.store.guardians(&election.id).await?;
+    let (available, missing): (Vec<_>, Vec<_>) =
+        guardians.iter().partition(|g| g.decryption_grant.is_some());
+    if (available.len() as u32) < election.quorum {
+        return Err(ServiceError::Conflict(format!(
+            "{} of {} guardians have consented to decrypt; the quorum is {}",
+            available.len(),
+            guardians.len(),
+            election.quorum
+        )));
+    }
+    let spoiled = app
+        .store
+        .count_ballots(&election.id, BallotState::Spoiled)
+        .await?;
+    let targets: Vec<Target> = std::iter::once(Target::Tally)
+        .chain(ballot_targets(
+            BallotState::Spoiled,
+            spoiled,
+            app.settings.spoiled_chunk_size,
+        ))
+        .collect();
+    let mut specs = Vec::new();
+    for a in &available {
+        for target in &targets {
+            specs.push((
+                QueueName::Decryption,
+                ChunkSpec {
+                    target: target.clone(),
+                    guardian: Some(a.guardian_id.clone()),
+                    missing: None,
+                },
+            ));
+        }
+        for m in &missing {
+            for target in &targets {
+                let spec = ChunkSpec {
+                    target: target.clone(),
+                    guardian: Some(a.guardian_id.clone()),
+                    missing: Some(m.guardian_id.clone()),
+                };
+                specs.push((QueueName::CompensatedDecryption, spec));
+            }
+        }
+    }
+    let params = DecryptParams {
+        available: available.iter().map(|g| g.guardian_id.clone()).collect(),
+        missing: missing.iter().map(|g| g.guardian_id.clone()).collect(),
+        decrypt_job: None,
+    };
+    Ok((params, specs))
+}
+
+/// Publishes chunk tasks and records which were handed to the queue. A failure leaves
+/// the chunk unpublished for the reconciler; it never fails the caller.
+pub async fn publish(app: &App, chunks: &[ChunkRow]) {
+    let mut published = Vec::new();
+    let mut job_id = None;
+    for c in chunks {
+        if job_id.as_deref().is_some_and(|j| j != c.job_id) {
+            mark(
+                app,
+                job_id.take().expect("set"),
+                std::mem::take(&mut published),
+            )
+            .await;
+        }
+        job_id = Some(c.job_id.clone());
+        let task = serde_json::to_vec(&ChunkTask {
+            job_id: c.job_id.clone(),
+            chunk: c.index,
+        })
+        .expect("tasks serialize");
+        match app.queue.publish(c.queue, &task).await {
+            Ok(()) => published.push(c.index),
+            Err(e) => {
+                tracing::warn!(job = %c.job_id, chunk = c.index, error = %e, "publish failed; the reconciler will retry");
+                break;
+            }
+        }
+    }
+    if let Some(job_id) = job_id {
+        mark(app, job_id, published).await;
+    }
+}
+
+async fn mark(app: &App, job_id: String, indexes: Vec<u64>) {
+    if let Err(e) = app.store.mark_published(&job_id, &indexes).await {
+        tracing::warn!(job = %job_id, error = %e, "could not record publication; chunks will be published again");
+    }
+}
+
+/// A job's progress, as `GET /api/jobs/{id}` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub job_id: String,
+    pub election_id: String,
+    pub kind: JobKind,
+    pub state: JobState,
+    pub total_chunks: u64,
+    pub processed_chunks: u64,
+    pub failed_chunks: u64,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub elapsed_ms: i64,
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub chunks: Vec<ChunkStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChunkStatus {
+    pub index: u64,
+    pub queue: QueueName,
+    pub state: ChunkState,
+    pub attempts: u64,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+pub async fn status(app: &App, job_id: &str, with_chunks: bool) -> ServiceResult<JobStatus> {
+    let job = app
+        .store
+        .job(job_id)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("no job {job_id}")))?;
+    let ChunkCounts { total, done, dead } = app.store.chunk_counts(job_id).await?;
+    let chunks = if with_chunks {
+        app.store
+            .chunks(job_id)
+            .await?
+            .into_iter()
+            .map(|c| ChunkStatus {
+                index: c.index,
+                queue: c.queue,
+                state: c.state,
+                attempts: c.attempts,
+                duration_ms: c.started_at.zip(c.finished_at).map(|(s, f)| f - s),
+                error: c.error,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(JobStatus {
+        job_id: job.id,
+        election_id: job.election_id,
+        kind: job.kind,
+        state: job.state,
+        total_chunks: total,
+        processed_chunks: done,
+        failed_chunks: dead,
+        created_at: job.created_at,
+        finished_at: job.finished_at,
+        elapsed_ms: job.finished_at.unwrap_or_else(now_ms) - job.created_at,
+        error: job.error,
+        chunks,
+    })
+}
+
+/// Stops a running job: workers leave its chunks alone until it is resumed.
+pub async fn stop(app: &App, job_id: &str) -> ServiceResult<()> {
+    if !app
+        .store
+        .set_job_state(job_id, &[JobState::Running], JobState::Stopped, None)
+        .await?
+    {
+        return Err(ServiceError::Conflict(
+            "only a running job can be stopped".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Resumes a stopped job, or retries a failed job's dead chunks; its pending chunks are published again.
+pub async fn resume(app: &App, job_id: &str) -> ServiceResult<()> {
+    app.store.revive_dead_chunks(job_id).await?;
+    if !app
+        .store
+        .set_job_state(
+            job_id,
+            &[JobState::Stopped, JobState::Failed],
+            JobState::Running,
+            None,
+        )
+        .await?
+    {
+        return Err(ServiceError::Conflict(
+            "only a stopped or failed job can be resumed".into(),
+        ));
+    }
+    let pending: Vec<ChunkRow> = app
+        .store
+        .chunks(job_id)
+        .await?
+        .into_iter()
+        .filter(|c| c.state == ChunkState::Pending)
+        .collect();
+    publish(app, &pending).await;
+    Ok(())
+}

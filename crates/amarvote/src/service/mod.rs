@@ -1,0 +1,165 @@
+//! The election service's use cases, shared by every role: the API calls them to record
+//! and plan, the workers to do the chunks. Nothing here keeps scheduling state in memory:
+//! all of it is in the store, so any number of API instances and workers may run.
+
+pub mod ballots;
+pub mod codec;
+pub mod elections;
+pub mod jobs;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use electionguard::context::CiphertextElectionContext;
+use electionguard::elgamal::EncryptionKey;
+use electionguard::json::from_json;
+use electionguard::manifest::Manifest;
+
+use crate::domain::ElectionRow;
+use crate::metrics::Metrics;
+use crate::ports::store::{CastError, StoreError};
+use crate::ports::{Store, WorkQueue};
+use crate::sealing::ServerKey;
+
+/// What a use case can answer besides success; the API maps each to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Internal(e.into())
+    }
+}
+
+impl From<CastError> for ServiceError {
+    fn from(e: CastError) -> Self {
+        match e {
+            CastError::Store(e) => e.into(),
+            CastError::NotEligible => ServiceError::Unauthorized(e.to_string()),
+            other => ServiceError::Conflict(other.to_string()),
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// An election's manifest, context and joint-key table, parsed once per process.
+pub struct ElectionCrypto {
+    pub manifest: Manifest,
+    pub context: CiphertextElectionContext,
+    pub key: EncryptionKey,
+}
+
+/// Tunables of the service.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Cast ballots per tally chunk (and per verification chunk).
+    pub chunk_size: u64,
+    /// Spoiled ballots per decryption chunk: each costs a share and a proof per selection.
+    pub spoiled_chunk_size: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            chunk_size: 1000,
+            spoiled_chunk_size: 50,
+        }
+    }
+}
+
+/// Everything a role needs: the ports, the server key and the metrics.
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn WorkQueue>,
+    pub server_key: Arc<ServerKey>,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: String,
+    pub settings: Settings,
+    crypto: Mutex<HashMap<String, Arc<ElectionCrypto>>>,
+}
+
+impl App {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn WorkQueue>,
+        server_key: ServerKey,
+        admin_token: String,
+        settings: Settings,
+    ) -> App {
+        App {
+            store,
+            queue,
+            server_key: Arc::new(server_key),
+            metrics: Arc::new(Metrics::new()),
+            admin_token,
+            settings,
+            crypto: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn election(&self, id: &str) -> ServiceResult<ElectionRow> {
+        self.store
+            .election(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no election {id}")))
+    }
+
+    /// The election's parsed documents, cached: the manifest and context never change.
+    pub async fn crypto(&self, election: &ElectionRow) -> ServiceResult<Arc<ElectionCrypto>> {
+        if let Some(found) = self.crypto.lock().expect("not poisoned").get(&election.id) {
+            return Ok(found.clone());
+        }
+        let (manifest_json, context_json) = (
+            election.manifest_json.clone(),
+            election.context_json.clone(),
+        );
+        let built = tokio::task::spawn_blocking(move || -> anyhow::Result<ElectionCrypto> {
+            let manifest: Manifest = from_json(&manifest_json)?;
+            let context: CiphertextElectionContext = from_json(&context_json)?;
+            let key = EncryptionKey::new(&context.elgamal_public_key);
+            Ok(ElectionCrypto {
+                manifest,
+                context,
+                key,
+            })
+        })
+        .await
+        .map_err(anyhow::Error::from)??;
+        let built = Arc::new(built);
+        self.crypto
+            .lock()
+            .expect("not poisoned")
+            .insert(election.id.clone(), built.clone());
+        Ok(built)
+    }
+}
+
+/// SHA-256 of a bearer credential, as stored: the store never holds a usable credential.
+pub fn credential_hash(credential: &str) -> String {
+    use sha2::Digest;
+    crate::domain::hex(&sha2::Sha256::digest(credential.as_bytes()))
+}
+
+/// A fresh bearer credential: 128 random bits as hex.
+pub fn new_credential() -> String {
+    let mut bytes = [0u8; 16];
+    openssl::rand::rand_bytes(&mut bytes).expect("the system random generator works");
+    crate::domain::hex(&bytes)
+}
+
+/// Compares secrets in constant time.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && openssl::memcmp::eq(a.as_bytes(), b.as_bytes())
+}

@@ -1,0 +1,227 @@
+//! The workers: one consumer per queue, one chunk at a time (prefetch 1). A chunk's
+//! result is committed before its message is acknowledged; failures are retried with
+//! exponential backoff and then dead-lettered; unreadable messages are dead-lettered at
+//! once. On shutdown a worker finishes its current chunk, then stops taking new ones.
+//!
+//! The chunk work itself is in one module per operation; [`reconciler`] republishes
+//! what a crash left unpublished and finalizes jobs whose finalizer died.
+
+mod combine;
+mod decrypt;
+pub mod reconciler;
+mod tally;
+mod verify;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::domain::{ChunkRow, ChunkState, ChunkTask, JobKind, JobRow, JobState, QueueName};
+use crate::ports::queue::{backoff, Delivery, MAX_ATTEMPTS};
+use crate::service::jobs::ChunkSpec;
+use crate::service::App;
+
+pub use combine::{COEFFICIENTS, PLAINTEXT_TALLY, SPOILED_PREFIX};
+pub use tally::ENCRYPTED_TALLY;
+pub use verify::VERIFICATION;
+
+/// Consumes the given queues until `shutdown` turns true.
+pub async fn run(app: Arc<App>, queues: Vec<QueueName>, shutdown: watch::Receiver<bool>) {
+    let consumers: Vec<_> = queues
+        .into_iter()
+        .map(|q| tokio::spawn(consume(app.clone(), q, shutdown.clone())))
+        .collect();
+    for consumer in consumers {
+        let _ = consumer.await;
+    }
+}
+
+async fn consume(app: Arc<App>, queue: QueueName, mut shutdown: watch::Receiver<bool>) {
+    tracing::info!(queue = queue.as_str(), "worker consuming");
+    while !*shutdown.borrow() {
+        let next = tokio::select! {
+            next = app.queue.next(queue) => next,
+            _ = shutdown.changed() => break,
+        };
+        match next {
+            Ok(Some(delivery)) => handle(&app, queue, delivery).await,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(queue = queue.as_str(), error = %e, "queue unavailable; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+    tracing::info!(queue = queue.as_str(), "worker stopped");
+}
+
+/// Why a chunk was not done.
+enum Failure {
+    /// The message itself is unusable: no retry can help.
+    Poison(String),
+    /// The work failed; it may succeed on another try.
+    Transient(anyhow::Error),
+}
+
+async fn handle(app: &App, queue: QueueName, delivery: Delivery) {
+    let started = Instant::now();
+    let attempt = delivery.attempt;
+    let outcome = match serde_json::from_slice::<ChunkTask>(&delivery.body) {
+        Ok(task) => process_task(app, &task).await.map(|kind| (task, kind)),
+        Err(e) => Err(Failure::Poison(format!("malformed chunk message: {e}"))),
+    };
+    let settled = match outcome {
+        Ok((_, Some(kind))) => {
+            app.metrics.chunk_done(kind, started.elapsed());
+            delivery.settle.ack().await
+        }
+        Ok((_, None)) => delivery.settle.ack().await,
+        Err(Failure::Poison(reason)) => {
+            tracing::warn!(queue = queue.as_str(), %reason, "dead-lettering a message");
+            app.metrics.chunk_failed(queue, "poison");
+            delivery.settle.dead_letter(&reason).await
+        }
+        Err(Failure::Transient(error)) => {
+            retry_or_bury(app, queue, &delivery.body, attempt, error, delivery.settle).await
+        }
+    };
+    if let Err(e) = settled {
+        // The message comes back (visibility timeout or broker redelivery); the result, if any, is already stored.
+        tracing::warn!(queue = queue.as_str(), error = %e, "could not settle a message");
+    }
+}
+
+async fn retry_or_bury(
+    app: &App,
+    queue: QueueName,
+    body: &[u8],
+    attempt: u32,
+    error: anyhow::Error,
+    settle: Box<dyn crate::ports::queue::Settle>,
+) -> Result<(), crate::ports::queue::QueueError> {
+    let task: ChunkTask = serde_json::from_slice(body).expect("parsed before");
+    let message = format!("{error:#}");
+    tracing::warn!(job = %task.job_id, chunk = task.chunk, attempt, error = %message, "chunk failed");
+    app.metrics.chunk_failed(queue, "error");
+    if attempt >= MAX_ATTEMPTS {
+        let _ = app
+            .store
+            .fail_chunk(&task.job_id, task.chunk, &message, ChunkState::Dead)
+            .await;
+        if let Ok(Some(job)) = app.store.job(&task.job_id).await {
+            let _ = maybe_finalize(app, &job).await;
+        }
+        settle.dead_letter(&message).await
+    } else {
+        let _ = app
+            .store
+            .fail_chunk(&task.job_id, task.chunk, &message, ChunkState::Pending)
+            .await;
+        settle.retry(backoff(attempt)).await
+    }
+}
+
+/// Does the chunk unless it is already done or its job is not running; returns the
+/// job kind when work was done.
+async fn process_task(app: &App, task: &ChunkTask) -> Result<Option<JobKind>, Failure> {
+    let transient = |e: crate::ports::StoreError| Failure::Transient(e.into());
+    let job = app
+        .store
+        .job(&task.job_id)
+        .await
+        .map_err(transient)?
+        .ok_or_else(|| Failure::Poison(format!("no job {}", task.job_id)))?;
+    let chunk = app
+        .store
+        .chunk(&task.job_id, task.chunk)
+        .await
+        .map_err(transient)?
+        .ok_or_else(|| {
+            Failure::Poison(format!("job {} has no chunk {}", task.job_id, task.chunk))
+        })?;
+    if job.state != JobState::Running || chunk.state != ChunkState::Pending {
+        return Ok(None);
+    }
+    let spec: ChunkSpec = serde_json::from_str(&chunk.spec_json)
+        .map_err(|e| Failure::Poison(format!("chunk spec: {e}")))?;
+    app.store
+        .start_chunk(&job.id, chunk.index)
+        .await
+        .map_err(transient)?;
+    let result = do_chunk(app, &job, &chunk, &spec)
+        .await
+        .map_err(Failure::Transient)?;
+    if app
+        .store
+        .complete_chunk(&job.id, chunk.index, &result)
+        .await
+        .map_err(transient)?
+    {
+        maybe_finalize(app, &job)
+            .await
+            .map_err(Failure::Transient)?;
+    }
+    Ok(Some(job.kind))
+}
+
+async fn do_chunk(
+    app: &App,
+    job: &JobRow,
+    chunk: &ChunkRow,
+    spec: &ChunkSpec,
+) -> anyhow::Result<Vec<u8>> {
+    match job.kind {
+        JobKind::Tally => tally::chunk(app, job, spec).await,
+        JobKind::Decrypt => decrypt::chunk(app, job, spec).await,
+        JobKind::Combine => combine::chunk(app, job, spec).await,
+        JobKind::Verify => verify::chunk(app, job, chunk, spec).await,
+    }
+}
+
+/// When every chunk is settled: a job with dead chunks fails; otherwise exactly one
+/// caller wins the move to finalizing and finalizes.
+pub async fn maybe_finalize(app: &App, job: &JobRow) -> anyhow::Result<()> {
+    let counts = app.store.chunk_counts(&job.id).await?;
+    if counts.done + counts.dead < counts.total {
+        return Ok(());
+    }
+    if counts.dead > 0 {
+        let message = format!(
+            "{} of {} chunks failed after {MAX_ATTEMPTS} attempts",
+            counts.dead, counts.total
+        );
+        app.store
+            .set_job_state(
+                &job.id,
+                &[JobState::Running],
+                JobState::Failed,
+                Some(&message),
+            )
+            .await?;
+        return Ok(());
+    }
+    if app
+        .store
+        .set_job_state(&job.id, &[JobState::Running], JobState::Finalizing, None)
+        .await?
+    {
+        finalize(app, job).await?;
+    }
+    Ok(())
+}
+
+/// Merges a finished job's chunk results into what it produces; idempotent.
+pub async fn finalize(app: &App, job: &JobRow) -> anyhow::Result<()> {
+    match job.kind {
+        JobKind::Tally => tally::finalize(app, job).await?,
+        JobKind::Decrypt => decrypt::finalize(app, job).await?,
+        JobKind::Combine => combine::finalize(app, job).await?,
+        JobKind::Verify => verify::finalize(app, job).await?,
+    }
+    app.store
+        .set_job_state(&job.id, &[JobState::Finalizing], JobState::Done, None)
+        .await?;
+    app.metrics.job_finished(job.kind, job.created_at);
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! The reconciler: what makes "committed" imply "processed". Every few seconds it
+//! publishes the pending chunks of running jobs that no queue was given (the process
+//! that planned them died before publishing, or the broker was down) and finalizes jobs
+//! whose chunks are all settled but whose finalizer died. Every step is idempotent, so
+//! any number of processes may run it.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::domain::{now_ms, JobState};
+use crate::service::jobs::publish;
+use crate::service::App;
+
+/// Messages older than the queue's TTL (1 h) may have expired: publish those chunks again.
+const REPUBLISH_AFTER_MS: i64 = 65 * 60 * 1000;
+/// A job left finalizing this long lost its finalizer.
+const STALLED_FINALIZE_MS: i64 = 30_000;
+
+pub async fn run(app: std::sync::Arc<App>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = pass(&app).await {
+            tracing::warn!(error = %e, "reconciler pass failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One pass; returns how many chunks it published.
+pub async fn pass(app: &App) -> anyhow::Result<usize> {
+    let orphans = app
+        .store
+        .unpublished_chunks(now_ms() - REPUBLISH_AFTER_MS)
+        .await?;
+    if !orphans.is_empty() {
+        tracing::info!(chunks = orphans.len(), "publishing chunks no queue has");
+        publish(app, &orphans).await;
+    }
+    for job in app.store.jobs_in_state(JobState::Running).await? {
+        super::maybe_finalize(app, &job).await?;
+    }
+    for job in app.store.jobs_in_state(JobState::Finalizing).await? {
+        let last = app
+            .store
+            .chunks(&job.id)
+            .await?
+            .iter()
+            .filter_map(|c| c.finished_at)
+            .max()
+            .unwrap_or(job.created_at);
+        if now_ms() - last > STALLED_FINALIZE_MS {
+            super::finalize(app, &job).await?;
+        }
+    }
+    Ok(orphans.len())
+}

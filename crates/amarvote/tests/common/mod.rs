@@ -1,0 +1,149 @@
+//! Starting a real server for the integration tests: the embedded default in a temporary
+//! directory, or PostgreSQL + RabbitMQ in a database and virtual host of the test's own.
+//! A missing service fails the test with a message saying which and how to start it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amarvote::adapters::rabbitmq::RabbitQueue;
+use amarvote::adapters::sql_store::SqlStore;
+use amarvote::domain::QueueName;
+use amarvote::ports::{Store, WorkQueue};
+use amarvote::sealing::ServerKey;
+use amarvote::service::{App, Settings};
+use tokio::sync::watch;
+
+pub struct TestServer {
+    pub url: String,
+    pub admin: String,
+    pub app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    _dir: Option<tempfile::TempDir>,
+    vhost: Option<String>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(vhost) = &self.vhost {
+            let _ = std::process::Command::new("rabbitmqctl")
+                .args(["delete_vhost", vhost])
+                .output();
+        }
+    }
+}
+
+pub fn settings() -> Settings {
+    Settings {
+        chunk_size: 8,
+        spoiled_chunk_size: 3,
+    }
+}
+
+async fn start(app: Arc<App>, dir: Option<tempfile::TempDir>, vhost: Option<String>) -> TestServer {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(amarvote::workers::run(
+        app.clone(),
+        QueueName::ALL.to_vec(),
+        rx.clone(),
+    ));
+    tokio::spawn(amarvote::workers::reconciler::run(
+        app.clone(),
+        Duration::from_millis(500),
+        rx.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let router = amarvote::api::router(app.clone());
+    let mut stop = rx;
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .unwrap();
+    });
+    TestServer {
+        url: format!("http://{addr}"),
+        admin: app.admin_token.clone(),
+        app,
+        shutdown: tx,
+        _dir: dir,
+        vhost,
+    }
+}
+
+/// The embedded default: SQLite and the embedded queue in a fresh directory.
+pub async fn embedded() -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let app = amarvote::commands::serve::embedded_app(dir.path(), settings())
+        .await
+        .unwrap();
+    start(app, Some(dir), None).await
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        amarvote::service::new_credential()[..12].to_string()
+    )
+}
+
+/// A fresh PostgreSQL database on 127.0.0.1:5432 (or `TEST_POSTGRES_URL`'s server).
+pub async fn postgres_url() -> String {
+    use sqlx::Connection;
+    let admin_url = std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("these tests need PostgreSQL at {admin_url} (start it, or set TEST_POSTGRES_URL): {e}"));
+    let name = unique("amarvote_test");
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let base = admin_url.rsplit_once('/').unwrap().0;
+    format!("{base}/{name}")
+}
+
+/// A fresh RabbitMQ virtual host on 127.0.0.1:5672, made with rabbitmqctl.
+pub fn rabbitmq_vhost() -> (String, String) {
+    let vhost = unique("amarvote-test");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(args)
+            .output()
+            .expect("these tests need rabbitmqctl (RabbitMQ) on this machine");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?} failed (is RabbitMQ running?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["add_vhost", &vhost]);
+    run(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+    (format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"), vhost)
+}
+
+/// The scaled-out adapters: PostgreSQL and RabbitMQ, in this process.
+pub async fn postgres_rabbitmq() -> TestServer {
+    let database = postgres_url().await;
+    let (amqp, vhost) = rabbitmq_vhost();
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&database).await.unwrap());
+    let queue: Arc<dyn WorkQueue> = Arc::new(
+        RabbitQueue::connect(&amqp)
+            .await
+            .unwrap_or_else(|e| panic!("these tests need RabbitMQ at {amqp}: {e}")),
+    );
+    let app = Arc::new(App::new(
+        store,
+        queue,
+        ServerKey::generate(),
+        amarvote::service::new_credential(),
+        settings(),
+    ));
+    start(app, None, Some(vhost)).await
+}

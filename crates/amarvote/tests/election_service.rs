@@ -1,0 +1,479 @@
+//! The election service end to end over HTTP: a whole election (5 guardians, quorum 3,
+//! 2 missing, several chunks, spoiled ballots) on the embedded default and on
+//! PostgreSQL + RabbitMQ, results equal to ground truth and an exported record that
+//! verifies; redelivered and malformed messages; bad input refused with nothing stored.
+
+mod common;
+
+use amarvote::commands::demo::DemoArgs;
+use amarvote::commands::demo_server::{self, Client};
+use amarvote::domain::{BallotState, ChunkTask, QueueName};
+use serde_json::json;
+
+fn demo_args(ballots: u32, record: Option<std::path::PathBuf>) -> DemoArgs {
+    DemoArgs {
+        guardians: 5,
+        quorum: 3,
+        missing: 2,
+        ballots,
+        contests: 2,
+        selections: 3,
+        spoil: 0.25,
+        seed: 7,
+        record,
+        server: None,
+        admin_token: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whole_election_on_the_embedded_default() {
+    let server = common::embedded().await;
+    let record = tempfile::tempdir().unwrap();
+    demo_server::run(
+        &demo_args(20, Some(record.path().to_path_buf())),
+        &server.url,
+        &server.admin,
+    )
+    .await
+    .unwrap();
+    let exported = amarvote::record_io::read_record(record.path()).unwrap();
+    assert_eq!(
+        exported
+            .submitted_ballots
+            .iter()
+            .filter(|b| b.is_cast())
+            .count(),
+        20
+    );
+    assert!(
+        !exported.spoiled_ballots.is_empty(),
+        "some voters challenged a ballot first"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whole_election_on_postgres_and_rabbitmq() {
+    let server = common::postgres_rabbitmq().await;
+    let record = tempfile::tempdir().unwrap();
+    demo_server::run(
+        &demo_args(20, Some(record.path().to_path_buf())),
+        &server.url,
+        &server.admin,
+    )
+    .await
+    .unwrap();
+    assert!(electionguard::verify::verify_record(
+        &amarvote::record_io::read_record(record.path()).unwrap()
+    )
+    .passed());
+}
+
+/// Creates an election of one 1-of-3 contest with `voters` credentials.
+async fn small_election(
+    client: &Client,
+    admin: &str,
+    voters: u32,
+) -> (String, Vec<String>, serde_json::Value) {
+    let created = client
+        .post("/api/elections", Some(admin), &json!({ "title": "T", "contests": [{ "title": "C", "candidates": ["a", "b", "c"] }], "guardians": 3, "quorum": 2 }))
+        .await
+        .unwrap();
+    let id = created["election_id"].as_str().unwrap().to_string();
+    let voters = client
+        .post(
+            &format!("/api/elections/{id}/voters"),
+            Some(admin),
+            &json!({ "count": voters }),
+        )
+        .await
+        .unwrap();
+    (
+        id,
+        serde_json::from_value(voters["credentials"].clone()).unwrap(),
+        created,
+    )
+}
+
+async fn cast(client: &Client, election: &str, credential: &str, selection: &str) -> String {
+    let pending = client
+        .post(
+            &format!("/api/elections/{election}/ballots/encrypt"),
+            Some(credential),
+            &json!({ "choices": { "contest-1": [selection] } }),
+        )
+        .await
+        .unwrap();
+    let id = pending["ballot_id"].as_str().unwrap();
+    let receipt = client
+        .post(
+            &format!("/api/elections/{election}/ballots/{id}/cast"),
+            Some(credential),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    receipt["tracking_code"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered() {
+    let server = common::embedded().await;
+    let client = Client::new(&server.url);
+    let (id, voters, created) = small_election(&client, &server.admin, 20).await;
+    for (i, voter) in voters.iter().enumerate() {
+        cast(
+            &client,
+            &id,
+            voter,
+            [
+                "contest-1-selection-1",
+                "contest-1-selection-2",
+                "contest-1-selection-3",
+            ][i % 3],
+        )
+        .await;
+    }
+    client
+        .post(
+            &format!("/api/elections/{id}/close"),
+            Some(&server.admin),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    server
+        .app
+        .queue
+        .publish(QueueName::Tally, b"{not a chunk task")
+        .await
+        .unwrap();
+    let started = client
+        .post(
+            &format!("/api/elections/{id}/jobs"),
+            Some(&server.admin),
+            &json!({ "kind": "tally" }),
+        )
+        .await
+        .unwrap();
+    let job = started["job_id"].as_str().unwrap();
+    for chunk in 0..started["total_chunks"].as_u64().unwrap() {
+        let task = serde_json::to_vec(&ChunkTask {
+            job_id: job.to_string(),
+            chunk,
+        })
+        .unwrap();
+        server
+            .app
+            .queue
+            .publish(QueueName::Tally, &task)
+            .await
+            .unwrap();
+    }
+    wait_done(&client, job).await;
+    for g in created["guardians"].as_array().unwrap().iter().take(2) {
+        let path = format!(
+            "/api/elections/{id}/guardians/{}/decryption-consent",
+            g["guardian_id"].as_str().unwrap()
+        );
+        client
+            .post(
+                &path,
+                g["token"].as_str(),
+                &json!({ "passphrase": g["passphrase"] }),
+            )
+            .await
+            .unwrap();
+    }
+    demo_server::run_job(&client, &server.admin, &id, "decrypt")
+        .await
+        .unwrap();
+    demo_server::run_job(&client, &server.admin, &id, "combine")
+        .await
+        .unwrap();
+    let results = client
+        .get(&format!("/api/elections/{id}/results"))
+        .await
+        .unwrap();
+    let votes: Vec<u64> = results["contests"][0]["selections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["votes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(votes, vec![7, 7, 6]);
+    assert_eq!(
+        server
+            .app
+            .queue
+            .dead_letters(QueueName::Tally)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+async fn wait_done(client: &Client, job: &str) {
+    for _ in 0..600 {
+        let status = client.get(&format!("/api/jobs/{job}")).await.unwrap();
+        if status["state"] == "done" {
+            assert_eq!(status["processed_chunks"], status["total_chunks"]);
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("job {job} did not finish");
+}
+
+async fn status_of(
+    server: &common::TestServer,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.url))
+        .body(body.to_string())
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
+    let server = common::embedded().await;
+    let client = Client::new(&server.url);
+    let (id, voters, _) = small_election(&client, &server.admin, 3).await;
+    let post = reqwest::Method::POST;
+
+    let (status, body) = status_of(
+        &server,
+        post.clone(),
+        "/api/elections/nope/ballots/encrypt",
+        Some(&voters[0]),
+        r#"{"choices":{}}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = status_of(
+        &server,
+        post.clone(),
+        "/api/elections",
+        Some(&server.admin),
+        r#"{"title": "x", "contests": 3}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("contests: invalid type"),
+        "the error names the field: {body}"
+    );
+    let (status, body) = status_of(
+        &server,
+        post.clone(),
+        "/api/elections",
+        Some(&server.admin),
+        r#"{"title": "x", "#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("malformed body"),
+        "{body}"
+    );
+    let (status, body) = status_of(
+        &server,
+        post.clone(),
+        "/api/elections",
+        Some(&server.admin),
+        r#"{"title": "x", "contests": [], "guardians": 3, "quorum": 4}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = status_of(
+        &server,
+        post.clone(),
+        "/api/elections",
+        Some("not-the-admin"),
+        r#"{}"#,
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    let overvote =
+        json!({ "choices": { "contest-1": ["contest-1-selection-1", "contest-1-selection-2"] } })
+            .to_string();
+    let (status, body) = status_of(
+        &server,
+        post.clone(),
+        &format!("/api/elections/{id}/ballots/encrypt"),
+        Some(&voters[0]),
+        &overvote,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("overvote"),
+        "{body}"
+    );
+
+    let (status, _) = status_of(
+        &server,
+        post.clone(),
+        &format!("/api/elections/{id}/ballots/encrypt"),
+        Some("unknown-credential"),
+        r#"{"choices":{}}"#,
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    cast(&client, &id, &voters[0], "contest-1-selection-1").await;
+    let again = client
+        .post(
+            &format!("/api/elections/{id}/ballots/encrypt"),
+            Some(&voters[0]),
+            &json!({ "choices": {} }),
+        )
+        .await
+        .unwrap();
+    let (status, body) = status_of(
+        &server,
+        post.clone(),
+        &format!(
+            "/api/elections/{id}/ballots/{}/cast",
+            again["ballot_id"].as_str().unwrap()
+        ),
+        Some(&voters[0]),
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 409, "second ballot from the same voter: {body}");
+
+    let ballot = client_encrypted_ballot(&server, &id).await;
+    let mut tampered = ballot.clone();
+    let proof = tampered.contests[0].ballot_selections[0]
+        .proof
+        .as_mut()
+        .unwrap();
+    proof.proof_zero_response = proof.proof_one_response.clone();
+    let (status, body) = submit(&server, &id, &voters[1], &tampered).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("proof"), "{body}");
+    let mut wrong_manifest = ballot.clone();
+    wrong_manifest.manifest_hash = electionguard::group::ElementModQ::from_u64(42).unwrap();
+    let (status, body) = submit(&server, &id, &voters[1], &wrong_manifest).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("manifest hash"),
+        "{body}"
+    );
+    let (status, body) = status_of(
+        &server,
+        post.clone(),
+        &format!("/api/elections/{id}/ballots"),
+        Some(&voters[1]),
+        r#"{"object_id": 5}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    assert_eq!(
+        server
+            .app
+            .store
+            .count_ballots(&id, BallotState::Cast)
+            .await
+            .unwrap(),
+        1,
+        "only the one valid ballot is stored"
+    );
+    assert_eq!(
+        server
+            .app
+            .store
+            .count_ballots(&id, BallotState::Spoiled)
+            .await
+            .unwrap(),
+        0
+    );
+    let (status, receipt) = submit(&server, &id, &voters[1], &ballot).await;
+    assert_eq!(
+        status, 201,
+        "the untampered client ballot is accepted: {receipt}"
+    );
+    let lookup = client
+        .get(&format!(
+            "/api/elections/{id}/tracking/{}",
+            receipt["tracking_code"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(lookup["state"], "cast");
+}
+
+/// A ballot encrypted the way a voter's own device would, from the published manifest and context.
+async fn client_encrypted_ballot(
+    server: &common::TestServer,
+    id: &str,
+) -> electionguard::ballot::CiphertextBallot {
+    let election = server.app.election(id).await.unwrap();
+    let crypto = server.app.crypto(&election).await.unwrap();
+    let mut rng = amarvote::election::ChoiceRng::new(3);
+    let plaintext = amarvote::election::random_ballot(&crypto.manifest, 900, &mut rng);
+    let encryptor = electionguard::encrypt::Encryptor::with_key(
+        &crypto.manifest,
+        &crypto.context,
+        crypto.key.clone(),
+    );
+    let ballot = encryptor
+        .encrypt(
+            &plaintext,
+            &crypto.context.manifest_hash,
+            &electionguard::group::ElementModQ::random(),
+            1_700_000_000,
+        )
+        .unwrap();
+    ballot
+        .submit(electionguard::ballot::BallotBoxState::Unknown)
+        .clone_without_state()
+}
+
+trait WithoutState {
+    fn clone_without_state(&self) -> Self;
+}
+
+impl WithoutState for electionguard::ballot::CiphertextBallot {
+    fn clone_without_state(&self) -> Self {
+        electionguard::ballot::CiphertextBallot {
+            state: None,
+            ..self.clone()
+        }
+    }
+}
+
+async fn submit(
+    server: &common::TestServer,
+    id: &str,
+    voter: &str,
+    ballot: &electionguard::ballot::CiphertextBallot,
+) -> (u16, serde_json::Value) {
+    status_of(
+        server,
+        reqwest::Method::POST,
+        &format!("/api/elections/{id}/ballots"),
+        Some(voter),
+        &electionguard::json::to_reference_json(ballot),
+    )
+    .await
+}
