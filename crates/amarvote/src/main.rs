@@ -43,6 +43,8 @@ enum Command {
 enum BenchCommand {
     /// Encrypt, verify and tally ballots of 1 contest × 4 candidates; prints a table.
     Crypto(commands::bench::BenchArgs),
+    /// Tally, decryption and combine of a whole ballot box through the service; cast throughput.
+    Election(commands::bench_election::BenchElectionArgs),
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -79,6 +81,9 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(commands::serve::worker(args)))
         }
         Command::Bench(BenchCommand::Crypto(args)) => commands::bench::run(&args),
+        Command::Bench(BenchCommand::Election(args)) => {
+            runtime().and_then(|rt| rt.block_on(commands::bench_election::run(&args)))
+        }
         Command::Verify { dir } => commands::verify::run(&dir),
     };
     match result {

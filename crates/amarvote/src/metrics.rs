@@ -191,8 +191,17 @@ pub fn peak_memory_bytes() -> u64 {
     proc_status_kib("VmHWM:") * 1024
 }
 
+/// VmHWM of another process (a worker the benchmark started), in bytes.
+pub fn peak_memory_of(pid: Option<u32>) -> u64 {
+    pid.map(|p| proc_status_kib_of(&format!("/proc/{p}/status"), "VmHWM:") * 1024).unwrap_or(0)
+}
+
 fn proc_status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    proc_status_kib_of("/proc/self/status", field)
+}
+
+fn proc_status_kib_of(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()

@@ -62,6 +62,13 @@ impl Client {
         Self::answer(response, path).await
     }
 
+    /// Posts a body that is already JSON text (a reference-format ballot).
+    pub async fn post_text(&self, path: &str, token: &str, body: String) -> Result<Value> {
+        let request = self.http.post(format!("{}{path}", self.base)).bearer_auth(token).header("content-type", "application/json").body(body);
+        let response = request.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        Self::answer(response, path).await
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value> {
         let response = self
             .http
@@ -168,6 +175,7 @@ fn phase(name: &str, started: Instant) {
 pub async fn run(args: &DemoArgs, server: &str, admin: &str) -> Result<()> {
     let shape = args.shape()?;
     let client = Client::new(server);
+    wait_until_up(&client).await?;
     let total = Instant::now();
     println!(
         "Election over HTTP at {server}: {} guardians, quorum {}, {} missing; {} voters",
@@ -240,6 +248,17 @@ pub async fn run(args: &DemoArgs, server: &str, admin: &str) -> Result<()> {
     }
     println!("total {:.2} s", total.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// A server just started may not listen yet: wait up to 30 s for `/health`.
+async fn wait_until_up(client: &Client) -> Result<()> {
+    for _ in 0..300 {
+        if client.get("/health").await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("no server answers at {}", client.base)
 }
 
 async fn cast_all(

@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_election;
 pub mod demo;
 pub mod demo_server;
+pub mod referendum;
 pub mod serve;
 pub mod verify;

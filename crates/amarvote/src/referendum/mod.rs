@@ -6,7 +6,30 @@
 //! are reduced to keyed [`voter_hash::VoterHash`]es at the edge; the
 //! [`hashgen`] step turns the mailing list into shard files of hashes, and the
 //! [`registry`] records, atomically, which eligible hashes have voted.
+//!
+//! A vote flows API → validation stream → [`validate`] → aggregation stream →
+//! [`aggregate`] → `vote_results` and `vote_audit`; rejected attempts take the
+//! review stream to [`review`]. The streams are the [`queue`] port, on SQLite
+//! in the single-process [`embedded`] mode and on RabbitMQ when each stage runs
+//! as its own [`scaled`] role.
 
+pub mod aggregate;
+pub mod embedded;
 pub mod hashgen;
+pub mod ingest;
+pub mod laws;
+pub mod loadgen;
+pub mod messages;
+pub mod metrics;
+pub mod queue;
+pub mod queue_amqp;
+pub mod queue_sqlite;
+pub mod rate_limit;
 pub mod registry;
+pub mod registry_sqlite;
+pub mod review;
+pub mod scaled;
+pub mod stage;
+pub mod tables;
+pub mod validate;
 pub mod voter_hash;

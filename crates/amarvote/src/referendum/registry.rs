@@ -14,6 +14,12 @@
 //! it, [`VoterRegistry::clear_voted`] then [`VoterRegistry::mark_voted`]
 //! rebuild it from the log.
 //!
+//! The pipeline's validators present votes through [`VoterRegistry::decide`],
+//! which also remembers each request's outcome: a validator that crashes after
+//! deciding but before passing the vote on gets the same answer when the vote
+//! is redelivered, instead of a "duplicate" that would lose the vote. The
+//! remembered outcomes also answer the voter's status requests.
+//!
 //! The trait returns boxed futures rather than using `async fn` so that it
 //! stays object-safe (`Arc<dyn VoterRegistry>`) without extra crates.
 
@@ -47,6 +53,8 @@ pub enum RegistryError {
     Redis(#[from] redis::RedisError),
     #[error("registry script returned unexpected value {0}")]
     UnexpectedReply(i64),
+    #[error("registry database: {0}")]
+    Sql(#[from] sqlx::Error),
 }
 
 /// Storage for the eligible and voted sets.
@@ -60,6 +68,31 @@ pub trait VoterRegistry: Send + Sync + 'static {
 
     /// Records hashes as voted without checks, to rebuild from the audit log.
     fn mark_voted(&self, hashes: Vec<VoterHash>) -> BoxFuture<'_, Result<(), RegistryError>>;
+
+    /// [`VoterRegistry::check_and_mark`] for each `(request_id, hash)` in
+    /// order, remembering each outcome under its request id. A request id
+    /// decided before gets its first outcome back and changes nothing.
+    fn decide(
+        &self,
+        votes: Vec<(String, VoterHash)>,
+    ) -> BoxFuture<'_, Result<Vec<MarkOutcome>, RegistryError>>;
+
+    /// The outcome [`VoterRegistry::decide`] remembered for a request, if any.
+    fn outcome(&self, request_id: String) -> BoxFuture<'_, Result<Option<MarkOutcome>, RegistryError>>;
+
+    /// [`VoterRegistry::outcome`] for many requests at once, in order.
+    fn outcomes(
+        &self,
+        request_ids: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<Option<MarkOutcome>>, RegistryError>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(request_ids.len());
+            for request_id in request_ids {
+                outcomes.push(self.outcome(request_id).await?);
+            }
+            Ok(outcomes)
+        })
+    }
 
     /// The size of the eligible set.
     fn eligible_count(&self) -> BoxFuture<'_, Result<u64, RegistryError>>;
@@ -79,6 +112,8 @@ struct MemoryState {
     eligible: HashSet<VoterHash>,
     /// Voted hashes and their repeated-attempt counts.
     voted: HashMap<VoterHash, u64>,
+    /// Decided requests and their outcomes.
+    outcomes: HashMap<String, MarkOutcome>,
 }
 
 impl MemoryState {
@@ -98,6 +133,15 @@ impl MemoryState {
                 MarkOutcome::Accepted
             }
         }
+    }
+
+    fn decide(&mut self, request_id: String, hash: VoterHash) -> MarkOutcome {
+        if let Some(known) = self.outcomes.get(&request_id) {
+            return *known;
+        }
+        let outcome = self.check_and_mark(hash);
+        self.outcomes.insert(request_id, outcome);
+        outcome
     }
 }
 
@@ -136,6 +180,22 @@ impl VoterRegistry for MemoryRegistry {
         Box::pin(ready(Ok(())))
     }
 
+    fn decide(
+        &self,
+        votes: Vec<(String, VoterHash)>,
+    ) -> BoxFuture<'_, Result<Vec<MarkOutcome>, RegistryError>> {
+        let mut state = self.state();
+        let outcomes = votes
+            .into_iter()
+            .map(|(request_id, hash)| state.decide(request_id, hash))
+            .collect();
+        Box::pin(ready(Ok(outcomes)))
+    }
+
+    fn outcome(&self, request_id: String) -> BoxFuture<'_, Result<Option<MarkOutcome>, RegistryError>> {
+        Box::pin(ready(Ok(self.state().outcomes.get(&request_id).copied())))
+    }
+
     fn eligible_count(&self) -> BoxFuture<'_, Result<u64, RegistryError>> {
         Box::pin(ready(Ok(self.state().eligible.len() as u64)))
     }
@@ -165,6 +225,29 @@ end
 return redis.call('INCR', KEYS[3])
 ";
 
+/// [`CHECK_AND_MARK_LUA`] that first returns, and afterwards remembers for
+/// ARGV[2] seconds, the request's outcome. KEYS: as above, then the request's
+/// outcome key. ARGV: the hash, the outcome's time to live.
+const DECIDE_LUA: &str = r"
+local known = redis.call('GET', KEYS[4])
+if known then
+  return tonumber(known)
+end
+local outcome
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
+  outcome = -1
+elseif redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  outcome = 0
+else
+  outcome = redis.call('INCR', KEYS[3])
+end
+redis.call('SET', KEYS[4], outcome, 'EX', ARGV[2])
+return outcome
+";
+
+/// How long a request's outcome stays answerable: the referendum's day, and more.
+pub const OUTCOME_TTL_SECS: u64 = 7 * 24 * 3600;
+
 /// A registry shared by every service replica, kept in Redis.
 ///
 /// Keys, all under a configurable prefix so several elections or test runs
@@ -175,6 +258,7 @@ pub struct RedisRegistry {
     connection: ConnectionManager,
     keys: Keys,
     check_and_mark: Script,
+    decide: Script,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +275,10 @@ impl Keys {
             valid: format!("{prefix}valid_hashes"),
             voted: format!("{prefix}voted_hashes"),
         }
+    }
+
+    fn outcome(&self, request_id: &str) -> String {
+        format!("{}outcome:{request_id}", self.prefix)
     }
 
     fn duplicate_count(&self, hash: &VoterHash) -> String {
@@ -217,6 +305,7 @@ impl RedisRegistry {
             connection,
             keys: Keys::new(prefix),
             check_and_mark: Script::new(CHECK_AND_MARK_LUA),
+            decide: Script::new(DECIDE_LUA),
         }
     }
 
@@ -233,6 +322,30 @@ impl RedisRegistry {
             added += counts.iter().sum::<u64>();
         }
         Ok(added)
+    }
+
+    /// Every vote's script call in one pipelined round trip; each call is
+    /// atomic on its own, which is all a vote needs.
+    async fn decide_pipelined(
+        &self,
+        votes: &[(String, VoterHash)],
+    ) -> Result<Vec<MarkOutcome>, RegistryError> {
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.decide).ignore();
+        for (request_id, hash) in votes {
+            pipe.invoke_script(
+                self.decide
+                    .key(&self.keys.valid)
+                    .key(&self.keys.voted)
+                    .key(self.keys.duplicate_count(hash))
+                    .key(self.keys.outcome(request_id))
+                    .arg(hash)
+                    .arg(OUTCOME_TTL_SECS),
+            );
+        }
+        let mut connection = self.connection.clone();
+        let replies: Vec<i64> = pipe.query_async(&mut connection).await?;
+        replies.into_iter().map(outcome_from_reply).collect()
     }
 
     async fn delete_duplicate_counters(&self) -> Result<(), RegistryError> {
@@ -286,6 +399,50 @@ impl VoterRegistry for RedisRegistry {
         Box::pin(async move {
             self.add_in_batches(&self.keys.voted, &hashes).await?;
             Ok(())
+        })
+    }
+
+    fn decide(
+        &self,
+        votes: Vec<(String, VoterHash)>,
+    ) -> BoxFuture<'_, Result<Vec<MarkOutcome>, RegistryError>> {
+        Box::pin(async move {
+            if votes.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.decide_pipelined(&votes).await
+        })
+    }
+
+    fn outcome(&self, request_id: String) -> BoxFuture<'_, Result<Option<MarkOutcome>, RegistryError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let reply: Option<i64> = redis::cmd("GET")
+                .arg(self.keys.outcome(&request_id))
+                .query_async(&mut connection)
+                .await?;
+            reply.map(outcome_from_reply).transpose()
+        })
+    }
+
+    fn outcomes(
+        &self,
+        request_ids: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<Option<MarkOutcome>>, RegistryError>> {
+        Box::pin(async move {
+            if request_ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keys: Vec<String> = request_ids.iter().map(|id| self.keys.outcome(id)).collect();
+            let mut connection = self.connection.clone();
+            let replies: Vec<Option<i64>> = redis::cmd("MGET")
+                .arg(keys)
+                .query_async(&mut connection)
+                .await?;
+            replies
+                .into_iter()
+                .map(|reply| reply.map(outcome_from_reply).transpose())
+                .collect()
         })
     }
 
@@ -344,7 +501,7 @@ impl ToRedisArgs for VoterHash {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -362,8 +519,40 @@ mod tests {
         range.map(hash).collect()
     }
 
+    /// How every adapter must decide requests, on an empty registry.
+    pub(crate) async fn check_decide_contract(registry: &dyn VoterRegistry) {
+        registry.load(hashes(0..2)).await.unwrap();
+        let request = |n: u32| format!("vote-{n}");
+        let votes = vec![
+            (request(1), hash(0)),
+            (request(2), hash(0)),
+            (request(3), hash(9)),
+            (request(4), hash(0)),
+        ];
+        let expected = vec![
+            MarkOutcome::Accepted,
+            MarkOutcome::Duplicate { attempts: 1 },
+            MarkOutcome::NotEligible,
+            MarkOutcome::Duplicate { attempts: 2 },
+        ];
+        assert_eq!(registry.decide(votes.clone()).await.unwrap(), expected);
+        assert_eq!(registry.decide(votes).await.unwrap(), expected, "a replay changes nothing");
+        assert_eq!(registry.decide(vec![]).await.unwrap(), vec![]);
+        assert_eq!(
+            registry.outcome(request(2)).await.unwrap(),
+            Some(MarkOutcome::Duplicate { attempts: 1 })
+        );
+        assert_eq!(registry.outcome(request(5)).await.unwrap(), None);
+        assert_eq!(
+            registry.outcomes(vec![request(3), request(5)]).await.unwrap(),
+            vec![Some(MarkOutcome::NotEligible), None]
+        );
+        let next = registry.decide(vec![(request(5), hash(0))]).await.unwrap();
+        assert_eq!(next, vec![MarkOutcome::Duplicate { attempts: 3 }]);
+    }
+
     /// The behaviour every adapter must have, on an empty registry.
-    async fn check_contract(registry: &dyn VoterRegistry) {
+    pub(crate) async fn check_contract(registry: &dyn VoterRegistry) {
         assert_eq!(registry.load(vec![]).await.unwrap(), 0);
         assert_eq!(registry.load(hashes(0..3)).await.unwrap(), 3);
         assert_eq!(registry.load(hashes(2..5)).await.unwrap(), 2);
@@ -407,7 +596,7 @@ mod tests {
 
     /// Every task presents the same eligible hash at once, each through its own
     /// registry handle (`handles` share one underlying store).
-    async fn check_race_accepts_once(handles: Vec<Arc<dyn VoterRegistry>>) {
+    pub(crate) async fn check_race_accepts_once(handles: Vec<Arc<dyn VoterRegistry>>) {
         let target = hash(7);
         handles[0].load(vec![target]).await.unwrap();
         let barrier = Arc::new(Barrier::new(handles.len()));
@@ -445,6 +634,11 @@ mod tests {
     #[tokio::test]
     async fn memory_registry_honours_the_contract() {
         check_contract(&MemoryRegistry::new()).await;
+    }
+
+    #[tokio::test]
+    async fn memory_registry_decides_requests_once() {
+        check_decide_contract(&MemoryRegistry::new()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -551,6 +745,14 @@ mod tests {
     async fn redis_registry_honours_the_contract() {
         with_redis_prefix(|prefix| async move {
             check_contract(&connect_redis(&prefix).await).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn redis_registry_decides_requests_once() {
+        with_redis_prefix(|prefix| async move {
+            check_decide_contract(&connect_redis(&prefix).await).await;
         })
         .await;
     }

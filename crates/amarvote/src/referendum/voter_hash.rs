@@ -64,8 +64,17 @@ impl InputError {
 #[error("expected 64 hexadecimal characters")]
 pub struct HexError;
 
+/// A secret file that could not be read, created or parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    #[error("election secret file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("election secret file: {0}")]
+    Hex(#[from] HexError),
+}
+
 /// A referendum answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Choice {
     Oui,
@@ -116,6 +125,30 @@ impl ElectionSecret {
         let mut secret = ElectionSecret([0; 32]);
         decode_hex_into(hex, &mut secret.0)?;
         Ok(secret)
+    }
+
+    /// Reads a secret file: 64 hex characters, surrounding whitespace ignored.
+    pub fn read_file(path: &std::path::Path) -> Result<Self, SecretFileError> {
+        let text = Zeroizing::new(std::fs::read_to_string(path)?);
+        Ok(Self::from_hex(text.trim())?)
+    }
+
+    /// Reads the secret file at `path`, first creating it (mode 0600) with a
+    /// fresh secret if it does not exist.
+    pub fn load_or_create(path: &std::path::Path) -> Result<Self, SecretFileError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if !path.exists() {
+            let secret = Self::generate().map_err(|err| std::io::Error::other(err.to_string()))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            file.write_all(secret.to_hex().as_bytes())?;
+            file.sync_all()?;
+        }
+        Self::read_file(path)
     }
 
     /// Lowercase hex, in a buffer that is wiped when dropped.

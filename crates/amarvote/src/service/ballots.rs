@@ -231,7 +231,7 @@ async fn pending_ballot(
 }
 
 /// Links the ballot into the code chain and stores it as cast or spoiled, in one transaction.
-async fn record(
+pub(crate) async fn record(
     app: &App,
     row: BallotRow,
     ballot: CiphertextBallot,

@@ -1,0 +1,1 @@
+//! `amarvote referendum …`: the referendum pipeline's commands.

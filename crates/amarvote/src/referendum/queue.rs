@@ -1,0 +1,106 @@
+//! The vote-queue port: durable, at-least-once, batched streams between the
+//! pipeline's stages.
+//!
+//! The referendum moves small messages at thousands per second, so every
+//! operation works on batches: a publish is one confirmed round trip for many
+//! votes, a consume hands back up to `max_batch` deliveries, and settling
+//! (ack, requeue, dead letter) takes a whole slice. A delivery stays owned by
+//! its consumer until settled; one that is never settled (its consumer died)
+//! comes back, so every stage must be idempotent.
+//!
+//! The two adapters are [`super::queue_sqlite::SqliteVoteQueue`] (the embedded,
+//! single-process mode) and [`super::queue_amqp::AmqpVoteQueue`] (RabbitMQ).
+//! A [`Receipt`] is an enum over both rather than a boxed trait object so that
+//! the embedded adapter can settle a batch in one SQL statement.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// The pipeline's streams, in the order a vote flows through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// Accepted submissions, waiting for the eligibility check.
+    Validation,
+    /// Accepted votes, waiting to be counted.
+    Aggregation,
+    /// Duplicate and ineligible attempts, for fraud review.
+    Review,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 3] = [Stream::Validation, Stream::Aggregation, Stream::Review];
+
+    /// The broker queue name; its dead letters go to `<name>.dead`.
+    pub fn queue_name(self) -> &'static str {
+        match self {
+            Stream::Validation => "votes.validation",
+            Stream::Aggregation => "votes.aggregation",
+            Stream::Review => "votes.review",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VoteQueueError {
+    #[error("vote queue broker: {0}")]
+    Broker(String),
+    #[error("vote queue store: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("the broker refused {0} of the published messages")]
+    Refused(usize),
+}
+
+/// How the adapter that produced a delivery finds it again to settle it.
+pub enum Receipt {
+    /// A row of the embedded queue table.
+    Row(i64),
+    /// A RabbitMQ delivery on the channel that received it.
+    Amqp(lapin::Acker),
+}
+
+/// One message handed to a consumer.
+pub struct VoteDelivery {
+    pub body: Vec<u8>,
+    /// True when the message was delivered before and not settled.
+    pub redelivered: bool,
+    pub receipt: Receipt,
+}
+
+#[async_trait]
+pub trait VoteQueue: Send + Sync + 'static {
+    /// Publishes every body durably: when this returns `Ok`, all of them are
+    /// stored (on disk, or confirmed by the broker).
+    async fn publish(&self, stream: Stream, bodies: &[Vec<u8>]) -> Result<(), VoteQueueError>;
+
+    /// Returns up to `max_batch` messages as soon as any are ready, or none
+    /// after `max_wait`. Each stays invisible to other consumers until it is
+    /// settled, or is redelivered if its consumer goes away. Stages build
+    /// larger batches by calling again.
+    async fn consume(
+        &self,
+        stream: Stream,
+        max_batch: usize,
+        max_wait: Duration,
+    ) -> Result<Vec<VoteDelivery>, VoteQueueError>;
+
+    /// Removes the messages for good.
+    async fn ack(&self, stream: Stream, receipts: Vec<Receipt>) -> Result<(), VoteQueueError>;
+
+    /// Makes the messages available again, to be redelivered.
+    async fn requeue(&self, stream: Stream, receipts: Vec<Receipt>) -> Result<(), VoteQueueError>;
+
+    /// Moves unreadable messages aside, out of the stream, for an operator.
+    async fn dead_letter(
+        &self,
+        stream: Stream,
+        receipts: Vec<Receipt>,
+        reason: &str,
+    ) -> Result<(), VoteQueueError>;
+
+    /// Messages waiting in the stream (not counting ones being processed).
+    async fn depth(&self, stream: Stream) -> Result<u64, VoteQueueError>;
+
+    /// Messages set aside as dead letters.
+    async fn dead_letters(&self, stream: Stream) -> Result<u64, VoteQueueError>;
+}
