@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use amarvote::commands;
@@ -57,14 +56,7 @@ fn demo(args: &commands::demo::DemoArgs) -> anyhow::Result<()> {
     let Some(server) = &args.server else {
         return commands::demo::run(args);
     };
-    let admin = match &args.admin_token {
-        Some(token) => token.clone(),
-        None => std::fs::read_to_string("amarvote-data/admin.token")
-            .context("pass --admin-token (or AMARVOTE_ADMIN_TOKEN); amarvote-data/admin.token was not found")?
-            .trim()
-            .to_string(),
-    };
-    runtime()?.block_on(commands::demo_server::run(args, server, &admin))
+    runtime()?.block_on(commands::demo_server::run(args, server, args.admin_token.as_deref()))
 }
 
 fn main() -> ExitCode {

@@ -33,7 +33,7 @@ async fn whole_election_on_the_embedded_default() {
     demo_server::run(
         &demo_args(20, Some(record.path().to_path_buf())),
         &server.url,
-        &server.admin,
+        Some(&server.admin),
     )
     .await
     .unwrap();
@@ -59,7 +59,7 @@ async fn whole_election_on_postgres_and_rabbitmq() {
     demo_server::run(
         &demo_args(20, Some(record.path().to_path_buf())),
         &server.url,
-        &server.admin,
+        Some(&server.admin),
     )
     .await
     .unwrap();

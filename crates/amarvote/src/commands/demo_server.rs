@@ -172,10 +172,22 @@ fn phase(name: &str, started: Instant) {
     println!("  {name:<44} {:>8.2} s", started.elapsed().as_secs_f64());
 }
 
-pub async fn run(args: &DemoArgs, server: &str, admin: &str) -> Result<()> {
+/// The administrator token: given, or the one `amarvote serve` keeps in its default data directory.
+fn admin_token(given: Option<&str>) -> Result<String> {
+    match given {
+        Some(token) => Ok(token.to_string()),
+        None => Ok(std::fs::read_to_string("amarvote-data/admin.token")
+            .context("pass --admin-token (or AMARVOTE_ADMIN_TOKEN); amarvote-data/admin.token was not found")?
+            .trim()
+            .to_string()),
+    }
+}
+
+pub async fn run(args: &DemoArgs, server: &str, admin: Option<&str>) -> Result<()> {
     let shape = args.shape()?;
     let client = Client::new(server);
     wait_until_up(&client).await?;
+    let admin = &admin_token(admin)?;
     let total = Instant::now();
     println!(
         "Election over HTTP at {server}: {} guardians, quorum {}, {} missing; {} voters",
