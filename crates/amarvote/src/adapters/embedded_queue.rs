@@ -49,6 +49,9 @@ impl EmbeddedQueue {
             .connect_with(options)
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        // One process owns the embedded queue: whatever it had claimed before a restart
+        // died with it, so it is delivered again at once rather than after the timeout.
+        sqlx::query("UPDATE queue_messages SET visible_at = 0 WHERE dead = 0").execute(&pool).await?;
         let wakeups = QueueName::ALL
             .into_iter()
             .map(|q| (q, Notify::new()))

@@ -44,12 +44,14 @@ pub fn settings() -> Settings {
 }
 
 async fn start(app: Arc<App>, dir: Option<tempfile::TempDir>, vhost: Option<String>) -> TestServer {
+    start_with(app, dir, vhost, true).await
+}
+
+async fn start_with(app: Arc<App>, dir: Option<tempfile::TempDir>, vhost: Option<String>, workers: bool) -> TestServer {
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(amarvote::workers::run(
-        app.clone(),
-        QueueName::ALL.to_vec(),
-        rx.clone(),
-    ));
+    if workers {
+        tokio::spawn(amarvote::workers::run(app.clone(), QueueName::ALL.to_vec(), rx.clone()));
+    }
     tokio::spawn(amarvote::workers::reconciler::run(
         app.clone(),
         Duration::from_millis(500),
@@ -126,6 +128,36 @@ pub fn rabbitmq_vhost() -> (String, String) {
     run(&["add_vhost", &vhost]);
     run(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
     (format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"), vhost)
+}
+
+/// The API on PostgreSQL + RabbitMQ in this process, and the environment for
+/// `amarvote worker` processes the test starts and kills.
+pub async fn postgres_rabbitmq_external_workers() -> (TestServer, Vec<(String, String)>) {
+    let database = postgres_url().await;
+    let (amqp, vhost) = rabbitmq_vhost();
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&database).await.unwrap());
+    let queue: Arc<dyn WorkQueue> = Arc::new(RabbitQueue::connect(&amqp).await.unwrap());
+    let key = format!("{}{}", amarvote::service::new_credential(), amarvote::service::new_credential());
+    let admin = amarvote::service::new_credential();
+    let app = Arc::new(App::new(store, queue, ServerKey::from_hex(&key).unwrap(), admin.clone(), settings()));
+    let env = vec![
+        ("DATABASE_URL".to_string(), database),
+        ("AMQP_URL".to_string(), amqp),
+        ("AMARVOTE_SERVER_KEY".to_string(), key),
+        ("AMARVOTE_ADMIN_TOKEN".to_string(), admin),
+    ];
+    (start_with(app, None, Some(vhost), false).await, env)
+}
+
+/// Starts `amarvote worker` (the binary under test) with the given environment.
+pub fn spawn_worker(env: &[(String, String)]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_amarvote"))
+        .args(["worker", "--listen", "127.0.0.1:0", "--chunk-size", "8"])
+        .envs(env.iter().cloned())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the amarvote binary starts")
 }
 
 /// The scaled-out adapters: PostgreSQL and RabbitMQ, in this process.

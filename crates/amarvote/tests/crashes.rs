@@ -1,0 +1,115 @@
+//! Crashes and redelivery on PostgreSQL + RabbitMQ: worker processes killed with SIGKILL
+//! in the middle of jobs, again and again, and a RabbitMQ restart mid-job; every job
+//! still completes and the published counts are exact.
+
+mod common;
+
+use std::time::Duration;
+
+use amarvote::commands::demo_server::{run_job, Client};
+use serde_json::json;
+
+/// The two tests must not overlap: one restarts the broker the other depends on.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A job that hangs fails the test instead of hanging CI.
+async fn job(client: &Client, admin: &str, id: &str, kind: &str) {
+    tokio::time::timeout(Duration::from_secs(180), run_job(client, admin, id, kind))
+        .await
+        .unwrap_or_else(|_| panic!("the {kind} job did not finish in 3 minutes"))
+        .unwrap();
+}
+
+const CHOICES: [&str; 3] = ["contest-1-selection-1", "contest-1-selection-2", "contest-1-selection-3"];
+
+async fn election_with_ballots(client: &Client, admin: &str, voters: usize) -> (String, serde_json::Value) {
+    let contests = json!([{ "title": "C", "candidates": ["a", "b", "c"] }]);
+    let created = client.post("/api/elections", Some(admin), &json!({ "title": "crash", "contests": contests, "guardians": 3, "quorum": 2 })).await.unwrap();
+    let id = created["election_id"].as_str().unwrap().to_string();
+    let issued = client.post(&format!("/api/elections/{id}/voters"), Some(admin), &json!({ "count": voters })).await.unwrap();
+    for (i, voter) in issued["credentials"].as_array().unwrap().iter().enumerate() {
+        let voter = voter.as_str().unwrap();
+        let pending = client.post(&format!("/api/elections/{id}/ballots/encrypt"), Some(voter), &json!({ "choices": { "contest-1": [CHOICES[i % 3]] } })).await.unwrap();
+        let path = format!("/api/elections/{id}/ballots/{}/", pending["ballot_id"].as_str().unwrap());
+        let action = if i % 10 == 9 { "challenge" } else { "cast" };
+        client.post(&format!("{path}{action}"), Some(voter), &json!({})).await.unwrap();
+    }
+    client.post(&format!("/api/elections/{id}/close"), Some(admin), &json!({})).await.unwrap();
+    for g in created["guardians"].as_array().unwrap().iter().take(2) {
+        let path = format!("/api/elections/{id}/guardians/{}/decryption-consent", g["guardian_id"].as_str().unwrap());
+        client.post(&path, g["token"].as_str(), &json!({ "passphrase": g["passphrase"] })).await.unwrap();
+    }
+    (id, created)
+}
+
+fn expected(voters: usize) -> Vec<u64> {
+    let mut counts = vec![0; 3];
+    (0..voters).filter(|i| i % 10 != 9).for_each(|i| counts[i % 3] += 1);
+    counts
+}
+
+async fn votes(client: &Client, id: &str) -> Vec<u64> {
+    let results = client.get(&format!("/api/elections/{id}/results")).await.unwrap();
+    results["contests"][0]["selections"].as_array().unwrap().iter().map(|s| s["votes"].as_u64().unwrap()).collect()
+}
+
+/// Kills the worker with SIGKILL every `period`, `times` times, starting a new one each time.
+async fn keep_killing(env: Vec<(String, String)>, times: usize, period: Duration) -> std::process::Child {
+    let mut worker = common::spawn_worker(&env);
+    for _ in 0..times {
+        tokio::time::sleep(period).await;
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+        worker = common::spawn_worker(&env);
+    }
+    worker
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_complete_exactly_while_workers_are_killed() {
+    let _serial = SERIAL.lock().await;
+    let (server, env) = common::postgres_rabbitmq_external_workers().await;
+    let client = Client::new(&server.url);
+    let voters = 60;
+    let (id, _) = election_with_ballots(&client, &server.admin, voters).await;
+    let killer = tokio::spawn(keep_killing(env, 6, Duration::from_millis(700)));
+    job(&client, &server.admin, &id, "tally").await;
+    job(&client, &server.admin, &id, "decrypt").await;
+    let mut worker = killer.await.unwrap();
+    job(&client, &server.admin, &id, "combine").await;
+    worker.kill().unwrap();
+    let _ = worker.wait();
+    assert_eq!(votes(&client, &id).await, expected(voters));
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_complete_exactly_across_a_rabbitmq_restart() {
+    let _serial = SERIAL.lock().await;
+    let (server, env) = common::postgres_rabbitmq_external_workers().await;
+    let client = Client::new(&server.url);
+    let voters = 40;
+    let (id, _) = election_with_ballots(&client, &server.admin, voters).await;
+    let mut worker = common::spawn_worker(&env);
+    let restart = tokio::spawn(async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::task::spawn_blocking(|| {
+            rabbitmqctl(&["stop_app"]);
+            std::thread::sleep(Duration::from_secs(2));
+            rabbitmqctl(&["start_app"]);
+        })
+        .await
+        .unwrap();
+    });
+    job(&client, &server.admin, &id, "tally").await;
+    restart.await.unwrap();
+    job(&client, &server.admin, &id, "decrypt").await;
+    job(&client, &server.admin, &id, "combine").await;
+    worker.kill().unwrap();
+    let _ = worker.wait();
+    assert_eq!(votes(&client, &id).await, expected(voters));
+}
