@@ -211,6 +211,10 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
             .unwrap(),
         1
     );
+    demo_server::run_job(&client, &server.admin, &id, "verify").await.unwrap();
+    let report = client.get(&format!("/api/elections/{id}/verification")).await.unwrap();
+    assert_eq!(report["checked"], 20);
+    assert_eq!(report["failures"], json!([]));
 }
 
 async fn wait_done(client: &Client, job: &str) {

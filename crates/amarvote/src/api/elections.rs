@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
             post(consent),
         )
         .route("/api/elections/{id}/results", get(results))
+        .route("/api/elections/{id}/verification", get(verification))
 }
 
 async fn create(
@@ -153,4 +154,23 @@ async fn results(State(app): State<AppState>, Path(id): Path<String>) -> ApiResu
         .map(|c| json!({ "contest_id": c.object_id, "selections": c.selections.values().map(|s| json!({ "selection_id": s.object_id, "votes": s.tally })).collect::<Vec<_>>() }))
         .collect();
     Ok(Json(json!({ "election_id": id, "contests": contests })))
+}
+
+/// The summary of the latest verification job: ballots checked and every failure.
+async fn verification(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    app.election(&id).await?;
+    let bytes = app
+        .store
+        .artifact(&id, crate::workers::VERIFICATION)
+        .await?
+        .ok_or_else(|| ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: "no verification job has finished for this election".into(),
+        })?;
+    Ok(Json(serde_json::from_slice(&bytes).map_err(|e| {
+        crate::service::ServiceError::Internal(e.into())
+    })?))
 }

@@ -6,6 +6,7 @@ mod ballots;
 mod elections;
 mod jobs;
 mod openapi;
+pub mod rate_limit;
 mod record;
 
 use std::sync::Arc;
@@ -189,7 +190,12 @@ pub fn router(app: AppState) -> Router {
     operations_routes()
         .route("/api/openapi.json", get(openapi::document))
         .merge(elections::routes())
-        .merge(ballots::routes())
+        .merge(
+            ballots::routes().route_layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                rate_limit::limit_ballots,
+            )),
+        )
         .merge(jobs::routes())
         .merge(record::routes())
         .fallback(|| async {

@@ -68,6 +68,8 @@ pub struct Settings {
     pub chunk_size: u64,
     /// Spoiled ballots per decryption chunk: each costs a share and a proof per selection.
     pub spoiled_chunk_size: u64,
+    /// Requests per second one client address may make to the ballot endpoints.
+    pub ballot_rate_limit: u32,
 }
 
 impl Default for Settings {
@@ -75,6 +77,7 @@ impl Default for Settings {
         Settings {
             chunk_size: 1000,
             spoiled_chunk_size: 50,
+            ballot_rate_limit: 200,
         }
     }
 }
@@ -87,6 +90,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub admin_token: String,
     pub settings: Settings,
+    pub rate_limiter: crate::api::rate_limit::RateLimiter,
     crypto: Mutex<HashMap<String, Arc<ElectionCrypto>>>,
 }
 
@@ -105,6 +109,7 @@ impl App {
             metrics: Arc::new(Metrics::new()),
             admin_token,
             settings,
+            rate_limiter: Default::default(),
             crypto: Mutex::new(HashMap::new()),
         }
     }

@@ -40,6 +40,7 @@ pub fn settings() -> Settings {
     Settings {
         chunk_size: 8,
         spoiled_chunk_size: 3,
+        ..Settings::default()
     }
 }
 
@@ -47,10 +48,19 @@ async fn start(app: Arc<App>, dir: Option<tempfile::TempDir>, vhost: Option<Stri
     start_with(app, dir, vhost, true).await
 }
 
-async fn start_with(app: Arc<App>, dir: Option<tempfile::TempDir>, vhost: Option<String>, workers: bool) -> TestServer {
+async fn start_with(
+    app: Arc<App>,
+    dir: Option<tempfile::TempDir>,
+    vhost: Option<String>,
+    workers: bool,
+) -> TestServer {
     let (tx, rx) = watch::channel(false);
     if workers {
-        tokio::spawn(amarvote::workers::run(app.clone(), QueueName::ALL.to_vec(), rx.clone()));
+        tokio::spawn(amarvote::workers::run(
+            app.clone(),
+            QueueName::ALL.to_vec(),
+            rx.clone(),
+        ));
     }
     tokio::spawn(amarvote::workers::reconciler::run(
         app.clone(),
@@ -137,9 +147,19 @@ pub async fn postgres_rabbitmq_external_workers() -> (TestServer, Vec<(String, S
     let (amqp, vhost) = rabbitmq_vhost();
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&database).await.unwrap());
     let queue: Arc<dyn WorkQueue> = Arc::new(RabbitQueue::connect(&amqp).await.unwrap());
-    let key = format!("{}{}", amarvote::service::new_credential(), amarvote::service::new_credential());
+    let key = format!(
+        "{}{}",
+        amarvote::service::new_credential(),
+        amarvote::service::new_credential()
+    );
     let admin = amarvote::service::new_credential();
-    let app = Arc::new(App::new(store, queue, ServerKey::from_hex(&key).unwrap(), admin.clone(), settings()));
+    let app = Arc::new(App::new(
+        store,
+        queue,
+        ServerKey::from_hex(&key).unwrap(),
+        admin.clone(),
+        settings(),
+    ));
     let env = vec![
         ("DATABASE_URL".to_string(), database),
         ("AMQP_URL".to_string(), amqp),
