@@ -56,7 +56,11 @@ fn demo(args: &commands::demo::DemoArgs) -> anyhow::Result<()> {
     let Some(server) = &args.server else {
         return commands::demo::run(args);
     };
-    runtime()?.block_on(commands::demo_server::run(args, server, args.admin_token.as_deref()))
+    runtime()?.block_on(commands::demo_server::run(
+        args,
+        server,
+        args.admin_token.as_deref(),
+    ))
 }
 
 fn main() -> ExitCode {

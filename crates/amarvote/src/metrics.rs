@@ -193,7 +193,8 @@ pub fn peak_memory_bytes() -> u64 {
 
 /// VmHWM of another process (a worker the benchmark started), in bytes.
 pub fn peak_memory_of(pid: Option<u32>) -> u64 {
-    pid.map(|p| proc_status_kib_of(&format!("/proc/{p}/status"), "VmHWM:") * 1024).unwrap_or(0)
+    pid.map(|p| proc_status_kib_of(&format!("/proc/{p}/status"), "VmHWM:") * 1024)
+        .unwrap_or(0)
 }
 
 fn proc_status_kib(field: &str) -> u64 {

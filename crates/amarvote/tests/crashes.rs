@@ -20,41 +20,107 @@ async fn job(client: &Client, admin: &str, id: &str, kind: &str) {
         .unwrap();
 }
 
-const CHOICES: [&str; 3] = ["contest-1-selection-1", "contest-1-selection-2", "contest-1-selection-3"];
+const CHOICES: [&str; 3] = [
+    "contest-1-selection-1",
+    "contest-1-selection-2",
+    "contest-1-selection-3",
+];
 
-async fn election_with_ballots(client: &Client, admin: &str, voters: usize) -> (String, serde_json::Value) {
+async fn election_with_ballots(
+    client: &Client,
+    admin: &str,
+    voters: usize,
+) -> (String, serde_json::Value) {
     let contests = json!([{ "title": "C", "candidates": ["a", "b", "c"] }]);
-    let created = client.post("/api/elections", Some(admin), &json!({ "title": "crash", "contests": contests, "guardians": 3, "quorum": 2 })).await.unwrap();
+    let created = client
+        .post(
+            "/api/elections",
+            Some(admin),
+            &json!({ "title": "crash", "contests": contests, "guardians": 3, "quorum": 2 }),
+        )
+        .await
+        .unwrap();
     let id = created["election_id"].as_str().unwrap().to_string();
-    let issued = client.post(&format!("/api/elections/{id}/voters"), Some(admin), &json!({ "count": voters })).await.unwrap();
+    let issued = client
+        .post(
+            &format!("/api/elections/{id}/voters"),
+            Some(admin),
+            &json!({ "count": voters }),
+        )
+        .await
+        .unwrap();
     for (i, voter) in issued["credentials"].as_array().unwrap().iter().enumerate() {
         let voter = voter.as_str().unwrap();
-        let pending = client.post(&format!("/api/elections/{id}/ballots/encrypt"), Some(voter), &json!({ "choices": { "contest-1": [CHOICES[i % 3]] } })).await.unwrap();
-        let path = format!("/api/elections/{id}/ballots/{}/", pending["ballot_id"].as_str().unwrap());
+        let pending = client
+            .post(
+                &format!("/api/elections/{id}/ballots/encrypt"),
+                Some(voter),
+                &json!({ "choices": { "contest-1": [CHOICES[i % 3]] } }),
+            )
+            .await
+            .unwrap();
+        let path = format!(
+            "/api/elections/{id}/ballots/{}/",
+            pending["ballot_id"].as_str().unwrap()
+        );
         let action = if i % 10 == 9 { "challenge" } else { "cast" };
-        client.post(&format!("{path}{action}"), Some(voter), &json!({})).await.unwrap();
+        client
+            .post(&format!("{path}{action}"), Some(voter), &json!({}))
+            .await
+            .unwrap();
     }
-    client.post(&format!("/api/elections/{id}/close"), Some(admin), &json!({})).await.unwrap();
+    client
+        .post(
+            &format!("/api/elections/{id}/close"),
+            Some(admin),
+            &json!({}),
+        )
+        .await
+        .unwrap();
     for g in created["guardians"].as_array().unwrap().iter().take(2) {
-        let path = format!("/api/elections/{id}/guardians/{}/decryption-consent", g["guardian_id"].as_str().unwrap());
-        client.post(&path, g["token"].as_str(), &json!({ "passphrase": g["passphrase"] })).await.unwrap();
+        let path = format!(
+            "/api/elections/{id}/guardians/{}/decryption-consent",
+            g["guardian_id"].as_str().unwrap()
+        );
+        client
+            .post(
+                &path,
+                g["token"].as_str(),
+                &json!({ "passphrase": g["passphrase"] }),
+            )
+            .await
+            .unwrap();
     }
     (id, created)
 }
 
 fn expected(voters: usize) -> Vec<u64> {
     let mut counts = vec![0; 3];
-    (0..voters).filter(|i| i % 10 != 9).for_each(|i| counts[i % 3] += 1);
+    (0..voters)
+        .filter(|i| i % 10 != 9)
+        .for_each(|i| counts[i % 3] += 1);
     counts
 }
 
 async fn votes(client: &Client, id: &str) -> Vec<u64> {
-    let results = client.get(&format!("/api/elections/{id}/results")).await.unwrap();
-    results["contests"][0]["selections"].as_array().unwrap().iter().map(|s| s["votes"].as_u64().unwrap()).collect()
+    let results = client
+        .get(&format!("/api/elections/{id}/results"))
+        .await
+        .unwrap();
+    results["contests"][0]["selections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["votes"].as_u64().unwrap())
+        .collect()
 }
 
 /// Kills the worker with SIGKILL every `period`, `times` times, starting a new one each time.
-async fn keep_killing(env: Vec<(String, String)>, times: usize, period: Duration) -> std::process::Child {
+async fn keep_killing(
+    env: Vec<(String, String)>,
+    times: usize,
+    period: Duration,
+) -> std::process::Child {
     let mut worker = common::spawn_worker(&env);
     for _ in 0..times {
         tokio::time::sleep(period).await;
@@ -83,8 +149,15 @@ async fn jobs_complete_exactly_while_workers_are_killed() {
 }
 
 fn rabbitmqctl(args: &[&str]) {
-    let out = std::process::Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs");
-    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -51,7 +51,9 @@ impl EmbeddedQueue {
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         // One process owns the embedded queue: whatever it had claimed before a restart
         // died with it, so it is delivered again at once rather than after the timeout.
-        sqlx::query("UPDATE queue_messages SET visible_at = 0 WHERE dead = 0").execute(&pool).await?;
+        sqlx::query("UPDATE queue_messages SET visible_at = 0 WHERE dead = 0")
+            .execute(&pool)
+            .await?;
         let wakeups = QueueName::ALL
             .into_iter()
             .map(|q| (q, Notify::new()))

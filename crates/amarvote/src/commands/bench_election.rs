@@ -49,38 +49,78 @@ pub struct BenchElectionArgs {
 }
 
 pub async fn run(args: &BenchElectionArgs) -> Result<()> {
-    ensure!(args.cast <= args.ballots && args.ballots > 0, "--cast must not exceed --ballots");
-    let settings = Settings { chunk_size: args.chunk_size, ..Settings::default() };
+    ensure!(
+        args.cast <= args.ballots && args.ballots > 0,
+        "--cast must not exceed --ballots"
+    );
+    let settings = Settings {
+        chunk_size: args.chunk_size,
+        ..Settings::default()
+    };
     let dir = tempfile::tempdir()?;
     let (app, worker) = match (&args.database_url, &args.amqp_url) {
         (Some(db), Some(amqp)) => scaled(db, amqp, settings).await?,
-        (None, None) => (super::serve::embedded_app(dir.path(), settings).await?, None),
+        (None, None) => (
+            super::serve::embedded_app(dir.path(), settings).await?,
+            None,
+        ),
         _ => anyhow::bail!("give both --database-url and --amqp-url, or neither"),
     };
-    let mode = if worker.is_some() { "PostgreSQL + RabbitMQ, worker in its own process" } else { "embedded (SQLite + embedded queue), one process" };
+    let mode = if worker.is_some() {
+        "PostgreSQL + RabbitMQ, worker in its own process"
+    } else {
+        "embedded (SQLite + embedded queue), one process"
+    };
     println!("amarvote bench election: {} ballots (1 contest × 4), 5 guardians, quorum 3, 2 missing, chunks of {} — {mode}", args.ballots, args.chunk_size);
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     if worker.is_none() {
-        tokio::spawn(crate::workers::run(app.clone(), crate::domain::QueueName::ALL.to_vec(), shutdown.clone()));
+        tokio::spawn(crate::workers::run(
+            app.clone(),
+            crate::domain::QueueName::ALL.to_vec(),
+            shutdown.clone(),
+        ));
     }
     let url = serve(app.clone(), shutdown).await?;
     let client = Client::new(&url);
     let outcome = measure(args, &app, &client).await;
-    let worker_peak = worker.as_ref().map(|w| crate::metrics::peak_memory_of(w.id()));
+    let worker_peak = worker
+        .as_ref()
+        .map(|w| crate::metrics::peak_memory_of(w.id()));
     let _ = shutdown_tx.send(true);
     if let Some(mut w) = worker {
         let _ = w.kill().await;
     }
     let outcome = outcome?;
-    println!("  cast with proof verification     {:>10.1} ballots/s ({} clients)", outcome.cast_per_second, args.clients);
-    println!("  job creation latency p50 / p99   {:>7.1} / {:.1} ms", outcome.job_p50_ms, outcome.job_p99_ms);
-    println!("  tally job                        {:>10.2} s", outcome.tally_s);
-    println!("  decryption job (partial + comp.) {:>10.2} s", outcome.decrypt_s);
-    println!("  combine job                      {:>10.2} s", outcome.combine_s);
+    println!(
+        "  cast with proof verification     {:>10.1} ballots/s ({} clients)",
+        outcome.cast_per_second, args.clients
+    );
+    println!(
+        "  job creation latency p50 / p99   {:>7.1} / {:.1} ms",
+        outcome.job_p50_ms, outcome.job_p99_ms
+    );
+    println!(
+        "  tally job                        {:>10.2} s",
+        outcome.tally_s
+    );
+    println!(
+        "  decryption job (partial + comp.) {:>10.2} s",
+        outcome.decrypt_s
+    );
+    println!(
+        "  combine job                      {:>10.2} s",
+        outcome.combine_s
+    );
     println!("  start tally → published results  {:>10.2} s (guardians' consent before decryption not counted: {:.2} s)", outcome.tally_s + outcome.decrypt_s + outcome.combine_s, outcome.consent_s);
     match worker_peak {
-        Some(bytes) => println!("  worker peak RSS                  {:>10.1} MB", bytes as f64 / 1e6),
-        None => println!("  process peak RSS (API + workers + seeding) {:.1} MB", crate::metrics::peak_memory_bytes() as f64 / 1e6),
+        Some(bytes) => println!(
+            "  worker peak RSS                  {:>10.1} MB",
+            bytes as f64 / 1e6
+        ),
+        None => println!(
+            "  process peak RSS (API + workers + seeding) {:.1} MB",
+            crate::metrics::peak_memory_bytes() as f64 / 1e6
+        ),
     }
     println!("  results equal the ballots cast: yes");
     Ok(())
@@ -96,14 +136,30 @@ struct Outcome {
     consent_s: f64,
 }
 
-async fn scaled(db: &str, amqp: &str, settings: Settings) -> Result<(Arc<App>, Option<tokio::process::Child>)> {
-    let store: Arc<dyn crate::ports::Store> = Arc::new(crate::adapters::sql_store::SqlStore::connect(db).await?);
-    let queue: Arc<dyn crate::ports::WorkQueue> = Arc::new(crate::adapters::rabbitmq::RabbitQueue::connect(amqp).await?);
-    let key_hex = format!("{}{}", crate::service::new_credential(), crate::service::new_credential());
+async fn scaled(
+    db: &str,
+    amqp: &str,
+    settings: Settings,
+) -> Result<(Arc<App>, Option<tokio::process::Child>)> {
+    let store: Arc<dyn crate::ports::Store> =
+        Arc::new(crate::adapters::sql_store::SqlStore::connect(db).await?);
+    let queue: Arc<dyn crate::ports::WorkQueue> =
+        Arc::new(crate::adapters::rabbitmq::RabbitQueue::connect(amqp).await?);
+    let key_hex = format!(
+        "{}{}",
+        crate::service::new_credential(),
+        crate::service::new_credential()
+    );
     let admin = crate::service::new_credential();
     let key = crate::sealing::ServerKey::from_hex(&key_hex)?;
     let worker = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["worker", "--listen", "127.0.0.1:0", "--chunk-size", &settings.chunk_size.to_string()])
+        .args([
+            "worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--chunk-size",
+            &settings.chunk_size.to_string(),
+        ])
         .env("DATABASE_URL", db)
         .env("AMQP_URL", amqp)
         .env("AMARVOTE_SERVER_KEY", &key_hex)
@@ -111,13 +167,20 @@ async fn scaled(db: &str, amqp: &str, settings: Settings) -> Result<(Arc<App>, O
         .kill_on_drop(true)
         .spawn()
         .context("cannot start the worker process")?;
-    Ok((Arc::new(App::new(store, queue, key, admin, settings)), Some(worker)))
+    Ok((
+        Arc::new(App::new(store, queue, key, admin, settings)),
+        Some(worker),
+    ))
 }
 
 async fn serve(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(crate::workers::reconciler::run(app.clone(), Duration::from_secs(2), shutdown.clone()));
+    tokio::spawn(crate::workers::reconciler::run(
+        app.clone(),
+        Duration::from_secs(2),
+        shutdown.clone(),
+    ));
     let router = crate::api::router(app);
     tokio::spawn(async move {
         let _ = axum::serve(listener, router)
@@ -132,31 +195,82 @@ async fn serve(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) 
 async fn measure(args: &BenchElectionArgs, app: &Arc<App>, client: &Client) -> Result<Outcome> {
     let admin = app.admin_token.clone();
     let contests = json!([{ "title": "Contest 1", "candidates": ["A", "B", "C", "D"] }]);
-    let created = client.post("/api/elections", Some(&admin), &json!({ "title": "bench", "contests": contests, "guardians": 5, "quorum": 3 })).await?;
-    let election_id = created["election_id"].as_str().context("election id")?.to_string();
+    let created = client
+        .post(
+            "/api/elections",
+            Some(&admin),
+            &json!({ "title": "bench", "contests": contests, "guardians": 5, "quorum": 3 }),
+        )
+        .await?;
+    let election_id = created["election_id"]
+        .as_str()
+        .context("election id")?
+        .to_string();
     let election = app.election(&election_id).await?;
     let crypto = app.crypto(&election).await?;
-    let voters = client.post(&format!("/api/elections/{election_id}/voters"), Some(&admin), &json!({ "count": args.cast.max(1) })).await?;
+    let voters = client
+        .post(
+            &format!("/api/elections/{election_id}/voters"),
+            Some(&admin),
+            &json!({ "count": args.cast.max(1) }),
+        )
+        .await?;
     let credentials: Vec<String> = serde_json::from_value(voters["credentials"].clone())?;
 
     let pool = encrypt_pool(&crypto, args.cast.max(64) as usize);
     let mut expected = vec![0u64; crypto.manifest.contests[0].ballot_selections.len()];
     let cast = args.cast as usize;
     let started = Instant::now();
-    cast_over_http(client, &election_id, &credentials, &pool.ballots[..cast], args.clients).await?;
+    cast_over_http(
+        client,
+        &election_id,
+        &credentials,
+        &pool.ballots[..cast],
+        args.clients,
+    )
+    .await?;
     let cast_per_second = cast as f64 / started.elapsed().as_secs_f64();
-    pool.votes[..cast].iter().for_each(|v| add_votes(&mut expected, v));
-    seed(app, &election, &pool, args.ballots - args.cast, &mut expected).await?;
+    pool.votes[..cast]
+        .iter()
+        .for_each(|v| add_votes(&mut expected, v));
+    seed(
+        app,
+        &election,
+        &pool,
+        args.ballots - args.cast,
+        &mut expected,
+    )
+    .await?;
     let (job_p50_ms, job_p99_ms) = job_creation_latency(client, &admin, &election_id).await?;
 
-    client.post(&format!("/api/elections/{election_id}/close"), Some(&admin), &json!({})).await?;
+    client
+        .post(
+            &format!("/api/elections/{election_id}/close"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await?;
     let started = Instant::now();
     run_job(client, &admin, &election_id, "tally").await?;
     let tally_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    for g in created["guardians"].as_array().context("guardians")?.iter().take(3) {
-        let path = format!("/api/elections/{election_id}/guardians/{}/decryption-consent", g["guardian_id"].as_str().unwrap_or_default());
-        client.post(&path, g["token"].as_str(), &json!({ "passphrase": g["passphrase"] })).await?;
+    for g in created["guardians"]
+        .as_array()
+        .context("guardians")?
+        .iter()
+        .take(3)
+    {
+        let path = format!(
+            "/api/elections/{election_id}/guardians/{}/decryption-consent",
+            g["guardian_id"].as_str().unwrap_or_default()
+        );
+        client
+            .post(
+                &path,
+                g["token"].as_str(),
+                &json!({ "passphrase": g["passphrase"] }),
+            )
+            .await?;
     }
     let consent_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
@@ -165,10 +279,28 @@ async fn measure(args: &BenchElectionArgs, app: &Arc<App>, client: &Client) -> R
     let started = Instant::now();
     run_job(client, &admin, &election_id, "combine").await?;
     let combine_s = started.elapsed().as_secs_f64();
-    let results = client.get(&format!("/api/elections/{election_id}/results")).await?;
-    let published: Vec<u64> = results["contests"][0]["selections"].as_array().context("selections")?.iter().map(|s| s["votes"].as_u64().unwrap_or(u64::MAX)).collect();
-    ensure!(published == expected, "published {published:?}, cast {expected:?}");
-    Ok(Outcome { cast_per_second, job_p50_ms, job_p99_ms, tally_s, decrypt_s, combine_s, consent_s })
+    let results = client
+        .get(&format!("/api/elections/{election_id}/results"))
+        .await?;
+    let published: Vec<u64> = results["contests"][0]["selections"]
+        .as_array()
+        .context("selections")?
+        .iter()
+        .map(|s| s["votes"].as_u64().unwrap_or(u64::MAX))
+        .collect();
+    ensure!(
+        published == expected,
+        "published {published:?}, cast {expected:?}"
+    );
+    Ok(Outcome {
+        cast_per_second,
+        job_p50_ms,
+        job_p99_ms,
+        tally_s,
+        decrypt_s,
+        combine_s,
+        consent_s,
+    })
 }
 
 /// Encrypted ballots and, for each, its votes per selection (the ground truth).
@@ -180,14 +312,37 @@ struct Pool {
 /// Encrypts `n` random ballots on every core, as voters' devices would.
 fn encrypt_pool(crypto: &ElectionCrypto, n: usize) -> Pool {
     let mut rng = ChoiceRng::new(11);
-    let plaintexts: Vec<_> = (0..n).map(|i| random_ballot(&crypto.manifest, i as u32, &mut rng)).collect();
+    let plaintexts: Vec<_> = (0..n)
+        .map(|i| random_ballot(&crypto.manifest, i as u32, &mut rng))
+        .collect();
     let encryptor = Encryptor::with_key(&crypto.manifest, &crypto.context, crypto.key.clone());
     let ballots = plaintexts
         .par_iter()
-        .map(|p| encryptor.encrypt(p, &crypto.context.manifest_hash, &ElementModQ::random(), now_ms() / 1000).expect("valid ballot"))
-        .map(|b| CiphertextBallot { state: None, ..b.submit(BallotBoxState::Unknown) })
+        .map(|p| {
+            encryptor
+                .encrypt(
+                    p,
+                    &crypto.context.manifest_hash,
+                    &ElementModQ::random(),
+                    now_ms() / 1000,
+                )
+                .expect("valid ballot")
+        })
+        .map(|b| CiphertextBallot {
+            state: None,
+            ..b.submit(BallotBoxState::Unknown)
+        })
         .collect();
-    let votes = plaintexts.iter().map(|p| p.contests[0].ballot_selections.iter().map(|s| s.vote).collect()).collect();
+    let votes = plaintexts
+        .iter()
+        .map(|p| {
+            p.contests[0]
+                .ballot_selections
+                .iter()
+                .map(|s| s.vote)
+                .collect()
+        })
+        .collect();
     Pool { ballots, votes }
 }
 
@@ -195,7 +350,13 @@ fn add_votes(expected: &mut [u64], votes: &[u64]) {
     expected.iter_mut().zip(votes).for_each(|(e, v)| *e += v);
 }
 
-async fn cast_over_http(client: &Client, election: &str, credentials: &[String], ballots: &[CiphertextBallot], clients: usize) -> Result<()> {
+async fn cast_over_http(
+    client: &Client,
+    election: &str,
+    credentials: &[String],
+    ballots: &[CiphertextBallot],
+    clients: usize,
+) -> Result<()> {
     let results: Vec<Result<Value>> = futures_util::stream::iter(ballots.iter().zip(credentials))
         .map(|(ballot, credential)| {
             let client = client.clone();
@@ -211,12 +372,22 @@ async fn cast_over_http(client: &Client, election: &str, credentials: &[String],
 }
 
 /// Fills the ballot box with `n` copies of pool ballots under new ids, through the store's cast transaction.
-async fn seed(app: &App, election: &crate::domain::ElectionRow, pool: &Pool, n: u32, expected: &mut [u64]) -> Result<()> {
+async fn seed(
+    app: &App,
+    election: &crate::domain::ElectionRow,
+    pool: &Pool,
+    n: u32,
+    expected: &mut [u64],
+) -> Result<()> {
     for i in 0..n as usize {
         let k = i % pool.ballots.len();
         let mut ballot = pool.ballots[k].clone();
         ballot.object_id = format!("seeded-{i:07}");
-        ballot.crypto_hash = CiphertextBallot::compute_crypto_hash(&ballot.object_id, &ballot.manifest_hash, &ballot.contests);
+        ballot.crypto_hash = CiphertextBallot::compute_crypto_hash(
+            &ballot.object_id,
+            &ballot.manifest_hash,
+            &ballot.contests,
+        );
         add_votes(expected, &pool.votes[k]);
         let row = BallotRow {
             election_id: election.id.clone(),
@@ -239,9 +410,24 @@ async fn job_creation_latency(client: &Client, admin: &str, election: &str) -> R
     let mut times = Vec::new();
     for _ in 0..50 {
         let started = Instant::now();
-        let job = client.post(&format!("/api/elections/{election}/jobs"), Some(admin), &json!({ "kind": JobKind::Verify.as_str() })).await?;
+        let job = client
+            .post(
+                &format!("/api/elections/{election}/jobs"),
+                Some(admin),
+                &json!({ "kind": JobKind::Verify.as_str() }),
+            )
+            .await?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
-        client.post(&format!("/api/jobs/{}/stop", job["job_id"].as_str().unwrap_or_default()), Some(admin), &json!({})).await?;
+        client
+            .post(
+                &format!(
+                    "/api/jobs/{}/stop",
+                    job["job_id"].as_str().unwrap_or_default()
+                ),
+                Some(admin),
+                &json!({}),
+            )
+            .await?;
     }
     times.sort_by(f64::total_cmp);
     Ok((times[times.len() / 2], times[times.len() * 99 / 100]))

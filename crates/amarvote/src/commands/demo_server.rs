@@ -64,8 +64,16 @@ impl Client {
 
     /// Posts a body that is already JSON text (a reference-format ballot).
     pub async fn post_text(&self, path: &str, token: &str, body: String) -> Result<Value> {
-        let request = self.http.post(format!("{}{path}", self.base)).bearer_auth(token).header("content-type", "application/json").body(body);
-        let response = request.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body);
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
         Self::answer(response, path).await
     }
 
