@@ -28,6 +28,9 @@ enum Command {
     Api(commands::serve::ScaledArgs),
     /// Run a worker on PostgreSQL + RabbitMQ.
     Worker(commands::serve::WorkerArgs),
+    /// The referendum pipeline: hashgen, load, scaled roles, rebuild-registry, loadgen.
+    #[command(subcommand)]
+    Referendum(commands::referendum::ReferendumCommand),
     /// Measure the speed of the cryptography core or of the election service.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(commands::bench_election::run(&args)))
         }
         Command::Verify { dir } => commands::verify::run(&dir),
+        Command::Referendum(command) => commands::referendum::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub dead_letters: Family<QueueLabel, Gauge>,
     pub jobs: Family<StateLabel, Gauge>,
     resident_bytes: Gauge,
+    /// The referendum pipeline's metrics, under the names the operators' dashboards use.
+    pub referendum: std::sync::Arc<crate::referendum::metrics::ReferendumMetrics>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -54,7 +56,7 @@ fn seconds_histogram() -> Histogram {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("amarvote");
+        let mut registry = Registry::default();
         let m = Metrics {
             registry: Registry::default(),
             chunk_seconds: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
@@ -67,53 +69,55 @@ impl Metrics {
             dead_letters: Family::default(),
             jobs: Family::default(),
             resident_bytes: Gauge::default(),
+            referendum: crate::referendum::metrics::ReferendumMetrics::new(),
         };
         registry.register(
-            "chunk_duration_seconds",
+            "amarvote_chunk_duration_seconds",
             "Time to do one chunk, by operation",
             m.chunk_seconds.clone(),
         );
         registry.register(
-            "chunks_failed",
+            "amarvote_chunks_failed",
             "Chunk attempts that failed, by queue",
             m.chunks_failed.clone(),
         );
         registry.register(
-            "jobs_started",
+            "amarvote_jobs_started",
             "Jobs started, by operation",
             m.jobs_started.clone(),
         );
         registry.register(
-            "job_duration_seconds",
+            "amarvote_job_duration_seconds",
             "Time from a job's creation to its end, by operation",
             m.job_seconds.clone(),
         );
         registry.register(
-            "ballots_accepted",
+            "amarvote_ballots_accepted",
             "Ballots recorded, by state",
             m.ballots_accepted.clone(),
         );
         registry.register(
-            "ballots_rejected",
+            "amarvote_ballots_rejected",
             "Ballots refused, by reason",
             m.ballots_rejected.clone(),
         );
         registry.register(
-            "queue_depth",
+            "amarvote_queue_depth",
             "Messages waiting, by queue",
             m.queue_depth.clone(),
         );
         registry.register(
-            "queue_dead_letters",
+            "amarvote_queue_dead_letters",
             "Dead-lettered messages, by queue",
             m.dead_letters.clone(),
         );
-        registry.register("jobs", "Jobs by state", m.jobs.clone());
+        registry.register("amarvote_jobs", "Jobs by state", m.jobs.clone());
         registry.register(
-            "process_resident_memory_bytes",
+            "amarvote_process_resident_memory_bytes",
             "Resident memory of this process",
             m.resident_bytes.clone(),
         );
+        m.referendum.register(&mut registry);
         Metrics { registry, ..m }
     }
 

@@ -211,8 +211,13 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
             .unwrap(),
         1
     );
-    demo_server::run_job(&client, &server.admin, &id, "verify").await.unwrap();
-    let report = client.get(&format!("/api/elections/{id}/verification")).await.unwrap();
+    demo_server::run_job(&client, &server.admin, &id, "verify")
+        .await
+        .unwrap();
+    let report = client
+        .get(&format!("/api/elections/{id}/verification"))
+        .await
+        .unwrap();
     assert_eq!(report["checked"], 20);
     assert_eq!(report["failures"], json!([]));
 }

@@ -60,7 +60,11 @@ impl Server {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
         response.json().await.unwrap()
     }
 
@@ -136,7 +140,10 @@ impl Server {
 async fn each_kind_of_vote_reaches_its_outcome_and_tables() {
     let server = start(RateLimit::default()).await;
     server
-        .setup("loi-1", &[("123456789", "ABCD1234"), ("987654321", "WXYZ9876")])
+        .setup(
+            "loi-1",
+            &[("123456789", "ABCD1234"), ("987654321", "WXYZ9876")],
+        )
         .await;
 
     let eligible = server
@@ -148,7 +155,10 @@ async fn each_kind_of_vote_reaches_its_outcome_and_tables() {
         .accepted_vote("123456789", "ABCD1234", "loi-1", "non")
         .await;
     let duplicate = server.outcome(&again).await;
-    assert_eq!((duplicate["status"].as_str(), duplicate["attempts"].as_u64()), (Some("duplicate"), Some(1)));
+    assert_eq!(
+        (duplicate["status"].as_str(), duplicate["attempts"].as_u64()),
+        (Some("duplicate"), Some(1))
+    );
     let third = server
         .accepted_vote("123456789", "ABCD1234", "loi-1", "non")
         .await;
@@ -162,7 +172,10 @@ async fn each_kind_of_vote_reaches_its_outcome_and_tables() {
     let results = server
         .eventually("/api/v1/results/loi-1", |r| r["oui"] == 1)
         .await;
-    assert_eq!(results, json!({ "law_id": "loi-1", "oui": 1, "non": 0, "audited": 1 }));
+    assert_eq!(
+        results,
+        json!({ "law_id": "loi-1", "oui": 1, "non": 0, "audited": 1 })
+    );
     let summary = server
         .eventually("/api/v1/admin/referendum/summary", |s| {
             s["duplicate_attempts"] == 2
@@ -187,7 +200,11 @@ async fn malformed_requests_and_unknown_laws_are_rejected_by_field() {
         let mut body = good.clone();
         body[field] = value;
         let (status, answer) = server.vote(body).await;
-        assert_eq!((status, answer["field"].as_str()), (400, Some(field)), "{answer}");
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (400, Some(field)),
+            "{answer}"
+        );
         assert!(!answer.to_string().contains("123456789"), "{answer}");
     }
     let mut missing = good.clone();
@@ -220,7 +237,8 @@ async fn malformed_queue_messages_are_dead_lettered() {
         .unwrap();
     server
         .eventually("/api/v1/admin/referendum/summary", |s| {
-            s["dead_letters"]["votes.validation"] == 1 && s["dead_letters"]["votes.aggregation"] == 1
+            s["dead_letters"]["votes.validation"] == 1
+                && s["dead_letters"]["votes.aggregation"] == 1
         })
         .await;
 }
@@ -253,7 +271,10 @@ async fn a_redelivered_accepted_vote_is_counted_once() {
         .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let results = server.get("/api/v1/results/loi-r").await;
-    assert_eq!(results, json!({ "law_id": "loi-r", "oui": 0, "non": 1, "audited": 1 }));
+    assert_eq!(
+        results,
+        json!({ "law_id": "loi-r", "oui": 0, "non": 1, "audited": 1 })
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,7 +292,10 @@ async fn racing_validators_accept_a_voter_once() {
                 let id = server
                     .accepted_vote("222222222", "RACE0001", "loi-c", "oui")
                     .await;
-                server.outcome(&id).await["status"].as_str().unwrap().to_owned()
+                server.outcome(&id).await["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
             })
         })
         .collect();
@@ -298,7 +322,36 @@ async fn a_client_over_its_rate_is_refused() {
     let health = format!("{}/api/v1/health", server.url);
     let mut codes = Vec::new();
     for _ in 0..3 {
-        codes.push(server.client.get(&health).send().await.unwrap().status().as_u16());
+        codes.push(
+            server
+                .client
+                .get(&health)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
     }
     assert_eq!(codes, vec![200, 200, 429]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_loadgen_run_reconciles_exactly() {
+    use amarvote::referendum::loadgen::{run, LoadgenConfig};
+    let server = start(RateLimit::default()).await;
+    let config = LoadgenConfig {
+        server: server.url.clone(),
+        admin_token: ADMIN.to_owned(),
+        voters: 1_500,
+        rate: 1_000.0,
+        duration: Duration::from_secs(2),
+        duplicate_rate: 0.1,
+        invalid_rate: 0.05,
+        concurrency: 32,
+        drain_timeout: Duration::from_secs(60),
+    };
+    let report = run(&config).await.unwrap();
+    assert_eq!(report.sent, 2_000);
+    assert!(report.reconciled(), "{report:?}");
 }

@@ -1,1 +1,439 @@
-//! `amarvote referendum …`: the referendum pipeline's commands.
+//! `amarvote referendum …`: the referendum pipeline's commands — offline
+//! hash generation and loading, the scaled-out roles, registry rebuild and the
+//! load generator. `amarvote serve` runs the embedded pipeline through
+//! [`crate::referendum::embedded::start`].
+
+use std::fs::File;
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use axum::routing::get;
+use axum::Router;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::referendum::embedded;
+use crate::referendum::hashgen::{generate_hashes, read_shards};
+use crate::referendum::loadgen::{self, LoadgenConfig};
+use crate::referendum::metrics::ReferendumMetrics;
+use crate::referendum::rate_limit::RateLimit;
+use crate::referendum::registry::{RedisRegistry, VoterRegistry};
+use crate::referendum::registry_sqlite::SqliteRegistry;
+use crate::referendum::scaled::ScaledParts;
+use crate::referendum::tables::VoteTables;
+use crate::referendum::voter_hash::{ElectionSecret, VoterHash};
+
+/// Hashes per registry load call.
+const LOAD_BATCH: usize = 100_000;
+
+#[derive(Subcommand, Debug)]
+pub enum ReferendumCommand {
+    /// Hash a CSV of nas,code,law_id rows into shard files of voter hashes.
+    Hashgen(HashgenArgs),
+    /// Load shard files of voter hashes into the registry.
+    Load(LoadArgs),
+    /// Run the vote API (scaled: PostgreSQL, RabbitMQ, Redis).
+    Ingest(IngestArgs),
+    /// Run a validation worker (scaled).
+    Validate(RoleArgs),
+    /// Run an aggregation worker, with the review consumer (scaled).
+    Aggregate(RoleArgs),
+    /// Mark every voter in vote_audit as voted in the registry (after a Redis loss).
+    RebuildRegistry(RebuildArgs),
+    /// Set up a referendum on a server, drive votes at a rate, reconcile.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct HashgenArgs {
+    /// The mailing list: CSV rows nas,code,law_id (header optional).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Directory for the shard files.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 16)]
+    pub shards: u32,
+    /// The election secret (64 hex digits); for `serve`, <data>/referendum.secret.
+    #[arg(long)]
+    pub secret_file: PathBuf,
+    /// Exit 0 even if some rows were malformed.
+    #[arg(long)]
+    pub allow_bad_rows: bool,
+}
+
+/// Which registry a command works on.
+#[derive(Args, Debug)]
+pub struct RegistryArgs {
+    /// Redis URL (scaled mode).
+    #[arg(long, env = "REDIS_URL", conflicts_with = "data")]
+    pub redis_url: Option<String>,
+    /// Key prefix in Redis.
+    #[arg(long, default_value = "amarvote:")]
+    pub prefix: String,
+    /// Data directory of `amarvote serve` (embedded mode).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Directory of shard files written by hashgen.
+    #[arg(long)]
+    pub hashes: PathBuf,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// The database holding vote_audit (scaled mode; embedded reads <data>/referendum.db).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RoleArgs {
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    #[arg(long, env = "AMQP_URL")]
+    pub amqp_url: String,
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: String,
+    /// Key prefix in Redis.
+    #[arg(long, default_value = "amarvote:")]
+    pub prefix: String,
+    /// Address for the API, or for a worker's /health and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub role: RoleArgs,
+    /// The election secret file (64 hex digits), the same for every ingest process.
+    #[arg(long, env = "AMARVOTE_REFERENDUM_SECRET_FILE")]
+    pub secret_file: PathBuf,
+    /// The administrator's bearer token.
+    #[arg(long, env = "AMARVOTE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// Requests per second allowed per client address.
+    #[arg(long, default_value_t = 1_000_000.0)]
+    pub rate_limit: f64,
+    /// Burst allowed per client address.
+    #[arg(long, default_value_t = 1_000_000.0)]
+    pub rate_burst: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadgenArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// The administrator token; defaults to amarvote-data/admin.token.
+    #[arg(long, env = "AMARVOTE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[arg(long, default_value_t = 10_000)]
+    pub voters: usize,
+    /// Votes per second.
+    #[arg(long, default_value_t = 1_000.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    #[arg(long, default_value_t = 0.05)]
+    pub duplicate_rate: f64,
+    #[arg(long, default_value_t = 0.02)]
+    pub invalid_rate: f64,
+    /// Concurrent HTTP connections.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds to wait for the pipeline to drain.
+    #[arg(long, default_value_t = 120)]
+    pub drain_timeout: u64,
+}
+
+/// Runs a referendum subcommand.
+pub fn run(command: ReferendumCommand) -> Result<()> {
+    if let ReferendumCommand::Hashgen(args) = &command {
+        return hashgen(args);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(command))
+}
+
+async fn run_async(command: ReferendumCommand) -> Result<()> {
+    match command {
+        ReferendumCommand::Hashgen(args) => hashgen(&args),
+        ReferendumCommand::Load(args) => load(args).await,
+        ReferendumCommand::Ingest(args) => ingest(args).await,
+        ReferendumCommand::Validate(args) => validate(args).await,
+        ReferendumCommand::Aggregate(args) => aggregate(args).await,
+        ReferendumCommand::RebuildRegistry(args) => rebuild_registry(args).await,
+        ReferendumCommand::Loadgen(args) => run_loadgen(args).await,
+    }
+}
+
+fn hashgen(args: &HashgenArgs) -> Result<()> {
+    let secret = ElectionSecret::read_file(&args.secret_file)?;
+    let file =
+        File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?;
+    let bar = ProgressBar::new(file.metadata()?.len());
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )?);
+    let started = Instant::now();
+    let report = generate_hashes(
+        BufReader::with_capacity(1 << 20, file),
+        &secret,
+        &args.out,
+        args.shards,
+        &|bytes| bar.set_position(bytes),
+    )?;
+    bar.finish_and_clear();
+    for bad in &report.bad_rows {
+        eprintln!("{}:{}: {}", args.input.display(), bad.line, bad.reason);
+    }
+    let unlisted = report.bad_row_count - report.bad_rows.len() as u64;
+    if unlisted > 0 {
+        eprintln!("… and {unlisted} more bad rows");
+    }
+    println!(
+        "{} rows, {} hashes written to {} shards in {}, {} bad rows ({:.1} s)",
+        report.rows,
+        report.written,
+        args.shards,
+        args.out.display(),
+        report.bad_row_count,
+        started.elapsed().as_secs_f64()
+    );
+    if report.bad_row_count > 0 && !args.allow_bad_rows {
+        bail!(
+            "{} malformed rows (pass --allow-bad-rows to accept the output anyway)",
+            report.bad_row_count
+        );
+    }
+    Ok(())
+}
+
+async fn open_registry(args: &RegistryArgs) -> Result<Arc<dyn VoterRegistry>> {
+    match (&args.redis_url, &args.data) {
+        (Some(url), None) => Ok(Arc::new(RedisRegistry::connect(url, &args.prefix).await?)),
+        (None, Some(data)) => Ok(Arc::new(
+            SqliteRegistry::open(&data.join("referendum-registry.db")).await?,
+        )),
+        _ => bail!("name the registry: --redis-url URL [--prefix P], or --data DIR"),
+    }
+}
+
+async fn load(args: LoadArgs) -> Result<()> {
+    let registry = open_registry(&args.registry).await?;
+    let mut shards = read_shards(&args.hashes)?;
+    let started = Instant::now();
+    let (mut read, mut added) = (0_u64, 0_u64);
+    loop {
+        let batch = shards.next_batch(LOAD_BATCH)?;
+        if batch.is_empty() {
+            break;
+        }
+        read += batch.len() as u64;
+        added += registry.load(batch).await?;
+    }
+    println!(
+        "{read} hashes read, {added} new, {} eligible in total ({:.1} s)",
+        registry.eligible_count().await?,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn rebuild_registry(args: RebuildArgs) -> Result<()> {
+    let registry = open_registry(&args.registry).await?;
+    let url = match (&args.database_url, &args.registry.data) {
+        (Some(url), _) => url.clone(),
+        (None, Some(data)) => format!("sqlite://{}?mode=rwc", data.join("referendum.db").display()),
+        (None, None) => bail!("name the database: --database-url URL, or --data DIR"),
+    };
+    let store = crate::adapters::sql_store::SqlStore::connect(&url).await?;
+    let tables = VoteTables::new(&store).await?;
+    let mut after: Option<String> = None;
+    let mut marked = 0_usize;
+    loop {
+        let page = tables.audited_hashes_after(after.as_deref()).await?;
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        let hashes = page
+            .iter()
+            .map(|hex| {
+                VoterHash::from_hex(hex).with_context(|| format!("corrupt audit hash {hex:?}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        marked += hashes.len();
+        registry.mark_voted(hashes).await?;
+        after = Some(last);
+    }
+    println!("{marked} audited voters marked as voted");
+    Ok(())
+}
+
+/// `/health` and `/metrics` for a role.
+fn ops_routes(metrics: &ReferendumMetrics) -> Router {
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let registry = Arc::new(registry);
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut text = String::new();
+                    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+                    text
+                }
+            }),
+        )
+}
+
+async fn serve(
+    listen: SocketAddr,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    })
+    .await?;
+    Ok(())
+}
+
+async fn connect(role: &RoleArgs) -> Result<ScaledParts> {
+    ScaledParts::connect(
+        &role.database_url,
+        &role.amqp_url,
+        &role.redis_url,
+        &role.prefix,
+    )
+    .await
+}
+
+async fn ingest(args: IngestArgs) -> Result<()> {
+    let parts = connect(&args.role).await?;
+    let secret = ElectionSecret::read_file(&args.secret_file)?;
+    let metrics = ReferendumMetrics::new();
+    let rate_limit = RateLimit {
+        per_second: args.rate_limit,
+        burst: args.rate_burst,
+    };
+    let router = parts
+        .ingest_router(&secret, args.admin_token, rate_limit, metrics.clone())
+        .merge(ops_routes(&metrics));
+    tracing::info!(listen = %args.role.listen, "referendum ingest serving");
+    serve(
+        args.role.listen,
+        router,
+        crate::commands::serve::shutdown_signal(),
+    )
+    .await
+}
+
+async fn validate(args: RoleArgs) -> Result<()> {
+    let parts = connect(&args).await?;
+    let metrics = ReferendumMetrics::new();
+    let shutdown = crate::commands::serve::shutdown_signal();
+    let worker = parts.spawn_validator(metrics.clone(), shutdown.clone());
+    serve(args.listen, ops_routes(&metrics), shutdown).await?;
+    worker.await?;
+    Ok(())
+}
+
+async fn aggregate(args: RoleArgs) -> Result<()> {
+    let parts = connect(&args).await?;
+    let metrics = ReferendumMetrics::new();
+    let shutdown = crate::commands::serve::shutdown_signal();
+    let workers = parts.spawn_aggregator(metrics.clone(), shutdown.clone());
+    serve(args.listen, ops_routes(&metrics), shutdown).await?;
+    for worker in workers {
+        worker.await?;
+    }
+    Ok(())
+}
+
+fn admin_token(given: Option<String>, data: &Path) -> Result<String> {
+    if let Some(token) = given {
+        return Ok(token);
+    }
+    let path = data.join("admin.token");
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| {
+            format!(
+                "pass --admin-token (or AMARVOTE_ADMIN_TOKEN); {} was not found",
+                path.display()
+            )
+        })?
+        .trim()
+        .to_owned())
+}
+
+async fn run_loadgen(args: LoadgenArgs) -> Result<()> {
+    let config = LoadgenConfig {
+        server: args.server,
+        admin_token: admin_token(args.admin_token, Path::new("amarvote-data"))?,
+        voters: args.voters,
+        rate: args.rate,
+        duration: Duration::from_secs_f64(args.duration),
+        duplicate_rate: args.duplicate_rate,
+        invalid_rate: args.invalid_rate,
+        concurrency: args.concurrency,
+        drain_timeout: Duration::from_secs(args.drain_timeout),
+    };
+    let report = loadgen::run(&config).await?;
+    println!(
+        "sent {} votes in {:.1} s ({:.0} votes/s), {} failed requests",
+        report.sent,
+        report.send_seconds,
+        report.sent as f64 / report.send_seconds.max(1e-9),
+        report.failed_requests
+    );
+    println!("accepted votes: {:.0}/s", report.accepted_per_second);
+    println!(
+        "submission latency: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+        report.p50_ms, report.p95_ms, report.p99_ms
+    );
+    for mismatch in &report.mismatches {
+        println!("MISMATCH: {mismatch}");
+    }
+    if !report.reconciled() {
+        bail!("reconciliation failed");
+    }
+    println!("reconciliation: exact");
+    Ok(())
+}
+
+/// The embedded pipeline's defaults for `amarvote serve`.
+pub fn embedded_config(data_dir: &Path, admin_token: String) -> embedded::EmbeddedConfig<'_> {
+    embedded::EmbeddedConfig {
+        data_dir,
+        admin_token,
+        rate_limit: RateLimit::default(),
+    }
+}

@@ -153,8 +153,18 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         "administrator token: in {}",
         args.data.join("admin.token").display()
     );
-    serve_http(args.listen, crate::api::router(app), shutdown).await?;
+    let referendum = crate::referendum::embedded::start(
+        crate::commands::referendum::embedded_config(&args.data, admin_token(&args.data)?),
+        app.metrics.referendum.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let router = crate::api::router(app).merge(referendum.router);
+    serve_http(args.listen, router, shutdown).await?;
     let _ = tokio::join!(workers, reconciler);
+    for task in referendum.tasks {
+        let _ = task.await;
+    }
     Ok(())
 }
 

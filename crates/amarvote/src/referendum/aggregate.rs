@@ -61,11 +61,19 @@ impl Aggregator {
         let (votes, deliveries, malformed) = parse(batch);
         if !malformed.is_empty() {
             self.queue
-                .dead_letter(Stream::Aggregation, receipts(malformed), "not a vote message")
+                .dead_letter(
+                    Stream::Aggregation,
+                    receipts(malformed),
+                    "not a vote message",
+                )
                 .await?;
         }
         match self.write_with_retries(&votes).await {
-            Ok(()) => self.queue.ack(Stream::Aggregation, receipts(deliveries)).await?,
+            Ok(()) => {
+                self.queue
+                    .ack(Stream::Aggregation, receipts(deliveries))
+                    .await?
+            }
             Err(err) => {
                 self.queue
                     .requeue(Stream::Aggregation, receipts(deliveries))
@@ -90,7 +98,10 @@ impl Aggregator {
                             law_id,
                             choice: choice.as_str().to_owned(),
                         };
-                        self.metrics.votes_aggregated.get_or_create(&label).inc_by(n);
+                        self.metrics
+                            .votes_aggregated
+                            .get_or_create(&label)
+                            .inc_by(n);
                     }
                     return Ok(());
                 }

@@ -66,7 +66,10 @@ pub async fn open_parts(data_dir: &Path) -> Result<EmbeddedParts> {
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let queue = SqliteVoteQueue::open(&data_dir.join("referendum-queue.db"), VISIBILITY).await?;
     let registry = SqliteRegistry::open(&data_dir.join("referendum-registry.db")).await?;
-    let url = format!("sqlite://{}?mode=rwc", data_dir.join("referendum.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("referendum.db").display()
+    );
     let store = SqlStore::connect(&url).await?;
     Ok(EmbeddedParts {
         queue: Arc::new(queue),

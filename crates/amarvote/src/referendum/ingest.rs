@@ -56,8 +56,9 @@ use crate::domain::{new_id, now_ms};
 
 /// Most request ids in one status request.
 pub const MAX_STATUS_BATCH: usize = 1_000;
-/// Most voters in one administrator load request.
-pub const MAX_VOTER_BATCH: usize = 50_000;
+/// Most voters in one administrator load request (about 1.4 MB, under the
+/// server's 2 MB body limit).
+pub const MAX_VOTER_BATCH: usize = 20_000;
 /// Most messages in one publish.
 const PUBLISH_BATCH: usize = 2_000;
 /// Requests waiting for the publisher before new ones wait for room.
@@ -231,7 +232,12 @@ async fn vote_message(state: &IngestState, body: &[u8]) -> Result<VoteMessage, A
     let law_id = validate_law_id(required(&request.law_id, "law_id")?)?;
     let vote: Choice = required(&request.vote, "vote")?.parse()?;
     let voter_hash = state.hasher.hash(nas, code, law_id)?;
-    if !state.laws.exists(law_id).await.map_err(ApiFailure::internal)? {
+    if !state
+        .laws
+        .exists(law_id)
+        .await
+        .map_err(ApiFailure::internal)?
+    {
         return Err(ApiFailure::bad_field("law_id", "unknown law_id"));
     }
     Ok(VoteMessage {
@@ -280,7 +286,10 @@ fn status_json(request_id: &str, outcome: Option<MarkOutcome>) -> Value {
 
 async fn status(State(state): State<Shared>, Path(request_id): Path<String>) -> ApiResult {
     if !valid_request_id(&request_id) {
-        return Err(ApiFailure::bad_field("request_id", "unknown request id format"));
+        return Err(ApiFailure::bad_field(
+            "request_id",
+            "unknown request id format",
+        ));
     }
     let outcome = state
         .registry
@@ -321,12 +330,26 @@ async fn statuses(State(state): State<Shared>, body: Bytes) -> ApiResult {
 
 async fn results(State(state): State<Shared>, Path(law_id): Path<String>) -> ApiResult {
     let law_id = validate_law_id(&law_id)?;
-    if !state.laws.exists(law_id).await.map_err(ApiFailure::internal)? {
+    if !state
+        .laws
+        .exists(law_id)
+        .await
+        .map_err(ApiFailure::internal)?
+    {
         return Err(ApiFailure::new(StatusCode::NOT_FOUND, "unknown law_id"));
     }
-    let counts = state.tables.results(law_id).await.map_err(ApiFailure::internal)?;
-    let audited = state.tables.audited(law_id).await.map_err(ApiFailure::internal)?;
-    let body = json!({ "law_id": law_id, "oui": counts.oui, "non": counts.non, "audited": audited });
+    let counts = state
+        .tables
+        .results(law_id)
+        .await
+        .map_err(ApiFailure::internal)?;
+    let audited = state
+        .tables
+        .audited(law_id)
+        .await
+        .map_err(ApiFailure::internal)?;
+    let body =
+        json!({ "law_id": law_id, "oui": counts.oui, "non": counts.non, "audited": audited });
     Ok(Json(body).into_response())
 }
 
@@ -341,12 +364,15 @@ fn require_admin(state: &IngestState, headers: &HeaderMap) -> Result<(), ApiFail
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
     let expected = state.admin_token.as_bytes();
-    let matches = presented.len() == expected.len()
-        && openssl::memcmp::eq(presented.as_bytes(), expected);
+    let matches =
+        presented.len() == expected.len() && openssl::memcmp::eq(presented.as_bytes(), expected);
     if matches {
         Ok(())
     } else {
-        Err(ApiFailure::new(StatusCode::UNAUTHORIZED, "administrator token required"))
+        Err(ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "administrator token required",
+        ))
     }
 }
 
@@ -366,8 +392,16 @@ async fn create_law(State(state): State<Shared>, headers: HeaderMap, body: Bytes
         .create(law_id, &request.title)
         .await
         .map_err(ApiFailure::internal)?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!({ "law_id": law_id, "created": created }))).into_response())
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({ "law_id": law_id, "created": created })),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -399,7 +433,11 @@ async fn load_voters(State(state): State<Shared>, headers: HeaderMap, body: Byte
             Err(err) => rejected.push(json!({ "index": index, "field": err.field() })),
         }
     }
-    let added = state.registry.load(hashes).await.map_err(ApiFailure::internal)?;
+    let added = state
+        .registry
+        .load(hashes)
+        .await
+        .map_err(ApiFailure::internal)?;
     Ok(Json(json!({ "added": added, "rejected": rejected })).into_response())
 }
 
@@ -409,8 +447,22 @@ async fn summary(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
     let mut dead = BTreeMap::new();
     for stream in Stream::ALL {
         let name = stream.queue_name();
-        depth.insert(name, state.queue.depth(stream).await.map_err(ApiFailure::internal)?);
-        dead.insert(name, state.queue.dead_letters(stream).await.map_err(ApiFailure::internal)?);
+        depth.insert(
+            name,
+            state
+                .queue
+                .depth(stream)
+                .await
+                .map_err(ApiFailure::internal)?,
+        );
+        dead.insert(
+            name,
+            state
+                .queue
+                .dead_letters(stream)
+                .await
+                .map_err(ApiFailure::internal)?,
+        );
     }
     let (duplicate_voters, duplicate_attempts) = state
         .tables
@@ -433,7 +485,12 @@ mod tests {
     #[test]
     fn request_ids_are_checked_before_any_lookup() {
         assert!(valid_request_id(&new_id("vote")));
-        for bad in ["vote-", "vote-XYZ", "job-000000000000000000000000", "vote-0000"] {
+        for bad in [
+            "vote-",
+            "vote-XYZ",
+            "job-000000000000000000000000",
+            "vote-0000",
+        ] {
             assert!(!valid_request_id(bad), "{bad}");
         }
     }
@@ -442,7 +499,13 @@ mod tests {
     fn statuses_name_the_outcome_and_duplicates_their_attempts() {
         assert_eq!(status_json("r", None)["status"], "pending");
         let duplicate = status_json("r", Some(MarkOutcome::Duplicate { attempts: 2 }));
-        assert_eq!((duplicate["status"].as_str(), duplicate["attempts"].as_u64()), (Some("duplicate"), Some(2)));
-        assert_eq!(status_json("r", Some(MarkOutcome::NotEligible))["status"], "not_eligible");
+        assert_eq!(
+            (duplicate["status"].as_str(), duplicate["attempts"].as_u64()),
+            (Some("duplicate"), Some(2))
+        );
+        assert_eq!(
+            status_json("r", Some(MarkOutcome::NotEligible))["status"],
+            "not_eligible"
+        );
     }
 }

@@ -61,7 +61,10 @@ impl SqliteVoteQueue {
             .connect_with(options)
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&writer).await?;
-        let wakeups = Stream::ALL.into_iter().map(|s| (s, Notify::new())).collect();
+        let wakeups = Stream::ALL
+            .into_iter()
+            .map(|s| (s, Notify::new()))
+            .collect();
         Ok(SqliteVoteQueue {
             writer,
             visibility,
@@ -148,17 +151,24 @@ impl SqliteVoteQueue {
     }
 
     async fn mark_dead(&self, ids: Vec<i64>, reason: &str) -> Result<(), VoteQueueError> {
-        let sql = format!("UPDATE vote_queue SET dead = 1, reason = '{}'", sql_text(reason));
+        let sql = format!(
+            "UPDATE vote_queue SET dead = 1, reason = '{}'",
+            sql_text(reason)
+        );
         self.update_ids(&sql, ids).await
     }
 
+    /// Messages of `stream` that are dead, or else ready (not claimed).
     async fn count(&self, stream: Stream, dead: bool) -> Result<u64, VoteQueueError> {
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM vote_queue WHERE stream = $1 AND dead = $2")
-                .bind(stream.queue_name())
-                .bind(i64::from(dead))
-                .fetch_one(&self.writer)
-                .await?;
+        let ready_before = if dead { i64::MAX } else { now_ms() };
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM vote_queue WHERE stream = $1 AND dead = $2 AND visible_at <= $3",
+        )
+        .bind(stream.queue_name())
+        .bind(i64::from(dead))
+        .bind(ready_before)
+        .fetch_one(&self.writer)
+        .await?;
         Ok(count.unsigned_abs())
     }
 }
@@ -297,7 +307,10 @@ mod tests {
     async fn unsettled_and_requeued_messages_come_back() {
         let dir = tempfile::tempdir().unwrap();
         let queue = open(&dir, 100).await;
-        queue.publish(Stream::Aggregation, &bodies(2)).await.unwrap();
+        queue
+            .publish(Stream::Aggregation, &bodies(2))
+            .await
+            .unwrap();
         let lost = queue.consume(Stream::Aggregation, 1, WAIT).await.unwrap();
         drop(lost);
         let second = queue.consume(Stream::Aggregation, 1, WAIT).await.unwrap();
@@ -325,9 +338,16 @@ mod tests {
             .await
             .unwrap();
         for _ in 0..MAX_CLAIMS {
-            assert_eq!(queue.consume(Stream::Review, 5, WAIT).await.unwrap().len(), 1);
+            assert_eq!(
+                queue.consume(Stream::Review, 5, WAIT).await.unwrap().len(),
+                1
+            );
         }
-        assert!(queue.consume(Stream::Review, 5, WAIT).await.unwrap().is_empty());
+        assert!(queue
+            .consume(Stream::Review, 5, WAIT)
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(queue.dead_letters(Stream::Review).await.unwrap(), 2);
         assert_eq!(queue.depth(Stream::Review).await.unwrap(), 0);
     }

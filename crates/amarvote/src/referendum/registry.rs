@@ -78,7 +78,10 @@ pub trait VoterRegistry: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<MarkOutcome>, RegistryError>>;
 
     /// The outcome [`VoterRegistry::decide`] remembered for a request, if any.
-    fn outcome(&self, request_id: String) -> BoxFuture<'_, Result<Option<MarkOutcome>, RegistryError>>;
+    fn outcome(
+        &self,
+        request_id: String,
+    ) -> BoxFuture<'_, Result<Option<MarkOutcome>, RegistryError>>;
 
     /// [`VoterRegistry::outcome`] for many requests at once, in order.
     fn outcomes(
@@ -192,7 +195,10 @@ impl VoterRegistry for MemoryRegistry {
         Box::pin(ready(Ok(outcomes)))
     }
 
-    fn outcome(&self, request_id: String) -> BoxFuture<'_, Result<Option<MarkOutcome>, RegistryError>> {
+    fn outcome(
+        &self,
+        request_id: String,
+    ) -> BoxFuture<'_, Result<Option<MarkOutcome>, RegistryError>> {
         Box::pin(ready(Ok(self.state().outcomes.get(&request_id).copied())))
     }
 
@@ -414,7 +420,10 @@ impl VoterRegistry for RedisRegistry {
         })
     }
 
-    fn outcome(&self, request_id: String) -> BoxFuture<'_, Result<Option<MarkOutcome>, RegistryError>> {
+    fn outcome(
+        &self,
+        request_id: String,
+    ) -> BoxFuture<'_, Result<Option<MarkOutcome>, RegistryError>> {
         Box::pin(async move {
             let mut connection = self.connection.clone();
             let reply: Option<i64> = redis::cmd("GET")
@@ -536,7 +545,11 @@ pub(crate) mod tests {
             MarkOutcome::Duplicate { attempts: 2 },
         ];
         assert_eq!(registry.decide(votes.clone()).await.unwrap(), expected);
-        assert_eq!(registry.decide(votes).await.unwrap(), expected, "a replay changes nothing");
+        assert_eq!(
+            registry.decide(votes).await.unwrap(),
+            expected,
+            "a replay changes nothing"
+        );
         assert_eq!(registry.decide(vec![]).await.unwrap(), vec![]);
         assert_eq!(
             registry.outcome(request(2)).await.unwrap(),
@@ -544,7 +557,10 @@ pub(crate) mod tests {
         );
         assert_eq!(registry.outcome(request(5)).await.unwrap(), None);
         assert_eq!(
-            registry.outcomes(vec![request(3), request(5)]).await.unwrap(),
+            registry
+                .outcomes(vec![request(3), request(5)])
+                .await
+                .unwrap(),
             vec![Some(MarkOutcome::NotEligible), None]
         );
         let next = registry.decide(vec![(request(5), hash(0))]).await.unwrap();

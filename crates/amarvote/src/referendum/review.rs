@@ -67,8 +67,14 @@ impl Reviewer {
                 .dead_letter(Stream::Review, receipts(malformed), "not a review message")
                 .await?;
         }
-        if let Err(err) = self.tables.record_duplicates(&merge_duplicates(duplicates)).await {
-            self.queue.requeue(Stream::Review, receipts(readable)).await?;
+        if let Err(err) = self
+            .tables
+            .record_duplicates(&merge_duplicates(duplicates))
+            .await
+        {
+            self.queue
+                .requeue(Stream::Review, receipts(readable))
+                .await?;
             return Err(VoteQueueError::Store(err));
         }
         self.queue.ack(Stream::Review, receipts(readable)).await?;

@@ -1,1 +1,118 @@
-//! TODO
+//! The pipeline's stages as separate roles on PostgreSQL, RabbitMQ and Redis
+//! (`amarvote referendum ingest|validate|aggregate`).
+//!
+//! Every role connects to the same three services; any number of processes of
+//! each role may run, since the queue hands each message to one consumer, the
+//! Redis registry decides each vote atomically, and the aggregator's audit key
+//! absorbs redeliveries.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::aggregate::{Aggregator, AGGREGATE_POLICY};
+use super::ingest::{router, IngestState, Publisher};
+use super::laws::Laws;
+use super::metrics::ReferendumMetrics;
+use super::queue::{Stream, VoteQueue};
+use super::queue_amqp::AmqpVoteQueue;
+use super::rate_limit::{RateLimit, RateLimiter};
+use super::registry::{RedisRegistry, VoterRegistry};
+use super::review::Reviewer;
+use super::tables::VoteTables;
+use super::validate::Validator;
+use super::voter_hash::{ElectionSecret, VoterHasher};
+use crate::adapters::sql_store::SqlStore;
+
+/// The shared services of a scaled deployment.
+pub struct ScaledParts {
+    pub queue: Arc<dyn VoteQueue>,
+    pub registry: Arc<dyn VoterRegistry>,
+    pub tables: VoteTables,
+}
+
+impl ScaledParts {
+    pub async fn connect(
+        database_url: &str,
+        amqp_url: &str,
+        redis_url: &str,
+        redis_prefix: &str,
+    ) -> Result<Self> {
+        let store = SqlStore::connect(database_url)
+            .await
+            .context("cannot open the database")?;
+        let queue = AmqpVoteQueue::connect(amqp_url)
+            .await
+            .context("cannot reach RabbitMQ")?;
+        let registry = RedisRegistry::connect(redis_url, redis_prefix)
+            .await
+            .context("cannot reach Redis")?;
+        Ok(ScaledParts {
+            queue: Arc::new(queue),
+            registry: Arc::new(registry),
+            tables: VoteTables::new(&store).await?,
+        })
+    }
+
+    /// The ingestion role's routes.
+    pub fn ingest_router(
+        &self,
+        secret: &ElectionSecret,
+        admin_token: String,
+        rate_limit: RateLimit,
+        metrics: Arc<ReferendumMetrics>,
+    ) -> Router {
+        let state = IngestState {
+            hasher: VoterHasher::new(secret),
+            laws: Laws::new(self.tables.clone()),
+            tables: self.tables.clone(),
+            registry: self.registry.clone(),
+            queue: self.queue.clone(),
+            publisher: Publisher::spawn(self.queue.clone(), Stream::Validation),
+            metrics,
+            limiter: RateLimiter::new(rate_limit),
+            admin_token,
+        };
+        router(Arc::new(state))
+    }
+
+    /// The validation role's consumer.
+    pub fn spawn_validator(
+        &self,
+        metrics: Arc<ReferendumMetrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        let validator = Validator {
+            queue: self.queue.clone(),
+            registry: self.registry.clone(),
+            metrics,
+        };
+        tokio::spawn(validator.run(shutdown))
+    }
+
+    /// The aggregation role's consumers: votes and the review stream.
+    pub fn spawn_aggregator(
+        &self,
+        metrics: Arc<ReferendumMetrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
+        let aggregator = Aggregator {
+            queue: self.queue.clone(),
+            tables: self.tables.clone(),
+            metrics: metrics.clone(),
+            policy: AGGREGATE_POLICY,
+        };
+        let reviewer = Reviewer {
+            queue: self.queue.clone(),
+            tables: self.tables.clone(),
+            metrics,
+        };
+        vec![
+            tokio::spawn(aggregator.run(shutdown.clone())),
+            tokio::spawn(reviewer.run(shutdown)),
+        ]
+    }
+}

@@ -41,7 +41,10 @@ pub async fn next_batch(
     loop {
         let wait = match started {
             None => CONSUME_SLICE,
-            Some(at) => policy.max_age.saturating_sub(at.elapsed()).min(CONSUME_SLICE),
+            Some(at) => policy
+                .max_age
+                .saturating_sub(at.elapsed())
+                .min(CONSUME_SLICE),
         };
         let more = queue
             .consume(stream, policy.max_batch - batch.len(), wait)

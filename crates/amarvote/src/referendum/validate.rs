@@ -124,12 +124,20 @@ impl Validator {
         let Parsed { votes, malformed } = parse(batch);
         if !malformed.is_empty() {
             self.queue
-                .dead_letter(Stream::Validation, receipts(malformed), "not a vote message")
+                .dead_letter(
+                    Stream::Validation,
+                    receipts(malformed),
+                    "not a vote message",
+                )
                 .await?;
         }
         let (messages, deliveries): (Vec<_>, Vec<_>) = votes.into_iter().unzip();
         match self.decide_and_route(&messages).await {
-            Ok(()) => self.queue.ack(Stream::Validation, receipts(deliveries)).await?,
+            Ok(()) => {
+                self.queue
+                    .ack(Stream::Validation, receipts(deliveries))
+                    .await?
+            }
             Err(err) => {
                 self.queue
                     .requeue(Stream::Validation, receipts(deliveries))
