@@ -127,7 +127,7 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
         }
         JobKind::Decrypt => {
             require_state(election.state, ElectionState::Tallied, kind)?;
-            plan_decryption(app, &election, &job_id).await?
+            plan_decryption(app, &election).await?
         }
         JobKind::Combine => {
             require_state(election.state, ElectionState::Decrypted, kind)?;
@@ -227,7 +227,6 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
 async fn plan_decryption(
     app: &App,
     election: &crate::domain::ElectionRow,
-    _job_id: &str,
 ) -> ServiceResult<(DecryptParams, Vec<(QueueName, ChunkSpec)>)> {
     let guardians = app.store.guardians(&election.id).await?;
     let (available, missing): (Vec<_>, Vec<_>) =

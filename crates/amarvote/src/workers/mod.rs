@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::domain::{ChunkRow, ChunkState, ChunkTask, JobKind, JobRow, JobState, QueueName};
+use crate::domain::{ChunkState, ChunkTask, JobKind, JobRow, JobState, QueueName};
 use crate::ports::queue::{backoff, Delivery, MAX_ATTEMPTS};
 use crate::service::jobs::ChunkSpec;
 use crate::service::App;
@@ -149,7 +149,7 @@ async fn process_task(app: &App, task: &ChunkTask) -> Result<Option<JobKind>, Fa
         .start_chunk(&job.id, chunk.index)
         .await
         .map_err(transient)?;
-    let result = do_chunk(app, &job, &chunk, &spec)
+    let result = do_chunk(app, &job, &spec)
         .await
         .map_err(Failure::Transient)?;
     if app
@@ -165,17 +165,12 @@ async fn process_task(app: &App, task: &ChunkTask) -> Result<Option<JobKind>, Fa
     Ok(Some(job.kind))
 }
 
-async fn do_chunk(
-    app: &App,
-    job: &JobRow,
-    chunk: &ChunkRow,
-    spec: &ChunkSpec,
-) -> anyhow::Result<Vec<u8>> {
+async fn do_chunk(app: &App, job: &JobRow, spec: &ChunkSpec) -> anyhow::Result<Vec<u8>> {
     match job.kind {
         JobKind::Tally => tally::chunk(app, job, spec).await,
         JobKind::Decrypt => decrypt::chunk(app, job, spec).await,
         JobKind::Combine => combine::chunk(app, job, spec).await,
-        JobKind::Verify => verify::chunk(app, job, chunk, spec).await,
+        JobKind::Verify => verify::chunk(app, job, spec).await,
     }
 }
 

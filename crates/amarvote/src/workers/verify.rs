@@ -4,7 +4,7 @@
 use electionguard::ballot::CiphertextBallot;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ChunkRow, JobRow};
+use crate::domain::JobRow;
 use crate::service::codec::{from_cbor, to_cbor};
 use crate::service::jobs::{ChunkSpec, Target};
 use crate::service::App;
@@ -17,12 +17,7 @@ pub struct BallotVerification {
     pub failures: Vec<String>,
 }
 
-pub async fn chunk(
-    app: &App,
-    job: &JobRow,
-    _chunk: &ChunkRow,
-    spec: &ChunkSpec,
-) -> anyhow::Result<Vec<u8>> {
+pub async fn chunk(app: &App, job: &JobRow, spec: &ChunkSpec) -> anyhow::Result<Vec<u8>> {
     let Target::Ballots {
         state,
         offset,
