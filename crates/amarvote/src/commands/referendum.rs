@@ -16,7 +16,6 @@ use axum::Router;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 
 use crate::referendum::embedded;
 use crate::referendum::hashgen::{generate_hashes, read_shards};
@@ -307,25 +306,6 @@ fn ops_routes(metrics: &ReferendumMetrics) -> Router {
         )
 }
 
-async fn serve(
-    listen: SocketAddr,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    })
-    .await?;
-    Ok(())
-}
-
 async fn connect(role: &RoleArgs) -> Result<ScaledParts> {
     ScaledParts::connect(
         &role.database_url,
@@ -348,7 +328,7 @@ async fn ingest(args: IngestArgs) -> Result<()> {
         .ingest_router(&secret, args.admin_token, rate_limit, metrics.clone())
         .merge(ops_routes(&metrics));
     tracing::info!(listen = %args.role.listen, "referendum ingest serving");
-    serve(
+    super::serve::serve_http(
         args.role.listen,
         router,
         crate::commands::serve::shutdown_signal(),
@@ -361,7 +341,7 @@ async fn validate(args: RoleArgs) -> Result<()> {
     let metrics = ReferendumMetrics::new();
     let shutdown = crate::commands::serve::shutdown_signal();
     let worker = parts.spawn_validator(metrics.clone(), shutdown.clone());
-    serve(args.listen, ops_routes(&metrics), shutdown).await?;
+    super::serve::serve_http(args.listen, ops_routes(&metrics), shutdown).await?;
     worker.await?;
     Ok(())
 }
@@ -371,7 +351,7 @@ async fn aggregate(args: RoleArgs) -> Result<()> {
     let metrics = ReferendumMetrics::new();
     let shutdown = crate::commands::serve::shutdown_signal();
     let workers = parts.spawn_aggregator(metrics.clone(), shutdown.clone());
-    serve(args.listen, ops_routes(&metrics), shutdown).await?;
+    super::serve::serve_http(args.listen, ops_routes(&metrics), shutdown).await?;
     for worker in workers {
         worker.await?;
     }

@@ -78,7 +78,8 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-async fn serve_http(
+/// Serves `router` on `listen` (with client addresses, for rate limits) until shutdown.
+pub async fn serve_http(
     listen: SocketAddr,
     router: axum::Router,
     mut shutdown: watch::Receiver<bool>,
