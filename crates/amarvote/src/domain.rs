@@ -47,8 +47,18 @@ macro_rules! string_enum {
 
 string_enum!(
     /// Where an election stands; each step is taken once, in this order.
-    ElectionState { Open = "open", Closed = "closed", Tallied = "tallied", Decrypted = "decrypted", Published = "published" }
+    ElectionState { KeyCeremony = "key_ceremony", Open = "open", Closed = "closed", Tallied = "tallied", Decrypted = "decrypted", Published = "published" }
 );
+
+/// A backup of one guardian's polynomial at another's coordinate, encrypted to the
+/// recipient (guardian-run key ceremony); `verified` is the recipient's verdict.
+#[derive(Clone, Debug)]
+pub struct KeyBackupRow {
+    pub sender: String,
+    pub recipient: String,
+    pub body: String,
+    pub verified: Option<bool>,
+}
 
 string_enum!(
     /// A stored ballot: encrypted for a voter who has not yet decided, cast, or challenged.

@@ -34,6 +34,11 @@ enum Command {
     /// Measure the speed of the cryptography core or of the election service.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// A guardian's part from their own terminal: consent to decrypt, see who is present.
+    #[command(subcommand)]
+    Guardian(commands::guardian::GuardianCommand),
+    /// Fetch an election's published record from a server into a directory.
+    Record(commands::record::RecordArgs),
     /// Verify a published election record in the reference export layout.
     Verify {
         /// The record's directory.
@@ -83,6 +88,10 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Election(args)) => {
             runtime().and_then(|rt| rt.block_on(commands::bench_election::run(&args)))
         }
+        Command::Guardian(command) => {
+            runtime().and_then(|rt| rt.block_on(commands::guardian::run(command)))
+        }
+        Command::Record(args) => runtime().and_then(|rt| rt.block_on(commands::record::run(&args))),
         Command::Verify { dir } => commands::verify::run(&dir),
         Command::Referendum(command) => commands::referendum::run(command),
     };

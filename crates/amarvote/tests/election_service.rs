@@ -220,6 +220,12 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
         .unwrap();
     assert_eq!(report["checked"], 20);
     assert_eq!(report["failures"], json!([]));
+    let checks = report["checks"].as_object().unwrap();
+    assert_eq!(checks.len(), 2, "{checks:?}");
+    for count in checks.values() {
+        assert_eq!(count["passed"], 20);
+        assert_eq!(count["failed"], 0);
+    }
 }
 
 async fn wait_done(client: &Client, job: &str) {

@@ -2,20 +2,14 @@
 //! vote was answered 202 is counted exactly once after a restart — no loss, no double
 //! count — including voters who had to resubmit because the crash cut their request.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 const VOTERS: usize = 6000;
 const LAW: &str = "loi-crash";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn start_server(dir: &std::path::Path, port: u16) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_amarvote"))
@@ -61,7 +55,7 @@ async fn submit_until_accepted(http: &reqwest::Client, base: &str, i: usize) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_mid_stream_no_vote_is_lost_or_counted_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))

@@ -41,6 +41,14 @@ CREATE TABLE IF NOT EXISTS ballots (
 );
 CREATE INDEX IF NOT EXISTS ballots_in_permutation ON ballots (election_id, state, shuffle, ballot_id);
 CREATE UNIQUE INDEX IF NOT EXISTS ballots_by_code ON ballots (election_id, code);
+CREATE TABLE IF NOT EXISTS key_backups (
+    election_id TEXT NOT NULL REFERENCES elections(id),
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    body TEXT NOT NULL,
+    verified BIGINT,
+    PRIMARY KEY (election_id, sender, recipient)
+);
 CREATE TABLE IF NOT EXISTS artifacts (
     election_id TEXT NOT NULL REFERENCES elections(id),
     name TEXT NOT NULL,

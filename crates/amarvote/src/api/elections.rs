@@ -12,13 +12,16 @@ use axum::body::Bytes;
 use super::{parse_body, require_admin, require_bearer, ApiError, ApiJson, ApiResult, AppState};
 use crate::domain::BallotState;
 use crate::service::elections::{self, CreatedElection, NewElection};
+use electionguard::key_ceremony::GuardianRecord;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/elections", post(create))
+        .route("/api/elections", post(create).get(list))
         .route("/api/elections/{id}", get(summary))
         .route("/api/elections/{id}/manifest", get(manifest))
+        .route("/api/admin", get(admin_session))
         .route("/api/elections/{id}/voters", post(add_voters))
+        .route("/api/elections/{id}/voters/me", get(voter_session))
         .route("/api/elections/{id}/close", post(close))
         .route("/api/elections/{id}/guardians", get(guardians))
         .route(
@@ -40,6 +43,18 @@ async fn create(
         StatusCode::CREATED,
         Json(elections::create(&app, request).await?),
     ))
+}
+
+/// The newest elections: public, as every published election is.
+async fn list(State(app): State<AppState>) -> ApiResult<Json<Value>> {
+    let elections: Vec<Value> = app
+        .store
+        .recent_elections(200)
+        .await?
+        .iter()
+        .map(|e| json!({ "election_id": e.id, "title": e.title, "state": e.state, "guardians": e.guardians, "quorum": e.quorum, "created_at": e.created_at }))
+        .collect();
+    Ok(Json(json!({ "elections": elections })))
 }
 
 async fn summary(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -66,10 +81,15 @@ async fn manifest(
     ))
 }
 
+/// Either a number of anonymous credentials or a voter list: one credential per
+/// entry, handed back beside its entry (the list itself is not stored).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VoterRequest {
-    count: u32,
+    #[serde(default)]
+    count: Option<u32>,
+    #[serde(default)]
+    voters: Option<Vec<String>>,
 }
 
 async fn add_voters(
@@ -80,11 +100,38 @@ async fn add_voters(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     require_admin(&app, &headers)?;
     let request: VoterRequest = parse_body(&body)?;
-    let credentials = elections::add_voters(&app, &id, request.count).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "credentials": credentials })),
-    ))
+    let count = match (&request.count, &request.voters) {
+        (Some(count), None) => *count,
+        (None, Some(voters)) => u32::try_from(voters.len()).unwrap_or(u32::MAX),
+        _ => return Err(ApiError::bad_request("give either count or voters")),
+    };
+    let credentials = elections::add_voters(&app, &id, count).await?;
+    let mut answer = json!({ "credentials": credentials });
+    if let Some(voters) = request.voters {
+        answer["voters"] = voters
+            .iter()
+            .zip(&credentials)
+            .map(|(voter, credential)| json!({ "voter": voter, "credential": credential }))
+            .collect();
+    }
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// Lets a page check the administrator token before showing the administrator's pages.
+async fn admin_session(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    require_admin(&app, &headers)?;
+    Ok(Json(json!({ "role": "administrator" })))
+}
+
+/// Lets a voter's page check the credential before the voter marks a ballot.
+async fn voter_session(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let credential = require_bearer(&headers)?;
+    crate::service::ballots::eligible_voter(&app, &id, credential).await?;
+    Ok(Json(json!({ "election_id": id, "eligible": true })))
 }
 
 async fn close(
@@ -104,7 +151,7 @@ async fn guardians(State(app): State<AppState>, Path(id): Path<String>) -> ApiRe
         .guardians(&id)
         .await?
         .iter()
-        .map(|g| json!({ "guardian_id": g.guardian_id, "sequence_order": g.sequence_order, "consented_to_decrypt": g.decryption_grant.is_some() }))
+        .map(guardian_status)
         .collect();
     let present = list
         .iter()
@@ -113,6 +160,29 @@ async fn guardians(State(app): State<AppState>, Path(id): Path<String>) -> ApiRe
     Ok(Json(
         json!({ "quorum": election.quorum, "present": present, "quorum_met": present as u32 >= election.quorum, "guardians": list }),
     ))
+}
+
+/// A guardian's part of the key ceremony as anyone can check it: its public key, and
+/// whether every Schnorr proof of its coefficients verifies against its commitments.
+fn guardian_status(guardian: &crate::domain::GuardianRow) -> Value {
+    let record: Option<GuardianRecord> = electionguard::json::from_json(&guardian.public_json).ok();
+    let proofs_verified =
+        record.as_ref().is_some_and(|r| {
+            r.election_proofs.len() == r.election_commitments.len()
+                && r.election_proofs.iter().zip(&r.election_commitments).all(
+                    |(proof, commitment)| proof.public_key == *commitment && proof.verify().is_ok(),
+                )
+        });
+    let public_key = record
+        .map(|r| r.election_public_key.to_hex())
+        .unwrap_or_default();
+    json!({
+        "guardian_id": guardian.guardian_id,
+        "sequence_order": guardian.sequence_order,
+        "public_key_fingerprint": public_key.get(..16).unwrap_or(&public_key),
+        "proofs_verified": proofs_verified,
+        "consented_to_decrypt": guardian.decryption_grant.is_some(),
+    })
 }
 
 #[derive(Deserialize)]

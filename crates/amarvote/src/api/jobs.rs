@@ -19,7 +19,7 @@ use crate::service::jobs::{self, JobStatus};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/elections/{id}/jobs", post(start))
+        .route("/api/elections/{id}/jobs", post(start).get(list))
         .route("/api/jobs/{job}", get(status))
         .route("/api/jobs/{job}/events", get(events))
         .route("/api/jobs/{job}/stop", post(stop))
@@ -50,6 +50,16 @@ async fn start(
             json!({ "job_id": job.id, "kind": kind, "total_chunks": job.total_chunks, "status_url": url }),
         ),
     ))
+}
+
+/// The election's jobs, newest first, with their progress.
+async fn list(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    app.election(&id).await?;
+    let mut list = Vec::new();
+    for job in app.store.election_jobs(&id).await? {
+        list.push(jobs::status(&app, &job.id, false).await?);
+    }
+    Ok(Json(json!({ "election_id": id, "jobs": list })))
 }
 
 #[derive(Deserialize)]

@@ -8,6 +8,7 @@ mod jobs;
 mod openapi;
 pub mod rate_limit;
 mod record;
+mod web;
 
 use std::sync::Arc;
 
@@ -198,6 +199,7 @@ pub fn router(app: AppState) -> Router {
         )
         .merge(jobs::routes())
         .merge(record::routes())
+        .merge(web::routes())
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,

@@ -4,6 +4,8 @@ pub mod bench;
 pub mod bench_election;
 pub mod demo;
 pub mod demo_server;
+pub mod guardian;
+pub mod record;
 pub mod referendum;
 pub mod serve;
 pub mod verify;

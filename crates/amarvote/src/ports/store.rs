@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::domain::{
     BallotRow, BallotState, ChunkCounts, ChunkRow, ChunkState, ElectionRow, ElectionState,
-    GuardianRow, JobRow, JobState,
+    GuardianRow, JobRow, JobState, KeyBackupRow,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,8 @@ pub trait Store: Send + Sync + 'static {
         guardians: &[GuardianRow],
     ) -> Result<(), StoreError>;
     async fn election(&self, id: &str) -> Result<Option<ElectionRow>, StoreError>;
+    /// The newest elections, at most `limit` of them.
+    async fn recent_elections(&self, limit: u64) -> Result<Vec<ElectionRow>, StoreError>;
     async fn set_election_state(
         &self,
         id: &str,
@@ -52,6 +54,39 @@ pub trait Store: Send + Sync + 'static {
         to: ElectionState,
     ) -> Result<bool, StoreError>;
     async fn guardians(&self, election_id: &str) -> Result<Vec<GuardianRow>, StoreError>;
+
+    /// Records a guardian's public key record, once; false if it already had one.
+    async fn announce_guardian(
+        &self,
+        election_id: &str,
+        guardian_id: &str,
+        public_json: &str,
+    ) -> Result<bool, StoreError>;
+    /// Stores a sender's backups, all or none; false if the sender had sent them already.
+    async fn insert_key_backups(
+        &self,
+        election_id: &str,
+        backups: &[KeyBackupRow],
+    ) -> Result<bool, StoreError>;
+    /// The election's backups: all of them, or those sent to one recipient.
+    async fn key_backups(
+        &self,
+        election_id: &str,
+        recipient: Option<&str>,
+    ) -> Result<Vec<KeyBackupRow>, StoreError>;
+    async fn set_key_backup_verified(
+        &self,
+        election_id: &str,
+        sender: &str,
+        recipient: &str,
+        verified: bool,
+    ) -> Result<(), StoreError>;
+    /// Ends a key ceremony: stores the context and opens voting, once.
+    async fn open_after_ceremony(
+        &self,
+        election_id: &str,
+        context_json: &str,
+    ) -> Result<bool, StoreError>;
     async fn set_decryption_grant(
         &self,
         election_id: &str,
@@ -120,6 +155,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_job(&self, job: &JobRow, chunks: &[ChunkRow]) -> Result<(), StoreError>;
     async fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError>;
     async fn jobs_in_state(&self, state: JobState) -> Result<Vec<JobRow>, StoreError>;
+    /// An election's jobs, newest first.
+    async fn election_jobs(&self, election_id: &str) -> Result<Vec<JobRow>, StoreError>;
     async fn latest_job(
         &self,
         election_id: &str,

@@ -86,6 +86,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/vote/{request_id}", get(status))
         .route("/api/v1/votes/status", post(statuses))
         .route("/api/v1/results/{law_id}", get(results))
+        .route("/api/v1/laws", get(laws))
         .route("/api/v1/health", get(health))
         .route("/api/v1/admin/laws", post(create_law))
         .route("/api/v1/admin/voters", post(load_voters))
@@ -351,6 +352,16 @@ async fn results(State(state): State<Shared>, Path(law_id): Path<String>) -> Api
     let body =
         json!({ "law_id": law_id, "oui": counts.oui, "non": counts.non, "audited": audited });
     Ok(Json(body).into_response())
+}
+
+/// Every law with its live totals.
+async fn laws(State(state): State<Shared>) -> ApiResult {
+    let laws = state.tables.laws().await.map_err(ApiFailure::internal)?;
+    let list: Vec<Value> = laws
+        .iter()
+        .map(|law| json!({ "law_id": law.law_id, "title": law.title, "oui": law.counts.oui, "non": law.counts.non }))
+        .collect();
+    Ok(Json(json!({ "laws": list })).into_response())
 }
 
 async fn health() -> Json<Value> {

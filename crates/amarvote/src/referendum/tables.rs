@@ -33,6 +33,13 @@ pub struct LawCounts {
     pub non: u64,
 }
 
+/// A law as the public totals page lists it.
+pub struct LawTotals {
+    pub law_id: String,
+    pub title: String,
+    pub counts: LawCounts,
+}
+
 /// One newly recorded duplicate attempt series, merged per voter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DuplicateSeen {
@@ -180,6 +187,28 @@ impl VoteTables {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Every law with its title and counts so far, in creation order.
+    pub async fn laws(&self) -> Result<Vec<LawTotals>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT l.law_id, l.title, COALESCE(r.oui_count, 0), COALESCE(r.non_count, 0)
+             FROM referendum_laws l LEFT JOIN vote_results r ON r.law_id = l.law_id
+             ORDER BY l.created_at, l.law_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| LawTotals {
+                law_id: row.get(0),
+                title: row.get(1),
+                counts: LawCounts {
+                    oui: count(row.get(2)),
+                    non: count(row.get(3)),
+                },
+            })
+            .collect())
     }
 
     pub async fn law_exists(&self, law_id: &str) -> Result<bool, sqlx::Error> {

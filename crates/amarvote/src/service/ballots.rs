@@ -148,7 +148,12 @@ async fn open_election(
     Ok((election, crypto))
 }
 
-async fn eligible_voter(app: &App, election_id: &str, credential: &str) -> ServiceResult<String> {
+/// The credential's hash, if the credential is on the election's eligibility list.
+pub async fn eligible_voter(
+    app: &App,
+    election_id: &str,
+    credential: &str,
+) -> ServiceResult<String> {
     let hash = credential_hash(credential);
     if !app.store.voter_exists(election_id, &hash).await? {
         return Err(ServiceError::Unauthorized(

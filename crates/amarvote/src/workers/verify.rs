@@ -1,6 +1,8 @@
 //! Verification chunks: every proof and hash of a range of stored ballots, and each
 //! ballot's code; finalization writes the summary the API and the web pages show.
 
+use std::collections::BTreeMap;
+
 use electionguard::ballot::CiphertextBallot;
 use serde::{Deserialize, Serialize};
 
@@ -11,10 +13,46 @@ use crate::service::App;
 
 pub const VERIFICATION: &str = "verification";
 
+/// What a verification job found: ballots checked, each check with its counts, and
+/// every failure named.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct BallotVerification {
     pub checked: u64,
+    #[serde(default)]
+    pub checks: BTreeMap<String, CheckCount>,
     pub failures: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CheckCount {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+const CODE_CHECK: &str = "tracking code is the ballot's link in the code chain";
+const PROOF_CHECK: &str = "selection and contest proofs and ballot hashes verify";
+
+impl BallotVerification {
+    fn record(&mut self, check: &str, failure: Option<String>) {
+        let count = self.checks.entry(check.to_string()).or_default();
+        match failure {
+            None => count.passed += 1,
+            Some(failure) => {
+                count.failed += 1;
+                self.failures.push(failure);
+            }
+        }
+    }
+
+    fn merge(&mut self, part: BallotVerification) {
+        self.checked += part.checked;
+        for (check, count) in part.checks {
+            let total = self.checks.entry(check).or_default();
+            total.passed += count.passed;
+            total.failed += count.failed;
+        }
+        self.failures.extend(part.failures);
+    }
 }
 
 pub async fn chunk(app: &App, job: &JobRow, spec: &ChunkSpec) -> anyhow::Result<Vec<u8>> {
@@ -42,19 +80,20 @@ pub async fn chunk(app: &App, job: &JobRow, spec: &ChunkSpec) -> anyhow::Result<
                 ballot.timestamp,
                 &ballot.crypto_hash,
             );
-            if row.code.as_deref() != Some(code.to_hex().as_str()) || code != ballot.code {
-                report
-                    .failures
-                    .push(format!("ballot {}: code does not match", ballot.object_id));
-            }
-            if let Err(e) = electionguard::verify::verify_submission(
+            let code_matches =
+                row.code.as_deref() == Some(code.to_hex().as_str()) && code == ballot.code;
+            report.record(
+                CODE_CHECK,
+                (!code_matches)
+                    .then(|| format!("ballot {}: code does not match", ballot.object_id)),
+            );
+            let proofs = electionguard::verify::verify_submission(
                 &ballot,
                 &crypto.manifest,
                 &crypto.context,
                 &crypto.key,
-            ) {
-                report.failures.push(e);
-            }
+            );
+            report.record(PROOF_CHECK, proofs.err());
         }
         Ok(report)
     })
@@ -65,9 +104,7 @@ pub async fn chunk(app: &App, job: &JobRow, spec: &ChunkSpec) -> anyhow::Result<
 pub async fn finalize(app: &App, job: &JobRow) -> anyhow::Result<()> {
     let mut total = BallotVerification::default();
     for (_, bytes) in app.store.chunk_results(&job.id).await? {
-        let part: BallotVerification = from_cbor(&bytes)?;
-        total.checked += part.checked;
-        total.failures.extend(part.failures);
+        total.merge(from_cbor(&bytes)?);
     }
     app.store
         .put_artifact(&job.election_id, VERIFICATION, &serde_json::to_vec(&total)?)

@@ -36,6 +36,15 @@ impl Drop for TestServer {
     }
 }
 
+/// A loopback port nobody listens on now, for a server process a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn settings() -> Settings {
     Settings {
         chunk_size: 8,

@@ -1,0 +1,129 @@
+//! `amarvote guardian …`: a guardian's part, done from the guardian's own terminal with
+//! the credential file the administrator handed out and the guardian's passphrase.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::demo_server::Client;
+
+#[derive(Subcommand, Debug)]
+pub enum GuardianCommand {
+    /// Consent to decrypt: unlock this guardian's key share for the election's decryption.
+    Consent(ConsentArgs),
+    /// Show the election's guardians: who is present, who is missing, whether the quorum is met.
+    Status(ConsentArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConsentArgs {
+    /// The guardian credential file (`guardian-N.json`) from the administrator.
+    #[arg(long)]
+    pub credential: PathBuf,
+    /// The server; by default the one named in the credential file.
+    #[arg(long)]
+    pub server: Option<String>,
+}
+
+/// What the web page writes for each guardian when the election is created.
+#[derive(Deserialize)]
+struct Credential {
+    server: Option<String>,
+    election_id: String,
+    guardian_id: String,
+    token: String,
+}
+
+fn read_credential(args: &ConsentArgs) -> Result<(Client, Credential)> {
+    let text = std::fs::read_to_string(&args.credential)
+        .with_context(|| format!("cannot read {}", args.credential.display()))?;
+    let credential: Credential = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not an AmarVote guardian credential file",
+            args.credential.display()
+        )
+    })?;
+    let Some(server) = args.server.clone().or_else(|| credential.server.clone()) else {
+        bail!("the credential file names no server: pass --server URL");
+    };
+    Ok((Client::new(&server), credential))
+}
+
+/// The passphrase from `AMARVOTE_PASSPHRASE`, or asked for without echo.
+fn passphrase() -> Result<Zeroizing<String>> {
+    if let Ok(value) = std::env::var("AMARVOTE_PASSPHRASE") {
+        return Ok(Zeroizing::new(value));
+    }
+    let value = rpassword::prompt_password("Guardian passphrase: ").context(
+        "cannot read the passphrase (set AMARVOTE_PASSPHRASE when there is no terminal)",
+    )?;
+    Ok(Zeroizing::new(value))
+}
+
+pub async fn run(command: GuardianCommand) -> Result<()> {
+    match command {
+        GuardianCommand::Consent(args) => consent(&args).await,
+        GuardianCommand::Status(args) => {
+            let (client, credential) = read_credential(&args)?;
+            print_status(&client, &credential.election_id).await
+        }
+    }
+}
+
+async fn consent(args: &ConsentArgs) -> Result<()> {
+    let (client, credential) = read_credential(args)?;
+    let passphrase = passphrase()?;
+    let path = format!(
+        "/api/elections/{}/guardians/{}/decryption-consent",
+        credential.election_id, credential.guardian_id
+    );
+    client
+        .post(
+            &path,
+            Some(&credential.token),
+            &json!({ "passphrase": passphrase.as_str() }),
+        )
+        .await?;
+    println!(
+        "{} consents to decrypt election {}",
+        credential.guardian_id, credential.election_id
+    );
+    print_status(&client, &credential.election_id).await
+}
+
+async fn print_status(client: &Client, election: &str) -> Result<()> {
+    let status = client
+        .get(&format!("/api/elections/{election}/guardians"))
+        .await?;
+    for guardian in status["guardians"].as_array().into_iter().flatten() {
+        let present = if guardian["consented_to_decrypt"] == true {
+            "present"
+        } else {
+            "missing"
+        };
+        println!(
+            "  {:<14} {present:<8} proofs {}",
+            guardian["guardian_id"].as_str().unwrap_or("?"),
+            if guardian["proofs_verified"] == true {
+                "verified"
+            } else {
+                "FAILED"
+            }
+        );
+    }
+    println!(
+        "{} present, quorum {}: {}",
+        status["present"],
+        status["quorum"],
+        if status["quorum_met"] == true {
+            "met"
+        } else {
+            "not met"
+        }
+    );
+    Ok(())
+}
