@@ -48,7 +48,7 @@ impl ChoiceRng {
         ChoiceRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -56,11 +56,11 @@ impl ChoiceRng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 
     pub fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
     }
 }
 
@@ -433,10 +433,14 @@ pub fn finish(
 }
 
 /// The context for the ceremony's joint key.
-pub fn context(manifest: &Manifest, ceremony: &Ceremony, quorum: u32) -> CiphertextElectionContext {
-    let (key, commitment_hash) = joint_key(&ceremony.public_keys);
+pub fn context(
+    manifest: &Manifest,
+    public_keys: &[ElectionPublicKey],
+    quorum: u32,
+) -> CiphertextElectionContext {
+    let (key, commitment_hash) = joint_key(public_keys);
     CiphertextElectionContext::new(
-        ceremony.guardians.len() as u32,
+        public_keys.len() as u32,
         quorum,
         key,
         commitment_hash,

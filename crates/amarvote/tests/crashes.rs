@@ -102,19 +102,6 @@ fn expected(voters: usize) -> Vec<u64> {
     counts
 }
 
-async fn votes(client: &Client, id: &str) -> Vec<u64> {
-    let results = client
-        .get(&format!("/api/elections/{id}/results"))
-        .await
-        .unwrap();
-    results["contests"][0]["selections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["votes"].as_u64().unwrap())
-        .collect()
-}
-
 /// Kills the worker with SIGKILL every `period`, `times` times, starting a new one each time.
 async fn keep_killing(
     env: Vec<(String, String)>,
@@ -145,19 +132,7 @@ async fn jobs_complete_exactly_while_workers_are_killed() {
     job(&client, &server.admin, &id, "combine").await;
     worker.kill().unwrap();
     let _ = worker.wait();
-    assert_eq!(votes(&client, &id).await, expected(voters));
-}
-
-fn rabbitmqctl(args: &[&str]) {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl runs");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(common::votes(&client, &id).await, expected(voters));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -170,13 +145,7 @@ async fn jobs_complete_exactly_across_a_rabbitmq_restart() {
     let mut worker = common::spawn_worker(&env);
     let restart = tokio::spawn(async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        tokio::task::spawn_blocking(|| {
-            rabbitmqctl(&["stop_app"]);
-            std::thread::sleep(Duration::from_secs(2));
-            rabbitmqctl(&["start_app"]);
-        })
-        .await
-        .unwrap();
+        common::restart_rabbitmq().await;
     });
     job(&client, &server.admin, &id, "tally").await;
     restart.await.unwrap();
@@ -184,5 +153,5 @@ async fn jobs_complete_exactly_across_a_rabbitmq_restart() {
     job(&client, &server.admin, &id, "combine").await;
     worker.kill().unwrap();
     let _ = worker.wait();
-    assert_eq!(votes(&client, &id).await, expected(voters));
+    assert_eq!(common::votes(&client, &id).await, expected(voters));
 }

@@ -95,34 +95,13 @@ async fn small_election(
     )
 }
 
-async fn cast(client: &Client, election: &str, credential: &str, selection: &str) -> String {
-    let pending = client
-        .post(
-            &format!("/api/elections/{election}/ballots/encrypt"),
-            Some(credential),
-            &json!({ "choices": { "contest-1": [selection] } }),
-        )
-        .await
-        .unwrap();
-    let id = pending["ballot_id"].as_str().unwrap();
-    let receipt = client
-        .post(
-            &format!("/api/elections/{election}/ballots/{id}/cast"),
-            Some(credential),
-            &json!({}),
-        )
-        .await
-        .unwrap();
-    receipt["tracking_code"].as_str().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered() {
     let server = common::embedded().await;
     let client = Client::new(&server.url);
     let (id, voters, created) = small_election(&client, &server.admin, 20).await;
     for (i, voter) in voters.iter().enumerate() {
-        cast(
+        common::cast(
             &client,
             &id,
             voter,
@@ -191,17 +170,7 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
     demo_server::run_job(&client, &server.admin, &id, "combine")
         .await
         .unwrap();
-    let results = client
-        .get(&format!("/api/elections/{id}/results"))
-        .await
-        .unwrap();
-    let votes: Vec<u64> = results["contests"][0]["selections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["votes"].as_u64().unwrap())
-        .collect();
-    assert_eq!(votes, vec![7, 7, 6]);
+    assert_eq!(common::votes(&client, &id).await, vec![7, 7, 6]);
     assert_eq!(
         server
             .app
@@ -353,7 +322,7 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
     .await;
     assert_eq!(status, 401);
 
-    cast(&client, &id, &voters[0], "contest-1-selection-1").await;
+    common::cast(&client, &id, &voters[0], "contest-1-selection-1").await;
     let again = client
         .post(
             &format!("/api/elections/{id}/ballots/encrypt"),

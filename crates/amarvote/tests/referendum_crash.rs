@@ -30,7 +30,7 @@ async fn wait_up(http: &reqwest::Client, base: &str) {
 }
 
 fn ballot(i: usize) -> Value {
-    let vote = if i % 3 == 0 { "non" } else { "oui" };
+    let vote = if i.is_multiple_of(3) { "non" } else { "oui" };
     json!({ "nas": format!("{:09}", 200_000_000 + i), "code": format!("K{i:06}"), "law_id": LAW, "vote": vote })
 }
 

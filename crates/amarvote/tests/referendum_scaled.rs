@@ -1,6 +1,8 @@
 //! The referendum pipeline on PostgreSQL, RabbitMQ and Redis: each stage as
 //! its own role (here, in one test process), reconciled by the load generator.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -15,78 +17,24 @@ use tokio::sync::watch;
 
 const ADMIN: &str = "scaled-admin-token";
 
-fn unique(prefix: &str) -> String {
-    let mut bytes = [0u8; 6];
-    openssl::rand::rand_bytes(&mut bytes).unwrap();
-    format!("{prefix}_{}", amarvote::domain::hex(&bytes))
-}
-
-async fn postgres_url() -> String {
-    use sqlx::Connection;
-    let admin_url = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut conn = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("these tests need PostgreSQL at {admin_url}: {e}"));
-    let name = unique("amarvote_ref");
-    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0)
-}
-
-struct Vhost(String);
-
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args(["delete_vhost", &self.0])
-            .output();
-    }
-}
-
-fn rabbitmq_vhost() -> (String, Vhost) {
-    let vhost = unique("amarvote-ref");
-    for args in [
-        vec!["add_vhost", vhost.as_str()],
-        vec![
-            "set_permissions",
-            "-p",
-            vhost.as_str(),
-            "guest",
-            ".*",
-            ".*",
-            ".*",
-        ],
-    ] {
-        let out = std::process::Command::new("rabbitmqctl")
-            .args(&args)
-            .output()
-            .expect("these tests need rabbitmqctl (RabbitMQ) on this machine");
-        assert!(
-            out.status.success(),
-            "rabbitmqctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    (
-        format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"),
-        Vhost(vhost),
-    )
-}
-
 struct Scaled {
     url: String,
     parts: ScaledParts,
     _shutdown: watch::Sender<bool>,
-    _vhost: Vhost,
+    _vhost: common::VhostGuard,
+    redis: (String, String),
+}
+
+impl Scaled {
+    async fn clean_up(self) {
+        common::delete_redis_keys(&self.redis.0, &self.redis.1).await;
+    }
 }
 
 async fn start() -> Scaled {
-    let database = postgres_url().await;
-    let (amqp, vhost) = rabbitmq_vhost();
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("{}:", unique("amarvote-ref"));
+    let database = common::postgres_url().await;
+    let (amqp, vhost) = common::rabbitmq_vhost();
+    let (redis, prefix) = common::redis_url_and_prefix();
     let connect = || ScaledParts::connect(&database, &amqp, &redis, &prefix);
     let (tx, rx) = watch::channel(false);
     let metrics = ReferendumMetrics::new();
@@ -115,7 +63,8 @@ async fn start() -> Scaled {
         url: format!("http://{addr}"),
         parts: ingest,
         _shutdown: tx,
-        _vhost: vhost,
+        _vhost: common::VhostGuard(vhost),
+        redis: (redis, prefix),
     }
 }
 
@@ -135,6 +84,7 @@ async fn loadgen_against_two_validators_and_an_aggregator_reconciles_exactly() {
     };
     let report = run(&config).await.unwrap();
     assert!(report.reconciled(), "{report:?}");
+    server.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,4 +128,5 @@ async fn redelivered_votes_count_once_and_malformed_ones_are_dead_lettered() {
     assert_eq!(tables.audited("loi-r").await.unwrap(), 1);
     assert_eq!(queue.dead_letters(Stream::Aggregation).await.unwrap(), 1);
     assert_eq!(queue.dead_letters(Stream::Validation).await.unwrap(), 1);
+    server.clean_up().await;
 }

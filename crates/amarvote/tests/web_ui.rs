@@ -83,6 +83,7 @@ async fn people_run_an_election_and_a_referendum_in_the_browser() {
         .env("AMARVOTE_URL", &base)
         .env("AMARVOTE_ADMIN_TOKEN", admin.trim())
         .env("ARTIFACTS", &artifacts)
+        .env("AMARVOTE_BIN", env!("CARGO_BIN_EXE_amarvote"))
         .env("CHROMIUM", &chromium)
         .output()
         .await
@@ -99,6 +100,11 @@ async fn people_run_an_election_and_a_referendum_in_the_browser() {
         .find_map(|l| l.strip_prefix("ELECTION "))
         .expect("the run names its election");
     assert_published_counts(&base, election.trim()).await;
+    let archive = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RECORD "))
+        .expect("the run downloads the record");
+    assert_record_verifies(Path::new(archive.trim())).await;
 }
 
 /// Ground truth of the ballots the browser cast: ada (Alice; Dan, Eve; Yes), brian
@@ -137,4 +143,35 @@ async fn assert_published_counts(base: &str, election: &str) {
     let summary = get_json(format!("{base}/api/elections/{election}")).await;
     assert_eq!(summary["cast_ballots"], 3);
     assert_eq!(summary["spoiled_ballots"], 1);
+}
+
+/// The record the administrator downloaded from the page unpacks with `tar` and passes
+/// `amarvote verify`.
+async fn assert_record_verifies(archive: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let untar = tokio::process::Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        untar.status.success(),
+        "tar: {}",
+        String::from_utf8_lossy(&untar.stderr)
+    );
+    let verify = tokio::process::Command::new(env!("CARGO_BIN_EXE_amarvote"))
+        .arg("verify")
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "amarvote verify of the downloaded record:\n{}\n{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }

@@ -316,6 +316,10 @@ async function newElectionPage() {
     h('button', { type: 'button', class: 'secondary', text: 'Add a contest',
       onclick: () => contests.append(contestEditor(contests.children.length)) }),
     h('fieldset', {}, h('legend', { text: 'Guardians' }),
+      field('Key ceremony', h('select', { name: 'key_ceremony' },
+        h('option', { value: 'guardians', text: 'Run by the guardians on their own machines' }),
+        h('option', { value: 'server', text: 'Generated on this server (convenience)' })),
+      { name: 'key_ceremony', hint: 'Run by the guardians, no guardian secret ever reaches the server before the guardian consents to decrypt.' }),
       field('Number of guardians', h('input', { type: 'number', name: 'guardians', min: 1, value: 3 }), { name: 'guardians' }),
       field('Quorum', h('input', { type: 'number', name: 'quorum', min: 1, value: 2 }), { name: 'quorum', hint: 'How many guardians must be present to decrypt.' })),
     h('fieldset', {}, h('legend', { text: 'Voting window' }),
@@ -335,6 +339,7 @@ async function newElectionPage() {
       quorum: Number(value('quorum')),
       voting_start: when('voting_start'),
       voting_end: when('voting_end'),
+      key_ceremony: value('key_ceremony'),
     };
     const created = await api('POST', '/api/elections', { body: request, token: adminToken() });
     const list = linesOf(voters.value);
@@ -347,9 +352,10 @@ async function newElectionPage() {
 }
 
 function createdPage(created, issued) {
+  const byGuardians = created.state === 'key_ceremony';
   const guardianRows = created.guardians.map((g) => h('tr', {},
     h('td', { text: g.guardian_id }),
-    h('td', {}, h('code', { class: 'passphrase', text: g.passphrase })),
+    h('td', {}, byGuardians ? 'chosen by the guardian' : h('code', { class: 'passphrase', text: g.passphrase })),
     h('td', {}, h('button', { type: 'button', class: 'secondary', text: `Download ${g.guardian_id}.json`,
       onclick: () => download(`${g.guardian_id}.json`, JSON.stringify({
         amarvote_guardian_credential: 1, server: location.origin, election_id: created.election_id,
@@ -364,10 +370,13 @@ function createdPage(created, issued) {
       h('tbody', {}, issued.voters.map((v) => h('tr', {}, h('td', { text: v.voter }), h('td', {}, h('code', { text: v.credential }))))))),
   ] : [];
   page('Election created',
-    notice(`The key ceremony is complete: every guardian's proofs and backups were verified and the joint key is published.`),
+    byGuardians
+      ? notice('The guardians now run the key ceremony, each on their own machine; voting opens when every backup is verified.')
+      : notice(`The key ceremony is complete: every guardian's proofs and backups were verified and the joint key is published.`),
+    byGuardians ? ceremonyInstructions() : null,
     h('p', {}, 'Election id ', h('code', { id: 'election-id', text: created.election_id })),
     h('h2', { text: 'Guardian credentials' }),
-    h('p', { class: 'hint', text: 'Shown once. Give each guardian their credential file and, by another channel, their passphrase.' }),
+    h('p', { class: 'hint', text: byGuardians ? 'Shown once. Give each guardian their credential file.' : 'Shown once. Give each guardian their credential file and, by another channel, their passphrase.' }),
     h('div', { class: 'table-scroll' }, h('table', { class: 'guardian-credentials' },
       h('thead', {}, h('tr', {}, h('th', { text: 'Guardian' }), h('th', { text: 'Passphrase' }), h('th', { text: 'Credential file' }))),
       h('tbody', {}, guardianRows))),
@@ -385,7 +394,9 @@ async function electionAdminPage(id) {
     const [summary, guardians, jobs] = await Promise.all([
       api('GET', `/api/elections/${id}`), api('GET', `/api/elections/${id}/guardians`), api('GET', `/api/elections/${id}/jobs`)]);
     overview.replaceChildren(summaryList(summary));
-    ceremony.replaceChildren(guardianTable(guardians));
+    ceremony.replaceChildren(summary.state === 'key_ceremony'
+      ? ceremonyProgress(await api('GET', `/api/elections/${id}/ceremony`))
+      : guardianTable(guardians));
     renderJobs(jobs.jobs, phases, jobsBox);
   };
   await refresh();
@@ -419,8 +430,31 @@ function guardianTable(g) {
       h('thead', {}, h('tr', {}, ['Guardian', 'Public key', 'Proofs', 'Decryption'].map((t) => h('th', { text: t })))),
       h('tbody', {}, g.guardians.map((x) => h('tr', {},
         h('td', { text: x.guardian_id }), h('td', {}, h('code', { text: `${x.public_key_fingerprint}…` })),
-        h('td', { class: x.proofs_verified ? 'ok' : 'fail', text: x.proofs_verified ? 'verified' : 'FAILED' }),
+        x.announced
+          ? h('td', { class: x.proofs_verified ? 'ok' : 'fail', text: x.proofs_verified ? 'verified' : 'FAILED' })
+          : h('td', { class: 'hint', text: 'not announced' }),
         h('td', { text: x.consented_to_decrypt ? 'present' : 'missing' })))))));
+}
+
+function ceremonyInstructions() {
+  return h('div', {},
+    h('p', { text: 'Each guardian runs, on their own machine, with their credential file:' }),
+    h('pre', {}, h('code', { text: 'amarvote guardian ceremony --credential guardian-1.json --keystore guardian-1.keystore' })),
+    h('p', { class: 'hint', text: 'It generates the keys, announces the public key with its proofs, sends backups encrypted to the other guardians and verifies those received. The secret stays in the keystore, sealed under a passphrase the guardian chooses.' }));
+}
+
+/** The guardian-run ceremony, step by step for each guardian. */
+function ceremonyProgress(status) {
+  const mark = (done) => h('td', { class: done ? 'ok' : 'hint', text: done ? 'done' : 'waiting' });
+  return h('div', { id: 'ceremony' },
+    status.rejected_backups.length
+      ? alertBox(`Rejected backups: ${status.rejected_backups.map(([s, r]) => `${r} rejected ${s}'s`).join('; ')}. The ceremony cannot complete.`)
+      : h('p', { class: 'hint', text: 'Run by the guardians; voting opens when every backup is verified.' }),
+    h('div', { class: 'table-scroll' }, h('table', {},
+      h('thead', {}, h('tr', {}, ['Guardian', 'Public key announced', 'Backups sent', 'Backups verified'].map((t) => h('th', { text: t })))),
+      h('tbody', {}, status.guardians.map((g) => h('tr', { 'data-guardian': g.guardian_id },
+        h('td', { text: g.guardian_id }), mark(g.announced), mark(g.backups_sent), mark(g.backups_verified)))))),
+    ceremonyInstructions());
 }
 
 function addVotersForm(id) {
@@ -441,7 +475,7 @@ function addVotersForm(id) {
 }
 
 function closeVotingForm(id, refresh) {
-  const form = h('form', {}, h('p', { class: 'hint', text: 'Voting opens when the election is created. Closing is final: no ballot is accepted after it.' }),
+  const form = h('form', {}, h('p', { class: 'hint', text: 'Voting opens once the key ceremony is complete. Closing is final: no ballot is accepted after it.' }),
     h('button', { type: 'submit', class: 'danger', text: 'Close voting' }));
   onSubmit(form, async () => {
     await api('POST', `/api/elections/${id}/close`, { token: adminToken() });
@@ -560,7 +594,8 @@ function recordSection(id) {
             h('li', {}, h('a', { href: `/api/elections/${id}/record/${f}`, download: f.replaceAll('/', '_'), text: f })))));
       } catch (error) { out.replaceChildren(alertBox(error.message)); }
     } });
-  return h('div', {}, button, out);
+  const archive = h('a', { class: 'button', href: `/api/elections/${id}/record.tar`, download: `${id}-record.tar`, text: 'Download the election record (.tar)' });
+  return h('div', {}, archive, button, out);
 }
 
 function referendumAdmin() {
@@ -599,9 +634,12 @@ async function guardianPage() {
   const loadStatus = async () => {
     const [summary, guardians] = await Promise.all([
       api('GET', `/api/elections/${credential.election_id}`), api('GET', `/api/elections/${credential.election_id}/guardians`)]);
+    const progress = summary.state === 'key_ceremony'
+      ? ceremonyProgress(await api('GET', `/api/elections/${credential.election_id}/ceremony`))
+      : guardianTable(guardians);
     status.replaceChildren(h('h2', { text: summary.title }),
       h('p', {}, `You are `, h('strong', { text: credential.guardian_id }), `. Election state: ${summary.state}.`),
-      guardianTable(guardians));
+      progress);
   };
   const errors = onSubmit(form, async () => {
     if (!credential) throw new ApiError(400, 'Choose your credential file first.', 'credential');
@@ -624,9 +662,11 @@ async function guardianPage() {
     }
   });
   page('Guardian', form, status,
-    h('h2', { text: 'On your own machine instead' }),
-    h('p', { text: 'The same consent from a terminal (the passphrase is asked for, or read from AMARVOTE_PASSPHRASE):' }),
-    h('pre', {}, h('code', { text: `amarvote guardian consent --credential guardian-1.json` })),
+    h('h2', { text: 'On your own machine' }),
+    h('p', { text: 'If the guardians run the key ceremony, take part with your credential file; your secret stays in the keystore file:' }),
+    h('pre', {}, h('code', { text: 'amarvote guardian ceremony --credential guardian-1.json --keystore guardian-1.keystore' })),
+    h('p', { text: 'Consent to decrypt from a terminal (the passphrase is asked for, or read from AMARVOTE_PASSPHRASE); add --keystore after a guardian-run ceremony:' }),
+    h('pre', {}, h('code', { text: 'amarvote guardian consent --credential guardian-1.json [--keystore guardian-1.keystore]' })),
     h('p', { text: 'The server named in the file is used unless --server says otherwise.' }));
 }
 
@@ -636,7 +676,8 @@ async function votePage(id) {
   const [summary, manifest] = await Promise.all([api('GET', `/api/elections/${id}`), api('GET', `/api/elections/${id}/manifest`)]);
   const contests = ballotLayout(manifest);
   if (summary.state !== 'open') {
-    return page(summary.title, notice(`Voting is ${summary.state}.`), h('a', { href: `#/results/${id}`, text: 'See the results and audit page' }));
+    const why = summary.state === 'key_ceremony' ? 'Voting opens when the guardians finish the key ceremony.' : `Voting is ${summary.state}.`;
+    return page(summary.title, notice(why), h('a', { href: `#/results/${id}`, text: 'See the results and audit page' }));
   }
   const credential = h('input', { type: 'password', name: 'credential', autocomplete: 'off' });
   const form = h('form', { novalidate: true },

@@ -195,7 +195,7 @@ impl Montgomery {
         })
     }
 
-    pub(crate) fn from_mont(&self, r: &mut BigNumRef, a: &BigNumRef) {
+    pub(crate) fn leave_mont(&self, r: &mut BigNumRef, a: &BigNumRef) {
         // SAFETY: module documentation.
         with_ctx(|ctx| {
             check(unsafe {

@@ -111,16 +111,16 @@ pub struct CompensatedDecryptionShare {
     pub contests: IndexMap<String, CiphertextCompensatedDecryptionContest>,
 }
 
+/// A selection id, its share M = α^s, and the proof that M used the guardian's secret.
+type ProvedShare = (String, ElementModP, ChaumPedersenProof);
+
 /// M = α^s with its Chaum-Pedersen proof, for every selection of every contest, keyed by
 /// contest and selection id: the computation both kinds of share have in common.
 fn prove_shares<'a>(
     contests: &'a [ContestCiphertexts],
     secret: &SecretKey,
     extended_base_hash: &ElementModQ,
-) -> Vec<(
-    &'a ContestCiphertexts,
-    Vec<(String, ElementModP, ChaumPedersenProof)>,
-)> {
+) -> Vec<(&'a ContestCiphertexts, Vec<ProvedShare>)> {
     contests
         .iter()
         .map(|c| {

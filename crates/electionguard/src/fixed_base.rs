@@ -63,7 +63,7 @@ impl FixedBase {
             None => ElementModP::one(),
             Some(acc) => {
                 let mut out = BigNum::new().unwrap();
-                m.from_mont(&mut out, &acc);
+                m.leave_mont(&mut out, &acc);
                 ElementModP::from_reduced(out)
             }
         }

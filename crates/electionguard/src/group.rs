@@ -375,7 +375,9 @@ impl ElementModQ {
     /// Reduces any integer mod q (used for hash outputs).
     pub(crate) fn reduce(n: &BigNumRef) -> ElementModQ {
         let mut r = BigNum::new().unwrap();
-        with_ctx(|ctx| r.nnmod(n, group().q.modulus(), ctx).unwrap());
+        // The group is fetched first: its first use builds it, which needs the context too.
+        let q = group().q.modulus();
+        with_ctx(|ctx| r.nnmod(n, q, ctx).unwrap());
         ElementModQ(r)
     }
 
@@ -419,7 +421,8 @@ impl ElementModQ {
         ) -> Result<(), openssl::error::ErrorStack>,
     ) -> ElementModQ {
         let mut r = BigNum::new().unwrap();
-        with_ctx(|ctx| op(&mut r, &self.0, &other.0, group().q.modulus(), ctx).unwrap());
+        let q = group().q.modulus();
+        with_ctx(|ctx| op(&mut r, &self.0, &other.0, q, ctx).unwrap());
         ElementModQ(r)
     }
 
@@ -480,7 +483,7 @@ mod tests {
         assert_eq!(ElementModQ::zero().to_hex(), "00");
         assert_eq!(ElementModQ::from_u64(1).unwrap().to_hex(), "01");
         assert_eq!(ElementModQ::from_u64(0x1ff).unwrap().to_hex(), "01FF");
-        assert_eq!(ElementModQ::from_hex("1ff").is_err(), true);
+        assert!(ElementModQ::from_hex("1ff").is_err());
         assert_eq!(ElementModQ::from_hex("0ff").unwrap().to_hex(), "FF");
         assert!(matches!(
             ElementModQ::from_hex("xyz"),

@@ -83,7 +83,7 @@ pub(crate) fn multi_exp(terms: &[(&ElementModP, &BigNumRef)]) -> ElementModP {
         None => ElementModP::one(),
         Some(a) => {
             let mut out = BigNum::new().unwrap();
-            m.from_mont(&mut out, &a);
+            m.leave_mont(&mut out, &a);
             ElementModP::from_reduced(out)
         }
     }

@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 
 use axum::body::Bytes;
 
-use super::{parse_body, require_admin, require_bearer, ApiError, ApiJson, ApiResult, AppState};
+use super::{parse_body, require_admin, require_bearer, ApiError, ApiResult, AppState};
 use crate::domain::BallotState;
-use crate::service::elections::{self, CreatedElection, NewElection};
+use crate::service::elections::{self, Consent, CreatedElection, GuardianSecret, NewElection};
 use electionguard::key_ceremony::GuardianRecord;
 
 pub fn routes() -> Router<AppState> {
@@ -61,13 +61,20 @@ async fn summary(State(app): State<AppState>, Path(id): Path<String>) -> ApiResu
     let e = app.election(&id).await?;
     let cast = app.store.count_ballots(&id, BallotState::Cast).await?;
     let spoiled = app.store.count_ballots(&id, BallotState::Spoiled).await?;
-    let context: Value = serde_json::from_str(&e.context_json)
-        .map_err(|e| ApiError::from(crate::service::ServiceError::Internal(e.into())))?;
+    // Empty until a guardian-run key ceremony publishes the joint key.
+    let context: Value = serde_json::from_str(&e.context_json).unwrap_or(Value::Null);
     Ok(Json(json!({
         "election_id": e.id, "title": e.title, "state": e.state, "guardians": e.guardians, "quorum": e.quorum,
         "cast_ballots": cast, "spoiled_ballots": spoiled,
-        "manifest_hash": context["manifest_hash"], "joint_public_key": context["elgamal_public_key"],
+        "manifest_hash": manifest_hash(&e)?, "joint_public_key": context["elgamal_public_key"],
     })))
+}
+
+fn manifest_hash(election: &crate::domain::ElectionRow) -> ApiResult<String> {
+    let manifest: electionguard::manifest::Manifest =
+        electionguard::json::from_json(&election.manifest_json)
+            .map_err(|e| crate::service::ServiceError::Internal(e.into()))?;
+    Ok(manifest.crypto_hash().to_hex())
 }
 
 async fn manifest(
@@ -179,26 +186,37 @@ fn guardian_status(guardian: &crate::domain::GuardianRow) -> Value {
     json!({
         "guardian_id": guardian.guardian_id,
         "sequence_order": guardian.sequence_order,
+        "announced": !guardian.public_json.is_empty(),
         "public_key_fingerprint": public_key.get(..16).unwrap_or(&public_key),
         "proofs_verified": proofs_verified,
         "consented_to_decrypt": guardian.decryption_grant.is_some(),
     })
 }
 
+/// Either the passphrase (server-run ceremony) or the key share (guardian-run ceremony).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Consent {
-    passphrase: String,
+struct ConsentRequest {
+    #[serde(default)]
+    passphrase: Option<String>,
+    #[serde(default)]
+    key_share: Option<GuardianSecret>,
 }
 
 async fn consent(
     State(app): State<AppState>,
     Path((id, guardian)): Path<(String, String)>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<Consent>,
+    body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let token = require_bearer(&headers)?;
-    elections::grant_decryption(&app, &id, &guardian, token, body.passphrase).await?;
+    let request: ConsentRequest = parse_body(&body)?;
+    let consent = match (request.passphrase, request.key_share) {
+        (Some(passphrase), None) => Consent::Passphrase(passphrase),
+        (None, Some(secret)) => Consent::KeyShare(secret),
+        _ => return Err(ApiError::bad_request("give either passphrase or key_share")),
+    };
+    elections::grant_decryption(&app, &id, &guardian, token, consent).await?;
     Ok(Json(
         json!({ "guardian_id": guardian, "consented_to_decrypt": true }),
     ))

@@ -3,11 +3,13 @@
 //! workers. Every error is a JSON body `{"error": …}` with a 4xx or 5xx status.
 
 mod ballots;
+mod ceremony;
 mod elections;
 mod jobs;
 mod openapi;
 pub mod rate_limit;
 mod record;
+mod tar;
 mod web;
 
 use std::sync::Arc;
@@ -191,6 +193,7 @@ pub fn router(app: AppState) -> Router {
     operations_routes()
         .route("/api/openapi.json", get(openapi::document))
         .merge(elections::routes())
+        .merge(ceremony::routes())
         .merge(
             ballots::routes().route_layer(axum::middleware::from_fn_with_state(
                 app.clone(),

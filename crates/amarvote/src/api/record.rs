@@ -1,6 +1,7 @@
-//! The election record, exported in the reference layout one file at a time, so an
-//! export of any size streams: `GET …/record` lists the files, `GET …/record/{path}`
-//! returns one. `amarvote verify` and electionguard-python read the directory they make.
+//! The election record, exported in the reference layout: `GET …/record` lists the files,
+//! `GET …/record/{path}` returns one, and `GET …/record.tar` streams them all as one
+//! archive, a file at a time, so an export of any size never sits in memory.
+//! `amarvote verify` and electionguard-python read the directory they make.
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -12,15 +13,17 @@ use electionguard::json::{from_json, to_reference_json};
 use electionguard::record::{layout, ElectionConstants};
 use serde_json::{json, Value};
 
-use super::{ApiError, ApiResult, AppState};
+use super::{tar, ApiError, ApiResult, AppState};
 use crate::domain::BallotState;
 use crate::service::codec::from_cbor;
 use crate::service::ServiceError;
 use crate::workers::{COEFFICIENTS, ENCRYPTED_TALLY, PLAINTEXT_TALLY, SPOILED_PREFIX};
+use axum::body::Bytes;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/elections/{id}/record", get(list))
+        .route("/api/elections/{id}/record.tar", get(archive))
         .route("/api/elections/{id}/record/{*path}", get(file))
 }
 
@@ -29,6 +32,13 @@ fn internal(e: impl Into<anyhow::Error>) -> ApiError {
 }
 
 async fn list(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let files = file_names(&app, &id).await?;
+    Ok(Json(json!({ "election_id": id, "files": files })))
+}
+
+/// Every file of the record, in the reference layout.
+async fn file_names(app: &AppState, id: &str) -> ApiResult<Vec<String>> {
+    let id = id.to_string();
     let election = app.election(&id).await?;
     let device: EncryptionDevice = from_json(&election.device_json).map_err(internal)?;
     let mut files = vec![
@@ -68,7 +78,7 @@ async fn list(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<
     for name in app.store.artifact_names(&id, SPOILED_PREFIX).await? {
         files.push(layout::spoiled_ballot(&name[SPOILED_PREFIX.len()..]));
     }
-    Ok(Json(json!({ "election_id": id, "files": files })))
+    Ok(files)
 }
 
 fn json_file(body: String) -> axum::response::Response {
@@ -80,6 +90,61 @@ async fn file(
     Path((id, path)): Path<(String, String)>,
 ) -> ApiResult<axum::response::Response> {
     let election = app.election(&id).await?;
+    Ok(json_file(file_body(&app, &id, &election, &path).await?))
+}
+
+/// The whole record as one tar archive, streamed a file at a time.
+async fn archive(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::response::Response> {
+    let election = app.election(&id).await?;
+    let files = file_names(&app, &id).await?;
+    let mtime = u64::try_from(election.created_at / 1000).unwrap_or(0);
+    let state = (app, id.clone(), election, files.into_iter(), false);
+    let stream = futures_util::stream::unfold(
+        state,
+        move |(app, id, election, mut files, ended)| async move {
+            if ended {
+                return None;
+            }
+            let Some(name) = files.next() else {
+                return Some((
+                    Ok(Bytes::from(tar::end())),
+                    (app, id, election, files, true),
+                ));
+            };
+            let entry = match file_body(&app, &id, &election, &name).await {
+                Ok(body) => tar::header(&name, body.len(), mtime)
+                    .map(|header| {
+                        [&header[..], body.as_bytes(), &tar::padding(body.len())].concat()
+                    })
+                    .map_err(std::io::Error::other),
+                Err(e) => Err(std::io::Error::other(e.message)),
+            };
+            let ended = entry.is_err();
+            Some((entry.map(Bytes::from), (app, id, election, files, ended)))
+        },
+    );
+    let disposition = format!("attachment; filename=\"{id}-record.tar\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// One file of the record, as reference JSON.
+async fn file_body(
+    app: &AppState,
+    id: &str,
+    election: &crate::domain::ElectionRow,
+    path: &str,
+) -> ApiResult<String> {
+    let (app, id, election) = (app.clone(), id.to_string(), election.clone());
     let not_found = || ApiError {
         status: StatusCode::NOT_FOUND,
         message: format!("no record file {path}"),
@@ -89,7 +154,7 @@ async fn file(
         let id = id.clone();
         async move { app.store.artifact(&id, &name).await }
     };
-    let body = match path.as_str() {
+    let body = match path {
         layout::CONSTANTS => to_reference_json(&ElectionConstants::standard()),
         layout::MANIFEST => election.manifest_json,
         layout::CONTEXT => election.context_json,
@@ -114,11 +179,10 @@ async fn file(
         other => {
             return dynamic_file(&app, &id, &election.device_json, other)
                 .await?
-                .map(json_file)
                 .ok_or_else(not_found)
         }
     };
-    Ok(json_file(body))
+    Ok(body)
 }
 
 /// Devices, guardians, submitted and spoiled ballots: files named after an object.

@@ -39,7 +39,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     let manifest = election::manifest(&shape);
     let ceremony = election::key_ceremony(shape.guardians, shape.quorum)?;
-    let context = election::context(&manifest, &ceremony, shape.quorum);
+    let context = election::context(&manifest, &ceremony.public_keys, shape.quorum);
     let encryptor = Encryptor::new(&manifest, &context);
     let mut rng = ChoiceRng::new(shape.seed);
     let plaintexts: Vec<_> = (1..=shape.ballots)

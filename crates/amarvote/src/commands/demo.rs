@@ -97,7 +97,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let manifest = election::manifest(&shape);
     let started = Instant::now();
     let ceremony = election::key_ceremony(shape.guardians, shape.quorum)?;
-    let context = election::context(&manifest, &ceremony, shape.quorum);
+    let context = election::context(&manifest, &ceremony.public_keys, shape.quorum);
     phase("key ceremony (keys, proofs, backups checked)", started);
 
     let mut rng = ChoiceRng::new(shape.seed);

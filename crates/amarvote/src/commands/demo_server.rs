@@ -38,62 +38,64 @@ impl Client {
         }
     }
 
-    async fn answer(response: reqwest::Response, what: &str) -> Result<Value> {
+    /// Sends a request, with the bearer token if any; a non-2xx answer is an error
+    /// quoting the server's message.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        token: Option<&str>,
+        what: &str,
+    ) -> Result<reqwest::Response> {
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
             bail!(
                 "{what}: HTTP {status}: {}",
                 body["error"].as_str().unwrap_or("no error message")
             );
         }
-        Ok(body)
+        Ok(response)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Value> {
-        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
-        Self::answer(response, path).await
+        let request = self.http.post(self.url(path)).json(body);
+        let response = self.send(request, token, path).await?;
+        Ok(response.json().await.unwrap_or(Value::Null))
     }
 
-    /// Posts a body that is already JSON text (a reference-format ballot).
+    /// Posts a body that is already JSON text (reference-format ballots, key-ceremony records).
     pub async fn post_text(&self, path: &str, token: &str, body: String) -> Result<Value> {
         let request = self
             .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
+            .post(self.url(path))
             .header("content-type", "application/json")
             .body(body);
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
-        Self::answer(response, path).await
+        let response = self.send(request, Some(token), path).await?;
+        Ok(response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
-        Self::answer(response, path).await
+        let response = self.send(self.http.get(self.url(path)), None, path).await?;
+        Ok(response.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn get_text(&self, path: &str) -> Result<String> {
-        let response = self.http.get(format!("{}{path}", self.base)).send().await?;
-        ensure!(
-            response.status().is_success(),
-            "{path}: HTTP {}",
-            response.status()
-        );
+    /// The body as text (reference JSON, kept exactly as the server wrote it).
+    pub async fn get_text(&self, path: &str, token: Option<&str>) -> Result<String> {
+        let response = self
+            .send(self.http.get(self.url(path)), token, path)
+            .await?;
         Ok(response.text().await?)
     }
 }
@@ -224,7 +226,7 @@ pub async fn run(args: &DemoArgs, server: &str, admin: Option<&str>) -> Result<(
     let credentials: Vec<String> = serde_json::from_value(voters["credentials"].clone())?;
     let manifest: Manifest = electionguard::json::from_json(
         &client
-            .get_text(&format!("/api/elections/{election}/manifest"))
+            .get_text(&format!("/api/elections/{election}/manifest"), None)
             .await?,
     )?;
 
@@ -408,7 +410,7 @@ pub async fn download_record(client: &Client, election: &str, dir: &Path) -> Res
     let fetched: Vec<Result<(String, String)>> = futures_util::stream::iter(files)
         .map(|name| async move {
             let text = client
-                .get_text(&format!("/api/elections/{election}/record/{name}"))
+                .get_text(&format!("/api/elections/{election}/record/{name}"), None)
                 .await?;
             Ok((name, text))
         })

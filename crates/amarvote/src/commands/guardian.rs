@@ -13,7 +13,12 @@ use super::demo_server::Client;
 
 #[derive(Subcommand, Debug)]
 pub enum GuardianCommand {
-    /// Consent to decrypt: unlock this guardian's key share for the election's decryption.
+    /// Take part in a guardian-run key ceremony: generate this guardian's keys here, announce
+    /// them, exchange backups with the other guardians and verify those received. The secret
+    /// stays in the keystore file, sealed under the passphrase.
+    Ceremony(KeystoreArgs),
+    /// Consent to decrypt: unlock this guardian's key share for the election's decryption
+    /// (with --keystore after a guardian-run ceremony).
     Consent(ConsentArgs),
     /// Show the election's guardians: who is present, who is missing, whether the quorum is met.
     Status(ConsentArgs),
@@ -27,18 +32,30 @@ pub struct ConsentArgs {
     /// The server; by default the one named in the credential file.
     #[arg(long)]
     pub server: Option<String>,
+    /// The keystore written by `amarvote guardian ceremony` (guardian-run ceremonies).
+    #[arg(long)]
+    pub keystore: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct KeystoreArgs {
+    #[command(flatten)]
+    pub guardian: ConsentArgs,
+    /// How long to wait for the other guardians, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub wait: u64,
 }
 
 /// What the web page writes for each guardian when the election is created.
 #[derive(Deserialize)]
-struct Credential {
-    server: Option<String>,
-    election_id: String,
-    guardian_id: String,
-    token: String,
+pub struct Credential {
+    pub server: Option<String>,
+    pub election_id: String,
+    pub guardian_id: String,
+    pub token: String,
 }
 
-fn read_credential(args: &ConsentArgs) -> Result<(Client, Credential)> {
+pub fn read_credential(args: &ConsentArgs) -> Result<(Client, Credential)> {
     let text = std::fs::read_to_string(&args.credential)
         .with_context(|| format!("cannot read {}", args.credential.display()))?;
     let credential: Credential = serde_json::from_str(&text).with_context(|| {
@@ -54,7 +71,7 @@ fn read_credential(args: &ConsentArgs) -> Result<(Client, Credential)> {
 }
 
 /// The passphrase from `AMARVOTE_PASSPHRASE`, or asked for without echo.
-fn passphrase() -> Result<Zeroizing<String>> {
+pub fn passphrase() -> Result<Zeroizing<String>> {
     if let Ok(value) = std::env::var("AMARVOTE_PASSPHRASE") {
         return Ok(Zeroizing::new(value));
     }
@@ -66,6 +83,7 @@ fn passphrase() -> Result<Zeroizing<String>> {
 
 pub async fn run(command: GuardianCommand) -> Result<()> {
     match command {
+        GuardianCommand::Ceremony(args) => super::guardian_ceremony::run(&args).await,
         GuardianCommand::Consent(args) => consent(&args).await,
         GuardianCommand::Status(args) => {
             let (client, credential) = read_credential(&args)?;
@@ -81,12 +99,19 @@ async fn consent(args: &ConsentArgs) -> Result<()> {
         "/api/elections/{}/guardians/{}/decryption-consent",
         credential.election_id, credential.guardian_id
     );
+    let body = match &args.keystore {
+        None => Zeroizing::new(json!({ "passphrase": passphrase.as_str() }).to_string()),
+        Some(keystore) => {
+            let secret =
+                super::guardian_ceremony::open_keystore(keystore, &credential, &passphrase)?;
+            Zeroizing::new(format!(
+                r#"{{"key_share":{}}}"#,
+                *Zeroizing::new(electionguard::json::to_reference_json(&*secret))
+            ))
+        }
+    };
     client
-        .post(
-            &path,
-            Some(&credential.token),
-            &json!({ "passphrase": passphrase.as_str() }),
-        )
+        .post_text(&path, &credential.token, body.to_string())
         .await?;
     println!(
         "{} consents to decrypt election {}",

@@ -5,6 +5,7 @@ pub mod bench_election;
 pub mod demo;
 pub mod demo_server;
 pub mod guardian;
+pub mod guardian_ceremony;
 pub mod record;
 pub mod referendum;
 pub mod serve;

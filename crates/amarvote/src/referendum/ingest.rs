@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -95,6 +95,31 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// How long a batch may wait for the broker (a restart, a lost link) before its voters
+/// are told to try again (503).
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Publishes, retrying with backoff while the broker is away. Publishing a batch twice is
+/// harmless: validators decide each request id once, and the audit counts each voter once.
+async fn publish_patiently(queue: &dyn VoteQueue, stream: Stream, bodies: &[Vec<u8>]) -> bool {
+    let deadline = Instant::now() + PUBLISH_PATIENCE;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match queue.publish(stream, bodies).await {
+            Ok(()) => return true,
+            Err(err) if Instant::now() + delay < deadline => {
+                tracing::warn!(%err, votes = bodies.len(), "publishing votes failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => {
+                tracing::error!(%err, votes = bodies.len(), "publishing votes failed");
+                return false;
+            }
+        }
+    }
+}
+
 /// Hands messages to the publisher task and waits for their batch's publish.
 #[derive(Clone)]
 pub struct Publisher {
@@ -128,13 +153,7 @@ async fn publish_batches(
     let mut waiting = Vec::with_capacity(PUBLISH_BATCH);
     while receiver.recv_many(&mut waiting, PUBLISH_BATCH).await > 0 {
         let (bodies, replies): (Vec<_>, Vec<_>) = waiting.drain(..).unzip();
-        let published = match queue.publish(stream, &bodies).await {
-            Ok(()) => true,
-            Err(err) => {
-                tracing::error!(%err, votes = bodies.len(), "publishing votes failed");
-                false
-            }
-        };
+        let published = publish_patiently(&*queue, stream, &bodies).await;
         for reply in replies {
             let _ = reply.send(published);
         }

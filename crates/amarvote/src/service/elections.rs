@@ -5,6 +5,7 @@ use electionguard::ballot::EncryptionDevice;
 use electionguard::elgamal::SecretKey;
 use electionguard::json::to_reference_json;
 use electionguard::key_ceremony::{ElectionKeyPair, GuardianRecord};
+use electionguard::manifest::Manifest;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{from_cbor, to_cbor};
@@ -25,6 +26,19 @@ pub struct NewElection {
     pub voting_start: Option<String>,
     #[serde(default)]
     pub voting_end: Option<String>,
+    /// Who runs the key ceremony: the server (convenience) or the guardians themselves.
+    #[serde(default)]
+    pub key_ceremony: KeyCeremonyMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyCeremonyMode {
+    /// Keys generated on the server, each sealed under its guardian's passphrase.
+    #[default]
+    Server,
+    /// Each guardian generates its keys on its own machine (`amarvote guardian ceremony`).
+    Guardians,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -45,20 +59,31 @@ fn one() -> u32 {
     1
 }
 
-/// Handed out once, at creation: each guardian's API token and passphrase.
+/// Handed out once, at creation: each guardian's API token, and its passphrase when the
+/// server generated its keys.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GuardianCredentials {
     pub guardian_id: String,
     pub token: String,
-    pub passphrase: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub passphrase: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CreatedElection {
     pub election_id: String,
+    pub state: ElectionState,
     pub manifest_hash: String,
-    pub joint_public_key: String,
+    /// Known at once when the server ran the ceremony; after it, when the guardians do.
+    pub joint_public_key: Option<String>,
     pub guardians: Vec<GuardianCredentials>,
+}
+
+/// How a guardian consents to decrypt: with the passphrase of the secret the server
+/// sealed for it, or, after a guardian-run ceremony, by handing over its key share.
+pub enum Consent {
+    Passphrase(String),
+    KeyShare(GuardianSecret),
 }
 
 /// A guardian's private state: its key pair and polynomial, and the coordinates P_j(i)
@@ -140,17 +165,15 @@ pub async fn create(app: &App, request: NewElection) -> ServiceResult<CreatedEle
     manifest
         .validate()
         .map_err(|e| ServiceError::BadRequest(format!("manifest: {e}")))?;
+    if request.key_ceremony == KeyCeremonyMode::Guardians {
+        return create_for_guardians(app, id, &request, &manifest).await;
+    }
     let (guardians, quorum) = (request.guardians, request.quorum);
     let ceremony = tokio::task::spawn_blocking(move || key_ceremony(guardians, quorum))
         .await
         .map_err(anyhow::Error::from)??;
-    let context = crate::election::context(&manifest, &ceremony, quorum);
-    let device = EncryptionDevice {
-        device_id: 1,
-        session_id: 1,
-        launch_code: 1,
-        location: format!("amarvote-server:{id}"),
-    };
+    let context = crate::election::context(&manifest, &ceremony.public_keys, quorum);
+    let device = server_device(&id);
     let mut credentials = Vec::new();
     let mut rows = Vec::new();
     for (i, key_pair) in ceremony.guardians.iter().enumerate() {
@@ -158,25 +181,90 @@ pub async fn create(app: &App, request: NewElection) -> ServiceResult<CreatedEle
         rows.push(row);
         credentials.push(creds);
     }
-    let election = ElectionRow {
-        id: id.clone(),
-        title: request.title.clone(),
-        state: ElectionState::Open,
-        guardians,
-        quorum,
-        manifest_json: to_reference_json(&manifest),
-        context_json: to_reference_json(&context),
-        device_json: to_reference_json(&device),
-        shuffle_key: new_credential().into_bytes(),
-        created_at: now_ms(),
-    };
+    let mut election = election_row(&id, &request, &manifest, &device);
+    election.context_json = to_reference_json(&context);
     app.store
         .insert_election(&election, &device.hash().to_hex(), &rows)
         .await?;
     Ok(CreatedElection {
         election_id: id,
+        state: election.state,
         manifest_hash: context.manifest_hash.to_hex(),
-        joint_public_key: context.elgamal_public_key.to_hex(),
+        joint_public_key: Some(context.elgamal_public_key.to_hex()),
+        guardians: credentials,
+    })
+}
+
+/// The one encryption device of the server-side encryption.
+fn server_device(election_id: &str) -> EncryptionDevice {
+    EncryptionDevice {
+        device_id: 1,
+        session_id: 1,
+        launch_code: 1,
+        location: format!("amarvote-server:{election_id}"),
+    }
+}
+
+/// An open election; a guardian-run ceremony clears its context until the joint key exists.
+fn election_row(
+    id: &str,
+    request: &NewElection,
+    manifest: &Manifest,
+    device: &EncryptionDevice,
+) -> ElectionRow {
+    ElectionRow {
+        id: id.to_string(),
+        title: request.title.clone(),
+        state: ElectionState::Open,
+        guardians: request.guardians,
+        quorum: request.quorum,
+        manifest_json: to_reference_json(manifest),
+        context_json: String::new(),
+        device_json: to_reference_json(device),
+        shuffle_key: new_credential().into_bytes(),
+        created_at: now_ms(),
+    }
+}
+
+/// Stores the election in the key-ceremony state with a token per guardian and no keys:
+/// the guardians generate and announce them (see [`super::ceremony`]).
+async fn create_for_guardians(
+    app: &App,
+    id: String,
+    request: &NewElection,
+    manifest: &Manifest,
+) -> ServiceResult<CreatedElection> {
+    let device = server_device(&id);
+    let mut rows = Vec::new();
+    let mut credentials = Vec::new();
+    for sequence_order in 1..=u64::from(request.guardians) {
+        let guardian_id = format!("guardian-{sequence_order}");
+        let token = new_credential();
+        rows.push(GuardianRow {
+            election_id: id.clone(),
+            guardian_id: guardian_id.clone(),
+            sequence_order,
+            public_json: String::new(),
+            sealed_secret: Vec::new(),
+            token_hash: credential_hash(&token),
+            decryption_grant: None,
+        });
+        credentials.push(GuardianCredentials {
+            guardian_id,
+            token,
+            passphrase: None,
+        });
+    }
+    let mut election = election_row(&id, request, manifest, &device);
+    election.state = ElectionState::KeyCeremony;
+    app.store
+        .insert_election(&election, &device.hash().to_hex(), &rows)
+        .await?;
+    Ok(CreatedElection {
+        election_id: id,
+        state: election.state,
+        manifest_hash: manifest.crypto_hash().to_hex(),
+        joint_public_key: None,
         guardians: credentials,
     })
 }
@@ -224,21 +312,48 @@ async fn seal_guardian(
         GuardianCredentials {
             guardian_id,
             token,
-            passphrase,
+            passphrase: Some(passphrase),
         },
     ))
 }
 
-/// A guardian consents to decryption: its secret is opened with its passphrase and
-/// resealed under the server key for the workers. Wrong passphrase: 401.
+/// A guardian consents to decryption: its secret, opened with its passphrase or handed
+/// over, is sealed under the server key for the workers. Wrong passphrase: 401.
 pub async fn grant_decryption(
     app: &App,
     election_id: &str,
     guardian_id: &str,
     token: &str,
-    passphrase: String,
+    consent: Consent,
 ) -> ServiceResult<()> {
     let guardian = authorize_guardian(app, election_id, guardian_id, token).await?;
+    let guardian_run = guardian.sealed_secret.is_empty();
+    let passphrase = match consent {
+        Consent::Passphrase(passphrase) if !guardian_run => passphrase,
+        Consent::KeyShare(secret) if guardian_run => {
+            let guardians = app.store.guardians(election_id).await?;
+            super::ceremony::check_key_share(&guardian, &guardians, &secret)?;
+            let grant = sealing::seal(
+                &app.server_key,
+                &grant_purpose(election_id, guardian_id),
+                &zeroize::Zeroizing::new(to_cbor(&secret)),
+            );
+            app.store
+                .set_decryption_grant(election_id, guardian_id, &grant)
+                .await?;
+            return Ok(());
+        }
+        Consent::Passphrase(_) => {
+            return Err(ServiceError::BadRequest(
+                "key_share: this guardian generated its own keys; consent with its key share (amarvote guardian consent --keystore)".into(),
+            ))
+        }
+        Consent::KeyShare(_) => {
+            return Err(ServiceError::BadRequest(
+                "passphrase: the server generated this guardian's keys; consent with the passphrase".into(),
+            ))
+        }
+    };
     let (key, purpose, grant_for) = (
         app.server_key.clone(),
         guardian_purpose(election_id, guardian_id),

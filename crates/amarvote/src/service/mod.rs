@@ -3,6 +3,7 @@
 //! all of it is in the store, so any number of API instances and workers may run.
 
 pub mod ballots;
+pub mod ceremony;
 pub mod codec;
 pub mod elections;
 pub mod jobs;

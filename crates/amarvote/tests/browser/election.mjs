@@ -2,9 +2,10 @@
 // An administrator creates it, guardians consent with their credential files, three
 // voters cast (one challenges first), the administrator runs tally, decryption and
 // combine with one guardian missing, and the results page shows the right counts.
-// Then a referendum voter is accepted, told of a duplicate, and refused when ineligible.
+// Two more guardians run a key ceremony with `amarvote guardian ceremony` while the
+// administrator watches it complete. Then a referendum voter is accepted, told of a duplicate, and refused when ineligible.
 //
-// Run by tests/web_ui.rs with AMARVOTE_URL, AMARVOTE_ADMIN_TOKEN and ARTIFACTS set.
+// Run by tests/web_ui.rs with AMARVOTE_URL, AMARVOTE_ADMIN_TOKEN, AMARVOTE_BIN and ARTIFACTS set.
 // Prints `ELECTION <id>` so the Rust test can check the published counts itself.
 
 import { chromium } from 'playwright-core';
@@ -12,11 +13,12 @@ import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 
 const base = process.env.AMARVOTE_URL;
 const adminToken = process.env.AMARVOTE_ADMIN_TOKEN;
 const artifacts = process.env.ARTIFACTS;
-assert.ok(base && adminToken && artifacts, 'AMARVOTE_URL, AMARVOTE_ADMIN_TOKEN and ARTIFACTS must be set');
+assert.ok(base && adminToken && artifacts && process.env.AMARVOTE_BIN, 'AMARVOTE_URL, AMARVOTE_ADMIN_TOKEN, AMARVOTE_BIN and ARTIFACTS must be set');
 mkdirSync(artifacts, { recursive: true });
 
 const userDataDir = mkdtempSync(join(tmpdir(), 'amarvote-chromium-'));
@@ -90,6 +92,7 @@ await page.getByRole('button', { name: 'Add a contest' }).click();
 await fillContest(1, 'Council', 'candidates', ['Dan', 'Eve', 'Fay'], 2);
 await page.getByRole('button', { name: 'Add a contest' }).click();
 await fillContest(2, 'Build the bridge?', 'referendum');
+await page.getByLabel('Key ceremony').selectOption('server');
 await page.getByLabel('Number of guardians').fill('3');
 await page.getByLabel('Quorum').fill('4');
 await page.getByLabel('Voters (one name or id per line)').fill('ada\nbrian\nchloe');
@@ -230,6 +233,13 @@ for (const kind of ['tally', 'decrypt', 'combine', 'verify']) {
 const firstJob = page.locator('.job').first();
 await firstJob.getByText('Chunks and timings').click();
 await firstJob.locator('table td', { hasText: 'done' }).first().waitFor();
+const [archive] = await Promise.all([
+  page.waitForEvent('download'),
+  page.getByRole('link', { name: 'Download the election record (.tar)' }).click(),
+]);
+const archivePath = join(artifacts, 'election-record.tar');
+await archive.saveAs(archivePath);
+console.log(`RECORD ${archivePath}`);
 await page.getByRole('button', { name: 'List the election record files' }).click();
 await page.locator('ul.record-files li').first().waitFor();
 await screenshot('admin-jobs-and-record');
@@ -253,6 +263,42 @@ await screenshot('results-and-audit');
 await page.getByLabel('Tracking code').fill('NOSUCHCODE');
 await page.getByRole('button', { name: 'Look it up' }).click();
 await (await fieldError('Tracking code')).waitFor({ state: 'visible' });
+
+// ---------- a guardian-run key ceremony, watched live by the administrator ----------
+
+await go('#/admin/new');
+await page.locator('input[name=title]').fill('Board election');
+await fillContest(0, 'Chair', 'candidates', ['Gus', 'Hal'], 1);
+await page.getByLabel('Key ceremony').selectOption('guardians');
+await page.getByLabel('Number of guardians').fill('2');
+await page.getByLabel('Quorum').fill('2');
+await page.getByRole('button', { name: /Create the election/ }).click();
+await page.getByRole('heading', { name: 'Election created' }).waitFor();
+assert.equal(await page.locator('code.passphrase').count(), 0, 'guardians choose their own passphrases');
+const boardFiles = [];
+for (const n of [1, 2]) {
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('button', { name: `Download guardian-${n}.json` }).click(),
+  ]);
+  boardFiles.push(join(userDataDir, `board-guardian-${n}.json`));
+  await download.saveAs(boardFiles[n - 1]);
+}
+await page.getByRole('link', { name: 'Manage this election' }).click();
+await page.locator('#ceremony tr[data-guardian="guardian-1"] td.hint', { hasText: 'waiting' }).first().waitFor();
+await screenshot('admin-guardian-ceremony-waiting');
+const ceremonies = boardFiles.map((file, k) => new Promise((resolve, reject) => {
+  const run = spawn(process.env.AMARVOTE_BIN, ['guardian', 'ceremony', '--credential', file, '--keystore', `${file}.keystore`, '--wait', '120'],
+    { env: { ...process.env, AMARVOTE_PASSPHRASE: `board passphrase ${k}` }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  run.stdout.on('data', (d) => { output += d; });
+  run.stderr.on('data', (d) => { output += d; });
+  run.on('exit', (code) => (code === 0 ? resolve(output) : reject(new Error(`guardian ceremony exited ${code}: ${output}`))));
+}));
+await Promise.all(ceremonies);
+await page.locator('#election-state', { hasText: 'open' }).waitFor();
+assert.equal(await page.locator('td.ok', { hasText: 'verified' }).count(), 2, 'both announced keys\' proofs verify');
+await screenshot('admin-guardian-ceremony-complete');
 
 // ---------- referendum: law and voters by the administrator; a voter's three outcomes ----------
 

@@ -107,11 +107,8 @@ pub async fn embedded() -> TestServer {
     start(app, Some(dir), None).await
 }
 
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        amarvote::service::new_credential()[..12].to_string()
-    )
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", &amarvote::service::new_credential()[..12])
 }
 
 /// A fresh PostgreSQL database on 127.0.0.1:5432 (or `TEST_POSTGRES_URL`'s server).
@@ -130,22 +127,62 @@ pub async fn postgres_url() -> String {
     format!("{base}/{name}")
 }
 
+/// Deletes a RabbitMQ virtual host when dropped.
+pub struct VhostGuard(pub String);
+
+impl Drop for VhostGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.0])
+            .output();
+    }
+}
+
+/// The Redis server the referendum tests use, and a key prefix of the test's own.
+pub fn redis_url_and_prefix() -> (String, String) {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    (url, format!("{}:", unique("amarvote-ref")))
+}
+
+/// Removes every key under `prefix`, so test runs leave Redis as they found it.
+pub async fn delete_redis_keys(url: &str, prefix: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("these tests need Redis at {url}: {e}"));
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// Runs rabbitmqctl; a failure fails the test with its message.
+pub fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("these tests need rabbitmqctl (RabbitMQ) on this machine");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?} failed (is RabbitMQ running?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A fresh RabbitMQ virtual host on 127.0.0.1:5672, made with rabbitmqctl.
 pub fn rabbitmq_vhost() -> (String, String) {
     let vhost = unique("amarvote-test");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("rabbitmqctl")
-            .args(args)
-            .output()
-            .expect("these tests need rabbitmqctl (RabbitMQ) on this machine");
-        assert!(
-            out.status.success(),
-            "rabbitmqctl {args:?} failed (is RabbitMQ running?): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&["add_vhost", &vhost]);
-    run(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+    rabbitmqctl(&["add_vhost", &vhost]);
+    rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
     (format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"), vhost)
 }
 
@@ -207,4 +244,56 @@ pub async fn postgres_rabbitmq() -> TestServer {
         settings(),
     ));
     start(app, None, Some(vhost)).await
+}
+
+/// Encrypts a one-contest ballot for `selection` on the server and casts it; the tracking code.
+pub async fn cast(
+    client: &amarvote::commands::demo_server::Client,
+    election: &str,
+    credential: &str,
+    selection: &str,
+) -> String {
+    let pending = client
+        .post(
+            &format!("/api/elections/{election}/ballots/encrypt"),
+            Some(credential),
+            &serde_json::json!({ "choices": { "contest-1": [selection] } }),
+        )
+        .await
+        .unwrap();
+    let id = pending["ballot_id"].as_str().unwrap();
+    let receipt = client
+        .post(
+            &format!("/api/elections/{election}/ballots/{id}/cast"),
+            Some(credential),
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    receipt["tracking_code"].as_str().unwrap().to_string()
+}
+
+/// The published counts of an election's first contest, in selection order.
+pub async fn votes(client: &amarvote::commands::demo_server::Client, election: &str) -> Vec<u64> {
+    let results = client
+        .get(&format!("/api/elections/{election}/results"))
+        .await
+        .unwrap();
+    results["contests"][0]["selections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["votes"].as_u64().unwrap())
+        .collect()
+}
+
+/// Stops RabbitMQ's application for two seconds, then starts it again.
+pub async fn restart_rabbitmq() {
+    tokio::task::spawn_blocking(|| {
+        rabbitmqctl(&["stop_app"]);
+        std::thread::sleep(Duration::from_secs(2));
+        rabbitmqctl(&["start_app"]);
+    })
+    .await
+    .unwrap();
 }

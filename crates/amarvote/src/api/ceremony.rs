@@ -1,0 +1,98 @@
+//! The guardian-run key ceremony: status for everyone; announcements, backups and
+//! backup verdicts from each guardian with its token. Bodies are reference JSON
+//! (`GuardianRecord`, `ElectionPartialKeyBackup`), as `amarvote guardian ceremony` sends.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use electionguard::key_ceremony::{ElectionPartialKeyBackup, GuardianRecord};
+use serde_json::{json, Value};
+
+use super::{require_bearer, ApiError, ApiResult, AppState};
+use crate::service::ceremony::{self, BackupVerdict, CeremonyStatus};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/elections/{id}/ceremony", get(status))
+        .route(
+            "/api/elections/{id}/guardians/{guardian}/announcement",
+            post(announce),
+        )
+        .route(
+            "/api/elections/{id}/guardians/{guardian}/backups",
+            post(send_backups).get(backups),
+        )
+        .route(
+            "/api/elections/{id}/guardians/{guardian}/backup-verdicts",
+            post(verdicts),
+        )
+}
+
+/// Reference JSON (group elements as hex text), with errors naming the field at fault.
+fn reference_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    electionguard::json::from_json(text).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+async fn status(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CeremonyStatus>> {
+    Ok(Json(ceremony::status(&app, &id).await?))
+}
+
+async fn announce(
+    State(app): State<AppState>,
+    Path((id, guardian)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let token = require_bearer(&headers)?;
+    let record: GuardianRecord = reference_body(&body)?;
+    ceremony::announce(&app, &id, &guardian, token, record).await?;
+    Ok(Json(json!({ "guardian_id": guardian, "announced": true })))
+}
+
+async fn send_backups(
+    State(app): State<AppState>,
+    Path((id, guardian)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let token = require_bearer(&headers)?;
+    let backups: Vec<ElectionPartialKeyBackup> = reference_body(&body)?;
+    ceremony::send_backups(&app, &id, &guardian, token, backups).await?;
+    Ok(Json(
+        json!({ "guardian_id": guardian, "backups_sent": true }),
+    ))
+}
+
+async fn backups(
+    State(app): State<AppState>,
+    Path((id, guardian)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<([(axum::http::HeaderName, &'static str); 1], String)> {
+    let token = require_bearer(&headers)?;
+    let backups = ceremony::backups_for(&app, &id, &guardian, token).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        electionguard::json::to_reference_json(&backups),
+    ))
+}
+
+async fn verdicts(
+    State(app): State<AppState>,
+    Path((id, guardian)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let token = require_bearer(&headers)?;
+    let verdicts: Vec<BackupVerdict> = super::parse_body(&body)?;
+    ceremony::report_verdicts(&app, &id, &guardian, token, verdicts).await?;
+    Ok(Json(
+        json!({ "guardian_id": guardian, "verdicts": "recorded" }),
+    ))
+}

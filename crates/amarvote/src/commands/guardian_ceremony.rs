@@ -1,0 +1,268 @@
+//! `amarvote guardian ceremony`: one guardian's part of a guardian-run key ceremony, on
+//! the guardian's own machine. Its secret (key pair, polynomial, coordinates received)
+//! lives only in the keystore file, sealed under the guardian's passphrase; the server
+//! sees the public record, backups encrypted to the other guardians, and verdicts.
+//! Every step is safe to repeat, so an interrupted run is simply started again.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use electionguard::json::{from_json, to_reference_json};
+use electionguard::key_ceremony::{
+    ElectionKeyPair, ElectionPartialKeyBackup, ElectionPublicKey, GuardianRecord,
+};
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use super::demo_server::Client;
+use super::guardian::{passphrase, read_credential, Credential, KeystoreArgs};
+use crate::sealing::{self, ServerKey};
+use crate::service::codec::{from_cbor, to_cbor};
+use crate::service::elections::GuardianSecret;
+
+fn keystore_purpose(credential: &Credential) -> String {
+    format!(
+        "guardian-keystore:{}:{}",
+        credential.election_id, credential.guardian_id
+    )
+}
+
+/// Opens the keystore; a wrong passphrase or another guardian's file is an error.
+pub fn open_keystore(
+    path: &Path,
+    credential: &Credential,
+    passphrase: &str,
+) -> Result<Box<GuardianSecret>> {
+    let sealed = std::fs::read(path)
+        .with_context(|| format!("cannot read the keystore {}", path.display()))?;
+    let bytes = sealing::open_with_passphrase(
+        &ServerKey::local(),
+        passphrase,
+        &keystore_purpose(credential),
+        &sealed,
+    )
+    .with_context(|| format!("cannot open the keystore {}", path.display()))?;
+    Ok(Box::new(from_cbor(&bytes)?))
+}
+
+fn save_keystore(
+    path: &Path,
+    credential: &Credential,
+    passphrase: &str,
+    secret: &GuardianSecret,
+) -> Result<()> {
+    let bytes = Zeroizing::new(to_cbor(secret));
+    let sealed = sealing::seal_with_passphrase(
+        &ServerKey::local(),
+        passphrase,
+        &keystore_purpose(credential),
+        &bytes,
+    );
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, sealed)?;
+    std::fs::set_permissions(
+        &partial,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    std::fs::rename(&partial, path)?;
+    Ok(())
+}
+
+/// Polls the ceremony status until `done` says so, or the wait is over.
+async fn wait_for(
+    client: &Client,
+    election: &str,
+    deadline: Instant,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    loop {
+        let status = client
+            .get(&format!("/api/elections/{election}/ceremony"))
+            .await?;
+        if done(&status) {
+            return Ok(status);
+        }
+        if let Some((sender, recipient)) = status["rejected_backups"]
+            .as_array()
+            .and_then(|r| r.first())
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+        {
+            bail!("{recipient} rejected the backup from {sender}: the ceremony cannot complete; the administrator must start a new election");
+        }
+        if Instant::now() > deadline {
+            bail!("gave up waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn all(status: &Value, flag: &str) -> bool {
+    status["guardians"]
+        .as_array()
+        .is_some_and(|g| g.iter().all(|g| g[flag] == true))
+}
+
+pub async fn run(args: &KeystoreArgs) -> Result<()> {
+    let Some(keystore) = &args.guardian.keystore else {
+        bail!("--keystore FILE is needed: the guardian's secret is kept there");
+    };
+    let (client, credential) = read_credential(&args.guardian)?;
+    let passphrase = passphrase()?;
+    let election = credential.election_id.clone();
+    let deadline = Instant::now() + Duration::from_secs(args.wait);
+    let mut secret = load_or_generate(&client, &credential, keystore, &passphrase).await?;
+    let me = secret.key_pair.share();
+    let status = client
+        .get(&format!("/api/elections/{election}/ceremony"))
+        .await?;
+    if status["state"] != "key_ceremony" {
+        println!("{}: the key ceremony is already complete", me.owner_id);
+        return Ok(());
+    }
+    let path = |step: &str| format!("/api/elections/{election}/guardians/{}/{step}", me.owner_id);
+
+    client
+        .post_text(
+            &path("announcement"),
+            &credential.token,
+            to_reference_json(&GuardianRecord::from(&me)),
+        )
+        .await?;
+    println!(
+        "{}: public key announced; waiting for the other guardians",
+        me.owner_id
+    );
+    let status = wait_for(&client, &election, deadline, "every announcement", |s| {
+        all(s, "announced")
+    })
+    .await?;
+    let records: Vec<GuardianRecord> = from_json(&status["public_keys"].to_string())?;
+    let others: Vec<ElectionPublicKey> = records.iter().map(ElectionPublicKey::from).collect();
+    let quorum = u32::try_from(me.coefficient_commitments.len())?;
+    for other in &others {
+        other
+            .validate(quorum)
+            .with_context(|| format!("{}'s announcement does not verify", other.owner_id))?;
+    }
+    let backups: Vec<ElectionPartialKeyBackup> = others
+        .iter()
+        .map(|recipient| ElectionPartialKeyBackup::generate(&secret.key_pair, recipient))
+        .collect();
+    client
+        .post_text(
+            &path("backups"),
+            &credential.token,
+            to_reference_json(&backups),
+        )
+        .await?;
+    println!(
+        "{}: backups sent to {} guardians",
+        me.owner_id,
+        others.len()
+    );
+
+    wait_for(
+        &client,
+        &election,
+        deadline,
+        "every guardian's backups",
+        |s| all(s, "backups_sent"),
+    )
+    .await?;
+    let received: Vec<ElectionPartialKeyBackup> = from_json(
+        &client
+            .get_text(&path("backups"), Some(&credential.token))
+            .await?,
+    )?;
+    let verdicts = verify_received(&mut secret, &others, &received);
+    save_keystore(keystore, &credential, &passphrase, &secret)?;
+    client
+        .post(
+            &path("backup-verdicts"),
+            Some(&credential.token),
+            &json!(verdicts),
+        )
+        .await?;
+    println!(
+        "{}: {} backups received and checked",
+        me.owner_id,
+        received.len()
+    );
+
+    let done = wait_for(&client, &election, deadline, "the joint key", |s| {
+        s["state"] != "key_ceremony"
+    })
+    .await?;
+    let summary = client.get(&format!("/api/elections/{election}")).await?;
+    println!(
+        "{}: ceremony complete; election {} is {}; joint public key {}…",
+        me.owner_id,
+        election,
+        done["state"].as_str().unwrap_or("?"),
+        summary["joint_public_key"]
+            .as_str()
+            .unwrap_or("")
+            .get(..16)
+            .unwrap_or("")
+    );
+    Ok(())
+}
+
+/// The keys from an earlier run's keystore, or new ones (saved before anything is sent).
+async fn load_or_generate(
+    client: &Client,
+    credential: &Credential,
+    keystore: &Path,
+    passphrase: &str,
+) -> Result<Box<GuardianSecret>> {
+    if keystore.exists() {
+        return open_keystore(keystore, credential, passphrase);
+    }
+    let summary = client
+        .get(&format!("/api/elections/{}", credential.election_id))
+        .await?;
+    let status = client
+        .get(&format!(
+            "/api/elections/{}/ceremony",
+            credential.election_id
+        ))
+        .await?;
+    let sequence_order = status["guardians"]
+        .as_array()
+        .and_then(|g| {
+            g.iter()
+                .find(|g| g["guardian_id"] == credential.guardian_id.as_str())
+        })
+        .and_then(|g| g["sequence_order"].as_u64())
+        .context("the ceremony does not list this guardian")?;
+    let quorum = u32::try_from(summary["quorum"].as_u64().context("no quorum")?)?;
+    let secret = Box::new(GuardianSecret {
+        key_pair: ElectionKeyPair::generate(&credential.guardian_id, sequence_order, quorum),
+        received: Vec::new(),
+    });
+    save_keystore(keystore, credential, passphrase, &secret)?;
+    Ok(secret)
+}
+
+/// Decrypts each backup and checks it against its sender's commitments; keeps the good ones.
+fn verify_received(
+    secret: &mut GuardianSecret,
+    senders: &[ElectionPublicKey],
+    received: &[ElectionPartialKeyBackup],
+) -> Vec<Value> {
+    secret.received.clear();
+    received
+        .iter()
+        .map(|backup| {
+            let sender = senders.iter().find(|s| s.owner_id == backup.owner_id);
+            let coordinate = sender.and_then(|s| backup.verify(&secret.key_pair, s).ok());
+            let verified = coordinate.is_some();
+            if let Some(coordinate) = coordinate {
+                secret.received.push((backup.owner_id.clone(), coordinate));
+            }
+            json!({ "sender": backup.owner_id, "verified": verified })
+        })
+        .collect()
+}

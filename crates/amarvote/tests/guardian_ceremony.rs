@@ -1,0 +1,433 @@
+//! The key ceremony run by the guardians on their own machines: three `amarvote guardian
+//! ceremony` processes generate their keys, announce them, exchange and verify backups;
+//! the server publishes the joint key and opens voting; two guardians consent with their
+//! keystores and the third stays away; the results equal the ballots cast and the record
+//! verifies. And the server refuses forged announcements and misaddressed backups.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use amarvote::commands::demo_server::{self, Client};
+use amarvote::commands::guardian::Credential;
+use electionguard::group::ElementModQ;
+use electionguard::json::to_reference_json;
+use electionguard::key_ceremony::{ElectionKeyPair, ElectionPartialKeyBackup, GuardianRecord};
+use serde_json::{json, Value};
+
+async fn guardian_run_election(client: &Client, admin: &str, guardians: u32, quorum: u32) -> Value {
+    client
+        .post(
+            "/api/elections",
+            Some(admin),
+            &json!({
+                "title": "Guardian-run ceremony",
+                "contests": [{ "title": "Mayor", "candidates": ["Ada", "Ben", "Cy"] }],
+                "guardians": guardians, "quorum": quorum, "key_ceremony": "guardians",
+            }),
+        )
+        .await
+        .unwrap()
+}
+
+/// Writes each guardian's credential file as the web page hands it out.
+fn credential_files(dir: &Path, server: &str, created: &Value) -> Vec<PathBuf> {
+    created["guardians"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let path = dir.join(format!("{}.json", g["guardian_id"].as_str().unwrap()));
+            let file = json!({ "server": server, "election_id": created["election_id"],
+                "guardian_id": g["guardian_id"], "token": g["token"] });
+            std::fs::write(&path, file.to_string()).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn guardian(args: &[&str], credential: &Path, keystore: &Path, passphrase: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_amarvote"));
+    command
+        .arg("guardian")
+        .args(args)
+        .arg("--credential")
+        .arg(credential)
+        .arg("--keystore")
+        .arg(keystore)
+        .env("AMARVOTE_PASSPHRASE", passphrase);
+    command
+}
+
+fn succeeded(output: std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guardians_run_the_ceremony_on_their_own_machines_and_decrypt_with_one_missing() {
+    let server = common::embedded().await;
+    let client = Client::new(&server.url);
+    let created = guardian_run_election(&client, &server.admin, 3, 2).await;
+    assert_eq!(created["state"], "key_ceremony");
+    assert!(created["joint_public_key"].is_null());
+    assert!(
+        created["guardians"][0].get("passphrase").is_none(),
+        "no secret leaves the server"
+    );
+    let id = created["election_id"].as_str().unwrap().to_string();
+    let voters: Vec<String> = serde_json::from_value(
+        client
+            .post(
+                &format!("/api/elections/{id}/voters"),
+                Some(&server.admin),
+                &json!({ "count": 3 }),
+            )
+            .await
+            .unwrap()["credentials"]
+            .clone(),
+    )
+    .unwrap();
+    let early = client
+        .post(
+            &format!("/api/elections/{id}/ballots/encrypt"),
+            Some(&voters[0]),
+            &json!({ "choices": {} }),
+        )
+        .await;
+    assert!(
+        early.unwrap_err().to_string().contains("409"),
+        "no voting before the joint key exists"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = credential_files(dir.path(), &server.url, &created);
+    let keystores: Vec<PathBuf> = (1..=3)
+        .map(|i| dir.path().join(format!("guardian-{i}.keystore")))
+        .collect();
+    let runs = (0..3).map(|i| {
+        let command = guardian(
+            &["ceremony", "--wait", "120"],
+            &files[i],
+            &keystores[i],
+            &format!("passphrase {i}"),
+        );
+        tokio::process::Command::from(command).output()
+    });
+    for (i, output) in futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let stdout = succeeded(output.unwrap(), &format!("guardian-{} ceremony", i + 1));
+        assert!(stdout.contains("ceremony complete"), "{stdout}");
+    }
+    let summary = client.get(&format!("/api/elections/{id}")).await.unwrap();
+    assert_eq!(summary["state"], "open");
+    assert!(summary["joint_public_key"]
+        .as_str()
+        .is_some_and(|k| k.len() > 16));
+    let status = client
+        .get(&format!("/api/elections/{id}/ceremony"))
+        .await
+        .unwrap();
+    assert_eq!(status["public_keys"].as_array().unwrap().len(), 3);
+    assert_eq!(status["rejected_backups"], json!([]));
+
+    for (voter, choice) in voters.iter().zip([
+        "contest-1-selection-1",
+        "contest-1-selection-2",
+        "contest-1-selection-1",
+    ]) {
+        common::cast(&client, &id, voter, choice).await;
+    }
+    client
+        .post(
+            &format!("/api/elections/{id}/close"),
+            Some(&server.admin),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+
+    let wrong_share = consent_with_share_of(&client, &created, &files[0], &keystores[0], 1).await;
+    assert!(
+        wrong_share.contains("not the key this guardian announced"),
+        "{wrong_share}"
+    );
+    let by_passphrase = client
+        .post(
+            &format!("/api/elections/{id}/guardians/guardian-3/decryption-consent"),
+            created["guardians"][2]["token"].as_str(),
+            &json!({ "passphrase": "anything" }),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(by_passphrase.contains("key share"), "{by_passphrase}");
+    for i in 0..2 {
+        let command = guardian(
+            &["consent"],
+            &files[i],
+            &keystores[i],
+            &format!("passphrase {i}"),
+        );
+        succeeded(
+            tokio::process::Command::from(command)
+                .output()
+                .await
+                .unwrap(),
+            "consent",
+        );
+    }
+
+    for kind in ["tally", "decrypt", "combine"] {
+        demo_server::run_job(&client, &server.admin, &id, kind)
+            .await
+            .unwrap();
+    }
+    assert_eq!(common::votes(&client, &id).await, vec![2, 1, 0]);
+
+    let record = dir.path().join("record");
+    demo_server::download_record(&client, &id, &record)
+        .await
+        .unwrap();
+    let verify = tokio::process::Command::new(env!("CARGO_BIN_EXE_amarvote"))
+        .arg("verify")
+        .arg(&record)
+        .output();
+    let verified = verify.await.unwrap();
+    succeeded(
+        verified,
+        "amarvote verify of the guardian-run election's record",
+    );
+}
+
+/// Sends guardian `holder`'s key share under guardian `as_index`'s name; the error text.
+async fn consent_with_share_of(
+    client: &Client,
+    created: &Value,
+    file: &Path,
+    keystore: &Path,
+    as_index: usize,
+) -> String {
+    let credential: Credential =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let share =
+        amarvote::commands::guardian_ceremony::open_keystore(keystore, &credential, "passphrase 0")
+            .unwrap();
+    let other = &created["guardians"][as_index];
+    client
+        .post_text(
+            &format!(
+                "/api/elections/{}/guardians/{}/decryption-consent",
+                created["election_id"].as_str().unwrap(),
+                other["guardian_id"].as_str().unwrap()
+            ),
+            other["token"].as_str().unwrap(),
+            format!(r#"{{"key_share":{}}}"#, to_reference_json(&*share)),
+        )
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_announcements_and_misaddressed_backups_are_refused() {
+    let server = common::embedded().await;
+    let client = Client::new(&server.url);
+    let created = guardian_run_election(&client, &server.admin, 2, 2).await;
+    let id = created["election_id"].as_str().unwrap();
+    let token = |i: usize| {
+        created["guardians"][i]["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let path = |g: &str, step: &str| format!("/api/elections/{id}/guardians/{g}/{step}");
+    let keys = [
+        ElectionKeyPair::generate("guardian-1", 1, 2),
+        ElectionKeyPair::generate("guardian-2", 2, 2),
+    ];
+    let record = |k: &ElectionKeyPair| to_reference_json(&GuardianRecord::from(&k.share()));
+    let refused = |r: anyhow::Result<Value>| r.unwrap_err().to_string();
+
+    let mut forged = GuardianRecord::from(&keys[0].share());
+    forged.election_proofs[0].response = ElementModQ::random();
+    let answer = refused(
+        client
+            .post_text(
+                &path("guardian-1", "announcement"),
+                &token(0),
+                to_reference_json(&forged),
+            )
+            .await,
+    );
+    assert!(
+        answer.contains("400") && answer.contains("election_proofs"),
+        "{answer}"
+    );
+    let answer = refused(
+        client
+            .post_text(
+                &path("guardian-1", "announcement"),
+                &token(1),
+                record(&keys[0]),
+            )
+            .await,
+    );
+    assert!(answer.contains("401"), "{answer}");
+    let answer = refused(
+        client
+            .post_text(
+                &path("guardian-2", "announcement"),
+                &token(1),
+                record(&keys[0]),
+            )
+            .await,
+    );
+    assert!(
+        answer.contains("400") && answer.contains("sequence_order"),
+        "{answer}"
+    );
+    client
+        .post_text(
+            &path("guardian-1", "announcement"),
+            &token(0),
+            record(&keys[0]),
+        )
+        .await
+        .unwrap();
+    client
+        .post_text(
+            &path("guardian-1", "announcement"),
+            &token(0),
+            record(&keys[0]),
+        )
+        .await
+        .unwrap();
+    let other = ElectionKeyPair::generate("guardian-1", 1, 2);
+    let answer = refused(
+        client
+            .post_text(
+                &path("guardian-1", "announcement"),
+                &token(0),
+                record(&other),
+            )
+            .await,
+    );
+    assert!(
+        answer.contains("409"),
+        "a guardian cannot swap its key: {answer}"
+    );
+
+    let backups = |sender: &ElectionKeyPair| -> Vec<ElectionPartialKeyBackup> {
+        keys.iter()
+            .map(|r| ElectionPartialKeyBackup::generate(sender, &r.share()))
+            .collect()
+    };
+    let answer = refused(
+        client
+            .post_text(
+                &path("guardian-1", "backups"),
+                &token(0),
+                to_reference_json(&backups(&keys[0])),
+            )
+            .await,
+    );
+    assert!(
+        answer.contains("409") && answer.contains("not announced"),
+        "{answer}"
+    );
+    client
+        .post_text(
+            &path("guardian-2", "announcement"),
+            &token(1),
+            record(&keys[1]),
+        )
+        .await
+        .unwrap();
+    let answer = refused(
+        client
+            .post_text(
+                &path("guardian-1", "backups"),
+                &token(0),
+                to_reference_json(&backups(&keys[0])[..1]),
+            )
+            .await,
+    );
+    assert!(answer.contains("one backup per guardian"), "{answer}");
+    let answer = refused(
+        client
+            .post_text(
+                &path("guardian-1", "backups"),
+                &token(0),
+                to_reference_json(&backups(&keys[1])),
+            )
+            .await,
+    );
+    assert!(answer.contains("owner_id"), "{answer}");
+    client
+        .post_text(
+            &path("guardian-1", "backups"),
+            &token(0),
+            to_reference_json(&backups(&keys[0])),
+        )
+        .await
+        .unwrap();
+    client
+        .post_text(
+            &path("guardian-2", "backups"),
+            &token(1),
+            to_reference_json(&backups(&keys[1])),
+        )
+        .await
+        .unwrap();
+
+    let answer = refused(
+        client
+            .post(
+                &path("guardian-2", "backup-verdicts"),
+                Some(&token(1)),
+                &json!([{ "sender": "guardian-9", "verified": true }]),
+            )
+            .await,
+    );
+    assert!(answer.contains("no backup from guardian-9"), "{answer}");
+    let verdicts = json!([{ "sender": "guardian-1", "verified": false }, { "sender": "guardian-2", "verified": true }]);
+    client
+        .post(
+            &path("guardian-2", "backup-verdicts"),
+            Some(&token(1)),
+            &verdicts,
+        )
+        .await
+        .unwrap();
+    let all_good = json!([{ "sender": "guardian-1", "verified": true }, { "sender": "guardian-2", "verified": true }]);
+    client
+        .post(
+            &path("guardian-1", "backup-verdicts"),
+            Some(&token(0)),
+            &all_good,
+        )
+        .await
+        .unwrap();
+    let status = client
+        .get(&format!("/api/elections/{id}/ceremony"))
+        .await
+        .unwrap();
+    assert_eq!(
+        status["state"], "key_ceremony",
+        "a rejected backup keeps voting closed"
+    );
+    assert_eq!(
+        status["rejected_backups"],
+        json!([["guardian-1", "guardian-2"]])
+    );
+}
