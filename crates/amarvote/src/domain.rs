@@ -77,7 +77,7 @@ string_enum!(
 
 string_enum!(
     /// A chunk's life. `Dead` chunks exhausted their retries and wait for an operator.
-    ChunkState { Pending = "pending", Done = "done", Dead = "dead" }
+    ChunkState { Pending = "pending", Remote = "remote", Done = "done", Dead = "dead" }
 );
 
 string_enum!(

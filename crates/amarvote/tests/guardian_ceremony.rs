@@ -1,8 +1,9 @@
 //! The key ceremony run by the guardians on their own machines: three `amarvote guardian
 //! ceremony` processes generate their keys, announce them, exchange and verify backups;
-//! the server publishes the joint key and opens voting; two guardians consent with their
-//! keystores and the third stays away; the results equal the ballots cast and the record
-//! verifies. And the server refuses forged announcements and misaddressed backups.
+//! the server publishes the joint key and opens voting; one guardian hands its key share
+//! to the workers, one decrypts on its own machine (`amarvote guardian decrypt`, every
+//! uploaded proof checked), the third stays away; the results equal the ballots cast and
+//! the record verifies. And the server refuses forged announcements and misaddressed backups.
 
 mod common;
 
@@ -171,27 +172,45 @@ async fn guardians_run_the_ceremony_on_their_own_machines_and_decrypt_with_one_m
         .unwrap_err()
         .to_string();
     assert!(by_passphrase.contains("key share"), "{by_passphrase}");
-    for i in 0..2 {
-        let command = guardian(
-            &["consent"],
-            &files[i],
-            &keystores[i],
-            &format!("passphrase {i}"),
-        );
-        succeeded(
-            tokio::process::Command::from(command)
+    let consent = guardian(&["consent"], &files[0], &keystores[0], "passphrase 0");
+    let output = tokio::process::Command::from(consent)
+        .output()
+        .await
+        .unwrap();
+    succeeded(output, "guardian-1 consent with its key share");
+    let remote = tokio::process::Command::new(env!("CARGO_BIN_EXE_amarvote"))
+        .args(["guardian", "consent", "--remote", "--credential"])
+        .arg(&files[1])
+        .output()
+        .await
+        .unwrap();
+    succeeded(remote, "guardian-2 consent to decrypt on its own machine");
+
+    demo_server::run_job(&client, &server.admin, &id, "tally")
+        .await
+        .unwrap();
+    let decrypt_here = guardian(
+        &["decrypt", "--wait", "120"],
+        &files[1],
+        &keystores[1],
+        "passphrase 1",
+    );
+    let (job, here) = tokio::join!(
+        demo_server::run_job(&client, &server.admin, &id, "decrypt"),
+        async {
+            refused_forged_shares(&client, &id, &created).await;
+            tokio::process::Command::from(decrypt_here)
                 .output()
                 .await
-                .unwrap(),
-            "consent",
-        );
-    }
-
-    for kind in ["tally", "decrypt", "combine"] {
-        demo_server::run_job(&client, &server.admin, &id, kind)
-            .await
-            .unwrap();
-    }
+                .unwrap()
+        }
+    );
+    let here = succeeded(here, "guardian-2 decrypting on its own machine");
+    assert!(here.contains("on behalf of guardian-3"), "{here}");
+    job.unwrap();
+    demo_server::run_job(&client, &server.admin, &id, "combine")
+        .await
+        .unwrap();
     assert_eq!(common::votes(&client, &id).await, vec![2, 1, 0]);
 
     let record = dir.path().join("record");
@@ -207,6 +226,58 @@ async fn guardians_run_the_ceremony_on_their_own_machines_and_decrypt_with_one_m
         verified,
         "amarvote verify of the guardian-run election's record",
     );
+}
+
+/// While guardian-2's chunks wait for it: shares it did not compute are refused, and so is
+/// another guardian's token.
+async fn refused_forged_shares(client: &Client, election: &str, created: &Value) {
+    let token = |i: usize| {
+        created["guardians"][i]["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let job = loop {
+        let jobs = client
+            .get(&format!("/api/elections/{election}/jobs"))
+            .await
+            .unwrap();
+        if let Some(job) = jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["kind"] == "decrypt")
+        {
+            break job["job_id"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let waiting = client
+        .get_authorized(
+            &format!("/api/jobs/{job}/guardians/guardian-2/chunks"),
+            &token(1),
+        )
+        .await
+        .unwrap();
+    let index = waiting[0]["index"]
+        .as_u64()
+        .expect("a chunk waits for guardian-2");
+    let shares = format!("/api/jobs/{job}/chunks/{index}/shares");
+    let empty = client
+        .post_text(&shares, &token(1), r#"{"Direct":[]}"#.into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        empty.contains("400") && empty.contains("objects to decrypt"),
+        "{empty}"
+    );
+    let stranger = client
+        .post_text(&shares, &token(0), r#"{"Direct":[]}"#.into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(stranger.contains("401"), "{stranger}");
 }
 
 /// Sends guardian `holder`'s key share under guardian `as_index`'s name; the error text.

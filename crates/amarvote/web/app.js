@@ -433,7 +433,7 @@ function guardianTable(g) {
         x.announced
           ? h('td', { class: x.proofs_verified ? 'ok' : 'fail', text: x.proofs_verified ? 'verified' : 'FAILED' })
           : h('td', { class: 'hint', text: 'not announced' }),
-        h('td', { text: x.consented_to_decrypt ? 'present' : 'missing' })))))));
+        h('td', { text: x.consented_to_decrypt ? (x.decrypts_on_own_machine ? 'present (decrypts on own machine)' : 'present') : 'missing' })))))));
 }
 
 function ceremonyInstructions() {

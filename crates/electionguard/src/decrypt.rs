@@ -13,7 +13,7 @@ use crate::proof::ChaumPedersenProof;
 use crate::tally::CiphertextTally;
 
 /// The ciphertexts of one contest to decrypt: of a tally or of a spoiled ballot.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContestCiphertexts {
     pub object_id: String,
     pub description_hash: ElementModQ,
@@ -186,6 +186,104 @@ pub fn compute_decryption_share(
 }
 
 /// The recovery key g^P_missing(ℓ) of an available guardian ℓ, from the missing guardian's commitments.
+/// Checks shares a guardian computed elsewhere (on its own machine): they are for
+/// `object_id`, carry the guardian's public key, and hold one share per selection of
+/// `contests` whose proof verifies. The error names the contest and selection at fault.
+pub fn verify_decryption_share(
+    share: &DecryptionShare,
+    object_id: &str,
+    guardian: &ElectionPublicKey,
+    contests: &[ContestCiphertexts],
+    extended_base_hash: &ElementModQ,
+) -> Result<(), String> {
+    if share.object_id != object_id || share.guardian_id != guardian.owner_id {
+        return Err(format!(
+            "shares of {object_id} by {} expected",
+            guardian.owner_id
+        ));
+    }
+    if share.public_key != guardian.key {
+        return Err("public_key: not the guardian's announced key".into());
+    }
+    check_selections(
+        object_id,
+        contests,
+        share.contests.len(),
+        |contest, selection, ct| {
+            let s = share.contests.get(contest)?.selections.get(selection)?;
+            let proof = s.proof.as_ref()?;
+            Some(
+                proof
+                    .verify(ct, &guardian.key, &s.share, extended_base_hash)
+                    .map_err(|e| e.to_string()),
+            )
+        },
+    )
+}
+
+/// Checks compensated shares computed elsewhere: as [`verify_decryption_share`], each
+/// proof against the recovery key of the missing guardian at the available one's index.
+pub fn verify_compensated_share(
+    share: &CompensatedDecryptionShare,
+    object_id: &str,
+    available: &ElectionPublicKey,
+    missing: &ElectionPublicKey,
+    contests: &[ContestCiphertexts],
+    extended_base_hash: &ElementModQ,
+) -> Result<(), String> {
+    if share.object_id != object_id
+        || share.guardian_id != available.owner_id
+        || share.missing_guardian_id != missing.owner_id
+    {
+        return Err(format!(
+            "shares of {object_id} by {} for {} expected",
+            available.owner_id, missing.owner_id
+        ));
+    }
+    let recovery_key = recovery_public_key(available, missing);
+    check_selections(
+        object_id,
+        contests,
+        share.contests.len(),
+        |contest, selection, ct| {
+            let s = share.contests.get(contest)?.selections.get(selection)?;
+            if s.recovery_key != recovery_key {
+                return Some(Err(
+                    "recovery_key: not the missing guardian's at this index".into(),
+                ));
+            }
+            Some(
+                s.proof
+                    .verify(ct, &recovery_key, &s.share, extended_base_hash)
+                    .map_err(|e| e.to_string()),
+            )
+        },
+    )
+}
+
+/// Runs `check` on every selection; `None` from it means the share lacks that selection.
+fn check_selections(
+    object_id: &str,
+    contests: &[ContestCiphertexts],
+    contests_shared: usize,
+    check: impl Fn(&str, &str, &ElGamalCiphertext) -> Option<Result<(), String>>,
+) -> Result<(), String> {
+    if contests_shared != contests.len() {
+        return Err(format!("{object_id}: one share per contest is needed"));
+    }
+    for contest in contests {
+        for (selection, ciphertext) in &contest.selections {
+            let at = || format!("{object_id}/{}/{selection}", contest.object_id);
+            match check(&contest.object_id, selection, ciphertext) {
+                None => return Err(format!("{}: no share with a proof", at())),
+                Some(Err(e)) => return Err(format!("{}: {e}", at())),
+                Some(Ok(())) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn recovery_public_key(
     available: &ElectionPublicKey,
     missing: &ElectionPublicKey,
@@ -427,4 +525,83 @@ pub fn combine_shares(
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LagrangeCoefficientsRecord {
     pub coefficients: IndexMap<String, ElementModQ>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elgamal::EncryptionKey;
+    use crate::key_ceremony::{joint_key, ElectionPartialKeyBackup};
+
+    fn contests(key: &ElementModP) -> Vec<ContestCiphertexts> {
+        let key = EncryptionKey::new(key);
+        vec![ContestCiphertexts {
+            object_id: "contest-1".into(),
+            description_hash: ElementModQ::from_i64(7),
+            selections: (0..2)
+                .map(|i| {
+                    (
+                        format!("s-{i}"),
+                        ElGamalCiphertext::encrypt(i, &ElementModQ::random(), &key),
+                    )
+                })
+                .collect(),
+        }]
+    }
+
+    #[test]
+    fn shares_made_elsewhere_verify_and_a_forged_one_is_named() {
+        let keys = [
+            ElectionKeyPair::generate("g1", 1, 2),
+            ElectionKeyPair::generate("g2", 2, 2),
+        ];
+        let public: Vec<ElectionPublicKey> = keys.iter().map(ElectionKeyPair::share).collect();
+        let contests = contests(&joint_key(&public).0);
+        let qbar = ElementModQ::from_i64(42);
+        let share = compute_decryption_share("tally", &keys[0], &contests, &qbar);
+        assert_eq!(
+            verify_decryption_share(&share, "tally", &public[0], &contests, &qbar),
+            Ok(())
+        );
+        assert!(verify_decryption_share(&share, "tally", &public[1], &contests, &qbar).is_err());
+        let mut forged = share.clone();
+        let contest = forged.contests.get_mut("contest-1").unwrap();
+        let selection = contest.selections.get_mut("s-1").unwrap();
+        selection.share = selection.share.mul(&public[1].key);
+        let error =
+            verify_decryption_share(&forged, "tally", &public[0], &contests, &qbar).unwrap_err();
+        assert!(error.starts_with("tally/contest-1/s-1"), "{error}");
+
+        let coordinate = ElectionPartialKeyBackup::generate(&keys[1], &public[0])
+            .verify(&keys[0], &public[1])
+            .unwrap();
+        let compensated = compute_compensated_share(
+            "tally",
+            &coordinate,
+            &public[0],
+            &public[1],
+            &contests,
+            &qbar,
+        );
+        assert_eq!(
+            verify_compensated_share(
+                &compensated,
+                "tally",
+                &public[0],
+                &public[1],
+                &contests,
+                &qbar
+            ),
+            Ok(())
+        );
+        assert!(verify_compensated_share(
+            &compensated,
+            "ballot-9",
+            &public[0],
+            &public[1],
+            &contests,
+            &qbar
+        )
+        .is_err());
+    }
 }

@@ -642,11 +642,12 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await?;
         for c in chunks {
-            sqlx::query("INSERT INTO job_chunks (job_id, chunk_index, queue, spec, state) VALUES ($1, $2, $3, $4, 'pending')")
+            sqlx::query("INSERT INTO job_chunks (job_id, chunk_index, queue, spec, state) VALUES ($1, $2, $3, $4, $5)")
                 .bind(&c.job_id)
                 .bind(c.index as i64)
                 .bind(c.queue.as_str())
                 .bind(&c.spec_json)
+                .bind(c.state.as_str())
                 .execute(&mut *tx)
                 .await?;
         }

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use electionguard::key_ceremony::{ElectionPartialKeyBackup, GuardianRecord};
 use serde_json::{json, Value};
 
-use super::{require_bearer, ApiError, ApiResult, AppState};
+use super::{reference_body, require_bearer, ApiResult, AppState};
 use crate::service::ceremony::{self, BackupVerdict, CeremonyStatus};
 
 pub fn routes() -> Router<AppState> {
@@ -28,13 +28,6 @@ pub fn routes() -> Router<AppState> {
             "/api/elections/{id}/guardians/{guardian}/backup-verdicts",
             post(verdicts),
         )
-}
-
-/// Reference JSON (group elements as hex text), with errors naming the field at fault.
-fn reference_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
-    let text =
-        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
-    electionguard::json::from_json(text).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 async fn status(

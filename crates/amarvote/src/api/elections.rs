@@ -190,6 +190,7 @@ fn guardian_status(guardian: &crate::domain::GuardianRow) -> Value {
         "public_key_fingerprint": public_key.get(..16).unwrap_or(&public_key),
         "proofs_verified": proofs_verified,
         "consented_to_decrypt": guardian.decryption_grant.is_some(),
+        "decrypts_on_own_machine": guardian.decryption_grant.as_deref() == Some(&[]),
     })
 }
 
@@ -201,6 +202,9 @@ struct ConsentRequest {
     passphrase: Option<String>,
     #[serde(default)]
     key_share: Option<GuardianSecret>,
+    /// True: the guardian decrypts on its own machine and uploads its shares.
+    #[serde(default)]
+    remote: bool,
 }
 
 async fn consent(
@@ -211,10 +215,15 @@ async fn consent(
 ) -> ApiResult<Json<Value>> {
     let token = require_bearer(&headers)?;
     let request: ConsentRequest = parse_body(&body)?;
-    let consent = match (request.passphrase, request.key_share) {
-        (Some(passphrase), None) => Consent::Passphrase(passphrase),
-        (None, Some(secret)) => Consent::KeyShare(secret),
-        _ => return Err(ApiError::bad_request("give either passphrase or key_share")),
+    let consent = match (request.passphrase, request.key_share, request.remote) {
+        (Some(passphrase), None, false) => Consent::Passphrase(passphrase),
+        (None, Some(secret), false) => Consent::KeyShare(secret),
+        (None, None, true) => Consent::Remote,
+        _ => {
+            return Err(ApiError::bad_request(
+                "give one of passphrase, key_share or remote: true",
+            ))
+        }
     };
     elections::grant_decryption(&app, &id, &guardian, token, consent).await?;
     Ok(Json(

@@ -9,6 +9,7 @@ mod jobs;
 mod openapi;
 pub mod rate_limit;
 mod record;
+mod remote_decryption;
 mod tar;
 mod web;
 
@@ -109,6 +110,13 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     })
 }
 
+/// A body of reference JSON (group elements as hex text); the error names the field at fault.
+pub fn reference_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    electionguard::json::from_json(text).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -201,6 +209,7 @@ pub fn router(app: AppState) -> Router {
             )),
         )
         .merge(jobs::routes())
+        .merge(remote_decryption::routes())
         .merge(record::routes())
         .merge(web::routes())
         .fallback(|| async {

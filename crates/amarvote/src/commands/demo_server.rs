@@ -91,6 +91,13 @@ impl Client {
         Ok(response.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn get_authorized(&self, path: &str, token: &str) -> Result<Value> {
+        let response = self
+            .send(self.http.get(self.url(path)), Some(token), path)
+            .await?;
+        Ok(response.json().await.unwrap_or(Value::Null))
+    }
+
     /// The body as text (reference JSON, kept exactly as the server wrote it).
     pub async fn get_text(&self, path: &str, token: Option<&str>) -> Result<String> {
         let response = self

@@ -22,6 +22,10 @@ pub enum GuardianCommand {
     Consent(ConsentArgs),
     /// Show the election's guardians: who is present, who is missing, whether the quorum is met.
     Status(ConsentArgs),
+    /// Decrypt on this machine: compute this guardian's shares (and compensated shares for
+    /// missing guardians) of the running decryption job, with proofs, and upload them.
+    /// The guardian consents first with `consent --remote`.
+    Decrypt(KeystoreArgs),
 }
 
 #[derive(Args, Debug)]
@@ -35,6 +39,10 @@ pub struct ConsentArgs {
     /// The keystore written by `amarvote guardian ceremony` (guardian-run ceremonies).
     #[arg(long)]
     pub keystore: Option<PathBuf>,
+    /// Consent to decrypt on this machine (`amarvote guardian decrypt`): the key share
+    /// never leaves it.
+    #[arg(long, conflicts_with = "keystore")]
+    pub remote: bool,
 }
 
 #[derive(Args, Debug)]
@@ -85,6 +93,7 @@ pub async fn run(command: GuardianCommand) -> Result<()> {
     match command {
         GuardianCommand::Ceremony(args) => super::guardian_ceremony::run(&args).await,
         GuardianCommand::Consent(args) => consent(&args).await,
+        GuardianCommand::Decrypt(args) => super::guardian_decrypt::run(&args).await,
         GuardianCommand::Status(args) => {
             let (client, credential) = read_credential(&args)?;
             print_status(&client, &credential.election_id).await
@@ -94,11 +103,21 @@ pub async fn run(command: GuardianCommand) -> Result<()> {
 
 async fn consent(args: &ConsentArgs) -> Result<()> {
     let (client, credential) = read_credential(args)?;
-    let passphrase = passphrase()?;
     let path = format!(
         "/api/elections/{}/guardians/{}/decryption-consent",
         credential.election_id, credential.guardian_id
     );
+    if args.remote {
+        client
+            .post(&path, Some(&credential.token), &json!({ "remote": true }))
+            .await?;
+        println!(
+            "{} will decrypt election {} on this machine: run `amarvote guardian decrypt` once the administrator starts decryption",
+            credential.guardian_id, credential.election_id
+        );
+        return print_status(&client, &credential.election_id).await;
+    }
+    let passphrase = passphrase()?;
     let body = match &args.keystore {
         None => Zeroizing::new(json!({ "passphrase": passphrase.as_str() }).to_string()),
         Some(keystore) => {

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod demo_server;
 pub mod guardian;
 pub mod guardian_ceremony;
+pub mod guardian_decrypt;
 pub mod record;
 pub mod referendum;
 pub mod serve;

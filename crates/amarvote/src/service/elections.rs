@@ -84,6 +84,8 @@ pub struct CreatedElection {
 pub enum Consent {
     Passphrase(String),
     KeyShare(GuardianSecret),
+    /// The guardian computes its shares on its own machine (`amarvote guardian decrypt`).
+    Remote,
 }
 
 /// A guardian's private state: its key pair and polynomial, and the coordinates P_j(i)
@@ -343,6 +345,17 @@ pub async fn grant_decryption(
                 .await?;
             return Ok(());
         }
+        Consent::Remote if guardian_run => {
+            app.store
+                .set_decryption_grant(election_id, guardian_id, &[])
+                .await?;
+            return Ok(());
+        }
+        Consent::Remote => {
+            return Err(ServiceError::BadRequest(
+                "remote: the server generated this guardian's keys, so it cannot decrypt elsewhere".into(),
+            ))
+        }
         Consent::Passphrase(_) => {
             return Err(ServiceError::BadRequest(
                 "key_share: this guardian generated its own keys; consent with its key share (amarvote guardian consent --keystore)".into(),
@@ -405,6 +418,11 @@ pub fn open_grant(app: &App, guardian: &GuardianRow) -> anyhow::Result<GuardianS
             guardian.guardian_id
         )
     })?;
+    anyhow::ensure!(
+        !grant.is_empty(),
+        "guardian {} decrypts on its own machine",
+        guardian.guardian_id
+    );
     let bytes = sealing::open(
         &app.server_key,
         &grant_purpose(&guardian.election_id, &guardian.guardian_id),

@@ -202,10 +202,17 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
             (DecryptParams::default(), specs)
         }
     };
+    let remote = remote_guardians(app, election_id).await?;
     let rows: Vec<ChunkRow> = chunks
         .iter()
         .enumerate()
-        .map(|(i, (queue, spec))| chunk(&job_id, i, *queue, spec))
+        .map(|(i, (queue, spec))| {
+            let mut row = chunk(&job_id, i, *queue, spec);
+            if spec.guardian.as_ref().is_some_and(|g| remote.contains(g)) {
+                row.state = ChunkState::Remote;
+            }
+            row
+        })
         .collect();
     let job = JobRow {
         id: job_id,
@@ -220,8 +227,28 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
     };
     app.store.insert_job(&job, &rows).await?;
     app.metrics.job_started(kind);
-    publish(app, &rows).await;
+    let queued: Vec<ChunkRow> = rows
+        .into_iter()
+        .filter(|r| r.state == ChunkState::Pending)
+        .collect();
+    publish(app, &queued).await;
     Ok(job)
+}
+
+/// Guardians who decrypt on their own machines (`amarvote guardian decrypt`): their
+/// chunks wait for the shares they upload instead of going to a queue.
+async fn remote_guardians(
+    app: &App,
+    election_id: &str,
+) -> ServiceResult<std::collections::HashSet<String>> {
+    Ok(app
+        .store
+        .guardians(election_id)
+        .await?
+        .into_iter()
+        .filter(|g| g.decryption_grant.as_deref() == Some(&[]))
+        .map(|g| g.guardian_id)
+        .collect())
 }
 
 async fn plan_decryption(

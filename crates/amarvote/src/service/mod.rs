@@ -7,6 +7,7 @@ pub mod ceremony;
 pub mod codec;
 pub mod elections;
 pub mod jobs;
+pub mod remote_decryption;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -7,7 +7,7 @@
 //! what a crash left unpublished and finalizes jobs whose finalizer died.
 
 mod combine;
-mod decrypt;
+pub mod decrypt;
 pub mod reconciler;
 mod tally;
 mod verify;
