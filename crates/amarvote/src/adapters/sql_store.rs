@@ -575,6 +575,28 @@ impl Store for SqlStore {
         rows.iter().map(ballot_row).collect()
     }
 
+    async fn ballots_after(
+        &self,
+        election_id: &str,
+        state: BallotState,
+        after: (i64, &str),
+        limit: u64,
+    ) -> Result<Vec<BallotRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BALLOT_COLUMNS} FROM ballots WHERE election_id = $1 AND state = $2
+             AND (shuffle > $3 OR (shuffle = $3 AND ballot_id > $4))
+             ORDER BY shuffle, ballot_id LIMIT $5"
+        ))
+        .bind(election_id)
+        .bind(state.as_str())
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ballot_row).collect()
+    }
+
     async fn ballot_codes(&self, election_id: &str) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query("SELECT code, state FROM ballots WHERE election_id = $1 AND code IS NOT NULL ORDER BY code")
             .bind(election_id)
@@ -867,5 +889,77 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn election(id: &str) -> ElectionRow {
+        ElectionRow {
+            id: id.into(),
+            title: "t".into(),
+            state: ElectionState::Open,
+            guardians: 1,
+            quorum: 1,
+            manifest_json: String::new(),
+            context_json: String::new(),
+            device_json: String::new(),
+            shuffle_key: vec![1],
+            created_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn reading_after_the_last_ballot_pages_through_the_permutation_ties_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let store = SqlStore::connect(&url).await.unwrap();
+        store
+            .insert_election(&election("e"), "code-0", &[])
+            .await
+            .unwrap();
+        for i in 0..10i64 {
+            let row = BallotRow {
+                election_id: "e".into(),
+                ballot_id: format!("b{i}"),
+                state: BallotState::Pending,
+                shuffle: (i * 7) % 4,
+                code: None,
+                body: vec![i as u8],
+                sealed_nonces: None,
+                voter_hash: None,
+                created_at: 0,
+            };
+            store.insert_pending_ballot(&row).await.unwrap();
+        }
+        let all = store
+            .ballots_page("e", BallotState::Pending, 0, 100)
+            .await
+            .unwrap();
+        let mut paged = store
+            .ballots_page("e", BallotState::Pending, 0, 3)
+            .await
+            .unwrap();
+        loop {
+            let last = paged.last().unwrap();
+            let next = store
+                .ballots_after(
+                    "e",
+                    BallotState::Pending,
+                    (last.shuffle, &last.ballot_id.clone()),
+                    3,
+                )
+                .await
+                .unwrap();
+            if next.is_empty() {
+                break;
+            }
+            paged.extend(next);
+        }
+        let ids = |rows: &[BallotRow]| rows.iter().map(|r| r.ballot_id.clone()).collect::<Vec<_>>();
+        assert_eq!(all.len(), 10);
+        assert_eq!(ids(&paged), ids(&all));
     }
 }

@@ -55,15 +55,11 @@ async fn file_names(app: &AppState, id: &str) -> ApiResult<Vec<String>> {
             .map(|g| layout::guardian(&g.guardian_id)),
     );
     for state in [BallotState::Cast, BallotState::Spoiled] {
-        let total = app.store.count_ballots(&id, state).await?;
-        for offset in (0..total).step_by(1000) {
-            files.extend(
-                app.store
-                    .ballots_page(&id, state, offset, 1000)
-                    .await?
-                    .iter()
-                    .map(|b| layout::submitted_ballot(&b.ballot_id)),
-            );
+        let mut page = app.store.ballots_page(&id, state, 0, 1000).await?;
+        while let Some(last) = page.last() {
+            files.extend(page.iter().map(|b| layout::submitted_ballot(&b.ballot_id)));
+            let after = (last.shuffle, last.ballot_id.as_str());
+            page = app.store.ballots_after(&id, state, after, 1000).await?;
         }
     }
     for (artifact, name) in [

@@ -136,6 +136,16 @@ pub trait Store: Send + Sync + 'static {
         offset: u64,
         limit: u64,
     ) -> Result<Vec<BallotRow>, StoreError>;
+    /// The next `limit` ballots in permutation order after `after` (a ballot's shuffle
+    /// position and id): how a chunk reads its range page by page without re-skipping
+    /// everything before it.
+    async fn ballots_after(
+        &self,
+        election_id: &str,
+        state: BallotState,
+        after: (i64, &str),
+        limit: u64,
+    ) -> Result<Vec<BallotRow>, StoreError>;
     async fn ballot_codes(&self, election_id: &str) -> Result<Vec<(String, String)>, StoreError>;
 
     async fn put_artifact(

@@ -22,21 +22,29 @@ pub async fn chunk(app: &App, job: &JobRow, spec: &ChunkSpec) -> anyhow::Result<
     let crypto = app.crypto(&election).await?;
     let mut tally = CiphertextTally::empty(TALLY_ID, &crypto.manifest);
     let mut done = 0;
+    let mut last: Option<(i64, String)> = None;
     while done < limit {
-        let rows = app
-            .store
-            .ballots_page(
-                &job.election_id,
-                BallotState::Cast,
-                offset + done,
-                PAGE.min(limit - done),
-            )
-            .await?;
+        let page = PAGE.min(limit - done);
+        // Only the first page skips to the chunk's offset; the next ones continue from the
+        // last ballot read, so a chunk's cost does not grow with its place in the election.
+        let rows = match &last {
+            None => {
+                app.store
+                    .ballots_page(&job.election_id, BallotState::Cast, offset, page)
+                    .await?
+            }
+            Some((shuffle, id)) => {
+                app.store
+                    .ballots_after(&job.election_id, BallotState::Cast, (*shuffle, id), page)
+                    .await?
+            }
+        };
         anyhow::ensure!(
             !rows.is_empty(),
             "ballots {offset}+{done} are missing: the ballot set changed after voting closed"
         );
         done += rows.len() as u64;
+        last = rows.last().map(|r| (r.shuffle, r.ballot_id.clone()));
         tally = tokio::task::spawn_blocking(move || -> anyhow::Result<CiphertextTally> {
             let ballots = rows
                 .iter()
