@@ -78,6 +78,8 @@ async fn people_run_an_election_and_a_referendum_in_the_browser() {
     wait_up(&base).await;
     let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/browser-artifacts");
+    // Only this run's screenshots: an earlier run's would be mistaken for this one's.
+    let _ = std::fs::remove_dir_all(&artifacts);
     let run = tokio::process::Command::new("node")
         .arg(browser_dir.join("election.mjs"))
         .env("AMARVOTE_URL", &base)
