@@ -77,20 +77,7 @@ async fn election_with_ballots(
         )
         .await
         .unwrap();
-    for g in created["guardians"].as_array().unwrap().iter().take(2) {
-        let path = format!(
-            "/api/elections/{id}/guardians/{}/decryption-consent",
-            g["guardian_id"].as_str().unwrap()
-        );
-        client
-            .post(
-                &path,
-                g["token"].as_str(),
-                &json!({ "passphrase": g["passphrase"] }),
-            )
-            .await
-            .unwrap();
-    }
+    common::consent(&client, &id, &created, 2).await;
     (id, created)
 }
 

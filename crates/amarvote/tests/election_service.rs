@@ -150,20 +150,7 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
             .unwrap();
     }
     wait_done(&client, job).await;
-    for g in created["guardians"].as_array().unwrap().iter().take(2) {
-        let path = format!(
-            "/api/elections/{id}/guardians/{}/decryption-consent",
-            g["guardian_id"].as_str().unwrap()
-        );
-        client
-            .post(
-                &path,
-                g["token"].as_str(),
-                &json!({ "passphrase": g["passphrase"] }),
-            )
-            .await
-            .unwrap();
-    }
+    common::consent(&client, &id, &created, 2).await;
     demo_server::run_job(&client, &server.admin, &id, "decrypt")
         .await
         .unwrap();

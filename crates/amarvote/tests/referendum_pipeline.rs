@@ -1,6 +1,8 @@
 //! The referendum pipeline end to end in the embedded mode: HTTP submission,
 //! validation, aggregation and review on the data directory's SQLite files.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -338,20 +340,11 @@ async fn a_client_over_its_rate_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_loadgen_run_reconciles_exactly() {
-    use amarvote::referendum::loadgen::{run, LoadgenConfig};
+    use amarvote::referendum::loadgen::run;
     let server = start(RateLimit::default()).await;
-    let config = LoadgenConfig {
-        server: server.url.clone(),
-        admin_token: ADMIN.to_owned(),
-        voters: 1_500,
-        rate: 1_000.0,
-        duration: Duration::from_secs(2),
-        duplicate_rate: 0.1,
-        invalid_rate: 0.05,
-        concurrency: 32,
-        drain_timeout: Duration::from_secs(60),
-    };
-    let report = run(&config).await.unwrap();
+    let report = run(&common::small_loadgen(&server.url, ADMIN))
+        .await
+        .unwrap();
     assert_eq!(report.sent, 2_000);
     assert!(report.reconciled(), "{report:?}");
 }

@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use amarvote::referendum::loadgen::{run, LoadgenConfig};
+use amarvote::referendum::loadgen::run;
 use amarvote::referendum::messages::{encode, VoteMessage};
 use amarvote::referendum::metrics::ReferendumMetrics;
 use amarvote::referendum::queue::Stream;
@@ -71,18 +71,9 @@ async fn start() -> Scaled {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_against_two_validators_and_an_aggregator_reconciles_exactly() {
     let server = start().await;
-    let config = LoadgenConfig {
-        server: server.url.clone(),
-        admin_token: ADMIN.to_owned(),
-        voters: 1_500,
-        rate: 1_000.0,
-        duration: Duration::from_secs(2),
-        duplicate_rate: 0.1,
-        invalid_rate: 0.05,
-        concurrency: 32,
-        drain_timeout: Duration::from_secs(60),
-    };
-    let report = run(&config).await.unwrap();
+    let report = run(&common::small_loadgen(&server.url, ADMIN))
+        .await
+        .unwrap();
     assert!(report.reconciled(), "{report:?}");
     server.clean_up().await;
 }

@@ -297,3 +297,42 @@ pub async fn restart_rabbitmq() {
     .await
     .unwrap();
 }
+
+/// The first `count` guardians of a server-run ceremony consent with their passphrases.
+pub async fn consent(
+    client: &amarvote::commands::demo_server::Client,
+    election: &str,
+    created: &serde_json::Value,
+    count: usize,
+) {
+    for g in created["guardians"].as_array().unwrap().iter().take(count) {
+        let path = format!(
+            "/api/elections/{election}/guardians/{}/decryption-consent",
+            g["guardian_id"].as_str().unwrap()
+        );
+        client
+            .post(
+                &path,
+                g["token"].as_str(),
+                &serde_json::json!({ "passphrase": g["passphrase"] }),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// A two-second load-generator run: 2,000 votes from 1,500 voters, 10 % duplicates and
+/// 5 % ineligible, reconciled within a minute.
+pub fn small_loadgen(server: &str, admin: &str) -> amarvote::referendum::loadgen::LoadgenConfig {
+    amarvote::referendum::loadgen::LoadgenConfig {
+        server: server.to_owned(),
+        admin_token: admin.to_owned(),
+        voters: 1_500,
+        rate: 1_000.0,
+        duration: Duration::from_secs(2),
+        duplicate_rate: 0.1,
+        invalid_rate: 0.05,
+        concurrency: 32,
+        drain_timeout: Duration::from_secs(60),
+    }
+}
