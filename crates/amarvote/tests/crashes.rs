@@ -77,7 +77,7 @@ async fn election_with_ballots(
         )
         .await
         .unwrap();
-    common::consent(&client, &id, &created, 2).await;
+    common::consent(client, &id, &created, 2).await;
     (id, created)
 }
 
