@@ -87,13 +87,16 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str) -> Result<Value> {
-        let response = self.send(self.http.get(self.url(path)), None, path).await?;
-        Ok(response.json().await.unwrap_or(Value::Null))
+        self.get_json(path, None).await
     }
 
     pub async fn get_authorized(&self, path: &str, token: &str) -> Result<Value> {
+        self.get_json(path, Some(token)).await
+    }
+
+    async fn get_json(&self, path: &str, token: Option<&str>) -> Result<Value> {
         let response = self
-            .send(self.http.get(self.url(path)), Some(token), path)
+            .send(self.http.get(self.url(path)), token, path)
             .await?;
         Ok(response.json().await.unwrap_or(Value::Null))
     }
