@@ -53,9 +53,15 @@ pub(crate) fn p_mont() -> &'static Montgomery {
 }
 
 /// The fixed-base table for the generator g, built on first use.
-fn g_table() -> &'static FixedBase {
+pub(crate) fn g_table() -> &'static FixedBase {
     static TABLE: OnceLock<FixedBase> = OnceLock::new();
     TABLE.get_or_init(|| FixedBase::new(&ElementModP::generator()))
+}
+
+/// The wide (13-bit) table for g, built only in processes that encrypt many ballots.
+pub(crate) fn g_table_wide() -> &'static FixedBase {
+    static TABLE: OnceLock<FixedBase> = OnceLock::new();
+    TABLE.get_or_init(|| FixedBase::wide(&ElementModP::generator()))
 }
 
 struct BytesVisitor;

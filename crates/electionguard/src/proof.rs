@@ -185,7 +185,7 @@ impl ConstantChaumPedersenProof {
         extended_base_hash: &ElementModQ,
     ) -> ConstantChaumPedersenProof {
         let u = Nonces::new(seed, &[&"constant-chaum-pedersen-proof"]).get(0);
-        let pad = g_pow_p(&u);
+        let pad = key.g_pow(&u);
         let data = key.pow(&u);
         let challenge = hash!(extended_base_hash, message.pad, message.data, pad, data);
         let response = ElementModQ::a_plus_bc(&u, &challenge, r);
@@ -284,8 +284,8 @@ impl DisjunctiveChaumPedersenProof {
         let (a0, b0, a1, b1, c0, c1, c);
         if plaintext == 0 {
             // n0 is the simulated challenge c1; u is the real commitment nonce.
-            (a0, b0) = (g_pow_p(&u), key.pow(&u));
-            (a1, b1) = (g_pow_p(&v), key.pow(&v).mul(&g_pow_p(&n0)));
+            (a0, b0) = (key.g_pow(&u), key.pow(&u));
+            (a1, b1) = (key.g_pow(&v), key.pow_times_g_pow(&v, &n0));
             c = hash_challenge(&a0, &b0, &a1, &b1);
             c1 = n0;
             c0 = c.sub(&c1);
@@ -294,8 +294,8 @@ impl DisjunctiveChaumPedersenProof {
             return Self::assemble(a0, b0, a1, b1, c0, c1, c, v0, v1);
         }
         // n0 is w; the simulated branch is zero, with c0 = −w.
-        (a0, b0) = (g_pow_p(&v), key.pow(&v).mul(&g_pow_p(&n0)));
-        (a1, b1) = (g_pow_p(&u), key.pow(&u));
+        (a0, b0) = (key.g_pow(&v), key.pow_times_g_pow(&v, &n0));
+        (a1, b1) = (key.g_pow(&u), key.pow(&u));
         c = hash_challenge(&a0, &b0, &a1, &b1);
         c0 = n0.neg();
         c1 = c.add(&n0);

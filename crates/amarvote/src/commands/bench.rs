@@ -3,9 +3,16 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
 use clap::Args;
 use electionguard::ballot::{BallotBoxState, CiphertextBallot, EncryptionDevice};
+use electionguard::decrypt::{
+    compute_compensated_share, compute_decryption_share, tally_ciphertexts,
+    verify_compensated_share, verify_decryption_share,
+};
+use electionguard::elgamal::EncryptionKey;
 use electionguard::encrypt::Encryptor;
 use electionguard::group::ElementModQ;
 use electionguard::record::ElectionConstants;
@@ -20,6 +27,57 @@ pub struct BenchArgs {
     /// Ballots to encrypt and verify in each measurement.
     #[arg(long, default_value_t = 200)]
     pub ballots: u32,
+    /// A Python with electionguard 1.4 installed: the reference library is then measured
+    /// in the same run (its own driver, `--reference-script`), for ratios on equal terms.
+    #[arg(long)]
+    pub reference_python: Option<PathBuf>,
+    /// The reference library's driver script.
+    #[arg(long, default_value = "../shared/tools/eg_election.py")]
+    pub reference_script: PathBuf,
+}
+
+/// What the reference library took here, per ballot, in this run.
+struct ReferenceFigures {
+    encrypt_ms: f64,
+    validate_ms: f64,
+}
+
+/// Runs the reference library's driver on the same election shape and reads its timings.
+fn measure_reference(python: &Path, script: &Path) -> Result<ReferenceFigures> {
+    let out = tempfile::tempdir()?;
+    let output = std::process::Command::new(python)
+        .arg(script)
+        // The shape `run` measures, without the phases it does not compare.
+        .args(
+            "--guardians 5 --quorum 3 --missing 2 --ballots 20 --contests 1 --selections 4 \
+             --no-decrypt --no-export --no-checks"
+                .split_whitespace(),
+        )
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the reference library's driver failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .last()
+            .context("the reference driver printed nothing")?,
+    )?;
+    let median = |phase: &str| {
+        summary["timings"][phase]["median_ms"]
+            .as_f64()
+            .with_context(|| format!("no {phase} timing in the reference driver's summary"))
+    };
+    Ok(ReferenceFigures {
+        encrypt_ms: median("encryption")?,
+        validate_ms: median("ballot_box_submit_incl_proof_validation")?,
+    })
 }
 
 fn per_ballot_ms(started: Instant, count: usize) -> f64 {
@@ -40,7 +98,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let manifest = election::manifest(&shape);
     let ceremony = election::key_ceremony(shape.guardians, shape.quorum)?;
     let context = election::context(&manifest, &ceremony.public_keys, shape.quorum);
-    let encryptor = Encryptor::new(&manifest, &context);
+    let started = Instant::now();
+    let encryptor = Encryptor::with_key(
+        &manifest,
+        &context,
+        EncryptionKey::for_encryption(&context.elgamal_public_key),
+    );
+    let tables_built = started.elapsed();
     let mut rng = ChoiceRng::new(shape.seed);
     let plaintexts: Vec<_> = (1..=shape.ballots)
         .map(|i| election::random_ballot(&manifest, i, &mut rng))
@@ -54,6 +118,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let seed = device.hash();
     let threads = rayon::current_num_threads();
     println!("amarvote bench crypto: {} ballots of 1 contest × 4 candidates, {threads} threads available", shape.ballots);
+    println!(
+        "13-bit fixed-base tables for g and K built in {:.2} s",
+        tables_built.as_secs_f64()
+    );
 
     let started = Instant::now();
     let ballots: Vec<CiphertextBallot> = plaintexts
@@ -102,6 +170,44 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     tally.append_all(&thousand)?;
     let tally_rate = 1000.0 / started.elapsed().as_secs_f64();
 
+    let contests = tally_ciphertexts(&tally);
+    let qbar = &context.crypto_extended_base_hash;
+    let started = Instant::now();
+    let share = compute_decryption_share("bench", &ceremony.guardians[0], &contests, qbar);
+    let partial_ms = per_ballot_ms(started, 1);
+    let started = Instant::now();
+    let part = compute_compensated_share(
+        "bench",
+        &ceremony.received[0][4],
+        &ceremony.public_keys[0],
+        &ceremony.public_keys[4],
+        &contests,
+        qbar,
+    );
+    let compensated_ms = per_ballot_ms(started, 1);
+    let (present, missing) = (&ceremony.public_keys[0], &ceremony.public_keys[4]);
+    anyhow::ensure!(
+        verify_decryption_share(&share, "bench", present, &contests, qbar).is_ok()
+            && verify_compensated_share(&part, "bench", present, missing, &contests, qbar).is_ok(),
+        "benchmark decryption shares failed verification"
+    );
+    let started = Instant::now();
+    election::decrypt(
+        &ceremony,
+        &[0, 1, 2],
+        &[3, 4],
+        "bench",
+        &contests,
+        &manifest,
+        qbar,
+    )?;
+    let decrypt_all_ms = per_ballot_ms(started, 1);
+    let reference = args
+        .reference_python
+        .as_deref()
+        .map(|python| measure_reference(python, &args.reference_script))
+        .transpose()?;
+
     println!(
         "{:<44} {:>12} {:>12}",
         "operation",
@@ -120,6 +226,27 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "{:<44} {:>9.0} /s",
         "tally accumulation (ballots per second)", tally_rate
     );
-    println!("anchors (../shared/ANCHORS.md): reference library 109–149 ms to encrypt, 160–190 ms to validate a ballot; AmarVote 78 ms to encrypt");
+    println!(
+        "{:<44} {:>9.2} ms",
+        "partial decryption of the tally, one guardian", partial_ms
+    );
+    println!(
+        "{:<44} {:>9.2} ms",
+        "compensated share of the tally, one pair", compensated_ms
+    );
+    println!(
+        "{:<44} {:>12} {:>9.2} ms",
+        "whole decryption, 3 present and 2 missing", "", decrypt_all_ms
+    );
+    match reference {
+        Some(r) => println!(
+            "reference library, same run (median of 20 ballots): encrypt {:.1} ms ({:.1}× ours on 1 thread), validate {:.1} ms ({:.1}× ours)",
+            r.encrypt_ms,
+            r.encrypt_ms / encrypt_1,
+            r.validate_ms,
+            r.validate_ms / verify_1
+        ),
+        None => println!("anchors (../shared/ANCHORS.md): reference library 109–149 ms to encrypt, 160–190 ms to validate a ballot; AmarVote 78 ms to encrypt (--reference-python measures the reference in this run)"),
+    }
     Ok(())
 }

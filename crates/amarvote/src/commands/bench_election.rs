@@ -315,7 +315,11 @@ fn encrypt_pool(crypto: &ElectionCrypto, n: usize) -> Pool {
     let plaintexts: Vec<_> = (0..n)
         .map(|i| random_ballot(&crypto.manifest, i as u32, &mut rng))
         .collect();
-    let encryptor = Encryptor::with_key(&crypto.manifest, &crypto.context, crypto.key.clone());
+    let encryptor = Encryptor::with_key(
+        &crypto.manifest,
+        &crypto.context,
+        crypto.encryption_key().clone(),
+    );
     let ballots = plaintexts
         .par_iter()
         .map(|p| {

@@ -177,7 +177,11 @@ pub async fn encrypt(
     let plaintext = plaintext_from_choices(&crypto.manifest, &ballot_id, &choices)?;
     let worker = crypto.clone();
     let ballot = tokio::task::spawn_blocking(move || {
-        let encryptor = Encryptor::with_key(&worker.manifest, &worker.context, worker.key.clone());
+        let encryptor = Encryptor::with_key(
+            &worker.manifest,
+            &worker.context,
+            worker.encryption_key().clone(),
+        );
         let seed = worker.context.manifest_hash.clone();
         encryptor.encrypt(&plaintext, &seed, &ElementModQ::random(), now_ms() / 1000)
     })

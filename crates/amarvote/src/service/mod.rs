@@ -10,7 +10,7 @@ pub mod jobs;
 pub mod remote_decryption;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use electionguard::context::CiphertextElectionContext;
 use electionguard::elgamal::EncryptionKey;
@@ -56,11 +56,36 @@ impl From<CastError> for ServiceError {
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
+/// Elections whose parsed documents and tables a process keeps at once.
+const CACHED_ELECTIONS: usize = 8;
+
 /// An election's manifest, context and joint-key table, parsed once per process.
 pub struct ElectionCrypto {
     pub manifest: Manifest,
     pub context: CiphertextElectionContext,
+    /// The 8-bit table, for verifying proofs.
     pub key: EncryptionKey,
+    /// The 13-bit tables, built on the first server-side encryption: only a process that
+    /// encrypts pays for them (~86 MB for K here, as much again for g once per process).
+    encryption_key: OnceLock<EncryptionKey>,
+}
+
+impl ElectionCrypto {
+    pub fn new(manifest: Manifest, context: CiphertextElectionContext) -> ElectionCrypto {
+        let key = EncryptionKey::new(&context.elgamal_public_key);
+        ElectionCrypto {
+            manifest,
+            context,
+            key,
+            encryption_key: OnceLock::new(),
+        }
+    }
+
+    /// The key with wide tables; blocks ~1 s the first time in this process.
+    pub fn encryption_key(&self) -> &EncryptionKey {
+        self.encryption_key
+            .get_or_init(|| EncryptionKey::for_encryption(&self.context.elgamal_public_key))
+    }
 }
 
 /// Tunables of the service.
@@ -135,20 +160,17 @@ impl App {
         let built = tokio::task::spawn_blocking(move || -> anyhow::Result<ElectionCrypto> {
             let manifest: Manifest = from_json(&manifest_json)?;
             let context: CiphertextElectionContext = from_json(&context_json)?;
-            let key = EncryptionKey::new(&context.elgamal_public_key);
-            Ok(ElectionCrypto {
-                manifest,
-                context,
-                key,
-            })
+            Ok(ElectionCrypto::new(manifest, context))
         })
         .await
         .map_err(anyhow::Error::from)??;
         let built = Arc::new(built);
-        self.crypto
-            .lock()
-            .expect("not poisoned")
-            .insert(election.id.clone(), built.clone());
+        let mut cached = self.crypto.lock().expect("not poisoned");
+        // Bounded: an entry may hold its election's ~86 MB encryption table.
+        if cached.len() >= CACHED_ELECTIONS {
+            cached.clear();
+        }
+        cached.insert(election.id.clone(), built.clone());
         Ok(built)
     }
 }
