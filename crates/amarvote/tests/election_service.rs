@@ -448,3 +448,24 @@ async fn submit(
     )
     .await
 }
+
+#[tokio::test]
+async fn a_batch_published_to_rabbitmq_arrives_whole_and_in_order() {
+    use amarvote::ports::WorkQueue;
+    let (amqp, vhost) = common::rabbitmq_vhost();
+    let _vhost = common::VhostGuard(vhost);
+    let queue = amarvote::adapters::rabbitmq::RabbitQueue::connect(&amqp)
+        .await
+        .unwrap_or_else(|e| panic!("this test needs RabbitMQ at {amqp}: {e}"));
+    let batch: Vec<(QueueName, Vec<u8>)> = (0..300u32)
+        .map(|i| (QueueName::Verification, i.to_be_bytes().to_vec()))
+        .collect();
+    let published = queue.publish_many(&batch).await;
+    assert_eq!((published.stored, published.error.is_none()), (300, true));
+    for (_, body) in &batch {
+        let delivery = queue.next(QueueName::Verification).await.unwrap().unwrap();
+        assert_eq!(&delivery.body, body);
+        delivery.settle.ack().await.unwrap();
+    }
+    assert_eq!(queue.depth(QueueName::Verification).await.unwrap(), 0);
+}

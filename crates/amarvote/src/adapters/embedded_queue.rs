@@ -14,7 +14,7 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::Notify;
 
 use crate::domain::{now_ms, QueueName};
-use crate::ports::queue::{Delivery, QueueError, Settle, WorkQueue, MAX_ATTEMPTS};
+use crate::ports::queue::{Delivery, Published, QueueError, Settle, WorkQueue, MAX_ATTEMPTS};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS queue_messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -110,6 +110,40 @@ impl WorkQueue for EmbeddedQueue {
             .await?;
         self.wakeups[&queue].notify_one();
         Ok(())
+    }
+
+    /// All in one transaction: one disk sync for the batch.
+    async fn publish_many(&self, messages: &[(QueueName, Vec<u8>)]) -> Published {
+        let stored = async {
+            let mut tx = self.pool.begin().await?;
+            for (queue, body) in messages {
+                sqlx::query(
+                    "INSERT INTO queue_messages (queue, body, visible_at) VALUES ($1, $2, $3)",
+                )
+                .bind(queue.as_str())
+                .bind(body)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        match stored {
+            Ok(()) => {
+                for (queue, _) in messages {
+                    self.wakeups[queue].notify_one();
+                }
+                Published {
+                    stored: messages.len(),
+                    error: None,
+                }
+            }
+            Err(e) => Published {
+                stored: 0,
+                error: Some(e.into()),
+            },
+        }
     }
 
     async fn next(&self, queue: QueueName) -> Result<Option<Delivery>, QueueError> {
@@ -210,6 +244,24 @@ mod tests {
             q.next(QueueName::Tally).await.unwrap().unwrap().body,
             b"two"
         );
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_delivered_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue(&dir, 60_000).await;
+        let batch: Vec<(QueueName, Vec<u8>)> = (0..5u8)
+            .map(|i| (QueueName::Verification, vec![i]))
+            .chain([(QueueName::Combine, vec![9])])
+            .collect();
+        let published = q.publish_many(&batch).await;
+        assert_eq!((published.stored, published.error.is_none()), (6, true));
+        for i in 0..5u8 {
+            let d = q.next(QueueName::Verification).await.unwrap().unwrap();
+            assert_eq!(d.body, vec![i]);
+            d.settle.ack().await.unwrap();
+        }
+        assert_eq!(q.depth(QueueName::Combine).await.unwrap(), 1);
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 use tokio::sync::Mutex;
 
 use crate::domain::QueueName;
-use crate::ports::queue::{Delivery, QueueError, Settle, WorkQueue};
+use crate::ports::queue::{Delivery, Published, QueueError, Settle, WorkQueue};
 
 const EXCHANGE: &str = "amarvote";
 const DEAD_EXCHANGE: &str = "amarvote.dlx";
@@ -137,6 +137,59 @@ impl Broker {
                 Err(broker(e))
             }
         }
+    }
+
+    /// Sends every message before waiting for any confirm: one round trip for the batch.
+    async fn send_many(&self, messages: &[(QueueName, Vec<u8>)]) -> Published {
+        let channel = match self.publisher().await {
+            Ok(channel) => channel,
+            Err(e) => {
+                return Published {
+                    stored: 0,
+                    error: Some(e),
+                }
+            }
+        };
+        let mut confirms = Vec::with_capacity(messages.len());
+        let mut send_error = None;
+        for (queue, body) in messages {
+            let options = BasicPublishOptions::default();
+            let sent = channel
+                .basic_publish(
+                    EXCHANGE.into(),
+                    queue.as_str().into(),
+                    options,
+                    body,
+                    persistent(1),
+                )
+                .await;
+            match sent {
+                Ok(confirm) => confirms.push((queue, confirm)),
+                Err(e) => {
+                    send_error = Some(broker(e));
+                    break;
+                }
+            }
+        }
+        let (mut stored, mut error) = (0, None);
+        for (queue, confirm) in confirms {
+            match confirm.await {
+                Ok(c) if c.is_ack() => stored += usize::from(error.is_none()),
+                Ok(_) => {
+                    error.get_or_insert(QueueError::Broker(format!(
+                        "the broker refused a message for {queue}"
+                    )));
+                }
+                Err(e) => {
+                    error.get_or_insert(broker(e));
+                }
+            }
+        }
+        let error = error.or(send_error);
+        if error.is_some() {
+            self.forget_link().await;
+        }
+        Published { stored, error }
     }
 
     async fn consumer_channel(&self, queue: QueueName) -> Result<(Channel, Consumer), QueueError> {
@@ -266,6 +319,10 @@ impl WorkQueue for RabbitQueue {
         self.0
             .send(EXCHANGE, queue.as_str(), body, persistent(1))
             .await
+    }
+
+    async fn publish_many(&self, messages: &[(QueueName, Vec<u8>)]) -> Published {
+        self.0.send_many(messages).await
     }
 
     async fn next(&self, queue: QueueName) -> Result<Option<Delivery>, QueueError> {

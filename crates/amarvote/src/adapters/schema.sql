@@ -41,6 +41,12 @@ CREATE TABLE IF NOT EXISTS ballots (
 );
 CREATE INDEX IF NOT EXISTS ballots_in_permutation ON ballots (election_id, state, shuffle, ballot_id);
 CREATE UNIQUE INDEX IF NOT EXISTS ballots_by_code ON ballots (election_id, code);
+CREATE TABLE IF NOT EXISTS ballot_counts (
+    election_id TEXT NOT NULL REFERENCES elections(id),
+    state TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (election_id, state)
+);
 CREATE TABLE IF NOT EXISTS key_backups (
     election_id TEXT NOT NULL REFERENCES elections(id),
     sender TEXT NOT NULL,

@@ -222,6 +222,14 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?;
         }
+        // Counted as ballots are cast, so that planning a job never counts the ballot table.
+        for state in [BallotState::Cast, BallotState::Spoiled] {
+            sqlx::query("INSERT INTO ballot_counts (election_id, state, n) VALUES ($1, $2, 0)")
+                .bind(&e.id)
+                .bind(state.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -500,6 +508,13 @@ impl Store for SqlStore {
         if written.rows_affected() == 0 {
             return Err(CastError::DuplicateBallot);
         }
+        // The election row is locked above, so the counter adds no contention of its own.
+        sqlx::query("UPDATE ballot_counts SET n = n + 1 WHERE election_id = $1 AND state = $2")
+            .bind(&b.election_id)
+            .bind(b.state.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
         sqlx::query("UPDATE elections SET last_code = $1 WHERE id = $2")
             .bind(&code)
             .bind(&b.election_id)
@@ -545,14 +560,36 @@ impl Store for SqlStore {
         election_id: &str,
         state: BallotState,
     ) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM ballots WHERE election_id = $1 AND state = $2",
-        )
-        .bind(election_id)
-        .bind(state.as_str())
-        .fetch_one(&self.pool)
-        .await?;
+        let kept: Option<i64> =
+            sqlx::query_scalar("SELECT n FROM ballot_counts WHERE election_id = $1 AND state = $2")
+                .bind(election_id)
+                .bind(state.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        // Pending ballots, and elections created before the counters existed, are counted.
+        let n = match kept {
+            Some(n) => n,
+            None => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM ballots WHERE election_id = $1 AND state = $2",
+                )
+                .bind(election_id)
+                .bind(state.as_str())
+                .fetch_one(&self.pool)
+                .await?
+            }
+        };
         Ok(n as u64)
+    }
+
+    async fn refresh_ballot_statistics(&self) -> Result<(), StoreError> {
+        let statement = match self.backend {
+            // The ballot bodies live in the TOAST table, which the tally reads anyway.
+            Backend::Postgres => "VACUUM (ANALYZE, PROCESS_TOAST FALSE) ballots",
+            Backend::Sqlite => "ANALYZE ballots",
+        };
+        self.pool.execute(statement).await?;
+        Ok(())
     }
 
     async fn ballots_page(
@@ -582,9 +619,11 @@ impl Store for SqlStore {
         after: (i64, &str),
         limit: u64,
     ) -> Result<Vec<BallotRow>, StoreError> {
+        // `shuffle >= $3` on its own is what lets the database start the index scan at the
+        // last ballot read instead of filtering from the first: each page costs the same.
         let rows = sqlx::query(&format!(
             "SELECT {BALLOT_COLUMNS} FROM ballots WHERE election_id = $1 AND state = $2
-             AND (shuffle > $3 OR (shuffle = $3 AND ballot_id > $4))
+             AND shuffle >= $3 AND (shuffle > $3 OR ballot_id > $4)
              ORDER BY shuffle, ballot_id LIMIT $5"
         ))
         .bind(election_id)
@@ -663,15 +702,35 @@ impl Store for SqlStore {
         .bind(job.created_at)
         .execute(&mut *tx)
         .await?;
-        for c in chunks {
-            sqlx::query("INSERT INTO job_chunks (job_id, chunk_index, queue, spec, state) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&c.job_id)
-                .bind(c.index as i64)
-                .bind(c.queue.as_str())
-                .bind(&c.spec_json)
-                .bind(c.state.as_str())
-                .execute(&mut *tx)
-                .await?;
+        // Many rows per statement: a job of a few hundred chunks is recorded in a few round trips.
+        for batch in chunks.chunks(200) {
+            let values: Vec<String> = (0..batch.len())
+                .map(|i| {
+                    let n = i * 5;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4,
+                        n + 5
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO job_chunks (job_id, chunk_index, queue, spec, state) VALUES {}",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for c in batch {
+                query = query
+                    .bind(&c.job_id)
+                    .bind(c.index as i64)
+                    .bind(c.queue.as_str())
+                    .bind(&c.spec_json)
+                    .bind(c.state.as_str());
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -911,28 +970,88 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn reading_after_the_last_ballot_pages_through_the_permutation_ties_included() {
-        let dir = tempfile::tempdir().unwrap();
+    async fn store_with_election(dir: &tempfile::TempDir) -> SqlStore {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
         let store = SqlStore::connect(&url).await.unwrap();
         store
             .insert_election(&election("e"), "code-0", &[])
             .await
             .unwrap();
-        for i in 0..10i64 {
-            let row = BallotRow {
-                election_id: "e".into(),
-                ballot_id: format!("b{i}"),
-                state: BallotState::Pending,
-                shuffle: (i * 7) % 4,
-                code: None,
-                body: vec![i as u8],
-                sealed_nonces: None,
-                voter_hash: None,
-                created_at: 0,
+        store
+    }
+
+    fn ballot(i: i64, state: BallotState) -> BallotRow {
+        BallotRow {
+            election_id: "e".into(),
+            ballot_id: format!("b{i}"),
+            state,
+            shuffle: (i * 7) % 4,
+            code: None,
+            body: vec![i as u8],
+            sealed_nonces: None,
+            voter_hash: None,
+            created_at: 0,
+        }
+    }
+
+    async fn counted_rows(store: &SqlStore, state: BallotState) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM ballots WHERE election_id = 'e' AND state = $1")
+            .bind(state.as_str())
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn kept_ballot_counts_equal_the_rows_after_casts_spoils_pending_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_election(&dir).await;
+        let chain: CodeChainer = &|previous: &str| (format!("{previous}+"), vec![0]);
+        for i in 0..7 {
+            let state = if i % 3 == 0 {
+                BallotState::Spoiled
+            } else {
+                BallotState::Cast
             };
-            store.insert_pending_ballot(&row).await.unwrap();
+            store.record_ballot(&ballot(i, state), chain).await.unwrap();
+        }
+        for i in [7, 8] {
+            store
+                .insert_pending_ballot(&ballot(i, BallotState::Pending))
+                .await
+                .unwrap();
+        }
+        store
+            .record_ballot(&ballot(7, BallotState::Cast), chain)
+            .await
+            .unwrap();
+        let again = store
+            .record_ballot(&ballot(1, BallotState::Cast), chain)
+            .await;
+        assert!(matches!(again, Err(CastError::DuplicateBallot)));
+        for (state, expected) in [
+            (BallotState::Cast, 5),
+            (BallotState::Spoiled, 3),
+            (BallotState::Pending, 1),
+        ] {
+            let kept = store.count_ballots("e", state).await.unwrap();
+            assert_eq!(
+                (kept, counted_rows(&store, state).await),
+                (expected, expected as i64),
+                "{state}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn reading_after_the_last_ballot_pages_through_the_permutation_ties_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_election(&dir).await;
+        for i in 0..10i64 {
+            store
+                .insert_pending_ballot(&ballot(i, BallotState::Pending))
+                .await
+                .unwrap();
         }
         let all = store
             .ballots_page("e", BallotState::Pending, 0, 100)

@@ -42,10 +42,33 @@ pub trait Settle: Send + Sync {
     async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), QueueError>;
 }
 
+/// What [`WorkQueue::publish_many`] achieved.
+#[derive(Debug)]
+pub struct Published {
+    pub stored: usize,
+    pub error: Option<QueueError>,
+}
+
 #[async_trait]
 pub trait WorkQueue: Send + Sync + 'static {
     /// Publishes durably: when this returns, the broker has the message on disk.
     async fn publish(&self, queue: QueueName, body: &[u8]) -> Result<(), QueueError>;
+    /// Publishes several messages durably, pipelined where the queue allows it. Returns how
+    /// many, counted from the first, are certainly stored, and the error that stopped the rest.
+    async fn publish_many(&self, messages: &[(QueueName, Vec<u8>)]) -> Published {
+        for (i, (queue, body)) in messages.iter().enumerate() {
+            if let Err(e) = self.publish(*queue, body).await {
+                return Published {
+                    stored: i,
+                    error: Some(e),
+                };
+            }
+        }
+        Published {
+            stored: messages.len(),
+            error: None,
+        }
+    }
     /// The next message of `queue`, waiting for one; `None` once the consumer is closed.
     async fn next(&self, queue: QueueName) -> Result<Option<Delivery>, QueueError>;
     /// Messages waiting (ready, not yet delivered) in `queue`.

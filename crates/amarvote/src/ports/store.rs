@@ -128,6 +128,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<BallotRow>, StoreError>;
     async fn count_ballots(&self, election_id: &str, state: BallotState)
         -> Result<u64, StoreError>;
+    /// Brings the database's view of the ballot table up to date once the ballot box is
+    /// closed (PostgreSQL: statistics and the visibility map, which autovacuum may never
+    /// set), so that counting and paging ballots read the index alone.
+    async fn refresh_ballot_statistics(&self) -> Result<(), StoreError>;
     /// Ballots in permutation order: the `offset`-th to the `offset + limit`-th.
     async fn ballots_page(
         &self,

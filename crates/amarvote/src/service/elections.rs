@@ -455,5 +455,13 @@ pub async fn close(app: &App, election_id: &str) -> ServiceResult<()> {
     {
         return Err(ServiceError::Conflict("the election is not open".into()));
     }
+    // In the background: closing answers at once, and a tally that starts meanwhile is
+    // only slower, never wrong.
+    let store = app.store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.refresh_ballot_statistics().await {
+            tracing::warn!(error = %e, "could not refresh the ballot table's statistics");
+        }
+    });
     Ok(())
 }

@@ -311,33 +311,25 @@ async fn plan_decryption(
 /// Publishes chunk tasks and records which were handed to the queue. A failure leaves
 /// the chunk unpublished for the reconciler; it never fails the caller.
 pub async fn publish(app: &App, chunks: &[ChunkRow]) {
-    let mut published = Vec::new();
-    let mut job_id = None;
-    for c in chunks {
-        if job_id.as_deref().is_some_and(|j| j != c.job_id) {
-            mark(
-                app,
-                job_id.take().expect("set"),
-                std::mem::take(&mut published),
-            )
-            .await;
+    for job in chunks.chunk_by(|a, b| a.job_id == b.job_id) {
+        let messages: Vec<(QueueName, Vec<u8>)> = job
+            .iter()
+            .map(|c| {
+                let task = ChunkTask {
+                    job_id: c.job_id.clone(),
+                    chunk: c.index,
+                };
+                (c.queue, serde_json::to_vec(&task).expect("tasks serialize"))
+            })
+            .collect();
+        let published = app.queue.publish_many(&messages).await;
+        let job_id = job[0].job_id.clone();
+        let indexes = job[..published.stored].iter().map(|c| c.index).collect();
+        mark(app, job_id, indexes).await;
+        if let Some(e) = published.error {
+            tracing::warn!(job = %job[0].job_id, error = %e, "publish failed; the reconciler will retry");
+            break;
         }
-        job_id = Some(c.job_id.clone());
-        let task = serde_json::to_vec(&ChunkTask {
-            job_id: c.job_id.clone(),
-            chunk: c.index,
-        })
-        .expect("tasks serialize");
-        match app.queue.publish(c.queue, &task).await {
-            Ok(()) => published.push(c.index),
-            Err(e) => {
-                tracing::warn!(job = %c.job_id, chunk = c.index, error = %e, "publish failed; the reconciler will retry");
-                break;
-            }
-        }
-    }
-    if let Some(job_id) = job_id {
-        mark(app, job_id, published).await;
     }
 }
 
