@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use electionguard::ballot::CiphertextBallot;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::JobRow;
+use crate::domain::{BallotRow, JobRow};
 use crate::service::codec::{from_cbor, to_cbor};
 use crate::service::jobs::{ChunkSpec, Target};
-use crate::service::App;
+use crate::service::{App, ElectionCrypto};
+use crate::workers::pages::BallotPages;
 
 pub const VERIFICATION: &str = "verification";
 
@@ -66,39 +67,44 @@ pub async fn chunk(app: &App, job: &JobRow, spec: &ChunkSpec) -> anyhow::Result<
     };
     let election = app.election(&job.election_id).await?;
     let crypto = app.crypto(&election).await?;
-    let rows = app
-        .store
-        .ballots_page(&job.election_id, state, offset, limit)
-        .await?;
-    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<BallotVerification> {
-        let mut report = BallotVerification::default();
-        for row in &rows {
-            let ballot: CiphertextBallot = from_cbor(&row.body)?;
-            report.checked += 1;
-            let code = CiphertextBallot::compute_code(
-                &ballot.code_seed,
-                ballot.timestamp,
-                &ballot.crypto_hash,
-            );
-            let code_matches =
-                row.code.as_deref() == Some(code.to_hex().as_str()) && code == ballot.code;
-            report.record(
-                CODE_CHECK,
-                (!code_matches)
-                    .then(|| format!("ballot {}: code does not match", ballot.object_id)),
-            );
-            let proofs = electionguard::verify::verify_submission(
-                &ballot,
-                &crypto.manifest,
-                &crypto.context,
-                &crypto.key,
-            );
-            report.record(PROOF_CHECK, proofs.err());
-        }
-        Ok(report)
-    })
-    .await??;
+    let mut report = BallotVerification::default();
+    let mut pages = BallotPages::new(app, &job.election_id, state, offset, limit);
+    while let Some(rows) = pages.next().await? {
+        let crypto = crypto.clone();
+        report = tokio::task::spawn_blocking(move || -> anyhow::Result<BallotVerification> {
+            for row in &rows {
+                verify_stored_ballot(row, &crypto, &mut report)?;
+            }
+            Ok(report)
+        })
+        .await??;
+    }
     Ok(to_cbor(&report))
+}
+
+/// The ballot's code link and every proof and hash of it, into the report.
+fn verify_stored_ballot(
+    row: &BallotRow,
+    crypto: &ElectionCrypto,
+    report: &mut BallotVerification,
+) -> anyhow::Result<()> {
+    let ballot: CiphertextBallot = from_cbor(&row.body)?;
+    report.checked += 1;
+    let code =
+        CiphertextBallot::compute_code(&ballot.code_seed, ballot.timestamp, &ballot.crypto_hash);
+    let code_matches = row.code.as_deref() == Some(code.to_hex().as_str()) && code == ballot.code;
+    report.record(
+        CODE_CHECK,
+        (!code_matches).then(|| format!("ballot {}: code does not match", ballot.object_id)),
+    );
+    let proofs = electionguard::verify::verify_submission(
+        &ballot,
+        &crypto.manifest,
+        &crypto.context,
+        &crypto.key,
+    );
+    report.record(PROOF_CHECK, proofs.err());
+    Ok(())
 }
 
 pub async fn finalize(app: &App, job: &JobRow) -> anyhow::Result<()> {
