@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -88,22 +90,31 @@ async fn killed_mid_stream_no_vote_is_lost_or_counted_twice() {
         .unwrap();
     assert!(voters.status().is_success(), "{:?}", voters.text().await);
 
+    let answered = Arc::new(AtomicUsize::new(0));
     let sender = {
-        let (http, base) = (http.clone(), base.clone());
+        let (http, base, answered) = (http.clone(), base.clone(), answered.clone());
         tokio::spawn(async move {
             use futures_util::StreamExt;
             futures_util::stream::iter(0..VOTERS)
                 .map(|i| {
-                    let (http, base) = (http.clone(), base.clone());
-                    async move { submit_until_accepted(&http, &base, i).await }
+                    let (http, base, answered) = (http.clone(), base.clone(), answered.clone());
+                    async move {
+                        let id = submit_until_accepted(&http, &base, i).await;
+                        answered.fetch_add(1, Ordering::Relaxed);
+                        id
+                    }
                 })
                 .buffer_unordered(32)
                 .collect::<Vec<String>>()
                 .await
         })
     };
-    for _ in 0..2 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+    // Killed once a third and once two thirds of the voters have their 202, however fast
+    // this machine answers.
+    for third in 1..=2 {
+        while answered.load(Ordering::Relaxed) < third * VOTERS / 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert!(
             !sender.is_finished(),
             "the kill must come while votes are still being sent"
