@@ -15,7 +15,7 @@ use super::elections::authorize_guardian;
 use super::jobs::{ChunkSpec, Target};
 use super::{App, ServiceError, ServiceResult};
 use crate::domain::{ChunkRow, ChunkState, JobRow, JobState};
-use crate::workers::decrypt::{public_key, targets, Shares};
+use crate::workers::decrypt::{chunk_inputs, public_key, targets, Shares};
 
 /// A chunk waiting for a guardian's own machine.
 #[derive(Debug, Serialize, Deserialize)]
@@ -113,28 +113,17 @@ pub async fn upload_shares(
     shares: Shares,
 ) -> ServiceResult<()> {
     let (job, _, spec) = guardian_chunk(app, job_id, index, token).await?;
-    let election = app.election(&job.election_id).await?;
-    let qbar = app
-        .crypto(&election)
-        .await?
-        .context
-        .crypto_extended_base_hash
-        .clone();
-    let objects = targets(app, &job.election_id, &spec.target)
+    let inputs = chunk_inputs(app, &job.election_id, &spec)
         .await
         .map_err(internal)?;
-    let guardians = app.store.guardians(&job.election_id).await?;
-    let key_of = |id: &str| {
-        guardians
-            .iter()
-            .find(|g| g.guardian_id == id)
-            .map(public_key)
-            .transpose()
-            .map_err(internal)?
-            .ok_or_else(|| ServiceError::NotFound(format!("no guardian {id}")))
-    };
-    let available = key_of(spec.guardian.as_deref().unwrap_or_default())?;
-    let missing = spec.missing.as_deref().map(key_of).transpose()?;
+    let available = public_key(&inputs.guardian).map_err(internal)?;
+    let missing = inputs
+        .missing
+        .as_ref()
+        .map(public_key)
+        .transpose()
+        .map_err(internal)?;
+    let (objects, qbar) = (inputs.objects, inputs.extended_base_hash);
     let checked = tokio::task::spawn_blocking(move || {
         check_shares(&shares, &objects, &available, missing.as_ref(), &qbar).map(|()| shares)
     })

@@ -7,6 +7,7 @@ use electionguard::decrypt::{
     ballot_ciphertexts, compute_compensated_share, compute_decryption_share, tally_ciphertexts,
     CompensatedDecryptionShare, ContestCiphertexts, DecryptionShare,
 };
+use electionguard::group::ElementModQ;
 use electionguard::json::from_json;
 use electionguard::key_ceremony::{ElectionPublicKey, GuardianRecord};
 use electionguard::tally::CiphertextTally;
@@ -77,22 +78,45 @@ fn find<'a>(guardians: &'a [GuardianRow], id: &str) -> anyhow::Result<&'a Guardi
         .ok_or_else(|| anyhow::anyhow!("no guardian {id}"))
 }
 
-pub async fn chunk(app: &App, job: &JobRow, spec: &ChunkSpec) -> anyhow::Result<Vec<u8>> {
-    let election = app.election(&job.election_id).await?;
-    let qbar = app
-        .crypto(&election)
-        .await?
-        .context
-        .crypto_extended_base_hash
-        .clone();
-    let guardians = app.store.guardians(&job.election_id).await?;
+/// What computing or checking one decryption chunk's shares needs.
+pub struct ChunkInputs {
+    pub extended_base_hash: ElementModQ,
+    /// The guardian whose shares the chunk holds.
+    pub guardian: GuardianRow,
+    /// For compensated shares, the missing guardian they stand in for.
+    pub missing: Option<GuardianRow>,
+    pub objects: Vec<(String, Vec<ContestCiphertexts>)>,
+}
+
+pub async fn chunk_inputs(
+    app: &App,
+    election_id: &str,
+    spec: &ChunkSpec,
+) -> anyhow::Result<ChunkInputs> {
+    let election = app.election(election_id).await?;
+    let crypto = app.crypto(&election).await?;
+    let guardians = app.store.guardians(election_id).await?;
     let guardian = find(&guardians, spec.guardian.as_deref().unwrap_or_default())?.clone();
     let missing = spec
         .missing
         .as_deref()
         .map(|m| find(&guardians, m).cloned())
         .transpose()?;
-    let objects = targets(app, &job.election_id, &spec.target).await?;
+    Ok(ChunkInputs {
+        extended_base_hash: crypto.context.crypto_extended_base_hash.clone(),
+        guardian,
+        missing,
+        objects: targets(app, election_id, &spec.target).await?,
+    })
+}
+
+pub async fn chunk(app: &App, job: &JobRow, spec: &ChunkSpec) -> anyhow::Result<Vec<u8>> {
+    let ChunkInputs {
+        extended_base_hash: qbar,
+        guardian,
+        missing,
+        objects,
+    } = chunk_inputs(app, &job.election_id, spec).await?;
     let secret = open_grant(app, &guardian)?;
     let shares = tokio::task::spawn_blocking(move || -> anyhow::Result<Shares> {
         match missing {
