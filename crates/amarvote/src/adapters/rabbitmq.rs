@@ -16,12 +16,13 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{BasicProperties, Channel, Consumer, ExchangeKind};
 use tokio::sync::Mutex;
 
+use crate::adapters::amqp_link::AmqpLink;
 use crate::domain::QueueName;
 use crate::ports::queue::{Delivery, Published, QueueError, Settle, WorkQueue};
 
@@ -35,17 +36,11 @@ fn broker(e: lapin::Error) -> QueueError {
     QueueError::Broker(e.to_string())
 }
 
-struct Link {
-    connection: Connection,
-    publisher: Channel,
-}
-
 #[derive(Clone)]
 pub struct RabbitQueue(Arc<Broker>);
 
 struct Broker {
-    url: String,
-    link: Mutex<Option<Link>>,
+    link: AmqpLink,
     /// One consumer per queue, each behind its own lock so queues are consumed independently.
     consumers: HashMap<QueueName, Mutex<Option<(Channel, Consumer)>>>,
 }
@@ -58,8 +53,7 @@ impl RabbitQueue {
             .map(|q| (q, Mutex::new(None)))
             .collect();
         let broker = Broker {
-            url: url.to_string(),
-            link: Mutex::new(None),
+            link: AmqpLink::new(url),
             consumers,
         };
         broker.publisher().await?;
@@ -68,41 +62,20 @@ impl RabbitQueue {
 }
 
 impl Broker {
+    /// The confirming publisher channel, reconnecting if the link is down.
     async fn publisher(&self) -> Result<Channel, QueueError> {
-        let mut link = self.link.lock().await;
-        if let Some(l) = link
-            .as_ref()
-            .filter(|l| l.connection.status().connected() && l.publisher.status().connected())
-        {
-            return Ok(l.publisher.clone());
-        }
-        let connection = Connection::connect(&self.url, ConnectionProperties::default())
-            .await
-            .map_err(broker)?;
-        let publisher = connection.create_channel().await.map_err(broker)?;
-        declare_topology(&publisher).await?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(broker)?;
-        *link = Some(Link {
-            connection,
-            publisher: publisher.clone(),
-        });
-        Ok(publisher)
+        self.link.publisher(declare_topology).await.map_err(broker)
     }
 
     async fn new_channel(&self) -> Result<Channel, QueueError> {
-        self.publisher().await?;
-        let link = self.link.lock().await;
-        let link = link
-            .as_ref()
-            .ok_or_else(|| QueueError::Broker("connection lost".into()))?;
-        link.connection.create_channel().await.map_err(broker)
+        self.link
+            .new_channel(declare_topology)
+            .await
+            .map_err(broker)
     }
 
     async fn forget_link(&self) {
-        *self.link.lock().await = None;
+        self.link.forget().await;
     }
 
     async fn send(
@@ -236,7 +209,7 @@ fn text(value: &str) -> AMQPValue {
     AMQPValue::LongString(value.into())
 }
 
-async fn declare_topology(channel: &Channel) -> Result<(), QueueError> {
+async fn declare_topology(channel: Channel) -> Result<(), lapin::Error> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -249,8 +222,7 @@ async fn declare_topology(channel: &Channel) -> Result<(), QueueError> {
                 durable,
                 FieldTable::default(),
             )
-            .await
-            .map_err(broker)?;
+            .await?;
     }
     for queue in QueueName::ALL {
         let name = queue.as_str();
@@ -277,8 +249,7 @@ async fn declare_topology(channel: &Channel) -> Result<(), QueueError> {
                     QueueDeclareOptions::durable(),
                     args,
                 )
-                .await
-                .map_err(broker)?;
+                .await?;
             channel
                 .queue_bind(
                     queue_name.as_str().into(),
@@ -287,8 +258,7 @@ async fn declare_topology(channel: &Channel) -> Result<(), QueueError> {
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )
-                .await
-                .map_err(broker)?;
+                .await?;
         }
     }
     Ok(())

@@ -23,16 +23,17 @@ use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    BasicRejectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{BasicProperties, Channel, Consumer};
 use tokio::sync::Mutex;
 
 use super::aggregate::AGGREGATE_POLICY;
 use super::queue::{Receipt, Stream, VoteDelivery, VoteQueue, VoteQueueError};
 use super::review::REVIEW_POLICY;
 use super::validate::VALIDATE_POLICY;
+use crate::adapters::amqp_link::AmqpLink;
 
 const PERSISTENT: u8 = 2;
 
@@ -58,22 +59,15 @@ fn dead_queue(stream: Stream) -> String {
 pub struct AmqpVoteQueue(Arc<Broker>);
 
 struct Broker {
-    url: String,
-    link: Mutex<Option<Link>>,
+    link: AmqpLink,
     consumers: HashMap<Stream, Mutex<Option<Consumer>>>,
-}
-
-struct Link {
-    connection: Connection,
-    publisher: Channel,
 }
 
 impl AmqpVoteQueue {
     /// Connects and declares the topology; fails at once if the broker is unreachable.
     pub async fn connect(url: &str) -> Result<Self, VoteQueueError> {
         let broker = Broker {
-            url: url.to_owned(),
-            link: Mutex::new(None),
+            link: AmqpLink::new(url),
             consumers: Stream::ALL
                 .into_iter()
                 .map(|s| (s, Mutex::new(None)))
@@ -87,40 +81,18 @@ impl AmqpVoteQueue {
 impl Broker {
     /// The confirming publisher channel, reconnecting if the link is down.
     async fn publisher(&self) -> Result<Channel, VoteQueueError> {
-        let mut link = self.link.lock().await;
-        if let Some(live) = link
-            .as_ref()
-            .filter(|l| l.connection.status().connected() && l.publisher.status().connected())
-        {
-            return Ok(live.publisher.clone());
-        }
-        let connection = Connection::connect(&self.url, ConnectionProperties::default())
-            .await
-            .map_err(broker)?;
-        let publisher = connection.create_channel().await.map_err(broker)?;
-        declare_topology(&publisher).await?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(broker)?;
-        *link = Some(Link {
-            connection,
-            publisher: publisher.clone(),
-        });
-        Ok(publisher)
+        self.link.publisher(declare_topology).await.map_err(broker)
     }
 
     async fn new_channel(&self) -> Result<Channel, VoteQueueError> {
-        self.publisher().await?;
-        let link = self.link.lock().await;
-        let link = link
-            .as_ref()
-            .ok_or_else(|| VoteQueueError::Broker("connection lost".to_owned()))?;
-        link.connection.create_channel().await.map_err(broker)
+        self.link
+            .new_channel(declare_topology)
+            .await
+            .map_err(broker)
     }
 
     async fn forget_link(&self) {
-        *self.link.lock().await = None;
+        self.link.forget().await;
     }
 
     async fn open_consumer(&self, stream: Stream) -> Result<Consumer, VoteQueueError> {
@@ -184,7 +156,7 @@ impl Broker {
     }
 }
 
-async fn declare_topology(channel: &Channel) -> Result<(), VoteQueueError> {
+async fn declare_topology(channel: Channel) -> Result<(), lapin::Error> {
     for stream in Stream::ALL {
         let dead = dead_queue(stream);
         let mut arguments = FieldTable::default();
@@ -202,8 +174,7 @@ async fn declare_topology(channel: &Channel) -> Result<(), VoteQueueError> {
         ] {
             channel
                 .queue_declare(name.into(), QueueDeclareOptions::durable(), arguments)
-                .await
-                .map_err(broker)?;
+                .await?;
         }
     }
     Ok(())
