@@ -33,7 +33,7 @@ impl FixedBase {
     fn with_window(base: &ElementModP, window_bits: usize) -> FixedBase {
         let m = p_mont();
         let rows = EXPONENT_BITS.div_ceil(window_bits);
-        let entries = (1 << window_bits) - 1;
+        let entries = entries_per_row(window_bits);
         let mut table = Vec::with_capacity(rows * entries);
         let mut row_base = BigNum::new().unwrap();
         m.to_mont(&mut row_base, base.bignum());
@@ -67,13 +67,18 @@ impl FixedBase {
     }
 
     fn multiply_into(&self, acc: &mut Accumulator, e: &ElementModQ) {
-        let entries = (1 << self.window_bits) - 1;
+        let entries = entries_per_row(self.window_bits);
         for (row, digit) in digits(e, self.window_bits).enumerate() {
             if digit != 0 {
                 acc.multiply(&self.table[row * entries + digit - 1]);
             }
         }
     }
+}
+
+/// One entry per nonzero digit value of a row.
+fn entries_per_row(window_bits: usize) -> usize {
+    (1 << window_bits) - 1
 }
 
 /// The little-endian `bits`-wide digits of a 256-bit exponent.

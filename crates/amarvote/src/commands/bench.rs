@@ -1,9 +1,8 @@
 //! `amarvote bench crypto`: the cryptography core's speed on this machine, single-threaded
 //! and on every core, for ballots of 1 contest × 4 candidates.
 
-use std::time::Instant;
-
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -175,17 +174,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let share = compute_decryption_share("bench", &ceremony.guardians[0], &contests, qbar);
     let partial_ms = per_ballot_ms(started, 1);
+    let (present, missing) = (&ceremony.public_keys[0], &ceremony.public_keys[4]);
     let started = Instant::now();
     let part = compute_compensated_share(
         "bench",
         &ceremony.received[0][4],
-        &ceremony.public_keys[0],
-        &ceremony.public_keys[4],
+        present,
+        missing,
         &contests,
         qbar,
     );
     let compensated_ms = per_ballot_ms(started, 1);
-    let (present, missing) = (&ceremony.public_keys[0], &ceremony.public_keys[4]);
     anyhow::ensure!(
         verify_decryption_share(&share, "bench", present, &contests, qbar).is_ok()
             && verify_compensated_share(&part, "bench", present, missing, &contests, qbar).is_ok(),
