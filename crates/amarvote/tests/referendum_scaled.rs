@@ -9,9 +9,11 @@ use std::time::Duration;
 use amarvote::referendum::loadgen::run;
 use amarvote::referendum::messages::{encode, VoteMessage};
 use amarvote::referendum::metrics::ReferendumMetrics;
-use amarvote::referendum::queue::Stream;
+use amarvote::referendum::queue::{Stream, VoteDelivery, VoteQueue};
+use amarvote::referendum::queue_amqp::AmqpVoteQueue;
 use amarvote::referendum::rate_limit::RateLimit;
 use amarvote::referendum::scaled::ScaledParts;
+use amarvote::referendum::stage::receipts;
 use amarvote::referendum::voter_hash::{Choice, ElectionSecret, VoterHash};
 use tokio::sync::watch;
 
@@ -120,4 +122,75 @@ async fn redelivered_votes_count_once_and_malformed_ones_are_dead_lettered() {
     assert_eq!(queue.dead_letters(Stream::Aggregation).await.unwrap(), 1);
     assert_eq!(queue.dead_letters(Stream::Validation).await.unwrap(), 1);
     server.clean_up().await;
+}
+
+/// Consumes until `want` deliveries have arrived (or five seconds pass).
+async fn consume_n(queue: &AmqpVoteQueue, want: usize, max_batch: usize) -> Vec<VoteDelivery> {
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        if got.len() >= want {
+            break;
+        }
+        let room = (want - got.len()).min(max_batch);
+        got.extend(
+            queue
+                .consume(Stream::Review, room, Duration::from_millis(100))
+                .await
+                .unwrap(),
+        );
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_travels_as_one_message_and_comes_back_whole_if_any_part_is_not_acked() {
+    let (amqp, vhost) = common::rabbitmq_vhost();
+    let _vhost = common::VhostGuard(vhost);
+    let queue = AmqpVoteQueue::connect(&amqp).await.unwrap();
+    let bodies: Vec<Vec<u8>> = (0..5).map(|i| format!("part {i}").into_bytes()).collect();
+    queue.publish(Stream::Review, &bodies).await.unwrap();
+    assert_eq!(
+        queue.depth(Stream::Review).await.unwrap(),
+        1,
+        "one envelope"
+    );
+
+    // Parts beyond a batch wait for the next one, in order.
+    let first = consume_n(&queue, 3, 3).await;
+    let rest = consume_n(&queue, 2, 3).await;
+    let got: Vec<Vec<u8>> = first.iter().chain(&rest).map(|d| d.body.clone()).collect();
+    assert_eq!(got, bodies);
+    assert!(first.iter().all(|d| !d.redelivered));
+
+    // One part requeued, one dropped unsettled, one dead-lettered: the whole envelope returns.
+    let mut parts = first.into_iter().chain(rest);
+    let (a, b, c, d, e) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    queue
+        .ack(Stream::Review, receipts(vec![a, b]))
+        .await
+        .unwrap();
+    queue
+        .dead_letter(Stream::Review, receipts(vec![c]), "test")
+        .await
+        .unwrap();
+    queue
+        .requeue(Stream::Review, receipts(vec![d]))
+        .await
+        .unwrap();
+    drop(e);
+    let again = consume_n(&queue, 5, 10).await;
+    assert_eq!(again.len(), 5);
+    assert!(again.iter().all(|d| d.redelivered));
+    assert_eq!(queue.dead_letters(Stream::Review).await.unwrap(), 1);
+
+    // All acked: the stream is empty and stays so.
+    queue.ack(Stream::Review, receipts(again)).await.unwrap();
+    assert!(consume_n(&queue, 1, 1).await.is_empty());
+    assert_eq!(queue.depth(Stream::Review).await.unwrap(), 0);
 }

@@ -15,6 +15,7 @@
 
 pub mod aggregate;
 pub mod embedded;
+pub mod envelope;
 pub mod hashgen;
 pub mod ingest;
 pub mod laws;

@@ -55,8 +55,8 @@ pub enum VoteQueueError {
 pub enum Receipt {
     /// A row of the embedded queue table.
     Row(i64),
-    /// A RabbitMQ delivery on the channel that received it.
-    Amqp(lapin::Acker),
+    /// A part of a RabbitMQ delivery, on the channel that received it.
+    Amqp(super::queue_amqp::AmqpReceipt),
 }
 
 /// One message handed to a consumer.

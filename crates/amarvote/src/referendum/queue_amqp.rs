@@ -1,21 +1,28 @@
 //! The vote queue on RabbitMQ, for the scaled-out roles.
 //!
 //! Topology, declared idempotently by every process: durable queues
-//! `votes.validation`, `votes.aggregation` and `votes.review`, each
-//! dead-lettering (through the default exchange) to its own durable
-//! `<name>.dead` queue. Messages are persistent and published with publisher
-//! confirms; a batch's publishes are all sent first and their confirms
-//! awaited afterwards, so a batch costs one round trip, not one per vote.
+//! `votes.validation`, `votes.aggregation` and `votes.review`, each with its
+//! own durable `<name>.dead` queue (also their dead-letter route for messages
+//! another tool rejects). Messages are persistent and published with
+//! publisher confirms; a publish call's messages are all sent first and their
+//! confirms awaited afterwards, so it costs one round trip.
 //!
-//! Each stream has its own consumer channel whose prefetch is the stage's
-//! batch size, so a whole batch can be held unacknowledged. Settling uses each
-//! delivery's acker: ack, nack with requeue, or reject (which the queue's
-//! dead-letter settings route to `<name>.dead`). A dropped connection or
-//! channel is reopened on the next call, so the stages ride out a broker
-//! restart; deliveries that were unacknowledged when it went down are
-//! redelivered by the broker.
+//! A publish call packs its votes into [`envelope`]s of up to
+//! [`MAX_PARTS`], so the broker's work is per batch, not per vote; consuming
+//! unpacks them into one delivery per part. An envelope is acked once all its
+//! parts are, and requeued whole if any part is requeued; a part that is dead
+//! lettered is published on its own to `<name>.dead` (so, should the rest of
+//! its envelope be requeued, its redelivery is dead-lettered a second time).
+//!
+//! Each stream has its own consumer channel, whose prefetch (in envelopes) is
+//! the stage's batch size, so a batch can fill even from one-vote envelopes;
+//! parts beyond a batch wait for the next consume call. A dropped connection
+//! or channel is reopened on the next call, so the stages ride out a broker
+//! restart; envelopes unacknowledged when it went down are redelivered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,19 +30,26 @@ use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, QueueDeclareOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer};
 use tokio::sync::Mutex;
 
 use super::aggregate::AGGREGATE_POLICY;
+use super::envelope::{self, MAX_PARTS};
 use super::queue::{Receipt, Stream, VoteDelivery, VoteQueue, VoteQueueError};
 use super::review::REVIEW_POLICY;
 use super::validate::VALIDATE_POLICY;
 use crate::adapters::amqp_link::AmqpLink;
 
 const PERSISTENT: u8 = 2;
+/// The content type that marks an envelope; any other message is one part.
+const ENVELOPE_TYPE: &str = "application/vnd.amarvote.vote-envelope";
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(PERSISTENT)
+}
 
 fn broker(err: lapin::Error) -> VoteQueueError {
     VoteQueueError::Broker(err.to_string())
@@ -60,7 +74,25 @@ pub struct AmqpVoteQueue(Arc<Broker>);
 
 struct Broker {
     link: AmqpLink,
-    consumers: HashMap<Stream, Mutex<Option<Consumer>>>,
+    consumers: HashMap<Stream, Mutex<ConsumerSlot>>,
+}
+
+/// A stream's consumer and the parts it received that no batch took yet.
+#[derive(Default)]
+struct ConsumerSlot {
+    consumer: Option<Consumer>,
+    unclaimed: VecDeque<VoteDelivery>,
+}
+
+impl ConsumerSlot {
+    /// Moves unclaimed parts into `batch`, up to `max_batch` in all.
+    fn claim(&mut self, max_batch: usize, mut batch: Vec<VoteDelivery>) -> Vec<VoteDelivery> {
+        let room = max_batch
+            .saturating_sub(batch.len())
+            .min(self.unclaimed.len());
+        batch.extend(self.unclaimed.drain(..room));
+        batch
+    }
 }
 
 impl AmqpVoteQueue {
@@ -70,7 +102,7 @@ impl AmqpVoteQueue {
             link: AmqpLink::new(url),
             consumers: Stream::ALL
                 .into_iter()
-                .map(|s| (s, Mutex::new(None)))
+                .map(|s| (s, Mutex::new(ConsumerSlot::default())))
                 .collect(),
         };
         broker.publisher().await?;
@@ -112,18 +144,22 @@ impl Broker {
             .map_err(broker)
     }
 
-    /// Sends every body, then awaits every confirm.
-    async fn publish_all(&self, stream: Stream, bodies: &[Vec<u8>]) -> Result<(), VoteQueueError> {
+    /// Sends every message to `queue`, then awaits every confirm.
+    async fn publish_all(
+        &self,
+        queue: &str,
+        messages: &[Vec<u8>],
+        properties: BasicProperties,
+    ) -> Result<(), VoteQueueError> {
         let channel = self.publisher().await?;
-        let properties = BasicProperties::default().with_delivery_mode(PERSISTENT);
-        let mut confirms = Vec::with_capacity(bodies.len());
-        for body in bodies {
+        let mut confirms = Vec::with_capacity(messages.len());
+        for message in messages {
             let confirm = channel
                 .basic_publish(
                     "".into(),
-                    stream.queue_name().into(),
+                    queue.into(),
                     BasicPublishOptions::default(),
-                    body,
+                    message,
                     properties.clone(),
                 )
                 .await
@@ -140,6 +176,24 @@ impl Broker {
             return Err(VoteQueueError::Refused(refused));
         }
         Ok(())
+    }
+
+    /// [`Self::publish_all`], dropping the link after a failure so the next
+    /// call reconnects.
+    async fn publish_or_forget(
+        &self,
+        queue: &str,
+        messages: &[Vec<u8>],
+        properties: BasicProperties,
+    ) -> Result<(), VoteQueueError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let published = self.publish_all(queue, messages, properties).await;
+        if published.is_err() {
+            self.forget_link().await;
+        }
+        published
     }
 
     async fn passive_count(&self, name: &str) -> Result<u64, VoteQueueError> {
@@ -180,33 +234,139 @@ async fn declare_topology(channel: Channel) -> Result<(), lapin::Error> {
     Ok(())
 }
 
-fn delivery(message: lapin::message::Delivery) -> VoteDelivery {
-    VoteDelivery {
-        body: message.data,
-        redelivered: message.redelivered,
-        receipt: Receipt::Amqp(message.acker),
+/// A broker message being consumed part by part. It is acked once every
+/// part is settled, or requeued whole if any part was requeued or dropped
+/// unsettled: requeueing parts already processed is harmless, as every stage
+/// is idempotent.
+struct Envelope {
+    acker: lapin::Acker,
+    body: Vec<u8>,
+    spans: Vec<Range<usize>>,
+    unsettled: AtomicUsize,
+    requeue: AtomicBool,
+}
+
+impl Envelope {
+    /// Records one part's settlement; the envelope's last part tells the broker.
+    async fn settle_part(&self, requeue: bool) -> Result<(), lapin::Error> {
+        if requeue {
+            self.requeue.store(true, Ordering::SeqCst);
+        }
+        if self.unsettled.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return Ok(());
+        }
+        if self.requeue.load(Ordering::SeqCst) {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            };
+            self.acker.nack(requeue).await?;
+        } else {
+            self.acker.ack(BasicAckOptions::default()).await?;
+        }
+        // An acker already used or poisoned (its channel closed) answers
+        // false: the broker redelivers the envelope, and the stages are idempotent.
+        Ok(())
     }
 }
 
-/// The broker's ackers among `receipts`; the RabbitMQ queue only settles its own.
-fn ackers(receipts: Vec<Receipt>) -> impl Iterator<Item = lapin::Acker> {
+/// One part of a consumed envelope.
+pub struct AmqpReceipt {
+    envelope: Arc<Envelope>,
+    part: usize,
+    settled: bool,
+}
+
+impl AmqpReceipt {
+    fn body(&self) -> &[u8] {
+        &self.envelope.body[self.envelope.spans[self.part].clone()]
+    }
+
+    async fn settle(mut self, requeue: bool) -> Result<(), lapin::Error> {
+        self.settled = true;
+        self.envelope.settle_part(requeue).await
+    }
+}
+
+impl Drop for AmqpReceipt {
+    /// A part dropped unsettled (its stage failed half-way) counts as
+    /// requeued, so its envelope is not held unacknowledged until the channel
+    /// closes. Outside a runtime, the channel's closing redelivers it.
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let envelope = self.envelope.clone();
+            runtime.spawn(async move {
+                if let Err(err) = envelope.settle_part(true).await {
+                    tracing::debug!(%err, "requeueing an abandoned envelope failed");
+                }
+            });
+        }
+    }
+}
+
+/// The parts of a received message: an envelope's parts, or the whole body
+/// for a plain message or a damaged envelope (its stage then finds it
+/// malformed and dead-letters it).
+fn unpack(message: lapin::message::Delivery) -> Vec<VoteDelivery> {
+    let is_envelope = message
+        .properties
+        .content_type()
+        .as_ref()
+        .is_some_and(|t| t.as_str() == ENVELOPE_TYPE);
+    let spans = match is_envelope.then(|| envelope::spans(&message.data)) {
+        Some(Ok(spans)) if !spans.is_empty() => spans,
+        _ => std::iter::once(0..message.data.len()).collect(),
+    };
+    let redelivered = message.redelivered;
+    let envelope = Arc::new(Envelope {
+        acker: message.acker,
+        unsettled: AtomicUsize::new(spans.len()),
+        requeue: AtomicBool::new(false),
+        body: message.data,
+        spans,
+    });
+    (0..envelope.spans.len())
+        .map(|part| {
+            let receipt = AmqpReceipt {
+                envelope: envelope.clone(),
+                part,
+                settled: false,
+            };
+            VoteDelivery {
+                body: receipt.body().to_vec(),
+                redelivered,
+                receipt: Receipt::Amqp(receipt),
+            }
+        })
+        .collect()
+}
+
+/// The broker's parts among `receipts`; the RabbitMQ queue only settles its own.
+fn amqp_parts(receipts: Vec<Receipt>) -> impl Iterator<Item = AmqpReceipt> {
     receipts.into_iter().filter_map(|receipt| match receipt {
-        Receipt::Amqp(acker) => Some(acker),
+        Receipt::Amqp(part) => Some(part),
         Receipt::Row(_) => None,
     })
+}
+
+async fn settle_all(receipts: Vec<Receipt>, requeue: bool) -> Result<(), VoteQueueError> {
+    for part in amqp_parts(receipts) {
+        part.settle(requeue).await.map_err(broker)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl VoteQueue for AmqpVoteQueue {
     async fn publish(&self, stream: Stream, bodies: &[Vec<u8>]) -> Result<(), VoteQueueError> {
-        if bodies.is_empty() {
-            return Ok(());
-        }
-        if let Err(err) = self.0.publish_all(stream, bodies).await {
-            self.0.forget_link().await;
-            return Err(err);
-        }
-        Ok(())
+        let envelopes: Vec<Vec<u8>> = bodies.chunks(MAX_PARTS).map(envelope::pack).collect();
+        let properties = persistent().with_content_type(ENVELOPE_TYPE.into());
+        self.0
+            .publish_or_forget(stream.queue_name(), &envelopes, properties)
+            .await
     }
 
     async fn consume(
@@ -216,77 +376,77 @@ impl VoteQueue for AmqpVoteQueue {
         max_wait: Duration,
     ) -> Result<Vec<VoteDelivery>, VoteQueueError> {
         let mut slot = self.0.consumers[&stream].lock().await;
-        if slot.is_none() {
-            *slot = Some(self.0.open_consumer(stream).await?);
+        if slot.consumer.is_none() {
+            slot.consumer = Some(self.0.open_consumer(stream).await?);
         }
-        let consumer = slot.as_mut().expect("just opened");
-        let mut batch = Vec::new();
-        let first = match tokio::time::timeout(max_wait, consumer.next()).await {
-            Err(_) => return Ok(batch),
-            Ok(first) => first,
-        };
-        let mut next = first;
-        loop {
+        let mut batch = slot.claim(max_batch, Vec::new());
+        let mut wait = batch.is_empty().then_some(max_wait);
+        while batch.len() < max_batch {
+            let consumer = slot.consumer.as_mut().expect("opened above");
+            let next = match wait.take() {
+                Some(wait) => match tokio::time::timeout(wait, consumer.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => match consumer.next().now_or_never() {
+                    Some(next) => next,
+                    None => break,
+                },
+            };
             match next {
-                Some(Ok(message)) => batch.push(delivery(message)),
+                Some(Ok(message)) => {
+                    slot.unclaimed.extend(unpack(message));
+                    batch = slot.claim(max_batch, batch);
+                }
                 Some(Err(err)) => {
-                    *slot = None;
+                    *slot = ConsumerSlot::default();
                     self.0.forget_link().await;
-                    return if batch.is_empty() {
-                        Err(broker(err))
-                    } else {
-                        Ok(batch)
-                    };
+                    if batch.is_empty() {
+                        return Err(broker(err));
+                    }
+                    break;
                 }
                 None => {
-                    *slot = None;
-                    return Ok(batch);
+                    *slot = ConsumerSlot::default();
+                    break;
                 }
             }
-            if batch.len() >= max_batch {
-                return Ok(batch);
-            }
-            match consumer.next().now_or_never() {
-                Some(more) => next = more,
-                None => return Ok(batch),
-            }
         }
+        Ok(batch)
     }
 
     async fn ack(&self, _stream: Stream, receipts: Vec<Receipt>) -> Result<(), VoteQueueError> {
-        for acker in ackers(receipts) {
-            acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(broker)?;
-        }
-        Ok(())
+        settle_all(receipts, false).await
     }
 
     async fn requeue(&self, _stream: Stream, receipts: Vec<Receipt>) -> Result<(), VoteQueueError> {
-        let requeue = BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        };
-        for acker in ackers(receipts) {
-            acker.nack(requeue).await.map_err(broker)?;
-        }
-        Ok(())
+        settle_all(receipts, true).await
     }
 
+    /// Publishes each part on its own to `<name>.dead`, with the reason in an
+    /// `x-amarvote-reason` header, then settles it; if that publish fails the
+    /// parts are requeued.
     async fn dead_letter(
         &self,
-        _stream: Stream,
+        stream: Stream,
         receipts: Vec<Receipt>,
-        _reason: &str,
+        reason: &str,
     ) -> Result<(), VoteQueueError> {
-        for acker in ackers(receipts) {
-            acker
-                .reject(BasicRejectOptions { requeue: false })
-                .await
-                .map_err(broker)?;
-        }
-        Ok(())
+        let parts: Vec<AmqpReceipt> = amqp_parts(receipts).collect();
+        let bodies: Vec<Vec<u8>> = parts.iter().map(|p| p.body().to_vec()).collect();
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from("x-amarvote-reason"),
+            AMQPValue::LongString(reason.into()),
+        );
+        self.0
+            .publish_or_forget(
+                &dead_queue(stream),
+                &bodies,
+                persistent().with_headers(headers),
+            )
+            .await?;
+        settle_all(parts.into_iter().map(Receipt::Amqp).collect(), false).await
     }
 
     async fn depth(&self, stream: Stream) -> Result<u64, VoteQueueError> {
