@@ -78,42 +78,17 @@ impl Broker {
         self.link.forget().await;
     }
 
-    async fn send(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) -> Result<(), QueueError> {
-        let channel = self.publisher().await?;
-        let sent = async {
-            let confirm = channel
-                .basic_publish(
-                    exchange.into(),
-                    routing_key.into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    properties,
-                )
-                .await?
-                .await?;
-            Ok::<_, lapin::Error>(confirm)
-        }
-        .await;
-        match sent {
-            Ok(confirm) if confirm.is_ack() => Ok(()),
-            Ok(_) => Err(QueueError::Broker(format!(
-                "the broker refused a message for {routing_key}"
-            ))),
-            Err(e) => {
-                self.forget_link().await;
-                Err(broker(e))
-            }
+    /// Sends one message and awaits its confirm.
+    async fn send(&self, message: Outgoing<'_>) -> Result<(), QueueError> {
+        match self.send_all(std::iter::once(message)).await.error {
+            Some(error) => Err(error),
+            None => Ok(()),
         }
     }
 
     /// Sends every message before waiting for any confirm: one round trip for the batch.
-    async fn send_many(&self, messages: &[(QueueName, Vec<u8>)]) -> Published {
+    /// After a failure or a refusal the link is dropped, so the next call reconnects.
+    async fn send_all<'a>(&self, messages: impl Iterator<Item = Outgoing<'a>>) -> Published {
         let channel = match self.publisher().await {
             Ok(channel) => channel,
             Err(e) => {
@@ -123,21 +98,20 @@ impl Broker {
                 }
             }
         };
-        let mut confirms = Vec::with_capacity(messages.len());
+        let mut confirms = Vec::with_capacity(messages.size_hint().0);
         let mut send_error = None;
-        for (queue, body) in messages {
-            let options = BasicPublishOptions::default();
+        for message in messages {
             let sent = channel
                 .basic_publish(
-                    EXCHANGE.into(),
-                    queue.as_str().into(),
-                    options,
-                    body,
-                    persistent(1),
+                    message.exchange.into(),
+                    message.routing_key.into(),
+                    BasicPublishOptions::default(),
+                    message.body,
+                    message.properties,
                 )
                 .await;
             match sent {
-                Ok(confirm) => confirms.push((queue, confirm)),
+                Ok(confirm) => confirms.push((message.routing_key, confirm)),
                 Err(e) => {
                     send_error = Some(broker(e));
                     break;
@@ -145,12 +119,12 @@ impl Broker {
             }
         }
         let (mut stored, mut error) = (0, None);
-        for (queue, confirm) in confirms {
+        for (routing_key, confirm) in confirms {
             match confirm.await {
                 Ok(c) if c.is_ack() => stored += usize::from(error.is_none()),
                 Ok(_) => {
                     error.get_or_insert(QueueError::Broker(format!(
-                        "the broker refused a message for {queue}"
+                        "the broker refused a message for {routing_key}"
                     )));
                 }
                 Err(e) => {
@@ -264,6 +238,26 @@ async fn declare_topology(channel: Channel) -> Result<(), lapin::Error> {
     Ok(())
 }
 
+/// A message to publish with a confirm.
+struct Outgoing<'a> {
+    exchange: &'a str,
+    routing_key: &'a str,
+    body: &'a [u8],
+    properties: BasicProperties,
+}
+
+impl<'a> Outgoing<'a> {
+    /// A first attempt of a work message.
+    fn work(queue: QueueName, body: &'a [u8]) -> Self {
+        Outgoing {
+            exchange: EXCHANGE,
+            routing_key: queue.as_str(),
+            body,
+            properties: persistent(1),
+        }
+    }
+}
+
 fn persistent(attempt: u32) -> BasicProperties {
     BasicProperties::default()
         .with_delivery_mode(2)
@@ -286,13 +280,14 @@ fn attempt_of(properties: &BasicProperties) -> u32 {
 #[async_trait]
 impl WorkQueue for RabbitQueue {
     async fn publish(&self, queue: QueueName, body: &[u8]) -> Result<(), QueueError> {
-        self.0
-            .send(EXCHANGE, queue.as_str(), body, persistent(1))
-            .await
+        self.0.send(Outgoing::work(queue, body)).await
     }
 
     async fn publish_many(&self, messages: &[(QueueName, Vec<u8>)]) -> Published {
-        self.0.send_many(messages).await
+        let outgoing = messages
+            .iter()
+            .map(|(queue, body)| Outgoing::work(*queue, body));
+        self.0.send_all(outgoing).await
     }
 
     async fn next(&self, queue: QueueName) -> Result<Option<Delivery>, QueueError> {
@@ -374,12 +369,12 @@ impl Settle for RabbitSettle {
         let properties =
             persistent(self.attempt + 1).with_expiration(delay.as_millis().to_string().into());
         self.broker
-            .send(
-                EXCHANGE,
-                &format!("{}.retry", self.queue.as_str()),
-                &self.body,
+            .send(Outgoing {
+                exchange: EXCHANGE,
+                routing_key: &format!("{}.retry", self.queue.as_str()),
+                body: &self.body,
                 properties,
-            )
+            })
             .await?;
         self.ack_original().await
     }
@@ -394,12 +389,12 @@ impl Settle for RabbitSettle {
             .with_delivery_mode(2)
             .with_headers(headers);
         self.broker
-            .send(
-                DEAD_EXCHANGE,
-                &format!("{}.dead", self.queue.as_str()),
-                &self.body,
+            .send(Outgoing {
+                exchange: DEAD_EXCHANGE,
+                routing_key: &format!("{}.dead", self.queue.as_str()),
+                body: &self.body,
                 properties,
-            )
+            })
             .await?;
         self.ack_original().await
     }
