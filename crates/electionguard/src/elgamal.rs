@@ -79,7 +79,7 @@ impl EncryptionKey {
     }
 
     /// For a process that encrypts many ballots: 13-bit tables for K and g (~1 s and
-    /// ~90 MB each), 19 multiplications per exponentiation against 31 for [`Self::new`].
+    /// ~81 MB each), 19 multiplications per exponentiation against 31 for [`Self::new`].
     pub fn for_encryption(key: &ElementModP) -> EncryptionKey {
         EncryptionKey {
             key: key.clone(),

@@ -66,7 +66,7 @@ pub struct ElectionCrypto {
     /// The 8-bit table, for verifying proofs.
     pub key: EncryptionKey,
     /// The 13-bit tables, built on the first server-side encryption: only a process that
-    /// encrypts pays for them (~86 MB for K here, as much again for g once per process).
+    /// encrypts pays for them (~81 MB for K here, as much again for g once per process).
     encryption_key: OnceLock<EncryptionKey>,
 }
 
@@ -166,7 +166,7 @@ impl App {
         .map_err(anyhow::Error::from)??;
         let built = Arc::new(built);
         let mut cached = self.crypto.lock().expect("not poisoned");
-        // Bounded: an entry may hold its election's ~86 MB encryption table.
+        // Bounded: an entry may hold its election's ~81 MB encryption table.
         if cached.len() >= CACHED_ELECTIONS {
             cached.clear();
         }
