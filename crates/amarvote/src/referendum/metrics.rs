@@ -119,7 +119,7 @@ impl ReferendumMetrics {
         );
         registry.register(
             "vote_queue_depth",
-            "Messages waiting in each vote stream",
+            "Messages waiting in each vote stream (on RabbitMQ, envelopes of up to 500 votes)",
             self.queue_depth.clone(),
         );
     }

@@ -98,7 +98,8 @@ pub trait VoteQueue: Send + Sync + 'static {
         reason: &str,
     ) -> Result<(), VoteQueueError>;
 
-    /// Messages waiting in the stream (not counting ones being processed).
+    /// Messages waiting in the stream (not counting ones being processed): votes
+    /// on the embedded queue, envelopes of up to 500 votes on RabbitMQ.
     async fn depth(&self, stream: Stream) -> Result<u64, VoteQueueError>;
 
     /// Messages set aside as dead letters.
