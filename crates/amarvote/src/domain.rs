@@ -60,6 +60,14 @@ pub struct KeyBackupRow {
     pub verified: Option<bool>,
 }
 
+/// A sender's answer to a recipient's rejection of its backup: the coordinate in clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChallengeRow {
+    pub sender: String,
+    pub recipient: String,
+    pub body: String,
+}
+
 string_enum!(
     /// A stored ballot: encrypted for a voter who has not yet decided, cast, or challenged.
     BallotState { Pending = "pending", Cast = "cast", Spoiled = "spoiled" }

@@ -3,7 +3,9 @@
 //! the server publishes the joint key and opens voting; one guardian hands its key share
 //! to the workers, one decrypts on its own machine (`amarvote guardian decrypt`, every
 //! uploaded proof checked), the third stays away; the results equal the ballots cast and
-//! the record verifies. And the server refuses forged announcements and misaddressed backups.
+//! the record verifies. And the server refuses forged announcements and misaddressed backups;
+//! a rejected backup is settled by its sender's answer (the coordinate in clear), which the
+//! server checks, and which `amarvote guardian ceremony` gives and takes on its own.
 
 mod common;
 
@@ -14,7 +16,10 @@ use amarvote::commands::demo_server::{self, Client};
 use amarvote::commands::guardian::Credential;
 use electionguard::group::ElementModQ;
 use electionguard::json::to_reference_json;
-use electionguard::key_ceremony::{ElectionKeyPair, ElectionPartialKeyBackup, GuardianRecord};
+use electionguard::key_ceremony::{
+    ElectionKeyPair, ElectionPartialKeyBackup, ElectionPartialKeyChallenge, ElectionPublicKey,
+    GuardianRecord,
+};
 use serde_json::{json, Value};
 
 async fn guardian_run_election(client: &Client, admin: &str, guardians: u32, quorum: u32) -> Value {
@@ -310,7 +315,7 @@ async fn consent_with_share_of(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_announcements_and_misaddressed_backups_are_refused() {
+async fn forged_announcements_misaddressed_backups_and_false_answers_are_refused() {
     let server = common::embedded().await;
     let client = Client::new(&server.url);
     let created = guardian_run_election(&client, &server.admin, 2, 2).await;
@@ -489,10 +494,7 @@ async fn forged_announcements_and_misaddressed_backups_are_refused() {
         )
         .await
         .unwrap();
-    let status = client
-        .get(&format!("/api/elections/{id}/ceremony"))
-        .await
-        .unwrap();
+    let status = ceremony_when(&client, id, |_| true).await;
     assert_eq!(
         status["state"], "key_ceremony",
         "a rejected backup keeps voting closed"
@@ -501,4 +503,188 @@ async fn forged_announcements_and_misaddressed_backups_are_refused() {
         status["rejected_backups"],
         json!([["guardian-1", "guardian-2"]])
     );
+
+    let answer = |sender: &ElectionKeyPair, recipient: &ElectionKeyPair| {
+        ElectionPartialKeyChallenge::answer(sender, &recipient.share())
+    };
+    let answer_path = |g: &str| path(g, "challenge-answers");
+    let refused_answer = |body: ElectionPartialKeyChallenge, token: String| {
+        let client = &client;
+        async move {
+            client
+                .post_text(&answer_path("guardian-1"), &token, to_reference_json(&body))
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let true_answer = answer(&keys[0], &keys[1]);
+    let denied = refused_answer(true_answer.clone(), token(1)).await;
+    assert!(denied.contains("401"), "{denied}");
+    let mut forged = true_answer.clone();
+    forged.value = ElementModQ::random();
+    let denied = refused_answer(forged, token(0)).await;
+    assert!(
+        denied.contains("400") && denied.contains("value"),
+        "{denied}"
+    );
+    let impostor = ElectionKeyPair::generate("guardian-1", 1, 2);
+    let denied = refused_answer(answer(&impostor, &keys[1]), token(0)).await;
+    assert!(
+        denied.contains("400") && denied.contains("coefficient_commitments"),
+        "an answer must match the announced commitments: {denied}"
+    );
+    let denied = refused_answer(answer(&keys[0], &keys[0]), token(0)).await;
+    assert!(
+        denied.contains("409") && denied.contains("nothing to answer"),
+        "{denied}"
+    );
+    client
+        .post_text(
+            &answer_path("guardian-1"),
+            &token(0),
+            to_reference_json(&true_answer),
+        )
+        .await
+        .unwrap();
+    let status = ceremony_when(&client, id, |_| true).await;
+    assert_eq!(
+        status["state"], "open",
+        "the answer settled the last backup"
+    );
+    assert_eq!(status["rejected_backups"], json!([]));
+    assert_eq!(
+        status["answered_challenges"],
+        json!([["guardian-1", "guardian-2"]])
+    );
+    let owed: Vec<ElectionPartialKeyChallenge> = electionguard::json::from_json(
+        &client
+            .get_text(&answer_path("guardian-2"), Some(&token(1)))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(owed, vec![true_answer]);
+    assert_eq!(&owed[0].value, keys[0].polynomial.coordinate(2).expose());
+}
+
+/// Polls the ceremony status until `ready` holds.
+async fn ceremony_when(client: &Client, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..600 {
+        let status = client
+            .get(&format!("/api/elections/{id}/ceremony"))
+            .await
+            .unwrap();
+        if ready(&status) {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the ceremony did not get there in 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_guardian_command_answers_a_rejection_and_takes_the_answer_to_its_own() {
+    let server = common::embedded().await;
+    let client = Client::new(&server.url);
+    let created = guardian_run_election(&client, &server.admin, 2, 2).await;
+    let id = created["election_id"].as_str().unwrap().to_string();
+    let token = created["guardians"][0]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = |step: &str| format!("/api/elections/{id}/guardians/guardian-1/{step}");
+    let dir = tempfile::tempdir().unwrap();
+    let files = credential_files(dir.path(), &server.url, &created);
+    let keystore = dir.path().join("guardian-2.keystore");
+    let cli = tokio::process::Command::from(guardian(
+        &["ceremony", "--wait", "60"],
+        &files[1],
+        &keystore,
+        "passphrase 2",
+    ))
+    .output();
+    let cli = tokio::spawn(cli);
+
+    // The test plays guardian-1: it sends guardian-2 a backup from another polynomial,
+    // and rejects guardian-2's honest backup.
+    let me = ElectionKeyPair::generate("guardian-1", 1, 2);
+    client
+        .post_text(
+            &path("announcement"),
+            &token,
+            to_reference_json(&GuardianRecord::from(&me.share())),
+        )
+        .await
+        .unwrap();
+    let status = ceremony_when(&client, &id, |s| {
+        s["guardians"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["announced"] == true)
+    })
+    .await;
+    let records: Vec<GuardianRecord> =
+        serde_json::from_value(status["public_keys"].clone()).unwrap();
+    let other = ElectionPublicKey::from(&records[1]);
+    let impostor = ElectionKeyPair::generate("guardian-1", 1, 2);
+    let backups = vec![
+        ElectionPartialKeyBackup::generate(&me, &me.share()),
+        ElectionPartialKeyBackup::generate(&impostor, &other),
+    ];
+    client
+        .post_text(&path("backups"), &token, to_reference_json(&backups))
+        .await
+        .unwrap();
+    ceremony_when(&client, &id, |s| s["guardians"][1]["backups_sent"] == true).await;
+    let verdicts = json!([{ "sender": "guardian-1", "verified": true }, { "sender": "guardian-2", "verified": false }]);
+    client
+        .post(&path("backup-verdicts"), Some(&token), &verdicts)
+        .await
+        .unwrap();
+
+    ceremony_when(&client, &id, |s| {
+        s["rejected_backups"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(["guardian-1", "guardian-2"]))
+    })
+    .await;
+    let answer = ElectionPartialKeyChallenge::answer(&me, &other);
+    client
+        .post_text(
+            &path("challenge-answers"),
+            &token,
+            to_reference_json(&answer),
+        )
+        .await
+        .unwrap();
+
+    let stdout = succeeded(cli.await.unwrap().unwrap(), "guardian-2 ceremony");
+    assert!(
+        stdout.contains("guardian-1 rejected our backup; our answer"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("took guardian-1's coordinate"), "{stdout}");
+    assert!(stdout.contains("ceremony complete"), "{stdout}");
+    let status = ceremony_when(&client, &id, |s| s["state"] == "open").await;
+    assert_eq!(
+        status["answered_challenges"],
+        json!([["guardian-1", "guardian-2"], ["guardian-2", "guardian-1"]])
+    );
+    let credential: Credential =
+        serde_json::from_str(&std::fs::read_to_string(&files[1]).unwrap()).unwrap();
+    let secret = amarvote::commands::guardian_ceremony::open_keystore(
+        &keystore,
+        &credential,
+        "passphrase 2",
+    )
+    .unwrap();
+    let taken = secret
+        .received
+        .iter()
+        .find(|(owner, _)| owner == "guardian-1")
+        .map(|(_, coordinate)| coordinate.expose().clone());
+    assert_eq!(taken.as_ref(), Some(me.polynomial.coordinate(2).expose()));
 }

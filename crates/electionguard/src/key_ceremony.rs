@@ -315,14 +315,15 @@ pub struct ElectionPartialKeyChallenge {
 }
 
 impl ElectionPartialKeyChallenge {
-    pub fn answer(sender: &ElectionKeyPair, backup: &ElectionPartialKeyBackup) -> Self {
+    /// The sender's answer when `recipient` rejects its backup: the coordinate in clear.
+    pub fn answer(sender: &ElectionKeyPair, recipient: &ElectionPublicKey) -> Self {
         ElectionPartialKeyChallenge {
-            owner_id: backup.owner_id.clone(),
-            designated_id: backup.designated_id.clone(),
-            designated_sequence_order: backup.designated_sequence_order,
+            owner_id: sender.owner_id.clone(),
+            designated_id: recipient.owner_id.clone(),
+            designated_sequence_order: recipient.sequence_order,
             value: sender
                 .polynomial
-                .coordinate(backup.designated_sequence_order)
+                .coordinate(recipient.sequence_order)
                 .expose()
                 .clone(),
             coefficient_commitments: sender.polynomial.commitments(),
@@ -364,7 +365,11 @@ mod tests {
         assert_eq!(coordinate, a.polynomial.coordinate(2));
         let other = ElectionKeyPair::generate("a", 1, 2);
         assert!(backup.verify(&b, &other.share()).is_err());
-        assert!(ElectionPartialKeyChallenge::answer(&a, &backup).verify());
+        let mut answer = ElectionPartialKeyChallenge::answer(&a, &b.share());
+        assert!(answer.verify());
+        assert_eq!(&answer.value, coordinate.expose());
+        answer.value = ElementModQ::random();
+        assert!(!answer.verify());
         a.share().validate(2).unwrap();
         assert!(a.share().validate(3).is_err());
     }

@@ -55,6 +55,13 @@ CREATE TABLE IF NOT EXISTS key_backups (
     verified BIGINT,
     PRIMARY KEY (election_id, sender, recipient)
 );
+CREATE TABLE IF NOT EXISTS key_backup_challenges (
+    election_id TEXT NOT NULL REFERENCES elections(id),
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (election_id, sender, recipient)
+);
 CREATE TABLE IF NOT EXISTS artifacts (
     election_id TEXT NOT NULL REFERENCES elections(id),
     name TEXT NOT NULL,

@@ -12,7 +12,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::domain::{
     now_ms, BallotRow, BallotState, ChunkCounts, ChunkRow, ChunkState, ElectionRow, ElectionState,
-    GuardianRow, JobKind, JobRow, JobState, KeyBackupRow, QueueName,
+    GuardianRow, JobKind, JobRow, JobState, KeyBackupRow, KeyChallengeRow, QueueName,
 };
 use crate::ports::store::{CastError, CodeChainer, Store, StoreError};
 
@@ -359,6 +359,62 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn answer_key_backup_challenge(
+        &self,
+        election_id: &str,
+        answer: &KeyChallengeRow,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let stored = sqlx::query(
+            "INSERT INTO key_backup_challenges (election_id, sender, recipient, body) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (election_id, sender, recipient) DO NOTHING",
+        )
+        .bind(election_id)
+        .bind(&answer.sender)
+        .bind(&answer.recipient)
+        .bind(&answer.body)
+        .execute(&mut *tx)
+        .await?;
+        if stored.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE key_backups SET verified = 1 WHERE election_id = $1 AND sender = $2 AND recipient = $3",
+        )
+        .bind(election_id)
+        .bind(&answer.sender)
+        .bind(&answer.recipient)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn key_backup_challenges(
+        &self,
+        election_id: &str,
+        recipient: Option<&str>,
+    ) -> Result<Vec<KeyChallengeRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sender, recipient, body FROM key_backup_challenges
+             WHERE election_id = $1 AND ($2 = '' OR recipient = $2) ORDER BY sender, recipient",
+        )
+        .bind(election_id)
+        .bind(recipient.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(KeyChallengeRow {
+                    sender: row.try_get("sender")?,
+                    recipient: row.try_get("recipient")?,
+                    body: row.try_get("body")?,
+                })
+            })
+            .collect()
     }
 
     async fn open_after_ceremony(

@@ -1,13 +1,16 @@
-//! The guardian-run key ceremony: status for everyone; announcements, backups and
-//! backup verdicts from each guardian with its token. Bodies are reference JSON
-//! (`GuardianRecord`, `ElectionPartialKeyBackup`), as `amarvote guardian ceremony` sends.
+//! The guardian-run key ceremony: status for everyone; announcements, backups, backup
+//! verdicts and answers to challenges from each guardian with its token. Bodies are
+//! reference JSON (`GuardianRecord`, `ElectionPartialKeyBackup`,
+//! `ElectionPartialKeyChallenge`), as `amarvote guardian ceremony` sends.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use electionguard::key_ceremony::{ElectionPartialKeyBackup, GuardianRecord};
+use electionguard::key_ceremony::{
+    ElectionPartialKeyBackup, ElectionPartialKeyChallenge, GuardianRecord,
+};
 use serde_json::{json, Value};
 
 use super::{reference_body, require_bearer, ApiResult, AppState};
@@ -27,6 +30,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/api/elections/{id}/guardians/{guardian}/backup-verdicts",
             post(verdicts),
+        )
+        .route(
+            "/api/elections/{id}/guardians/{guardian}/challenge-answers",
+            post(answer_challenge).get(challenge_answers),
         )
 }
 
@@ -67,13 +74,47 @@ async fn backups(
     State(app): State<AppState>,
     Path((id, guardian)): Path<(String, String)>,
     headers: HeaderMap,
-) -> ApiResult<([(axum::http::HeaderName, &'static str); 1], String)> {
+) -> ApiResult<ReferenceJson> {
     let token = require_bearer(&headers)?;
     let backups = ceremony::backups_for(&app, &id, &guardian, token).await?;
-    Ok((
+    Ok(reference_json(&backups))
+}
+
+type ReferenceJson = ([(axum::http::HeaderName, &'static str); 1], String);
+
+/// A body in the reference library's JSON, as guardians' tools read it.
+fn reference_json<T: serde::Serialize>(value: &T) -> ReferenceJson {
+    (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        electionguard::json::to_reference_json(&backups),
+        electionguard::json::to_reference_json(value),
+    )
+}
+
+/// The guardian in the path is the sender answering a rejection of its backup.
+async fn answer_challenge(
+    State(app): State<AppState>,
+    Path((id, guardian)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let token = require_bearer(&headers)?;
+    let answer: ElectionPartialKeyChallenge = reference_body(&body)?;
+    let recipient = answer.designated_id.clone();
+    ceremony::answer_challenge(&app, &id, &guardian, token, answer).await?;
+    Ok(Json(
+        json!({ "guardian_id": guardian, "answered": recipient, "verified": true }),
     ))
+}
+
+/// The guardian in the path is the recipient, collecting the coordinates it was owed.
+async fn challenge_answers(
+    State(app): State<AppState>,
+    Path((id, guardian)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<ReferenceJson> {
+    let token = require_bearer(&headers)?;
+    let answers = ceremony::challenges_for(&app, &id, &guardian, token).await?;
+    Ok(reference_json(&answers))
 }
 
 async fn verdicts(

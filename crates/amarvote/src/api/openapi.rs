@@ -20,6 +20,7 @@ mod tests {
             "/api/elections/{id}/jobs",
             "/api/jobs/{job}",
             "/api/elections/{id}/ballots/encrypt",
+            "/api/elections/{id}/guardians/{guardian}/challenge-answers",
             "/api/v1/vote",
         ] {
             assert!(paths.contains_key(route), "{route} missing");

@@ -1,16 +1,21 @@
 //! `amarvote guardian ceremony`: one guardian's part of a guardian-run key ceremony, on
 //! the guardian's own machine. Its secret (key pair, polynomial, coordinates received)
 //! lives only in the keystore file, sealed under the guardian's passphrase; the server
-//! sees the public record, backups encrypted to the other guardians, and verdicts.
-//! Every step is safe to repeat, so an interrupted run is simply started again.
+//! sees the public record, backups encrypted to the other guardians, and verdicts. When
+//! a recipient rejects one of its backups, the guardian answers the challenge by
+//! publishing that coordinate in clear; when one of its own rejections is answered, it
+//! takes the coordinate from the answer. Every step is safe to repeat, so an interrupted
+//! run is simply started again.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use electionguard::elgamal::SecretKey;
 use electionguard::json::{from_json, to_reference_json};
 use electionguard::key_ceremony::{
-    ElectionKeyPair, ElectionPartialKeyBackup, ElectionPublicKey, GuardianRecord,
+    ElectionKeyPair, ElectionPartialKeyBackup, ElectionPartialKeyChallenge, ElectionPublicKey,
+    GuardianRecord,
 };
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
@@ -69,12 +74,55 @@ fn save_keystore(
     Ok(())
 }
 
-/// Polls the ceremony status until `done` says so, or the wait is over.
+/// What a guardian needs to answer, while it waits, a rejection of one of its backups.
+struct Answerer<'a> {
+    key_pair: &'a ElectionKeyPair,
+    recipients: &'a [ElectionPublicKey],
+    token: &'a str,
+    path: String,
+}
+
+impl Answerer<'_> {
+    /// Answers each unanswered rejection of this guardian's backups with the coordinate
+    /// in clear; the server checks it against the announced commitments.
+    async fn answer_rejections(&self, client: &Client, status: &Value) -> Result<()> {
+        let me = &self.key_pair.owner_id;
+        for (_, recipient) in rejected(status).filter(|(sender, _)| sender == me) {
+            let recipient_key = self
+                .recipients
+                .iter()
+                .find(|r| r.owner_id == recipient)
+                .with_context(|| format!("{recipient} is not among the announced guardians"))?;
+            let answer = ElectionPartialKeyChallenge::answer(self.key_pair, recipient_key);
+            client
+                .post_text(&self.path, self.token, to_reference_json(&answer))
+                .await
+                .with_context(|| {
+                    format!("{recipient} rejected our backup and the server refused our answer; the administrator must start a new election")
+                })?;
+            println!("{me}: {recipient} rejected our backup; our answer (that coordinate, in clear) verified");
+        }
+        Ok(())
+    }
+}
+
+/// (sender, recipient) of each rejected backup not answered yet.
+fn rejected(status: &Value) -> impl Iterator<Item = (String, String)> + '_ {
+    status["rejected_backups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|pair| Some((pair[0].as_str()?.to_owned(), pair[1].as_str()?.to_owned())))
+}
+
+/// Polls the ceremony status until `done` says so, or the wait is over, answering
+/// rejections of this guardian's backups on the way.
 async fn wait_for(
     client: &Client,
     election: &str,
     deadline: Instant,
     what: &str,
+    answerer: Option<&Answerer<'_>>,
     done: impl Fn(&Value) -> bool,
 ) -> Result<Value> {
     loop {
@@ -84,15 +132,19 @@ async fn wait_for(
         if done(&status) {
             return Ok(status);
         }
-        if let Some((sender, recipient)) = status["rejected_backups"]
-            .as_array()
-            .and_then(|r| r.first())
-            .map(|pair| (pair[0].clone(), pair[1].clone()))
-        {
-            bail!("{recipient} rejected the backup from {sender}: the ceremony cannot complete; the administrator must start a new election");
+        if let Some(answerer) = answerer {
+            answerer.answer_rejections(client, &status).await?;
         }
         if Instant::now() > deadline {
-            bail!("gave up waiting for {what}");
+            let unanswered: Vec<String> = rejected(&status)
+                .map(|(sender, recipient)| {
+                    format!("{recipient} rejected the backup from {sender}, which has not answered")
+                })
+                .collect();
+            if unanswered.is_empty() {
+                bail!("gave up waiting for {what}");
+            }
+            bail!("gave up waiting for {what}: {}", unanswered.join("; "));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -134,9 +186,14 @@ pub async fn run(args: &KeystoreArgs) -> Result<()> {
         "{}: public key announced; waiting for the other guardians",
         me.owner_id
     );
-    let status = wait_for(&client, &election, deadline, "every announcement", |s| {
-        all(s, "announced")
-    })
+    let status = wait_for(
+        &client,
+        &election,
+        deadline,
+        "every announcement",
+        None,
+        |s| all(s, "announced"),
+    )
     .await?;
     let records: Vec<GuardianRecord> = from_json(&status["public_keys"].to_string())?;
     let others: Vec<ElectionPublicKey> = records.iter().map(ElectionPublicKey::from).collect();
@@ -168,6 +225,12 @@ pub async fn run(args: &KeystoreArgs) -> Result<()> {
         &election,
         deadline,
         "every guardian's backups",
+        Some(&Answerer {
+            key_pair: &secret.key_pair,
+            recipients: &others,
+            token: &credential.token,
+            path: path("challenge-answers"),
+        }),
         |s| all(s, "backups_sent"),
     )
     .await?;
@@ -191,10 +254,29 @@ pub async fn run(args: &KeystoreArgs) -> Result<()> {
         received.len()
     );
 
-    let done = wait_for(&client, &election, deadline, "the joint key", |s| {
-        s["state"] != "key_ceremony"
-    })
+    let done = wait_for(
+        &client,
+        &election,
+        deadline,
+        "the joint key",
+        Some(&Answerer {
+            key_pair: &secret.key_pair,
+            recipients: &others,
+            token: &credential.token,
+            path: path("challenge-answers"),
+        }),
+        |s| s["state"] != "key_ceremony",
+    )
     .await?;
+    let answers: Vec<ElectionPartialKeyChallenge> = from_json(
+        &client
+            .get_text(&path("challenge-answers"), Some(&credential.token))
+            .await?,
+    )?;
+    if !answers.is_empty() {
+        take_answers(&mut secret, &others, &answers)?;
+        save_keystore(keystore, &credential, &passphrase, &secret)?;
+    }
     let summary = client.get(&format!("/api/elections/{election}")).await?;
     println!(
         "{}: ceremony complete; election {} is {}; joint public key {}…",
@@ -265,4 +347,44 @@ fn verify_received(
             json!({ "sender": backup.owner_id, "verified": verified })
         })
         .collect()
+}
+
+/// Takes the coordinates senders published in answer to this guardian's rejections, each
+/// checked against its sender's announced commitments, in place of the rejected backups.
+fn take_answers(
+    secret: &mut GuardianSecret,
+    senders: &[ElectionPublicKey],
+    answers: &[ElectionPartialKeyChallenge],
+) -> Result<()> {
+    for answer in answers {
+        let sender = senders
+            .iter()
+            .find(|s| s.owner_id == answer.owner_id)
+            .with_context(|| {
+                format!("an answer from {}, who is not a guardian", answer.owner_id)
+            })?;
+        let addressed = answer.designated_id == secret.key_pair.owner_id
+            && answer.designated_sequence_order == secret.key_pair.sequence_order;
+        if !addressed
+            || answer.coefficient_commitments != sender.coefficient_commitments
+            || !answer.verify()
+        {
+            bail!(
+                "{}'s answer to our challenge does not verify",
+                sender.owner_id
+            );
+        }
+        secret
+            .received
+            .retain(|(owner, _)| owner != &sender.owner_id);
+        secret.received.push((
+            sender.owner_id.clone(),
+            SecretKey::new(answer.value.clone()),
+        ));
+        println!(
+            "{}: took {}'s coordinate from its answer to our challenge",
+            secret.key_pair.owner_id, sender.owner_id
+        );
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::domain::{
     BallotRow, BallotState, ChunkCounts, ChunkRow, ChunkState, ElectionRow, ElectionState,
-    GuardianRow, JobRow, JobState, KeyBackupRow,
+    GuardianRow, JobRow, JobState, KeyBackupRow, KeyChallengeRow,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,20 @@ pub trait Store: Send + Sync + 'static {
         recipient: &str,
         verified: bool,
     ) -> Result<(), StoreError>;
+    /// Stores a sender's answer to a rejected backup (the coordinate in clear, checked by
+    /// the caller) and marks the backup verified, in one transaction; false if an answer
+    /// was stored already.
+    async fn answer_key_backup_challenge(
+        &self,
+        election_id: &str,
+        answer: &KeyChallengeRow,
+    ) -> Result<bool, StoreError>;
+    /// The answered challenges: all of them, or those for backups to one recipient.
+    async fn key_backup_challenges(
+        &self,
+        election_id: &str,
+        recipient: Option<&str>,
+    ) -> Result<Vec<KeyChallengeRow>, StoreError>;
     /// Ends a key ceremony: stores the context and opens voting, once.
     async fn open_after_ceremony(
         &self,

@@ -4,19 +4,24 @@
 //! announced, each sends backups encrypted to every other guardian; each recipient checks
 //! the backups it received against the sender's commitments and reports its verdicts.
 //! When every backup is verified the server publishes the joint key and opens voting.
+//! A recipient that rejects a backup challenges its sender, who answers by publishing
+//! that coordinate in clear; the server checks the answer against the sender's announced
+//! commitments, and if it holds the backup counts as verified and the recipient takes the
+//! coordinate from the answer (ElectionGuard's key-ceremony challenge).
 //! The server checks every proof and every backup's addressing, but never holds a secret:
 //! a guardian's secret reaches it only with the guardian's consent to decrypt.
 
 use electionguard::json::{from_json, to_reference_json};
 use electionguard::key_ceremony::{
-    verify_coordinate, ElectionPartialKeyBackup, ElectionPublicKey, GuardianRecord,
+    verify_coordinate, ElectionPartialKeyBackup, ElectionPartialKeyChallenge, ElectionPublicKey,
+    GuardianRecord,
 };
 use electionguard::manifest::Manifest;
 use serde::{Deserialize, Serialize};
 
 use super::elections::{authorize_guardian, GuardianSecret};
 use super::{App, ServiceError, ServiceResult};
-use crate::domain::{ElectionRow, ElectionState, GuardianRow, KeyBackupRow};
+use crate::domain::{ElectionRow, ElectionState, GuardianRow, KeyBackupRow, KeyChallengeRow};
 
 /// Where the ceremony stands, as anyone may see it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,8 +31,11 @@ pub struct CeremonyStatus {
     pub guardians: Vec<GuardianProgress>,
     /// The announced public records, in sequence order.
     pub public_keys: Vec<GuardianRecord>,
-    /// Backups a recipient reported as not matching the sender's commitments.
+    /// (sender, recipient) of each backup the recipient rejected and the sender has not
+    /// answered: the sender's next step.
     pub rejected_backups: Vec<(String, String)>,
+    /// (sender, recipient) of each rejected backup whose sender's answer verified.
+    pub answered_challenges: Vec<(String, String)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,6 +76,7 @@ pub async fn status(app: &App, election_id: &str) -> ServiceResult<CeremonyStatu
     let election = app.election(election_id).await?;
     let guardians = app.store.guardians(election_id).await?;
     let backups = app.store.key_backups(election_id, None).await?;
+    let challenges = app.store.key_backup_challenges(election_id, None).await?;
     let progress = guardians
         .iter()
         .map(|g| GuardianProgress {
@@ -91,6 +100,10 @@ pub async fn status(app: &App, election_id: &str) -> ServiceResult<CeremonyStatu
             .iter()
             .filter(|b| b.verified == Some(false))
             .map(|b| (b.sender.clone(), b.recipient.clone()))
+            .collect(),
+        answered_challenges: challenges
+            .into_iter()
+            .map(|c| (c.sender, c.recipient))
             .collect(),
     })
 }
@@ -224,11 +237,19 @@ pub async fn backups_for(
     token: &str,
 ) -> ServiceResult<Vec<ElectionPartialKeyBackup>> {
     authorize_guardian(app, election_id, guardian_id, token).await?;
-    app.store
+    let rows = app
+        .store
         .key_backups(election_id, Some(guardian_id))
-        .await?
-        .iter()
-        .map(|row| from_json(&row.body).map_err(|e| ServiceError::Internal(e.into())))
+        .await?;
+    parse_bodies(rows.iter().map(|row| row.body.as_str()))
+}
+
+/// Stored reference JSON, read back.
+fn parse_bodies<'a, T: serde::de::DeserializeOwned>(
+    bodies: impl Iterator<Item = &'a str>,
+) -> ServiceResult<Vec<T>> {
+    bodies
+        .map(|body| from_json(body).map_err(|e| ServiceError::Internal(e.into())))
         .collect()
 }
 
@@ -246,6 +267,10 @@ pub async fn report_verdicts(
         .store
         .key_backups(election_id, Some(guardian_id))
         .await?;
+    let answered = app
+        .store
+        .key_backup_challenges(election_id, Some(guardian_id))
+        .await?;
     for (i, verdict) in verdicts.iter().enumerate() {
         if !received.iter().any(|b| b.sender == verdict.sender) {
             return Err(ServiceError::BadRequest(format!(
@@ -253,11 +278,132 @@ pub async fn report_verdicts(
                 verdict.sender
             )));
         }
+        // An answered challenge settled that backup for good.
+        if answered.iter().any(|c| c.sender == verdict.sender) {
+            continue;
+        }
         app.store
             .set_key_backup_verified(election_id, &verdict.sender, guardian_id, verdict.verified)
             .await?;
     }
     finish_if_complete(app, &election).await
+}
+
+/// A sender answers the rejection of its backup to `designated_id` with the coordinate in
+/// clear. The answer must be for a rejected backup of this sender, carry the commitments
+/// the sender announced, and match them; then the backup counts as verified.
+pub async fn answer_challenge(
+    app: &App,
+    election_id: &str,
+    guardian_id: &str,
+    token: &str,
+    answer: ElectionPartialKeyChallenge,
+) -> ServiceResult<()> {
+    authorize_guardian(app, election_id, guardian_id, token).await?;
+    let election = in_ceremony(app, election_id).await?;
+    let guardians = app.store.guardians(election_id).await?;
+    check_answer(guardian_id, &guardians, &answer)?;
+    let row = KeyChallengeRow {
+        sender: guardian_id.to_string(),
+        recipient: answer.designated_id.clone(),
+        body: to_reference_json(&answer),
+    };
+    let answered = app
+        .store
+        .key_backup_challenges(election_id, Some(&row.recipient))
+        .await?;
+    if let Some(earlier) = answered.iter().find(|c| c.sender == row.sender) {
+        return if earlier.body == row.body {
+            Ok(())
+        } else {
+            Err(ServiceError::Conflict(format!(
+                "{guardian_id} has already answered {}'s challenge",
+                row.recipient
+            )))
+        };
+    }
+    let backups = app
+        .store
+        .key_backups(election_id, Some(&row.recipient))
+        .await?;
+    match backups.iter().find(|b| b.sender == row.sender) {
+        None => {
+            return Err(ServiceError::BadRequest(format!(
+                "designated_id: no backup from {guardian_id} to {}",
+                row.recipient
+            )))
+        }
+        Some(b) if b.verified != Some(false) => {
+            return Err(ServiceError::Conflict(format!(
+                "{} has not rejected the backup from {guardian_id}: there is nothing to answer",
+                row.recipient
+            )))
+        }
+        Some(_) => {}
+    }
+    app.store
+        .answer_key_backup_challenge(election_id, &row)
+        .await?;
+    finish_if_complete(app, &election).await
+}
+
+/// The answer's addressing and commitments are the announced ones, and its coordinate
+/// matches them.
+fn check_answer(
+    sender: &str,
+    guardians: &[GuardianRow],
+    answer: &ElectionPartialKeyChallenge,
+) -> ServiceResult<()> {
+    let bad = |m: String| Err(ServiceError::BadRequest(m));
+    if answer.owner_id != sender {
+        return bad(format!("owner_id: must be {sender}"));
+    }
+    let Some(recipient) = guardians
+        .iter()
+        .find(|g| g.guardian_id == answer.designated_id)
+    else {
+        return bad("designated_id: no such guardian".into());
+    };
+    if recipient.sequence_order != answer.designated_sequence_order {
+        return bad(format!(
+            "designated_sequence_order: must be {}",
+            recipient.sequence_order
+        ));
+    }
+    let announced_record = guardians
+        .iter()
+        .find(|g| g.guardian_id == sender)
+        .and_then(announced);
+    if announced_record.is_none_or(|r| {
+        r.election_commitments != answer.coefficient_commitments
+            || r.election_proofs != answer.coefficient_proofs
+    }) {
+        return bad(format!(
+            "coefficient_commitments: not the commitments and proofs {sender} announced"
+        ));
+    }
+    if !answer.verify() {
+        return bad(format!(
+            "value: the coordinate does not match {sender}'s commitments, so its backup to {} was faulty",
+            answer.designated_id
+        ));
+    }
+    Ok(())
+}
+
+/// The coordinates senders published for this guardian's rejected backups.
+pub async fn challenges_for(
+    app: &App,
+    election_id: &str,
+    guardian_id: &str,
+    token: &str,
+) -> ServiceResult<Vec<ElectionPartialKeyChallenge>> {
+    authorize_guardian(app, election_id, guardian_id, token).await?;
+    let rows = app
+        .store
+        .key_backup_challenges(election_id, Some(guardian_id))
+        .await?;
+    parse_bodies(rows.iter().map(|row| row.body.as_str()))
 }
 
 /// Every guardian announced and every backup verified: publish the joint key, open voting.
