@@ -448,8 +448,11 @@ function ceremonyProgress(status) {
   const mark = (done) => h('td', { class: done ? 'ok' : 'hint', text: done ? 'done' : 'waiting' });
   return h('div', { id: 'ceremony' },
     status.rejected_backups.length
-      ? alertBox(`Rejected backups: ${status.rejected_backups.map(([s, r]) => `${r} rejected ${s}'s`).join('; ')}. The ceremony cannot complete.`)
+      ? alertBox(`Rejected backups: ${status.rejected_backups.map(([s, r]) => `${r} rejected ${s}'s`).join('; ')}. Each sender's guardian command answers with that coordinate in clear; the ceremony waits for the answers.`)
       : h('p', { class: 'hint', text: 'Run by the guardians; voting opens when every backup is verified.' }),
+    status.answered_challenges.length
+      ? h('p', { class: 'hint', text: `Settled by the sender's verified answer: ${status.answered_challenges.map(([s, r]) => `${s}'s backup to ${r}`).join('; ')}.` })
+      : null,
     h('div', { class: 'table-scroll' }, h('table', {},
       h('thead', {}, h('tr', {}, ['Guardian', 'Public key announced', 'Backups sent', 'Backups verified'].map((t) => h('th', { text: t })))),
       h('tbody', {}, status.guardians.map((g) => h('tr', { 'data-guardian': g.guardian_id },
