@@ -350,7 +350,8 @@ impl Store for SqlStore {
         verified: bool,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE key_backups SET verified = $1 WHERE election_id = $2 AND sender = $3 AND recipient = $4",
+            "UPDATE key_backups SET verified = $1 WHERE election_id = $2 AND sender = $3 AND recipient = $4
+             AND NOT EXISTS (SELECT 1 FROM key_backup_challenges c WHERE c.election_id = $2 AND c.sender = $3 AND c.recipient = $4)",
         )
         .bind(i64::from(verified))
         .bind(election_id)
@@ -365,9 +366,9 @@ impl Store for SqlStore {
         &self,
         election_id: &str,
         answer: &KeyChallengeRow,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let stored = sqlx::query(
+        sqlx::query(
             "INSERT INTO key_backup_challenges (election_id, sender, recipient, body) VALUES ($1, $2, $3, $4)
              ON CONFLICT (election_id, sender, recipient) DO NOTHING",
         )
@@ -377,10 +378,6 @@ impl Store for SqlStore {
         .bind(&answer.body)
         .execute(&mut *tx)
         .await?;
-        if stored.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
         sqlx::query(
             "UPDATE key_backups SET verified = 1 WHERE election_id = $1 AND sender = $2 AND recipient = $3",
         )
@@ -390,7 +387,7 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(())
     }
 
     async fn key_backup_challenges(
@@ -1136,5 +1133,56 @@ mod tests {
         let ids = |rows: &[BallotRow]| rows.iter().map(|r| r.ballot_id.clone()).collect::<Vec<_>>();
         assert_eq!(all.len(), 10);
         assert_eq!(ids(&paged), ids(&all));
+    }
+
+    #[tokio::test]
+    async fn an_answered_challenge_settles_a_backup_against_later_verdicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_election(&dir).await;
+        let backup = KeyBackupRow {
+            sender: "g1".into(),
+            recipient: "g2".into(),
+            body: "{}".into(),
+            verified: None,
+        };
+        store.insert_key_backups("e", &[backup]).await.unwrap();
+        let verified = || async { store.key_backups("e", Some("g2")).await.unwrap()[0].verified };
+        store
+            .set_key_backup_verified("e", "g1", "g2", false)
+            .await
+            .unwrap();
+        assert_eq!(verified().await, Some(false));
+        let answer = KeyChallengeRow {
+            sender: "g1".into(),
+            recipient: "g2".into(),
+            body: "{\"value\": 1}".into(),
+        };
+        store
+            .answer_key_backup_challenge("e", &answer)
+            .await
+            .unwrap();
+        assert_eq!(verified().await, Some(true));
+        store
+            .set_key_backup_verified("e", "g1", "g2", false)
+            .await
+            .unwrap();
+        assert_eq!(
+            verified().await,
+            Some(true),
+            "a late verdict does not undo the answer"
+        );
+        store
+            .answer_key_backup_challenge("e", &answer)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.key_backup_challenges("e", None).await.unwrap(),
+            vec![answer]
+        );
+        assert!(store
+            .key_backup_challenges("e", Some("g1"))
+            .await
+            .unwrap()
+            .is_empty());
     }
 }

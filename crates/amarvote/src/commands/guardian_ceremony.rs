@@ -94,13 +94,18 @@ impl Answerer<'_> {
                 .find(|r| r.owner_id == recipient)
                 .with_context(|| format!("{recipient} is not among the announced guardians"))?;
             let answer = ElectionPartialKeyChallenge::answer(self.key_pair, recipient_key);
-            client
+            match client
                 .post_text(&self.path, self.token, to_reference_json(&answer))
                 .await
-                .with_context(|| {
-                    format!("{recipient} rejected our backup and the server refused our answer; the administrator must start a new election")
-                })?;
-            println!("{me}: {recipient} rejected our backup; our answer (that coordinate, in clear) verified");
+            {
+                Ok(_) => println!("{me}: {recipient} rejected our backup; our answer (that coordinate, in clear) verified"),
+                // The server found the answer false: our backup was faulty.
+                Err(err) if err.to_string().contains("HTTP 400") => {
+                    return Err(err.context(format!("{recipient} rejected our backup and the server refused our answer; the administrator must start a new election")));
+                }
+                // Anything else (the network, a verdict changed meanwhile): the next poll sees.
+                Err(err) => eprintln!("{me}: answering {recipient}'s challenge failed ({err:#}); trying again"),
+            }
         }
         Ok(())
     }
@@ -156,45 +161,128 @@ fn all(status: &Value, flag: &str) -> bool {
         .is_some_and(|g| g.iter().all(|g| g[flag] == true))
 }
 
+/// One guardian's link to the ceremony: the server, its credential and its keystore.
+struct Guardian<'a> {
+    client: Client,
+    credential: Credential,
+    keystore: &'a Path,
+    passphrase: Zeroizing<String>,
+}
+
+impl Guardian<'_> {
+    fn path(&self, step: &str) -> String {
+        format!(
+            "/api/elections/{}/guardians/{}/{step}",
+            self.credential.election_id, self.credential.guardian_id
+        )
+    }
+
+    fn save(&self, secret: &GuardianSecret) -> Result<()> {
+        save_keystore(self.keystore, &self.credential, &self.passphrase, secret)
+    }
+
+    async fn status(&self) -> Result<Value> {
+        let election = &self.credential.election_id;
+        self.client
+            .get(&format!("/api/elections/{election}/ceremony"))
+            .await
+    }
+
+    fn answerer<'s>(
+        &'s self,
+        secret: &'s GuardianSecret,
+        others: &'s [ElectionPublicKey],
+    ) -> Answerer<'s> {
+        Answerer {
+            key_pair: &secret.key_pair,
+            recipients: others,
+            token: &self.credential.token,
+            path: self.path("challenge-answers"),
+        }
+    }
+
+    async fn wait_for(
+        &self,
+        what: &str,
+        deadline: Instant,
+        answerer: Option<&Answerer<'_>>,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let election = &self.credential.election_id;
+        wait_for(&self.client, election, deadline, what, answerer, done).await
+    }
+}
+
 pub async fn run(args: &KeystoreArgs) -> Result<()> {
     let Some(keystore) = &args.guardian.keystore else {
         bail!("--keystore FILE is needed: the guardian's secret is kept there");
     };
     let (client, credential) = read_credential(&args.guardian)?;
-    let passphrase = passphrase()?;
-    let election = credential.election_id.clone();
+    let guardian = Guardian {
+        passphrase: passphrase()?,
+        client,
+        credential,
+        keystore,
+    };
     let deadline = Instant::now() + Duration::from_secs(args.wait);
-    let mut secret = load_or_generate(&client, &credential, keystore, &passphrase).await?;
-    let me = secret.key_pair.share();
-    let status = client
-        .get(&format!("/api/elections/{election}/ceremony"))
-        .await?;
-    if status["state"] != "key_ceremony" {
-        println!("{}: the key ceremony is already complete", me.owner_id);
-        return Ok(());
+    let mut secret = load_or_generate(
+        &guardian.client,
+        &guardian.credential,
+        keystore,
+        &guardian.passphrase,
+    )
+    .await?;
+    let me = secret.key_pair.owner_id.clone();
+    if guardian.status().await?["state"] == "key_ceremony" {
+        take_part(&guardian, &mut secret, deadline).await?;
+    } else {
+        println!("{me}: the key ceremony is already complete");
     }
-    let path = |step: &str| format!("/api/elections/{election}/guardians/{}/{step}", me.owner_id);
+    // Also on a rerun after the ceremony ended: an answer may have come after we stopped waiting.
+    let records: Vec<GuardianRecord> =
+        from_json(&guardian.status().await?["public_keys"].to_string())?;
+    let others: Vec<ElectionPublicKey> = records.iter().map(ElectionPublicKey::from).collect();
+    collect_answers(&guardian, &mut secret, &others).await?;
+    let election = &guardian.credential.election_id;
+    let summary = guardian
+        .client
+        .get(&format!("/api/elections/{election}"))
+        .await?;
+    println!(
+        "{me}: ceremony complete; election {election} is {}; joint public key {}…",
+        summary["state"].as_str().unwrap_or("?"),
+        summary["joint_public_key"]
+            .as_str()
+            .unwrap_or("")
+            .get(..16)
+            .unwrap_or("")
+    );
+    Ok(())
+}
 
-    client
-        .post_text(
-            &path("announcement"),
-            &credential.token,
-            to_reference_json(&GuardianRecord::from(&me)),
-        )
+/// Announce, send backups, check the ones received, and wait for the joint key, answering
+/// rejections of our backups on the way.
+async fn take_part(
+    guardian: &Guardian<'_>,
+    secret: &mut GuardianSecret,
+    deadline: Instant,
+) -> Result<()> {
+    let me = secret.key_pair.share();
+    let token = &guardian.credential.token;
+    let announcement = to_reference_json(&GuardianRecord::from(&me));
+    guardian
+        .client
+        .post_text(&guardian.path("announcement"), token, announcement)
         .await?;
     println!(
         "{}: public key announced; waiting for the other guardians",
         me.owner_id
     );
-    let status = wait_for(
-        &client,
-        &election,
-        deadline,
-        "every announcement",
-        None,
-        |s| all(s, "announced"),
-    )
-    .await?;
+    let status = guardian
+        .wait_for("every announcement", deadline, None, |s| {
+            all(s, "announced")
+        })
+        .await?;
     let records: Vec<GuardianRecord> = from_json(&status["public_keys"].to_string())?;
     let others: Vec<ElectionPublicKey> = records.iter().map(ElectionPublicKey::from).collect();
     let quorum = u32::try_from(me.coefficient_commitments.len())?;
@@ -207,10 +295,11 @@ pub async fn run(args: &KeystoreArgs) -> Result<()> {
         .iter()
         .map(|recipient| ElectionPartialKeyBackup::generate(&secret.key_pair, recipient))
         .collect();
-    client
+    guardian
+        .client
         .post_text(
-            &path("backups"),
-            &credential.token,
+            &guardian.path("backups"),
+            token,
             to_reference_json(&backups),
         )
         .await?;
@@ -220,31 +309,25 @@ pub async fn run(args: &KeystoreArgs) -> Result<()> {
         others.len()
     );
 
-    wait_for(
-        &client,
-        &election,
-        deadline,
-        "every guardian's backups",
-        Some(&Answerer {
-            key_pair: &secret.key_pair,
-            recipients: &others,
-            token: &credential.token,
-            path: path("challenge-answers"),
-        }),
-        |s| all(s, "backups_sent"),
-    )
-    .await?;
+    let answerer = guardian.answerer(secret, &others);
+    guardian
+        .wait_for("every guardian's backups", deadline, Some(&answerer), |s| {
+            all(s, "backups_sent")
+        })
+        .await?;
     let received: Vec<ElectionPartialKeyBackup> = from_json(
-        &client
-            .get_text(&path("backups"), Some(&credential.token))
+        &guardian
+            .client
+            .get_text(&guardian.path("backups"), Some(token))
             .await?,
     )?;
-    let verdicts = verify_received(&mut secret, &others, &received);
-    save_keystore(keystore, &credential, &passphrase, &secret)?;
-    client
+    let verdicts = verify_received(secret, &others, &received);
+    guardian.save(secret)?;
+    guardian
+        .client
         .post(
-            &path("backup-verdicts"),
-            Some(&credential.token),
+            &guardian.path("backup-verdicts"),
+            Some(token),
             &json!(verdicts),
         )
         .await?;
@@ -254,41 +337,32 @@ pub async fn run(args: &KeystoreArgs) -> Result<()> {
         received.len()
     );
 
-    let done = wait_for(
-        &client,
-        &election,
-        deadline,
-        "the joint key",
-        Some(&Answerer {
-            key_pair: &secret.key_pair,
-            recipients: &others,
-            token: &credential.token,
-            path: path("challenge-answers"),
-        }),
-        |s| s["state"] != "key_ceremony",
-    )
-    .await?;
+    let answerer = guardian.answerer(secret, &others);
+    guardian
+        .wait_for("the joint key", deadline, Some(&answerer), |s| {
+            s["state"] != "key_ceremony"
+        })
+        .await?;
+    Ok(())
+}
+
+/// Takes into the keystore the coordinates senders published in answer to our rejections.
+async fn collect_answers(
+    guardian: &Guardian<'_>,
+    secret: &mut GuardianSecret,
+    others: &[ElectionPublicKey],
+) -> Result<()> {
+    let token = &guardian.credential.token;
     let answers: Vec<ElectionPartialKeyChallenge> = from_json(
-        &client
-            .get_text(&path("challenge-answers"), Some(&credential.token))
+        &guardian
+            .client
+            .get_text(&guardian.path("challenge-answers"), Some(token))
             .await?,
     )?;
     if !answers.is_empty() {
-        take_answers(&mut secret, &others, &answers)?;
-        save_keystore(keystore, &credential, &passphrase, &secret)?;
+        take_answers(secret, others, &answers)?;
+        guardian.save(secret)?;
     }
-    let summary = client.get(&format!("/api/elections/{election}")).await?;
-    println!(
-        "{}: ceremony complete; election {} is {}; joint public key {}…",
-        me.owner_id,
-        election,
-        done["state"].as_str().unwrap_or("?"),
-        summary["joint_public_key"]
-            .as_str()
-            .unwrap_or("")
-            .get(..16)
-            .unwrap_or("")
-    );
     Ok(())
 }
 

@@ -74,6 +74,7 @@ pub trait Store: Send + Sync + 'static {
         election_id: &str,
         recipient: Option<&str>,
     ) -> Result<Vec<KeyBackupRow>, StoreError>;
+    /// Records a recipient's verdict, unless an answered challenge settled that backup.
     async fn set_key_backup_verified(
         &self,
         election_id: &str,
@@ -82,13 +83,12 @@ pub trait Store: Send + Sync + 'static {
         verified: bool,
     ) -> Result<(), StoreError>;
     /// Stores a sender's answer to a rejected backup (the coordinate in clear, checked by
-    /// the caller) and marks the backup verified, in one transaction; false if an answer
-    /// was stored already.
+    /// the caller) unless one is stored, and marks the backup verified, in one transaction.
     async fn answer_key_backup_challenge(
         &self,
         election_id: &str,
         answer: &KeyChallengeRow,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<(), StoreError>;
     /// The answered challenges: all of them, or those for backups to one recipient.
     async fn key_backup_challenges(
         &self,

@@ -15,8 +15,11 @@
 //! its envelope be requeued, its redelivery is dead-lettered a second time).
 //!
 //! Each stream has its own consumer channel, whose prefetch (in envelopes) is
-//! the stage's batch size, so a batch can fill even from one-vote envelopes;
-//! parts beyond a batch wait for the next consume call. A dropped connection
+//! the stage's batch size, so a batch can fill even from the one-vote
+//! envelopes of a quiet hour; parts beyond a batch wait for the next consume
+//! call. The price: under load one consumer may hold up to prefetch × 500
+//! votes unacknowledged, though the API's envelopes hold only the votes that
+//! arrived during one broker round trip. A dropped connection
 //! or channel is reopened on the next call, so the stages ride out a broker
 //! restart; envelopes unacknowledged when it went down are redelivered.
 

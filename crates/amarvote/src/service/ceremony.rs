@@ -253,7 +253,9 @@ fn parse_bodies<'a, T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-/// A recipient reports its verdicts; the last verified backup completes the ceremony.
+/// A recipient reports its verdicts; the last verified backup completes the ceremony. A
+/// backup settled by an answered challenge keeps its verdict (the store sees to that, so a
+/// verdict racing the answer cannot undo it).
 pub async fn report_verdicts(
     app: &App,
     election_id: &str,
@@ -267,20 +269,12 @@ pub async fn report_verdicts(
         .store
         .key_backups(election_id, Some(guardian_id))
         .await?;
-    let answered = app
-        .store
-        .key_backup_challenges(election_id, Some(guardian_id))
-        .await?;
     for (i, verdict) in verdicts.iter().enumerate() {
         if !received.iter().any(|b| b.sender == verdict.sender) {
             return Err(ServiceError::BadRequest(format!(
                 "[{i}].sender: no backup from {} to {guardian_id}",
                 verdict.sender
             )));
-        }
-        // An answered challenge settled that backup for good.
-        if answered.iter().any(|c| c.sender == verdict.sender) {
-            continue;
         }
         app.store
             .set_key_backup_verified(election_id, &verdict.sender, guardian_id, verdict.verified)
@@ -312,39 +306,45 @@ pub async fn answer_challenge(
         .store
         .key_backup_challenges(election_id, Some(&row.recipient))
         .await?;
-    if let Some(earlier) = answered.iter().find(|c| c.sender == row.sender) {
-        return if earlier.body == row.body {
-            Ok(())
-        } else {
-            Err(ServiceError::Conflict(format!(
+    match answered.iter().find(|c| c.sender == row.sender) {
+        Some(earlier) if earlier.body != row.body => {
+            return Err(ServiceError::Conflict(format!(
                 "{guardian_id} has already answered {}'s challenge",
                 row.recipient
             )))
-        };
-    }
-    let backups = app
-        .store
-        .key_backups(election_id, Some(&row.recipient))
-        .await?;
-    match backups.iter().find(|b| b.sender == row.sender) {
-        None => {
-            return Err(ServiceError::BadRequest(format!(
-                "designated_id: no backup from {guardian_id} to {}",
-                row.recipient
-            )))
         }
-        Some(b) if b.verified != Some(false) => {
-            return Err(ServiceError::Conflict(format!(
-                "{} has not rejected the backup from {guardian_id}: there is nothing to answer",
-                row.recipient
-            )))
-        }
+        // A repeated answer is stored again, harmlessly, and completes what the first
+        // may have left undone.
         Some(_) => {}
+        None => check_rejected(app, election_id, &row).await?,
     }
     app.store
         .answer_key_backup_challenge(election_id, &row)
         .await?;
     finish_if_complete(app, &election).await
+}
+
+/// The backup the answer is for exists and was rejected.
+async fn check_rejected(
+    app: &App,
+    election_id: &str,
+    answer: &KeyChallengeRow,
+) -> ServiceResult<()> {
+    let backups = app
+        .store
+        .key_backups(election_id, Some(&answer.recipient))
+        .await?;
+    match backups.iter().find(|b| b.sender == answer.sender) {
+        None => Err(ServiceError::BadRequest(format!(
+            "designated_id: no backup from {} to {}",
+            answer.sender, answer.recipient
+        ))),
+        Some(b) if b.verified != Some(false) => Err(ServiceError::Conflict(format!(
+            "{} has not rejected the backup from {}: there is nothing to answer",
+            answer.recipient, answer.sender
+        ))),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The answer's addressing and commitments are the announced ones, and its coordinate
