@@ -1,11 +1,35 @@
 //! One AMQP connection and its confirming publisher channel, opened on first use and
-//! reopened after a failure: what the work queue and the referendum's vote queue share.
+//! reopened after a failure, and pipelined confirmed publishing on it: what the work
+//! queue and the referendum's vote queue share.
 
 use std::future::Future;
 
-use lapin::options::ConfirmSelectOptions;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
+
+/// A message to publish with a confirm.
+pub struct Outgoing<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub body: &'a [u8],
+    pub properties: BasicProperties,
+}
+
+/// What [`AmqpLink::publish_confirmed`] achieved: how many messages, counted from the
+/// first, the broker confirmed, and what stopped the rest.
+pub struct Confirmed {
+    pub stored: usize,
+    pub error: Option<PublishError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    #[error("the broker refused a message for {0}")]
+    Refused(String),
+}
 
 struct Link {
     connection: Connection,
@@ -50,6 +74,30 @@ impl AmqpLink {
             .await
     }
 
+    /// Sends every message before awaiting any confirm: one round trip for the batch.
+    /// After a failure or a refusal the link is dropped, so the next call reconnects.
+    pub async fn publish_confirmed<'m, F, Fut>(
+        &self,
+        declare: F,
+        messages: impl Iterator<Item = Outgoing<'m>>,
+    ) -> Confirmed
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = Result<(), lapin::Error>>,
+    {
+        let confirmed = match self.publisher(declare).await {
+            Ok(channel) => send_then_confirm(&channel, messages).await,
+            Err(e) => Confirmed {
+                stored: 0,
+                error: Some(e.into()),
+            },
+        };
+        if confirmed.error.is_some() {
+            self.forget().await;
+        }
+        confirmed
+    }
+
     /// Drops the link after a failure: the next call reconnects.
     pub async fn forget(&self) {
         *self.link.lock().await = None;
@@ -82,4 +130,46 @@ where
         });
     }
     Ok(slot.as_ref().expect("opened above"))
+}
+
+async fn send_then_confirm<'m>(
+    channel: &Channel,
+    messages: impl Iterator<Item = Outgoing<'m>>,
+) -> Confirmed {
+    let mut confirms = Vec::with_capacity(messages.size_hint().0);
+    let mut send_error = None;
+    for message in messages {
+        let sent = channel
+            .basic_publish(
+                message.exchange.into(),
+                message.routing_key.into(),
+                BasicPublishOptions::default(),
+                message.body,
+                message.properties,
+            )
+            .await;
+        match sent {
+            Ok(confirm) => confirms.push((message.routing_key, confirm)),
+            Err(e) => {
+                send_error = Some(e.into());
+                break;
+            }
+        }
+    }
+    let (mut stored, mut error) = (0, None);
+    for (routing_key, confirm) in confirms {
+        match confirm.await {
+            Ok(c) if c.is_ack() => stored += usize::from(error.is_none()),
+            Ok(_) => {
+                error.get_or_insert(PublishError::Refused(routing_key.to_owned()));
+            }
+            Err(e) => {
+                error.get_or_insert(e.into());
+            }
+        }
+    }
+    Confirmed {
+        stored,
+        error: error.or(send_error),
+    }
 }

@@ -15,14 +15,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer, ExchangeKind};
 use tokio::sync::Mutex;
 
-use crate::adapters::amqp_link::AmqpLink;
+use crate::adapters::amqp_link::{AmqpLink, Outgoing};
 use crate::domain::QueueName;
 use crate::ports::queue::{Delivery, Published, QueueError, Settle, WorkQueue};
 
@@ -86,57 +86,16 @@ impl Broker {
         }
     }
 
-    /// Sends every message before waiting for any confirm: one round trip for the batch.
-    /// After a failure or a refusal the link is dropped, so the next call reconnects.
+    /// Sends every message before awaiting any confirm: one round trip for the batch.
     async fn send_all<'a>(&self, messages: impl Iterator<Item = Outgoing<'a>>) -> Published {
-        let channel = match self.publisher().await {
-            Ok(channel) => channel,
-            Err(e) => {
-                return Published {
-                    stored: 0,
-                    error: Some(e),
-                }
-            }
-        };
-        let mut confirms = Vec::with_capacity(messages.size_hint().0);
-        let mut send_error = None;
-        for message in messages {
-            let sent = channel
-                .basic_publish(
-                    message.exchange.into(),
-                    message.routing_key.into(),
-                    BasicPublishOptions::default(),
-                    message.body,
-                    message.properties,
-                )
-                .await;
-            match sent {
-                Ok(confirm) => confirms.push((message.routing_key, confirm)),
-                Err(e) => {
-                    send_error = Some(broker(e));
-                    break;
-                }
-            }
+        let confirmed = self
+            .link
+            .publish_confirmed(declare_topology, messages)
+            .await;
+        Published {
+            stored: confirmed.stored,
+            error: confirmed.error.map(|e| QueueError::Broker(e.to_string())),
         }
-        let (mut stored, mut error) = (0, None);
-        for (routing_key, confirm) in confirms {
-            match confirm.await {
-                Ok(c) if c.is_ack() => stored += usize::from(error.is_none()),
-                Ok(_) => {
-                    error.get_or_insert(QueueError::Broker(format!(
-                        "the broker refused a message for {routing_key}"
-                    )));
-                }
-                Err(e) => {
-                    error.get_or_insert(broker(e));
-                }
-            }
-        }
-        let error = error.or(send_error);
-        if error.is_some() {
-            self.forget_link().await;
-        }
-        Published { stored, error }
     }
 
     async fn consumer_channel(&self, queue: QueueName) -> Result<(Channel, Consumer), QueueError> {
@@ -236,14 +195,6 @@ async fn declare_topology(channel: Channel) -> Result<(), lapin::Error> {
         }
     }
     Ok(())
-}
-
-/// A message to publish with a confirm.
-struct Outgoing<'a> {
-    exchange: &'a str,
-    routing_key: &'a str,
-    body: &'a [u8],
-    properties: BasicProperties,
 }
 
 impl<'a> Outgoing<'a> {

@@ -47,8 +47,6 @@ pub enum VoteQueueError {
     Broker(String),
     #[error("vote queue store: {0}")]
     Store(#[from] sqlx::Error),
-    #[error("the broker refused {0} of the published messages")]
-    Refused(usize),
 }
 
 /// How the adapter that produced a delivery finds it again to settle it.

@@ -32,8 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer};
@@ -44,7 +43,7 @@ use super::envelope::{self, MAX_PARTS};
 use super::queue::{Receipt, Stream, VoteDelivery, VoteQueue, VoteQueueError};
 use super::review::REVIEW_POLICY;
 use super::validate::VALIDATE_POLICY;
-use crate::adapters::amqp_link::AmqpLink;
+use crate::adapters::amqp_link::{AmqpLink, Outgoing};
 
 const PERSISTENT: u8 = 2;
 /// The content type that marks an envelope; any other message is one part.
@@ -154,49 +153,24 @@ impl Broker {
         messages: &[Vec<u8>],
         properties: BasicProperties,
     ) -> Result<(), VoteQueueError> {
-        let channel = self.publisher().await?;
-        let mut confirms = Vec::with_capacity(messages.len());
-        for message in messages {
-            let confirm = channel
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions::default(),
-                    message,
-                    properties.clone(),
-                )
-                .await
-                .map_err(broker)?;
-            confirms.push(confirm);
-        }
-        let mut refused = 0;
-        for confirm in confirms {
-            if !confirm.await.map_err(broker)?.is_ack() {
-                refused += 1;
-            }
-        }
-        if refused > 0 {
-            return Err(VoteQueueError::Refused(refused));
-        }
-        Ok(())
-    }
-
-    /// [`Self::publish_all`], dropping the link after a failure so the next
-    /// call reconnects.
-    async fn publish_or_forget(
-        &self,
-        queue: &str,
-        messages: &[Vec<u8>],
-        properties: BasicProperties,
-    ) -> Result<(), VoteQueueError> {
         if messages.is_empty() {
             return Ok(());
         }
-        let published = self.publish_all(queue, messages, properties).await;
-        if published.is_err() {
-            self.forget_link().await;
+        let outgoing = messages.iter().map(|body| Outgoing {
+            exchange: "",
+            routing_key: queue,
+            body,
+            properties: properties.clone(),
+        });
+        match self
+            .link
+            .publish_confirmed(declare_topology, outgoing)
+            .await
+            .error
+        {
+            Some(err) => Err(VoteQueueError::Broker(err.to_string())),
+            None => Ok(()),
         }
-        published
     }
 
     async fn passive_count(&self, name: &str) -> Result<u64, VoteQueueError> {
@@ -355,8 +329,11 @@ fn amqp_parts(receipts: Vec<Receipt>) -> impl Iterator<Item = AmqpReceipt> {
     })
 }
 
-async fn settle_all(receipts: Vec<Receipt>, requeue: bool) -> Result<(), VoteQueueError> {
-    for part in amqp_parts(receipts) {
+async fn settle_all(
+    parts: impl IntoIterator<Item = AmqpReceipt>,
+    requeue: bool,
+) -> Result<(), VoteQueueError> {
+    for part in parts {
         part.settle(requeue).await.map_err(broker)?;
     }
     Ok(())
@@ -368,7 +345,7 @@ impl VoteQueue for AmqpVoteQueue {
         let envelopes: Vec<Vec<u8>> = bodies.chunks(MAX_PARTS).map(envelope::pack).collect();
         let properties = persistent().with_content_type(ENVELOPE_TYPE.into());
         self.0
-            .publish_or_forget(stream.queue_name(), &envelopes, properties)
+            .publish_all(stream.queue_name(), &envelopes, properties)
             .await
     }
 
@@ -419,11 +396,11 @@ impl VoteQueue for AmqpVoteQueue {
     }
 
     async fn ack(&self, _stream: Stream, receipts: Vec<Receipt>) -> Result<(), VoteQueueError> {
-        settle_all(receipts, false).await
+        settle_all(amqp_parts(receipts), false).await
     }
 
     async fn requeue(&self, _stream: Stream, receipts: Vec<Receipt>) -> Result<(), VoteQueueError> {
-        settle_all(receipts, true).await
+        settle_all(amqp_parts(receipts), true).await
     }
 
     /// Publishes each part on its own to `<name>.dead`, with the reason in an
@@ -443,13 +420,13 @@ impl VoteQueue for AmqpVoteQueue {
             AMQPValue::LongString(reason.into()),
         );
         self.0
-            .publish_or_forget(
+            .publish_all(
                 &dead_queue(stream),
                 &bodies,
                 persistent().with_headers(headers),
             )
             .await?;
-        settle_all(parts.into_iter().map(Receipt::Amqp).collect(), false).await
+        settle_all(parts, false).await
     }
 
     async fn depth(&self, stream: Stream) -> Result<u64, VoteQueueError> {
