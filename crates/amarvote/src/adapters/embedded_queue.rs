@@ -99,15 +99,25 @@ impl EmbeddedQueue {
     }
 }
 
+/// Stores one message, visible at once.
+async fn enqueue<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    queue: QueueName,
+    body: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO queue_messages (queue, body, visible_at) VALUES ($1, $2, $3)")
+        .bind(queue.as_str())
+        .bind(body)
+        .bind(now_ms())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl WorkQueue for EmbeddedQueue {
     async fn publish(&self, queue: QueueName, body: &[u8]) -> Result<(), QueueError> {
-        sqlx::query("INSERT INTO queue_messages (queue, body, visible_at) VALUES ($1, $2, $3)")
-            .bind(queue.as_str())
-            .bind(body)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
+        enqueue(&self.pool, queue, body).await?;
         self.wakeups[&queue].notify_one();
         Ok(())
     }
@@ -117,14 +127,7 @@ impl WorkQueue for EmbeddedQueue {
         let stored = async {
             let mut tx = self.pool.begin().await?;
             for (queue, body) in messages {
-                sqlx::query(
-                    "INSERT INTO queue_messages (queue, body, visible_at) VALUES ($1, $2, $3)",
-                )
-                .bind(queue.as_str())
-                .bind(body)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
+                enqueue(&mut *tx, *queue, body).await?;
             }
             tx.commit().await
         }
