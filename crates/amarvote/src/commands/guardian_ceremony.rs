@@ -233,14 +233,14 @@ pub async fn run(args: &KeystoreArgs) -> Result<()> {
     )
     .await?;
     let me = secret.key_pair.owner_id.clone();
-    if guardian.status().await?["state"] == "key_ceremony" {
-        take_part(&guardian, &mut secret, deadline).await?;
+    let mut status = guardian.status().await?;
+    if status["state"] == "key_ceremony" {
+        status = take_part(&guardian, &mut secret, deadline).await?;
     } else {
         println!("{me}: the key ceremony is already complete");
     }
     // Also on a rerun after the ceremony ended: an answer may have come after we stopped waiting.
-    let records: Vec<GuardianRecord> =
-        from_json(&guardian.status().await?["public_keys"].to_string())?;
+    let records: Vec<GuardianRecord> = from_json(&status["public_keys"].to_string())?;
     let others: Vec<ElectionPublicKey> = records.iter().map(ElectionPublicKey::from).collect();
     collect_answers(&guardian, &mut secret, &others).await?;
     let election = &guardian.credential.election_id;
@@ -261,12 +261,12 @@ pub async fn run(args: &KeystoreArgs) -> Result<()> {
 }
 
 /// Announce, send backups, check the ones received, and wait for the joint key, answering
-/// rejections of our backups on the way.
+/// rejections of our backups on the way. Returns the completed ceremony's status.
 async fn take_part(
     guardian: &Guardian<'_>,
     secret: &mut GuardianSecret,
     deadline: Instant,
-) -> Result<()> {
+) -> Result<Value> {
     let me = secret.key_pair.share();
     let token = &guardian.credential.token;
     let announcement = to_reference_json(&GuardianRecord::from(&me));
@@ -342,8 +342,7 @@ async fn take_part(
         .wait_for("the joint key", deadline, Some(&answerer), |s| {
             s["state"] != "key_ceremony"
         })
-        .await?;
-    Ok(())
+        .await
 }
 
 /// Takes into the keystore the coordinates senders published in answer to our rejections.
