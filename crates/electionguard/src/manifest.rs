@@ -213,6 +213,9 @@ impl ContestDescription {
     }
 
     /// The reference's placeholder selections: one per seat, numbered after the last selection.
+    /// A record's manifest is untrusted input: more seats than selections (which
+    /// `validate` refuses) yields no more placeholders than selections, and orders that
+    /// would overflow are left out, so this never panics or allocates without bound.
     pub fn placeholder_selections(&self) -> Vec<SelectionDescription> {
         let max = self
             .ballot_selections
@@ -220,9 +223,10 @@ impl ContestDescription {
             .map(|s| s.sequence_order)
             .max()
             .unwrap_or(0);
-        (0..self.number_elected)
-            .map(|i| {
-                let order = max + 1 + i;
+        let seats = self.number_elected.min(self.ballot_selections.len() as u64);
+        (0..seats)
+            .filter_map(|i| max.checked_add(1 + i))
+            .map(|order| {
                 let id = format!("{}-{}", self.object_id, order);
                 SelectionDescription {
                     object_id: format!("{id}-placeholder"),
@@ -387,6 +391,14 @@ impl ContestDescription {
             .is_some_and(|allowed| self.number_elected > allowed)
         {
             return fail("number_elected exceeds votes_allowed".into());
+        }
+        let last = self
+            .ballot_selections
+            .iter()
+            .map(|s| s.sequence_order)
+            .max();
+        if last.is_some_and(|last| last.checked_add(self.number_elected).is_none()) {
+            return fail("sequence_order leaves no room for the placeholder selections".into());
         }
         if !units.contains(&self.electoral_district_id) {
             return fail(format!(
@@ -562,5 +574,29 @@ mod tests {
         );
         assert_eq!(iso_utc("2020-13-01T00:00:00"), None);
         assert_eq!(iso_utc("tomorrow"), None);
+    }
+
+    fn contest(number_elected: u64, last_order: u64) -> ContestDescription {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/fixtures/electionguard-python-1.4/manifest.json"
+        ))
+        .expect("the reference fixture");
+        let manifest: Manifest = crate::json::from_json(&text).unwrap();
+        let mut contest = manifest.contests[0].clone();
+        contest.number_elected = number_elected;
+        contest.ballot_selections.last_mut().unwrap().sequence_order = last_order;
+        contest
+    }
+
+    /// Found by the fuzzer (fuzz/corpus/election_json/crash-placeholder-*.json).
+    #[test]
+    fn a_hostile_contest_yields_bounded_placeholders_without_panicking() {
+        let huge = contest(u64::MAX, 3);
+        assert!(huge.placeholder_selections().len() <= huge.ballot_selections.len());
+        let at_the_edge = contest(1, u64::MAX);
+        assert!(at_the_edge.placeholder_selections().is_empty());
+        let honest = contest(1, 1000);
+        assert_eq!(honest.placeholder_selections()[0].sequence_order, 1001);
     }
 }
