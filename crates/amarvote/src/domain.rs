@@ -17,6 +17,20 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", hex(&bytes))
 }
 
+/// Checks an identifier that a voter or an administrator chose: it may become a file
+/// name, a key or a query parameter, so it is 1 to 64 of `A-Z a-z 0-9 _ -` and nothing
+/// else. The error names the field.
+pub fn check_id(field: &str, value: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if (1..=64).contains(&value.len()) && value.chars().all(plain) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -"
+        ))
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -216,5 +230,27 @@ mod tests {
         let a = new_id("job");
         assert!(a.starts_with("job-") && a.len() == 28);
         assert_ne!(a, new_id("job"));
+    }
+    #[test]
+    fn identifiers_that_could_leave_a_directory_or_a_key_are_refused() {
+        for good in ["ballot-1", "A_b-9", &"x".repeat(64), &new_id("ballot")] {
+            assert_eq!(check_id("id", good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "/../manifest",
+            "..",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "a b",
+            "é",
+            "a.json",
+            &"x".repeat(65),
+            "a\nb",
+        ] {
+            let refused = check_id("object_id", bad).unwrap_err();
+            assert!(refused.starts_with("object_id "), "{bad:?}: {refused}");
+        }
     }
 }

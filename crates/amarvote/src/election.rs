@@ -23,7 +23,7 @@ use electionguard::manifest::{
     BallotStyle, Candidate, ContestDescription, GeopoliticalUnit, InternationalizedText, Language,
     Manifest, SelectionDescription,
 };
-use electionguard::record::{ElectionConstants, ElectionRecord};
+use electionguard::record::{BallotBox, DeviceChain, ElectionConstants, ElectionRecord};
 use electionguard::tally::CiphertextTally;
 use rayon::prelude::*;
 
@@ -411,6 +411,7 @@ pub fn finish(
         .iter()
         .map(|&a| ceremony.public_keys[a].clone())
         .collect();
+    let ballot_box = declare_ballot_box(&device, &ballots);
     let record = ElectionRecord {
         constants: ElectionConstants::standard(),
         manifest,
@@ -428,8 +429,23 @@ pub fn finish(
         }),
         tally: Some(tally),
         spoiled_ballots,
+        ballot_box: Some(ballot_box),
     };
     Ok(CompletedElection { record, expected })
+}
+
+/// What a ballot box of one device's chain declares: its counts and the chain's end.
+pub fn declare_ballot_box(device: &EncryptionDevice, ballots: &[CiphertextBallot]) -> BallotBox {
+    let spoiled = ballots.iter().filter(|b| b.is_spoiled()).count() as u64;
+    BallotBox {
+        cast: ballots.len() as u64 - spoiled,
+        spoiled,
+        devices: vec![DeviceChain {
+            device_id: device.device_id,
+            ballots: ballots.len() as u64,
+            last_code: ballots.last().map(|b| b.code.clone()),
+        }],
+    }
 }
 
 /// The context for the ceremony's joint key.

@@ -43,6 +43,11 @@ enum Command {
     Verify {
         /// The record's directory.
         dir: PathBuf,
+        /// The record comes from a producer that publishes no ballot-box declaration
+        /// (`ballot_box.json`), such as electionguard-python: gaps in its code chains and
+        /// its ballot counts are then reported as not proven instead of failing.
+        #[arg(long)]
+        foreign: bool,
     },
 }
 
@@ -92,7 +97,7 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(commands::guardian::run(command)))
         }
         Command::Record(args) => runtime().and_then(|rt| rt.block_on(commands::record::run(&args))),
-        Command::Verify { dir } => commands::verify::run(&dir),
+        Command::Verify { dir, foreign } => commands::verify::run(&dir, foreign),
         Command::Referendum(command) => commands::referendum::run(command),
     };
     match result {

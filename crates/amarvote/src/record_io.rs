@@ -53,10 +53,47 @@ pub fn read_record(dir: &Path) -> Result<ElectionRecord> {
         coefficients: read_optional(&dir.join(layout::COEFFICIENTS))?,
         tally: read_optional(&dir.join(layout::TALLY))?,
         spoiled_ballots: read_all(&dir.join(layout::SPOILED_BALLOTS_DIR))?,
+        ballot_box: read_optional(&dir.join(layout::BALLOT_BOX))?,
     })
 }
 
+/// Checks that a record file name is one of the layout's, as a plain relative path: a
+/// known top-level file, or `DIR/PREFIX<id>.json` in a known directory with an id of
+/// `A-Z a-z 0-9 _ -`. Anything else (`..`, an absolute path, a NUL, a deeper path) could
+/// write outside the record's directory or over another of its files.
+pub fn check_record_path(name: &str) -> Result<(), String> {
+    const TOP: [&str; 7] = [
+        layout::CONSTANTS,
+        layout::MANIFEST,
+        layout::CONTEXT,
+        layout::ENCRYPTED_TALLY,
+        layout::COEFFICIENTS,
+        layout::TALLY,
+        layout::BALLOT_BOX,
+    ];
+    const NAMED: [(&str, &str); 4] = [
+        (layout::DEVICES_DIR, "device_"),
+        (layout::GUARDIANS_DIR, "guardian_"),
+        (layout::SUBMITTED_BALLOTS_DIR, "submitted_ballot_"),
+        (layout::SPOILED_BALLOTS_DIR, "spoiled_ballot_"),
+    ];
+    if TOP.contains(&name) {
+        return Ok(());
+    }
+    let named = name.split_once('/').and_then(|(dir, file)| {
+        let (_, prefix) = NAMED.iter().find(|(d, _)| *d == dir)?;
+        file.strip_prefix(prefix)?.strip_suffix(".json")
+    });
+    match named {
+        Some(id) if crate::domain::check_id("id", id).is_ok() => Ok(()),
+        _ => Err(format!("{name:?} is not a file of the record's layout")),
+    }
+}
+
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<()> {
+    if let Err(e) = check_record_path(name) {
+        bail!("refusing to write {e}");
+    }
     let path = dir.join(name);
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)
@@ -92,5 +129,56 @@ pub fn write_record(dir: &Path, record: &ElectionRecord) -> Result<()> {
     for ballot in &record.spoiled_ballots {
         write_json(dir, &layout::spoiled_ballot(&ballot.object_id), ballot)?;
     }
+    if let Some(ballot_box) = &record.ballot_box {
+        write_json(dir, layout::BALLOT_BOX, ballot_box)?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_layouts_own_names_are_record_files() {
+        for good in [
+            "manifest.json",
+            "ballot_box.json",
+            "encryption_devices/device_1007.json",
+            "guardians/guardian_guardian-1.json",
+            "submitted_ballots/submitted_ballot_ballot-3f_A.json",
+            "spoiled_ballots/spoiled_ballot_b1.json",
+        ] {
+            assert_eq!(check_record_path(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "submitted_ballots/submitted_ballot_/../../manifest.json",
+            "submitted_ballots/submitted_ballot_/../../../../api/x.json",
+            "/etc/passwd",
+            "../manifest.json",
+            "submitted_ballots/submitted_ballot_a\0b.json",
+            "submitted_ballots/submitted_ballot_.json",
+            "submitted_ballots/x/submitted_ballot_a.json",
+            "guardians/submitted_ballot_a.json",
+            "notes.txt",
+            "",
+        ] {
+            assert!(check_record_path(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_record_with_a_ballot_id_that_leaves_the_directory_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = write_json(
+            dir.path(),
+            "submitted_ballots/submitted_ballot_/../../../x.json",
+            &1u8,
+        );
+        assert!(refused
+            .unwrap_err()
+            .to_string()
+            .contains("refusing to write"));
+        assert!(!dir.path().join("../x.json").exists());
+    }
 }

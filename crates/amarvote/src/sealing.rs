@@ -61,14 +61,34 @@ impl ServerKey {
         ServerKey(key)
     }
 
-    /// Reads the key file of a data directory, creating it (mode 0600) on first use.
+    /// The server key of a deployment, refused when weak: it must be 64 hex digits of a
+    /// random key, not a placeholder such as all zeros or a short repeated pattern.
+    pub fn from_hex_strong(text: &str) -> anyhow::Result<ServerKey> {
+        let key = ServerKey::from_hex(text.trim())
+            .map_err(|e| anyhow::anyhow!("{e}; make one with: openssl rand -hex 32"))?;
+        let distinct: std::collections::HashSet<u8> = key.0.iter().copied().collect();
+        // A random 32-byte key has ~30 distinct bytes; fewer than 16 happens with
+        // probability far below 2^-100, so this refuses only made-up keys.
+        if distinct.len() < 16 {
+            anyhow::bail!(
+                "the server key is weak ({} distinct bytes): make a random one with: openssl rand -hex 32",
+                distinct.len()
+            );
+        }
+        Ok(key)
+    }
+
+    /// Reads the key file of a data directory, creating it (mode 0600) on first use. An
+    /// existing file that others may read, or that holds a weak key, is refused.
     pub fn load_or_create(path: &Path) -> anyhow::Result<ServerKey> {
         if path.exists() {
+            refuse_shared_file(path)?;
             let text = Zeroizing::new(
                 std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?,
             );
-            return ServerKey::from_hex(text.trim());
+            return ServerKey::from_hex_strong(&text)
+                .with_context(|| format!("{} holds no usable server key", path.display()));
         }
         let key = ServerKey::generate();
         let hex = Zeroizing::new(crate::domain::hex(key.0.as_ref()));
@@ -86,7 +106,65 @@ impl ServerKey {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Refuses a token that could be guessed: shorter than 32 characters or made of few.
+pub fn check_admin_token(token: &str) -> anyhow::Result<()> {
+    let distinct: std::collections::HashSet<char> = token.chars().collect();
+    if token.chars().count() < 32 || distinct.len() < 8 {
+        anyhow::bail!(
+            "the administrator token must be at least 32 characters of a random value; make one with: openssl rand -hex 16"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a secret file that its group or other users may read or write.
+pub fn refuse_shared_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "{} is readable by other users (mode {:o}): restrict it with chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Creates a directory only its owner may enter (0700), and makes an existing one so.
+pub fn private_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict {}", path.display()))
+}
+
+/// Creates an empty file readable only by its owner (0600) unless it exists: a database
+/// opened on it afterwards (and SQLite's WAL and shared-memory files, which take the
+/// database file's mode) is never readable by others, not even for a moment.
+pub fn private_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

@@ -69,37 +69,11 @@ async fn whole_election_on_postgres_and_rabbitmq() {
     .passed());
 }
 
-/// Creates an election of one 1-of-3 contest with `voters` credentials.
-async fn small_election(
-    client: &Client,
-    admin: &str,
-    voters: u32,
-) -> (String, Vec<String>, serde_json::Value) {
-    let created = client
-        .post("/api/elections", Some(admin), &json!({ "title": "T", "contests": [{ "title": "C", "candidates": ["a", "b", "c"] }], "guardians": 3, "quorum": 2 }))
-        .await
-        .unwrap();
-    let id = created["election_id"].as_str().unwrap().to_string();
-    let voters = client
-        .post(
-            &format!("/api/elections/{id}/voters"),
-            Some(admin),
-            &json!({ "count": voters }),
-        )
-        .await
-        .unwrap();
-    (
-        id,
-        serde_json::from_value(voters["credentials"].clone()).unwrap(),
-        created,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered() {
     let server = common::embedded().await;
     let client = Client::new(&server.url);
-    let (id, voters, created) = small_election(&client, &server.admin, 20).await;
+    let (id, voters, created) = common::small_election(&client, &server.admin, 20).await;
     for (i, voter) in voters.iter().enumerate() {
         common::cast(
             &client,
@@ -149,7 +123,7 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
             .await
             .unwrap();
     }
-    wait_done(&client, job).await;
+    common::wait_done(&client, job).await;
     common::consent(&client, &id, &created, 2).await;
     demo_server::run_job(&client, &server.admin, &id, "decrypt")
         .await
@@ -184,48 +158,14 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
     }
 }
 
-async fn wait_done(client: &Client, job: &str) {
-    for _ in 0..600 {
-        let status = client.get(&format!("/api/jobs/{job}")).await.unwrap();
-        if status["state"] == "done" {
-            assert_eq!(status["processed_chunks"], status["total_chunks"]);
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("job {job} did not finish");
-}
-
-async fn status_of(
-    server: &common::TestServer,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, serde_json::Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{}{path}", server.url))
-        .body(body.to_string())
-        .header("content-type", "application/json");
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        response.json().await.unwrap_or(serde_json::Value::Null),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
     let server = common::embedded().await;
     let client = Client::new(&server.url);
-    let (id, voters, _) = small_election(&client, &server.admin, 3).await;
+    let (id, voters, _) = common::small_election(&client, &server.admin, 3).await;
     let post = reqwest::Method::POST;
 
-    let (status, body) = status_of(
+    let (status, body) = common::status_of(
         &server,
         post.clone(),
         "/api/elections/nope/ballots/encrypt",
@@ -234,7 +174,7 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
     )
     .await;
     assert_eq!(status, 404, "{body}");
-    let (status, body) = status_of(
+    let (status, body) = common::status_of(
         &server,
         post.clone(),
         "/api/elections",
@@ -250,7 +190,7 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
             .starts_with("contests: invalid type"),
         "the error names the field: {body}"
     );
-    let (status, body) = status_of(
+    let (status, body) = common::status_of(
         &server,
         post.clone(),
         "/api/elections",
@@ -263,7 +203,7 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
         body["error"].as_str().unwrap().contains("malformed body"),
         "{body}"
     );
-    let (status, body) = status_of(
+    let (status, body) = common::status_of(
         &server,
         post.clone(),
         "/api/elections",
@@ -272,7 +212,7 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    let (status, _) = status_of(
+    let (status, _) = common::status_of(
         &server,
         post.clone(),
         "/api/elections",
@@ -285,7 +225,7 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
     let overvote =
         json!({ "choices": { "contest-1": ["contest-1-selection-1", "contest-1-selection-2"] } })
             .to_string();
-    let (status, body) = status_of(
+    let (status, body) = common::status_of(
         &server,
         post.clone(),
         &format!("/api/elections/{id}/ballots/encrypt"),
@@ -299,7 +239,7 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
         "{body}"
     );
 
-    let (status, _) = status_of(
+    let (status, _) = common::status_of(
         &server,
         post.clone(),
         &format!("/api/elections/{id}/ballots/encrypt"),
@@ -310,28 +250,21 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
     assert_eq!(status, 401);
 
     common::cast(&client, &id, &voters[0], "contest-1-selection-1").await;
-    let again = client
-        .post(
-            &format!("/api/elections/{id}/ballots/encrypt"),
-            Some(&voters[0]),
-            &json!({ "choices": {} }),
-        )
-        .await
-        .unwrap();
-    let (status, body) = status_of(
+    let (status, body) = common::status_of(
         &server,
         post.clone(),
-        &format!(
-            "/api/elections/{id}/ballots/{}/cast",
-            again["ballot_id"].as_str().unwrap()
-        ),
+        &format!("/api/elections/{id}/ballots/encrypt"),
         Some(&voters[0]),
-        "{}",
+        r#"{"choices":{}}"#,
     )
     .await;
-    assert_eq!(status, 409, "second ballot from the same voter: {body}");
+    assert_eq!(
+        status, 409,
+        "a used credential encrypts no second ballot: {body}"
+    );
 
-    let ballot = client_encrypted_ballot(&server, &id).await;
+    let mut device = common::VoterDevice::register(&server, &id, &voters[1], 501).await;
+    let ballot = common::without_nonces(&device.encrypt("client-ballot-1", 3));
     let mut tampered = ballot.clone();
     let proof = tampered.contests[0].ballot_selections[0]
         .proof
@@ -349,7 +282,7 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
         body["error"].as_str().unwrap().contains("manifest hash"),
         "{body}"
     );
-    let (status, body) = status_of(
+    let (status, body) = common::status_of(
         &server,
         post.clone(),
         &format!("/api/elections/{id}/ballots"),
@@ -393,53 +326,13 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
     assert_eq!(lookup["state"], "cast");
 }
 
-/// A ballot encrypted the way a voter's own device would, from the published manifest and context.
-async fn client_encrypted_ballot(
-    server: &common::TestServer,
-    id: &str,
-) -> electionguard::ballot::CiphertextBallot {
-    let election = server.app.election(id).await.unwrap();
-    let crypto = server.app.crypto(&election).await.unwrap();
-    let mut rng = amarvote::election::ChoiceRng::new(3);
-    let plaintext = amarvote::election::random_ballot(&crypto.manifest, 900, &mut rng);
-    let encryptor = electionguard::encrypt::Encryptor::with_key(
-        &crypto.manifest,
-        &crypto.context,
-        crypto.key.clone(),
-    );
-    let ballot = encryptor
-        .encrypt(
-            &plaintext,
-            &crypto.context.manifest_hash,
-            &electionguard::group::ElementModQ::random(),
-            1_700_000_000,
-        )
-        .unwrap();
-    ballot
-        .submit(electionguard::ballot::BallotBoxState::Unknown)
-        .clone_without_state()
-}
-
-trait WithoutState {
-    fn clone_without_state(&self) -> Self;
-}
-
-impl WithoutState for electionguard::ballot::CiphertextBallot {
-    fn clone_without_state(&self) -> Self {
-        electionguard::ballot::CiphertextBallot {
-            state: None,
-            ..self.clone()
-        }
-    }
-}
-
 async fn submit(
     server: &common::TestServer,
     id: &str,
     voter: &str,
     ballot: &electionguard::ballot::CiphertextBallot,
 ) -> (u16, serde_json::Value) {
-    status_of(
+    common::status_of(
         server,
         reqwest::Method::POST,
         &format!("/api/elections/{id}/ballots"),

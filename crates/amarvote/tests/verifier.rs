@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use amarvote::record_io::{read_record, write_record};
 use electionguard::group::{ElementModP, ElementModQ};
 use electionguard::record::ElectionRecord;
-use electionguard::verify::{verify_record, VerificationReport};
+use electionguard::verify::{verify_record_with, BallotBoxPolicy, VerificationReport};
 
 fn fixture(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,6 +18,12 @@ fn fixture(name: &str) -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// The reference fixtures declare no ballot box (the reference library publishes none):
+/// they are verified as foreign records, completeness not proven.
+fn verify_foreign(record: &ElectionRecord) -> VerificationReport {
+    verify_record_with(record, BallotBoxPolicy::Optional)
 }
 
 fn reference() -> ElectionRecord {
@@ -35,7 +41,7 @@ fn failed(report: &VerificationReport) -> Vec<&'static str> {
 }
 
 fn assert_only_fails(record: &ElectionRecord, check: &str) {
-    let report = verify_record(record);
+    let report = verify_foreign(record);
     let failed = failed(&report);
     assert!(!failed.is_empty(), "tampering was not detected");
     assert!(
@@ -62,9 +68,34 @@ fn both_reference_fixtures_verify() {
         "electionguard-python-1.4",
         "electionguard-1.0-mitre-example",
     ] {
-        let report = verify_record(&read_record(&fixture(name)).unwrap());
+        let report = verify_foreign(&read_record(&fixture(name)).unwrap());
         assert!(report.passed(), "{name}: {:?}", failed(&report));
     }
+}
+
+/// `amarvote verify` demands a ballot-box declaration unless told the record is foreign.
+#[test]
+fn the_command_proves_completeness_unless_the_record_is_foreign() {
+    let dir = fixture("electionguard-python-1.4");
+    let run = |foreign: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_amarvote"));
+        command.arg("verify").arg(&dir);
+        if foreign {
+            command.arg("--foreign");
+        }
+        command.output().unwrap()
+    };
+    let strict = run(false);
+    let printed = String::from_utf8_lossy(&strict.stdout);
+    assert!(!strict.status.success(), "{printed}");
+    assert!(
+        printed.contains("[FAIL] ballot box completeness"),
+        "{printed}"
+    );
+    let foreign = run(true);
+    let printed = String::from_utf8_lossy(&foreign.stdout);
+    assert!(foreign.status.success(), "{printed}");
+    assert!(printed.contains("not proven"), "{printed}");
 }
 
 #[test]
@@ -72,7 +103,7 @@ fn a_changed_selection_ciphertext_is_caught() {
     let mut record = reference();
     let selection = &mut record.submitted_ballots[1].contests[0].ballot_selections[0];
     selection.ciphertext.pad = bump_p(&selection.ciphertext.pad);
-    let report = verify_record(&record);
+    let report = verify_foreign(&record);
     // The ballot is cast, so the encrypted tally no longer matches either.
     assert_eq!(
         failed(&report),
@@ -108,7 +139,7 @@ fn a_changed_commitment_is_caught() {
     let mut record = reference();
     let guardian = &mut record.guardians[1];
     guardian.election_commitments[1] = bump_p(&guardian.election_commitments[1]);
-    let report = verify_record(&record);
+    let report = verify_foreign(&record);
     assert!(
         failed(&report).contains(&"guardian public keys and Schnorr proofs"),
         "{:?}",
@@ -122,7 +153,7 @@ fn a_changed_encrypted_tally_is_caught() {
     let tally = record.encrypted_tally.as_mut().unwrap();
     let selection = tally.contests[0].selections.get_index_mut(1).unwrap().1;
     selection.ciphertext.data = bump_p(&selection.ciphertext.data);
-    let report = verify_record(&record);
+    let report = verify_foreign(&record);
     assert!(
         failed(&report).contains(&"encrypted tally is the product of the cast ballots"),
         "{:?}",
@@ -136,7 +167,7 @@ fn swapped_contests_between_ballots_are_caught() {
     let first = record.submitted_ballots[1].contests[0].clone();
     record.submitted_ballots[1].contests[0] = record.submitted_ballots[2].contests[0].clone();
     record.submitted_ballots[2].contests[0] = first;
-    let report = verify_record(&record);
+    let report = verify_foreign(&record);
     assert!(
         failed(&report).contains(&"ballot hashes, selection and contest proofs"),
         "{:?}",
@@ -153,7 +184,7 @@ fn a_dropped_ballot_is_caught() {
         .position(|b| b.is_cast())
         .unwrap();
     record.submitted_ballots.remove(index);
-    let report = verify_record(&record);
+    let report = verify_foreign(&record);
     assert!(
         failed(&report).contains(&"encrypted tally is the product of the cast ballots"),
         "{:?}",

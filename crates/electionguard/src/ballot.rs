@@ -1,6 +1,7 @@
 //! Plaintext and encrypted ballots, their crypto hashes and ballot codes (tracking codes).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
 
 use crate::elgamal::{ElGamalCiphertext, HashedElGamalCiphertext};
 use crate::group::ElementModQ;
@@ -178,6 +179,70 @@ impl CiphertextBallot {
             }
         }
         ballot
+    }
+
+    /// The path of the first nonce the ballot still carries (`nonce`,
+    /// `contests[0].nonce`, `contests[0].ballot_selections[2].nonce`), `None` if it
+    /// carries none. A submitted ballot must carry none: a nonce opens its ciphertexts.
+    pub fn carried_nonce(&self) -> Option<String> {
+        if self.nonce.is_some() {
+            return Some("nonce".into());
+        }
+        for (i, contest) in self.contests.iter().enumerate() {
+            if contest.nonce.is_some() {
+                return Some(format!("contests[{i}].nonce"));
+            }
+            if let Some(j) = contest
+                .ballot_selections
+                .iter()
+                .position(|s| s.nonce.is_some())
+            {
+                return Some(format!("contests[{i}].ballot_selections[{j}].nonce"));
+            }
+        }
+        None
+    }
+
+    /// Per contest, in the ballot's order: SHA-256 over the contest's selection
+    /// ciphertexts (pad and data of every selection, placeholders included), so that two
+    /// ballots carrying the same contest are recognised whatever their object ids.
+    ///
+    /// The selections enter in a canonical order (sorted by their own digest), not in
+    /// their listed order: a copier who permutes a victim's selection ciphertexts gets a
+    /// contest whose proofs still verify (each disjunctive proof travels with its
+    /// ciphertext, the constant proof covers their product), so a permutation is a copy.
+    ///
+    /// Whole contests suffice: copying some of a contest's selections without their
+    /// siblings changes the contest's accumulation, and its constant Chaum-Pedersen proof
+    /// then needs the sum of all its selections' nonces, which the copier does not know
+    /// for the victim's. Re-randomising a copied ciphertext likewise needs its nonce to
+    /// prove it again.
+    pub fn contest_fingerprints(&self) -> Vec<[u8; 32]> {
+        self.contests
+            .iter()
+            .map(|contest| {
+                let mut selections: Vec<[u8; 32]> = contest
+                    .ballot_selections
+                    .iter()
+                    .map(|s| {
+                        let mut h = Sha256::new();
+                        for element in [&s.ciphertext.pad, &s.ciphertext.data] {
+                            let bytes = element.to_bytes_be();
+                            h.update((bytes.len() as u64).to_be_bytes());
+                            h.update(&bytes);
+                        }
+                        h.finalize().into()
+                    })
+                    .collect();
+                selections.sort_unstable();
+                let mut h = Sha256::new();
+                h.update((selections.len() as u64).to_be_bytes());
+                for digest in &selections {
+                    h.update(digest);
+                }
+                h.finalize().into()
+            })
+            .collect()
     }
 
     pub fn is_cast(&self) -> bool {

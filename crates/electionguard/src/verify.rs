@@ -9,7 +9,9 @@ use std::collections::{HashMap, HashSet};
 use indexmap::IndexMap;
 use rayon::prelude::*;
 
-use crate::ballot::{CiphertextBallot, CiphertextBallotContest, CiphertextBallotSelection};
+use crate::ballot::{
+    CiphertextBallot, CiphertextBallotContest, CiphertextBallotSelection, EncryptionDevice,
+};
 use crate::context::CiphertextElectionContext;
 use crate::context::{crypto_base_hash, crypto_extended_base_hash};
 use crate::decrypt::{
@@ -19,7 +21,7 @@ use crate::elgamal::{ElGamalCiphertext, EncryptionKey};
 use crate::group::{g_pow_p, ElementModP, ElementModQ};
 use crate::key_ceremony::{joint_key, ElectionPublicKey};
 use crate::manifest::{ContestDescription, Manifest};
-use crate::record::{ElectionConstants, ElectionRecord};
+use crate::record::{DeviceChain, ElectionConstants, ElectionRecord};
 use crate::tally::CiphertextTally;
 
 /// The outcome of one verification step.
@@ -29,7 +31,8 @@ pub struct CheckResult {
     pub checked: usize,
     /// `object: what failed`, one per failing object.
     pub failures: Vec<String>,
-    /// Observations that are not failures (e.g. gaps in a code chain).
+    /// Observations that are not failures (e.g. "not proven: …" where a record declares no
+    /// ballot box and [`BallotBoxPolicy::Optional`] lets it pass).
     pub notes: Vec<String>,
 }
 
@@ -81,8 +84,25 @@ fn ensure(ok: bool, message: impl FnOnce() -> String) -> Outcome {
     }
 }
 
-/// Runs every check of the record.
+/// Whether a record must declare its ballot box (`ballot_box.json`) to pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BallotBoxPolicy {
+    /// Completeness must be proven: a record without a declaration fails.
+    Required,
+    /// For records of producers that publish no declaration (the reference library,
+    /// MITRE's example): a missing declaration and chain gaps become notes ("not
+    /// proven: …"). A declaration that is there is checked all the same.
+    Optional,
+}
+
+/// Runs every check of the record; the record must declare its ballot box.
 pub fn verify_record(record: &ElectionRecord) -> VerificationReport {
+    verify_record_with(record, BallotBoxPolicy::Required)
+}
+
+/// Runs every check of the record, with `policy` deciding whether a record without a
+/// ballot box declaration fails.
+pub fn verify_record_with(record: &ElectionRecord, policy: BallotBoxPolicy) -> VerificationReport {
     let mut report = VerificationReport::default();
     let context = &record.context;
     let mut guardians: Vec<ElectionPublicKey> = record
@@ -112,8 +132,13 @@ pub fn verify_record(record: &ElectionRecord) -> VerificationReport {
         "ballot hashes, selection and contest proofs",
         check_ballots(record, &key),
     );
-    let (results, notes) = check_code_chain(record);
-    report.add_with_notes("ballot code chain", results, notes);
+    report.add("ballot code chain", check_code_chain(record));
+    let (results, notes) = check_completeness(record, policy);
+    report.add_with_notes("ballot box completeness", results, notes);
+    report.add(
+        "no two ballots carry the same contest ciphertexts",
+        check_copies(record),
+    );
     if let Some(tally) = &record.encrypted_tally {
         report.add(
             "encrypted tally is the product of the cast ballots",
@@ -239,10 +264,18 @@ fn check_ballot(
         format!("ballot {id}: state is neither cast nor spoiled")
     })?;
     check_ballot_contents(&record.manifest, &record.context, key, ballot, proofs)?;
+    check_code(ballot)
+}
+
+/// The ballot code (tracking code) is H(code seed, timestamp, crypto hash).
+fn check_code(ballot: &CiphertextBallot) -> Outcome {
     let code =
         CiphertextBallot::compute_code(&ballot.code_seed, ballot.timestamp, &ballot.crypto_hash);
     ensure(code == ballot.code, || {
-        format!("ballot {id}: code is not H(code seed, timestamp, crypto hash)")
+        format!(
+            "ballot {}: code is not H(code seed, timestamp, crypto hash)",
+            ballot.object_id
+        )
     })
 }
 
@@ -288,9 +321,11 @@ fn check_ballot_contents(
 }
 
 /// Checks a ballot offered for casting: it belongs to this election's manifest and
-/// context, its hashes hold, and every proof verifies (batched; a failing batch is
-/// re-checked proof by proof so the error names the selection). The ballot code is not
-/// checked: the ballot box assigns it when it links the ballot into its chain.
+/// context, its hashes hold, its code is H(code seed, timestamp, crypto hash), and every
+/// proof verifies (batched; a failing batch is re-checked proof by proof so the error
+/// names the selection). The code the device computed is the voter's tracking code, so
+/// it must be the code the record publishes; whether the code seed links the ballot into
+/// the device's chain is the ballot box's own check, not this one.
 pub fn verify_submission(
     ballot: &CiphertextBallot,
     manifest: &Manifest,
@@ -298,6 +333,7 @@ pub fn verify_submission(
     key: &EncryptionKey,
 ) -> Result<(), String> {
     check_ballot_contents(manifest, context, key, ballot, Proofs::ChallengesOnly)?;
+    check_code(ballot)?;
     if crate::batch::ballot_proofs_hold(&[ballot], key) {
         return Ok(());
     }
@@ -394,29 +430,205 @@ fn check_selection(
     outcome.map_err(|e| format!("selection proof: {e}"))
 }
 
-/// No two ballots continue the same link of a chain. A seed that is neither a device hash
-/// nor the code of a ballot in the record is a gap (a ballot encrypted but never submitted,
-/// as records of other producers show): reported, not failed. A dropped cast or spoiled
-/// ballot fails the tally or spoiled-ballot checks instead.
-fn check_code_chain(record: &ElectionRecord) -> (Vec<Outcome>, Vec<String>) {
-    let devices: HashSet<ElementModQ> = record.devices.iter().map(|d| d.hash()).collect();
-    let codes: HashSet<&ElementModQ> = record.submitted_ballots.iter().map(|b| &b.code).collect();
+/// No two ballots continue the same link of a chain.
+fn check_code_chain(record: &ElectionRecord) -> Vec<Outcome> {
     let mut seen: HashMap<&ElementModQ, &str> = HashMap::new();
-    let mut notes = Vec::new();
-    let results = record
+    record
         .submitted_ballots
         .iter()
-        .map(|b| {
-            if !devices.contains(&b.code_seed) && !codes.contains(&b.code_seed) {
-                notes.push(format!("ballot {}: chain gap (its code seed is no device hash and no submitted ballot's code)", b.object_id));
-            }
-            match seen.insert(&b.code_seed, &b.object_id) {
-                Some(other) => Err(format!("ballot {}: shares its code seed with ballot {other}", b.object_id)),
-                None => Ok(()),
-            }
+        .map(|b| match seen.insert(&b.code_seed, &b.object_id) {
+            Some(other) => Err(format!(
+                "ballot {}: shares its code seed with ballot {other}",
+                b.object_id
+            )),
+            None => Ok(()),
         })
+        .collect()
+}
+
+/// Ballots whose code seed is neither a published device hash nor another ballot's code:
+/// the ballot before them in their chain is not in the record.
+fn chain_gaps<'a>(
+    ballots: &'a [CiphertextBallot],
+    devices: &HashSet<ElementModQ>,
+    by_code: &HashMap<&ElementModQ, usize>,
+) -> Vec<&'a CiphertextBallot> {
+    ballots
+        .iter()
+        .enumerate()
+        .filter(|(at, b)| {
+            let follows_a_ballot = by_code.get(&b.code_seed).is_some_and(|other| other != at);
+            !devices.contains(&b.code_seed) && !follows_a_ballot
+        })
+        .map(|(_, b)| b)
+        .collect()
+}
+
+fn gap_message(ballot: &CiphertextBallot) -> String {
+    format!(
+        "ballot {}: chain gap (its code seed {} is no device hash and no other ballot's code)",
+        ballot.object_id, ballot.code_seed
+    )
+}
+
+/// The record holds every ballot the ballot box accepted: the counts it declares, its
+/// devices, and each device's chain walked back from its last code to the device hash.
+/// Without a declaration completeness cannot be proven: a failure under
+/// [`BallotBoxPolicy::Required`], notes under [`BallotBoxPolicy::Optional`].
+fn check_completeness(
+    record: &ElectionRecord,
+    policy: BallotBoxPolicy,
+) -> (Vec<Outcome>, Vec<String>) {
+    let device_hashes: HashSet<ElementModQ> = record.devices.iter().map(|d| d.hash()).collect();
+    let ballots = &record.submitted_ballots;
+    let mut by_code: HashMap<&ElementModQ, usize> = HashMap::new();
+    for (at, ballot) in ballots.iter().enumerate() {
+        by_code.entry(&ballot.code).or_insert(at);
+    }
+    let gaps = chain_gaps(ballots, &device_hashes, &by_code);
+    let Some(declared) = &record.ballot_box else {
+        let missing = "ballot_box.json: the record declares no ballot box, so its completeness cannot be proven";
+        let mut notes: Vec<String> = Vec::new();
+        let results = match policy {
+            BallotBoxPolicy::Required => vec![Err(missing.to_string())],
+            BallotBoxPolicy::Optional => {
+                notes.push(format!("not proven: {missing}"));
+                Vec::new()
+            }
+        };
+        notes.extend(
+            gaps.iter()
+                .map(|b| format!("not proven: {}", gap_message(b))),
+        );
+        return (results, notes);
+    };
+
+    let mut results = Vec::new();
+    let count = |state: fn(&CiphertextBallot) -> bool| {
+        record.submitted_ballots.iter().filter(|b| state(b)).count() as u64
+    };
+    for (name, declared, held) in [
+        ("cast", declared.cast, count(CiphertextBallot::is_cast)),
+        (
+            "spoiled",
+            declared.spoiled,
+            count(CiphertextBallot::is_spoiled),
+        ),
+    ] {
+        results.push(ensure(declared == held, || {
+            format!("ballot_box.json: record declares {declared} {name} ballots but holds {held}")
+        }));
+    }
+
+    let published: HashMap<u64, &EncryptionDevice> =
+        record.devices.iter().map(|d| (d.device_id, d)).collect();
+    let mut declared_ids: HashSet<u64> = HashSet::new();
+    for chain in &declared.devices {
+        results.push(ensure(declared_ids.insert(chain.device_id), || {
+            format!(
+                "ballot_box.json: device {} is declared twice",
+                chain.device_id
+            )
+        }));
+    }
+    for device in &record.devices {
+        results.push(ensure(declared_ids.contains(&device.device_id), || {
+            format!(
+                "device {}: published but not declared in ballot_box.json",
+                device.device_id
+            )
+        }));
+    }
+
+    // Which device's chain each ballot lies on, by its place in the record.
+    let mut on_chain: Vec<Option<u64>> = vec![None; ballots.len()];
+    for chain in &declared.devices {
+        let Some(device) = published.get(&chain.device_id) else {
+            results.push(Err(format!(
+                "device {}: declared in ballot_box.json but not published",
+                chain.device_id
+            )));
+            continue;
+        };
+        results.push(walk_chain(
+            chain,
+            &device.hash(),
+            ballots,
+            &by_code,
+            &mut on_chain,
+        ));
+    }
+
+    for (ballot, device) in ballots.iter().zip(&on_chain) {
+        results.push(ensure(device.is_some(), || {
+            format!(
+                "ballot {}: lies on no declared device's chain",
+                ballot.object_id
+            )
+        }));
+    }
+    results.extend(gaps.iter().map(|b| Err(gap_message(b))));
+    (results, Vec::new())
+}
+
+/// Walks a declared chain back from its last code to the device hash, marking each ballot
+/// it passes; fails at the first missing code, at a ballot already passed, or on a length
+/// other than the declared one.
+fn walk_chain(
+    chain: &DeviceChain,
+    device_hash: &ElementModQ,
+    ballots: &[CiphertextBallot],
+    by_code: &HashMap<&ElementModQ, usize>,
+    on_chain: &mut [Option<u64>],
+) -> Outcome {
+    let device = chain.device_id;
+    let mut length: u64 = 0;
+    let mut next = chain.last_code.as_ref();
+    while let Some(code) = next {
+        let at = *by_code.get(code).ok_or_else(|| {
+            format!("device {device}: chain breaks at code {code}: no ballot in the record has it")
+        })?;
+        let ballot = &ballots[at];
+        if let Some(other) = on_chain[at].replace(device) {
+            return Err(format!(
+                "device {device}: chain passes ballot {} again (already on device {other}'s chain)",
+                ballot.object_id
+            ));
+        }
+        length += 1;
+        next = (&ballot.code_seed != device_hash).then_some(&ballot.code_seed);
+    }
+    ensure(length == chain.ballots, || {
+        format!(
+            "device {device}: chain holds {length} ballots, ballot_box.json declares {}",
+            chain.ballots
+        )
+    })
+}
+
+/// No contest's ciphertexts appear twice in the record: a second copy is a copied ballot
+/// or contest, whatever object ids it carries.
+fn check_copies(record: &ElectionRecord) -> Vec<Outcome> {
+    let fingerprints: Vec<Vec<[u8; 32]>> = record
+        .submitted_ballots
+        .par_iter()
+        .map(CiphertextBallot::contest_fingerprints)
         .collect();
-    (results, notes)
+    let mut seen: HashMap<&[u8; 32], (&str, &str)> = HashMap::new();
+    let mut results = Vec::new();
+    for (ballot, prints) in record.submitted_ballots.iter().zip(&fingerprints) {
+        for (contest, print) in ballot.contests.iter().zip(prints) {
+            let here = (ballot.object_id.as_str(), contest.object_id.as_str());
+            results.push(match seen.insert(print, here) {
+                Some((other, other_contest)) => Err(format!(
+                    "ballot {} contest {}: carries the same ciphertexts as ballot {other} contest {other_contest}",
+                    here.0, here.1
+                )),
+                None => Ok(()),
+            });
+        }
+    }
+    results
 }
 
 fn check_encrypted_tally(record: &ElectionRecord, published: &CiphertextTally) -> Vec<Outcome> {

@@ -8,7 +8,6 @@ CREATE TABLE IF NOT EXISTS elections (
     context TEXT NOT NULL,
     device TEXT NOT NULL,
     shuffle_key BLOB NOT NULL,
-    last_code TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS guardians (
@@ -25,6 +24,7 @@ CREATE TABLE IF NOT EXISTS voters (
     election_id TEXT NOT NULL REFERENCES elections(id),
     credential_hash TEXT NOT NULL,
     ballot_id TEXT,
+    challenges BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (election_id, credential_hash)
 );
 CREATE TABLE IF NOT EXISTS ballots (
@@ -41,6 +41,26 @@ CREATE TABLE IF NOT EXISTS ballots (
 );
 CREATE INDEX IF NOT EXISTS ballots_in_permutation ON ballots (election_id, state, shuffle, ballot_id);
 CREATE UNIQUE INDEX IF NOT EXISTS ballots_by_code ON ballots (election_id, code);
+CREATE INDEX IF NOT EXISTS ballots_by_voter ON ballots (election_id, voter_hash, state);
+CREATE TABLE IF NOT EXISTS devices (
+    election_id TEXT NOT NULL REFERENCES elections(id),
+    device_id BIGINT NOT NULL,
+    device_hash TEXT NOT NULL,
+    body TEXT NOT NULL,
+    registered_by TEXT,
+    last_code TEXT,
+    ballots BIGINT NOT NULL,
+    PRIMARY KEY (election_id, device_id)
+);
+CREATE INDEX IF NOT EXISTS devices_by_hash ON devices (election_id, device_hash);
+CREATE INDEX IF NOT EXISTS devices_by_last_code ON devices (election_id, last_code);
+CREATE INDEX IF NOT EXISTS devices_by_voter ON devices (election_id, registered_by);
+CREATE TABLE IF NOT EXISTS ballot_fingerprints (
+    election_id TEXT NOT NULL REFERENCES elections(id),
+    fingerprint TEXT NOT NULL,
+    ballot_id TEXT NOT NULL,
+    PRIMARY KEY (election_id, fingerprint)
+);
 CREATE TABLE IF NOT EXISTS ballot_counts (
     election_id TEXT NOT NULL REFERENCES elections(id),
     state TEXT NOT NULL,
@@ -80,6 +100,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+CREATE UNIQUE INDEX IF NOT EXISTS one_active_job_per_kind ON jobs (election_id, kind) WHERE state IN ('running', 'finalizing');
 CREATE TABLE IF NOT EXISTS job_chunks (
     job_id TEXT NOT NULL REFERENCES jobs(id),
     chunk_index BIGINT NOT NULL,

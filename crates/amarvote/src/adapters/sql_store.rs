@@ -14,7 +14,9 @@ use crate::domain::{
     now_ms, BallotRow, BallotState, ChunkCounts, ChunkRow, ChunkState, ElectionRow, ElectionState,
     GuardianRow, JobKind, JobRow, JobState, KeyBackupRow, KeyChallengeRow, QueueName,
 };
-use crate::ports::store::{CastError, CodeChainer, Store, StoreError};
+use crate::ports::store::{
+    CastError, CastRules, ChainLink, DeviceError, DeviceRow, Store, StoreError, VoterStatus,
+};
 
 const SCHEMA: &str = include_str!("schema.sql");
 
@@ -93,6 +95,139 @@ impl SqlStore {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+}
+
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+async fn insert_device(
+    tx: &mut Tx<'_>,
+    election_id: &str,
+    d: &DeviceRow,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO devices (election_id, device_id, device_hash, body, registered_by, last_code, ballots)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(election_id)
+    .bind(d.device_id as i64)
+    .bind(&d.device_hash)
+    .bind(&d.body)
+    .bind(&d.registered_by)
+    .bind(&d.last_code)
+    .bind(d.ballots as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Uses up the credential (a cast ballot) or counts one more challenge (a spoiled one).
+async fn use_credential(
+    tx: &mut Tx<'_>,
+    b: &BallotRow,
+    voter: &str,
+    max_challenges: u64,
+) -> Result<(), CastError> {
+    let used = if b.state == BallotState::Cast {
+        sqlx::query("UPDATE voters SET ballot_id = $1 WHERE election_id = $2 AND credential_hash = $3 AND ballot_id IS NULL")
+            .bind(&b.ballot_id)
+            .bind(&b.election_id)
+            .bind(voter)
+    } else {
+        sqlx::query("UPDATE voters SET challenges = challenges + 1 WHERE election_id = $2 AND credential_hash = $3 AND challenges < $1")
+            .bind(max_challenges as i64)
+            .bind(&b.election_id)
+            .bind(voter)
+    }
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::from)?
+    .rows_affected();
+    if used > 0 {
+        return Ok(());
+    }
+    let exists =
+        sqlx::query("SELECT 1 FROM voters WHERE election_id = $1 AND credential_hash = $2")
+            .bind(&b.election_id)
+            .bind(voter)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::from)?;
+    Err(match (exists, b.state) {
+        (None, _) => CastError::NotEligible,
+        (Some(_), BallotState::Cast) => CastError::AlreadyVoted,
+        (Some(_), _) => CastError::TooManyChallenges(max_challenges),
+    })
+}
+
+/// The code a device's next ballot continues: its last ballot's, or its own hash.
+async fn device_chain_end(
+    tx: &mut Tx<'_>,
+    election_id: &str,
+    device_id: u64,
+) -> Result<String, CastError> {
+    let row = sqlx::query(
+        "SELECT device_hash, last_code FROM devices WHERE election_id = $1 AND device_id = $2",
+    )
+    .bind(election_id)
+    .bind(device_id as i64)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(StoreError::from)?
+    .ok_or_else(|| {
+        StoreError::Corrupt(format!("election {election_id} has no device {device_id}"))
+    })?;
+    let last: Option<String> = row.try_get("last_code").map_err(StoreError::from)?;
+    match last {
+        Some(code) => Ok(code),
+        None => Ok(row.try_get("device_hash").map_err(StoreError::from)?),
+    }
+}
+
+/// The device whose chain a ballot seeded with `seed` continues: the device of that hash
+/// with no ballot yet, or the device whose last ballot has that code.
+async fn device_continued_by(
+    tx: &mut Tx<'_>,
+    election_id: &str,
+    seed: &str,
+) -> Result<u64, CastError> {
+    let device: Option<i64> = sqlx::query_scalar(
+        "SELECT device_id FROM devices WHERE election_id = $1
+         AND ((last_code IS NULL AND device_hash = $2) OR last_code = $2)",
+    )
+    .bind(election_id)
+    .bind(seed)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(StoreError::from)?;
+    device.map(|d| d as u64).ok_or(CastError::BrokenChain)
+}
+
+async fn extend_chain(
+    tx: &mut Tx<'_>,
+    election_id: &str,
+    device_id: u64,
+    code: &str,
+) -> Result<(), CastError> {
+    sqlx::query("UPDATE devices SET last_code = $1, ballots = ballots + 1 WHERE election_id = $2 AND device_id = $3")
+        .bind(code)
+        .bind(election_id)
+        .bind(device_id as i64)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::from)?;
+    Ok(())
+}
+
+fn is_unique_violation<T>(result: &Result<T, sqlx::Error>) -> bool {
+    matches!(result, Err(sqlx::Error::Database(d)) if d.is_unique_violation())
+}
+
+/// A tracking code that is already in the ballot box: the device chained a copy.
+fn map_code_conflict(e: sqlx::Error) -> CastError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => CastError::DuplicateBallot,
+        _ => StoreError::from(e).into(),
     }
 }
 
@@ -187,13 +322,13 @@ impl Store for SqlStore {
     async fn insert_election(
         &self,
         e: &ElectionRow,
-        first_code: &str,
+        server_device: &DeviceRow,
         guardians: &[GuardianRow],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO elections (id, title, state, guardians, quorum, manifest, context, device, shuffle_key, last_code, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO elections (id, title, state, guardians, quorum, manifest, context, device, shuffle_key, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&e.id)
         .bind(&e.title)
@@ -204,10 +339,10 @@ impl Store for SqlStore {
         .bind(&e.context_json)
         .bind(&e.device_json)
         .bind(&e.shuffle_key)
-        .bind(first_code)
         .bind(e.created_at)
         .execute(&mut *tx)
         .await?;
+        insert_device(&mut tx, &e.id, server_device).await?;
         for g in guardians {
             sqlx::query(
                 "INSERT INTO guardians (election_id, guardian_id, sequence_order, public_record, sealed_secret, token_hash)
@@ -465,18 +600,96 @@ impl Store for SqlStore {
         Ok(added)
     }
 
-    async fn voter_exists(
+    async fn voter(
         &self,
         election_id: &str,
         credential_hash: &str,
-    ) -> Result<bool, StoreError> {
-        let row =
-            sqlx::query("SELECT 1 FROM voters WHERE election_id = $1 AND credential_hash = $2")
-                .bind(election_id)
-                .bind(credential_hash)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.is_some())
+    ) -> Result<Option<VoterStatus>, StoreError> {
+        let row = sqlx::query(
+            "SELECT ballot_id, challenges,
+                (SELECT COUNT(*) FROM ballots WHERE election_id = $1 AND voter_hash = $2 AND state = 'pending') AS pending
+             FROM voters WHERE election_id = $1 AND credential_hash = $2",
+        )
+        .bind(election_id)
+        .bind(credential_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(VoterStatus {
+                cast_ballot: row.try_get("ballot_id")?,
+                challenges: row.try_get::<i64, _>("challenges")? as u64,
+                pending: row.try_get::<i64, _>("pending")? as u64,
+            })
+        })
+        .transpose()
+    }
+
+    async fn register_device(
+        &self,
+        election_id: &str,
+        d: &DeviceRow,
+        max_per_voter: u64,
+    ) -> Result<bool, DeviceError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        // Serializes registrations per election, so the per-voter count cannot be raced.
+        sqlx::query("UPDATE elections SET state = state WHERE id = $1")
+            .bind(election_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        let existing: Option<String> = sqlx::query_scalar(
+            "SELECT body FROM devices WHERE election_id = $1 AND device_id = $2",
+        )
+        .bind(election_id)
+        .bind(d.device_id as i64)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        if let Some(body) = existing {
+            return if body == d.body {
+                Ok(false)
+            } else {
+                Err(DeviceError::Taken(d.device_id))
+            };
+        }
+        if let Some(voter) = &d.registered_by {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM devices WHERE election_id = $1 AND registered_by = $2",
+            )
+            .bind(election_id)
+            .bind(voter)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+            if count as u64 >= max_per_voter {
+                return Err(DeviceError::TooMany(max_per_voter));
+            }
+        }
+        insert_device(&mut tx, election_id, d).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(true)
+    }
+
+    async fn devices(&self, election_id: &str) -> Result<Vec<DeviceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT device_id, device_hash, body, registered_by, last_code, ballots
+             FROM devices WHERE election_id = $1 ORDER BY device_id",
+        )
+        .bind(election_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeviceRow {
+                    device_id: row.try_get::<i64, _>("device_id")? as u64,
+                    device_hash: row.try_get("device_hash")?,
+                    body: row.try_get("body")?,
+                    registered_by: row.try_get("registered_by")?,
+                    last_code: row.try_get("last_code")?,
+                    ballots: row.try_get::<i64, _>("ballots")? as u64,
+                })
+            })
+            .collect()
     }
 
     async fn insert_pending_ballot(&self, b: &BallotRow) -> Result<(), StoreError> {
@@ -497,80 +710,102 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn expire_pending_ballots(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM ballots WHERE state = 'pending' AND created_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     async fn record_ballot(
         &self,
         b: &BallotRow,
-        chain: CodeChainer<'_>,
+        link: ChainLink<'_>,
+        rules: &CastRules<'_>,
     ) -> Result<String, CastError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         // Locks the election row first (every write transaction starts with a write), so
-        // the code chain has one next link at a time.
-        let previous: Option<String> =
-            sqlx::query_scalar("UPDATE elections SET last_code = last_code WHERE id = $1 AND state = 'open' RETURNING last_code")
-                .bind(&b.election_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
-        let previous = previous.ok_or(CastError::NotOpen)?;
-        if let Some(voter) = &b.voter_hash {
-            let used = if b.state == BallotState::Cast {
-                sqlx::query("UPDATE voters SET ballot_id = $1 WHERE election_id = $2 AND credential_hash = $3 AND ballot_id IS NULL")
-                    .bind(&b.ballot_id)
-                    .bind(&b.election_id)
-                    .bind(voter)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?
-                    .rows_affected()
-            } else {
-                1
-            };
-            if used == 0 {
-                let exists = sqlx::query(
-                    "SELECT 1 FROM voters WHERE election_id = $1 AND credential_hash = $2",
-                )
-                .bind(&b.election_id)
-                .bind(voter)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
-                return Err(if exists.is_some() {
-                    CastError::AlreadyVoted
-                } else {
-                    CastError::NotEligible
-                });
-            }
-        }
-        let (code, body) = chain(&previous);
-        let written = sqlx::query(&format!(
-            "INSERT INTO ballots ({BALLOT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)
-             ON CONFLICT (election_id, ballot_id) DO UPDATE SET state = $3, code = $5, body = $6, sealed_nonces = NULL
-             WHERE ballots.state = 'pending'"
-        ))
+        // each chain has one next link at a time and the checks below cannot be raced.
+        let open: Option<String> = sqlx::query_scalar(
+            "UPDATE elections SET state = state WHERE id = $1 AND state = 'open' RETURNING id",
+        )
         .bind(&b.election_id)
-        .bind(&b.ballot_id)
-        .bind(b.state.as_str())
-        .bind(b.shuffle)
-        .bind(&code)
-        .bind(&body)
-        .bind(&b.voter_hash)
-        .bind(b.created_at)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::from)?;
-        if written.rows_affected() == 0 {
-            return Err(CastError::DuplicateBallot);
+        open.ok_or(CastError::NotOpen)?;
+        if let Some(voter) = &b.voter_hash {
+            use_credential(&mut tx, b, voter, rules.max_challenges).await?;
+        }
+        let code = match link {
+            ChainLink::Server { device_id, chain } => {
+                let previous = device_chain_end(&mut tx, &b.election_id, device_id).await?;
+                let (code, body) = chain(&previous);
+                let written = sqlx::query(
+                    "UPDATE ballots SET state = $1, code = $2, body = $3, sealed_nonces = NULL
+                     WHERE election_id = $4 AND ballot_id = $5 AND state = 'pending' AND voter_hash IS NOT DISTINCT FROM $6",
+                )
+                .bind(b.state.as_str())
+                .bind(&code)
+                .bind(&body)
+                .bind(&b.election_id)
+                .bind(&b.ballot_id)
+                .bind(&b.voter_hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+                if written.rows_affected() == 0 {
+                    return Err(CastError::NotPending);
+                }
+                extend_chain(&mut tx, &b.election_id, device_id, &code).await?;
+                code
+            }
+            ChainLink::Device { seed, code, body } => {
+                let device = device_continued_by(&mut tx, &b.election_id, seed).await?;
+                let written = sqlx::query(&format!(
+                    "INSERT INTO ballots ({BALLOT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)
+                     ON CONFLICT (election_id, ballot_id) DO NOTHING"
+                ))
+                .bind(&b.election_id)
+                .bind(&b.ballot_id)
+                .bind(b.state.as_str())
+                .bind(b.shuffle)
+                .bind(code)
+                .bind(body)
+                .bind(&b.voter_hash)
+                .bind(b.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_code_conflict)?;
+                if written.rows_affected() == 0 {
+                    return Err(CastError::DuplicateBallot);
+                }
+                extend_chain(&mut tx, &b.election_id, device, code).await?;
+                code.to_string()
+            }
+        };
+        for fingerprint in rules.fingerprints {
+            let fresh = sqlx::query(
+                "INSERT INTO ballot_fingerprints (election_id, fingerprint, ballot_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (election_id, fingerprint) DO NOTHING",
+            )
+            .bind(&b.election_id)
+            .bind(fingerprint)
+            .bind(&b.ballot_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+            if fresh.rows_affected() == 0 {
+                return Err(CastError::CopiedBallot);
+            }
         }
         // The election row is locked above, so the counter adds no contention of its own.
         sqlx::query("UPDATE ballot_counts SET n = n + 1 WHERE election_id = $1 AND state = $2")
             .bind(&b.election_id)
             .bind(b.state.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
-        sqlx::query("UPDATE elections SET last_code = $1 WHERE id = $2")
-            .bind(&code)
-            .bind(&b.election_id)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;
@@ -746,9 +981,9 @@ impl Store for SqlStore {
         .await?)
     }
 
-    async fn insert_job(&self, job: &JobRow, chunks: &[ChunkRow]) -> Result<(), StoreError> {
+    async fn insert_job(&self, job: &JobRow, chunks: &[ChunkRow]) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!(
+        let inserted = sqlx::query(&format!(
             "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)"
         ))
         .bind(&job.id)
@@ -759,7 +994,12 @@ impl Store for SqlStore {
         .bind(&job.params_json)
         .bind(job.created_at)
         .execute(&mut *tx)
-        .await?;
+        .await;
+        // The index `one_active_job_per_kind` refuses a second running job of a kind.
+        if is_unique_violation(&inserted) {
+            return Ok(false);
+        }
+        inserted?;
         // Many rows per statement: a job of a few hundred chunks is recorded in a few round trips.
         for batch in chunks.chunks(200) {
             let values: Vec<String> = (0..batch.len())
@@ -791,7 +1031,7 @@ impl Store for SqlStore {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
@@ -855,8 +1095,12 @@ impl Store for SqlStore {
         .bind(error)
         .bind(id)
         .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .await;
+        // Resuming while another job of the kind runs: `one_active_job_per_kind` refuses.
+        if is_unique_violation(&done) {
+            return Ok(false);
+        }
+        Ok(done?.rows_affected() == 1)
     }
 
     async fn chunks(&self, job_id: &str) -> Result<Vec<ChunkRow>, StoreError> {
@@ -1012,6 +1256,7 @@ impl Store for SqlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::store::CodeChainer;
 
     fn election(id: &str) -> ElectionRow {
         ElectionRow {
@@ -1028,13 +1273,26 @@ mod tests {
         }
     }
 
+    fn device(id: u64, hash: &str, voter: Option<&str>) -> DeviceRow {
+        DeviceRow {
+            device_id: id,
+            device_hash: hash.into(),
+            body: format!("device {id} {hash}"),
+            registered_by: voter.map(str::to_string),
+            last_code: None,
+            ballots: 0,
+        }
+    }
+
     async fn store_with_election(dir: &tempfile::TempDir) -> SqlStore {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
         let store = SqlStore::connect(&url).await.unwrap();
         store
-            .insert_election(&election("e"), "code-0", &[])
+            .insert_election(&election("e"), &device(0, "h0", None), &[])
             .await
             .unwrap();
+        let voters: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+        store.insert_voters("e", &voters).await.unwrap();
         store
     }
 
@@ -1047,8 +1305,15 @@ mod tests {
             code: None,
             body: vec![i as u8],
             sealed_nonces: None,
-            voter_hash: None,
+            voter_hash: Some(format!("v{i}")),
             created_at: 0,
+        }
+    }
+
+    fn rules(fingerprints: &[String]) -> CastRules<'_> {
+        CastRules {
+            fingerprints,
+            max_challenges: 2,
         }
     }
 
@@ -1060,33 +1325,44 @@ mod tests {
             .unwrap()
     }
 
+    /// Casts or challenges pending ballot `i` through the server's chain.
+    async fn decide(store: &SqlStore, b: &BallotRow) -> Result<String, CastError> {
+        let chain: CodeChainer = &|previous: &str| (format!("{previous}+"), vec![0]);
+        let fingerprints = [format!("f{}", b.ballot_id)];
+        let link = ChainLink::Server {
+            device_id: 0,
+            chain,
+        };
+        store.record_ballot(b, link, &rules(&fingerprints)).await
+    }
+
     #[tokio::test]
     async fn kept_ballot_counts_equal_the_rows_after_casts_spoils_pending_and_refusals() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_election(&dir).await;
-        let chain: CodeChainer = &|previous: &str| (format!("{previous}+"), vec![0]);
+        for i in 0..9 {
+            store
+                .insert_pending_ballot(&ballot(i, BallotState::Pending))
+                .await
+                .unwrap();
+        }
         for i in 0..7 {
             let state = if i % 3 == 0 {
                 BallotState::Spoiled
             } else {
                 BallotState::Cast
             };
-            store.record_ballot(&ballot(i, state), chain).await.unwrap();
+            decide(&store, &ballot(i, state)).await.unwrap();
         }
-        for i in [7, 8] {
-            store
-                .insert_pending_ballot(&ballot(i, BallotState::Pending))
-                .await
-                .unwrap();
-        }
-        store
-            .record_ballot(&ballot(7, BallotState::Cast), chain)
-            .await
-            .unwrap();
-        let again = store
-            .record_ballot(&ballot(1, BallotState::Cast), chain)
-            .await;
-        assert!(matches!(again, Err(CastError::DuplicateBallot)));
+        let again = decide(&store, &ballot(1, BallotState::Cast)).await;
+        assert!(matches!(again, Err(CastError::AlreadyVoted)), "{again:?}");
+        let theirs = BallotRow {
+            voter_hash: Some("v9".into()),
+            ..ballot(8, BallotState::Cast)
+        };
+        let stolen = decide(&store, &theirs).await;
+        assert!(matches!(stolen, Err(CastError::NotPending)), "{stolen:?}");
+        decide(&store, &ballot(7, BallotState::Cast)).await.unwrap();
         for (state, expected) in [
             (BallotState::Cast, 5),
             (BallotState::Spoiled, 3),
@@ -1099,6 +1375,87 @@ mod tests {
                 "{state}"
             );
         }
+        let server = &store.devices("e").await.unwrap()[0];
+        assert_eq!(server.ballots, 8);
+        assert_eq!(server.last_code.as_deref(), Some("h0++++++++"));
+    }
+
+    #[tokio::test]
+    async fn device_ballots_are_insert_only_chained_unique_and_challenges_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_election(&dir).await;
+        assert!(store
+            .register_device("e", &device(7, "h7", Some("v1")), 1)
+            .await
+            .unwrap());
+        assert!(!store
+            .register_device("e", &device(7, "h7", Some("v1")), 1)
+            .await
+            .unwrap());
+        let taken = store
+            .register_device("e", &device(7, "other", Some("v2")), 1)
+            .await;
+        assert!(matches!(taken, Err(DeviceError::Taken(7))));
+        let many = store
+            .register_device("e", &device(8, "h8", Some("v1")), 1)
+            .await;
+        assert!(matches!(many, Err(DeviceError::TooMany(1))));
+        let submit = |i: i64, state, seed: &'static str, code: &'static str, fingerprint: &str| {
+            let store = &store;
+            let fingerprints = [fingerprint.to_string()];
+            async move {
+                let b = BallotRow {
+                    voter_hash: Some("v1".into()),
+                    ..ballot(i, state)
+                };
+                let link = ChainLink::Device {
+                    seed,
+                    code,
+                    body: &[1],
+                };
+                store.record_ballot(&b, link, &rules(&fingerprints)).await
+            }
+        };
+        let spoiled = BallotState::Spoiled;
+        assert_eq!(submit(1, spoiled, "h7", "c1", "f1").await.unwrap(), "c1");
+        let fork = submit(2, spoiled, "h7", "c2", "f2").await;
+        assert!(matches!(fork, Err(CastError::BrokenChain)), "{fork:?}");
+        let unknown = submit(2, spoiled, "nowhere", "c2", "f2").await;
+        assert!(
+            matches!(unknown, Err(CastError::BrokenChain)),
+            "{unknown:?}"
+        );
+        let same_id = submit(1, spoiled, "c1", "c2", "f2").await;
+        assert!(
+            matches!(same_id, Err(CastError::DuplicateBallot)),
+            "{same_id:?}"
+        );
+        let copy = submit(2, spoiled, "c1", "c2", "f1").await;
+        assert!(matches!(copy, Err(CastError::CopiedBallot)), "{copy:?}");
+        assert_eq!(submit(2, spoiled, "c1", "c2", "f2").await.unwrap(), "c2");
+        let third = submit(3, spoiled, "c2", "c3", "f3").await;
+        assert!(
+            matches!(third, Err(CastError::TooManyChallenges(2))),
+            "{third:?}"
+        );
+        assert_eq!(
+            submit(3, BallotState::Cast, "c2", "c3", "f3")
+                .await
+                .unwrap(),
+            "c3"
+        );
+        let devices = store.devices("e").await.unwrap();
+        assert_eq!(
+            (devices[1].ballots, devices[1].last_code.as_deref()),
+            (3, Some("c3"))
+        );
+        assert_eq!(counted_rows(&store, spoiled).await, 2);
+        assert_eq!(store.count_ballots("e", spoiled).await.unwrap(), 2);
+        let status = store.voter("e", "v1").await.unwrap().unwrap();
+        assert_eq!(
+            (status.cast_ballot.as_deref(), status.challenges),
+            (Some("b3"), 2)
+        );
     }
 
     #[tokio::test]

@@ -5,11 +5,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use electionguard::ballot::CiphertextBallot;
+use electionguard::ballot::{CiphertextBallot, EncryptionDevice};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{require_bearer, ApiError, ApiJson, ApiResult, AppState};
+use super::{reference_body, require_bearer, ApiError, ApiJson, ApiResult, AppState};
 use crate::service::ballots::{self, BallotStatus, Choices, EncryptedBallot, Receipt};
 
 pub fn routes() -> Router<AppState> {
@@ -22,6 +22,31 @@ pub fn routes() -> Router<AppState> {
             post(challenge),
         )
         .route("/api/elections/{id}/tracking/{code}", get(lookup))
+        .route("/api/elections/{id}/devices", post(register_device))
+}
+
+/// A voter's own encryption device, declared before its first ballot (reference JSON
+/// `EncryptionDevice`): 201 when new, 200 when the same device was declared already.
+async fn register_device(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let credential = require_bearer(&headers)?;
+    let device: EncryptionDevice = reference_body(&body)?;
+    let hash = device.hash().to_hex();
+    let device_id = device.device_id;
+    let new = ballots::register_device(&app, &id, credential, device).await?;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({ "device_id": device_id, "device_hash": hash })),
+    ))
 }
 
 #[derive(Deserialize)]

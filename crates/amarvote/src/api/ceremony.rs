@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::{reference_body, require_bearer, ApiResult, AppState};
 use crate::service::ceremony::{self, BackupVerdict, CeremonyStatus};
+use crate::service::elections::authorize_guardian;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -37,6 +38,18 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
+/// The guardian's token, checked before its body is read: a stranger's body is never parsed.
+async fn authorized_guardian<'h>(
+    app: &AppState,
+    election: &str,
+    guardian: &str,
+    headers: &'h HeaderMap,
+) -> ApiResult<&'h str> {
+    let token = require_bearer(headers)?;
+    authorize_guardian(app, election, guardian, token).await?;
+    Ok(token)
+}
+
 async fn status(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -50,7 +63,7 @@ async fn announce(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let token = require_bearer(&headers)?;
+    let token = authorized_guardian(&app, &id, &guardian, &headers).await?;
     let record: GuardianRecord = reference_body(&body)?;
     ceremony::announce(&app, &id, &guardian, token, record).await?;
     Ok(Json(json!({ "guardian_id": guardian, "announced": true })))
@@ -62,7 +75,7 @@ async fn send_backups(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let token = require_bearer(&headers)?;
+    let token = authorized_guardian(&app, &id, &guardian, &headers).await?;
     let backups: Vec<ElectionPartialKeyBackup> = reference_body(&body)?;
     ceremony::send_backups(&app, &id, &guardian, token, backups).await?;
     Ok(Json(
@@ -97,7 +110,7 @@ async fn answer_challenge(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let token = require_bearer(&headers)?;
+    let token = authorized_guardian(&app, &id, &guardian, &headers).await?;
     let answer: ElectionPartialKeyChallenge = reference_body(&body)?;
     let recipient = answer.designated_id.clone();
     ceremony::answer_challenge(&app, &id, &guardian, token, answer).await?;
@@ -123,7 +136,7 @@ async fn verdicts(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let token = require_bearer(&headers)?;
+    let token = authorized_guardian(&app, &id, &guardian, &headers).await?;
     let verdicts: Vec<BackupVerdict> = super::parse_body(&body)?;
     ceremony::report_verdicts(&app, &id, &guardian, token, verdicts).await?;
     Ok(Json(

@@ -214,6 +214,7 @@ async fn consent(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let token = require_bearer(&headers)?;
+    elections::authorize_guardian(&app, &id, &guardian, token).await?;
     let request: ConsentRequest = parse_body(&body)?;
     let consent = match (request.passphrase, request.key_share, request.remote) {
         (Some(passphrase), None, false) => Consent::Passphrase(passphrase),
@@ -240,6 +241,7 @@ async fn results(State(app): State<AppState>, Path(id): Path<String>) -> ApiResu
         .await?
         .ok_or_else(|| ApiError {
             status: StatusCode::NOT_FOUND,
+            retry_after: None,
             message: "the results are not published yet".into(),
         })?;
     let tally: electionguard::decrypt::PlaintextTally =
@@ -265,6 +267,7 @@ async fn verification(
         .await?
         .ok_or_else(|| ApiError {
             status: StatusCode::NOT_FOUND,
+            retry_after: None,
             message: "no verification job has finished for this election".into(),
         })?;
     Ok(Json(serde_json::from_slice(&bytes).map_err(|e| {

@@ -2,7 +2,6 @@
 //! resume (which also retries dead-lettered chunks).
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{parse_body, require_admin, ApiError, ApiResult, AppState};
-use crate::domain::{JobKind, JobState};
+use crate::domain::JobKind;
 use crate::service::jobs::{self, JobStatus};
 
 pub fn routes() -> Router<AppState> {
@@ -77,34 +76,26 @@ async fn status(
 }
 
 /// One `progress` event whenever the job's counts change, and a last one when it ends.
+/// Every stream of a job reads one shared poller (see [`jobs::follow`]).
 async fn events(
     State(app): State<AppState>,
     Path(job): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    jobs::status(&app, &job, false).await?;
-    let stream = futures_util::stream::unfold(
-        (app, job, None::<String>, false),
-        |(app, job, last, ended)| async move {
-            if ended {
+    let follower = jobs::follow(&app, &job).await?;
+    let stream =
+        futures_util::stream::unfold((follower, true), |(mut follower, first)| async move {
+            if !first && follower.updates.changed().await.is_err() {
                 return None;
             }
-            loop {
-                let Ok(status) = jobs::status(&app, &job, false).await else {
-                    return None;
-                };
-                let text = serde_json::to_string(&status).expect("status serializes");
-                let finished = matches!(
-                    status.state,
-                    JobState::Done | JobState::Failed | JobState::Stopped
-                );
-                if last.as_deref() != Some(text.as_str()) || finished {
-                    let event = Event::default().event("progress").data(text.clone());
-                    return Some((Ok(event), (app, job, Some(text), finished)));
+            let text = loop {
+                if let Some(text) = follower.updates.borrow_and_update().clone() {
+                    break text;
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        },
-    );
+                follower.updates.changed().await.ok()?;
+            };
+            let event = Event::default().event("progress").data(text);
+            Some((Ok(event), (follower, false)))
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

@@ -5,6 +5,7 @@
 mod ballots;
 mod ceremony;
 mod elections;
+pub mod http_server;
 mod jobs;
 mod openapi;
 pub mod rate_limit;
@@ -32,12 +33,15 @@ pub type AppState = Arc<App>;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// For a 429: when the client may try again (`Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
+            retry_after: None,
             message: message.into(),
         }
     }
@@ -45,11 +49,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(json!({ "error": self.message, "status": self.status.as_u16() })),
         )
-            .into_response()
+            .into_response();
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.max(1).into());
+        }
+        response
     }
 }
 
@@ -60,16 +71,25 @@ impl From<ServiceError> for ApiError {
             ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
             ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ServiceError::Internal(inner) => {
                 tracing::error!(error = %format!("{inner:#}"), "internal error");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
+        let retry_after = match &e {
+            ServiceError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let message = match e {
             ServiceError::Internal(_) => "internal error; see the server log".to_string(),
             other => other.to_string(),
         };
-        ApiError { status, message }
+        ApiError {
+            status,
+            message,
+            retry_after,
+        }
     }
 }
 
@@ -90,7 +110,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+            .map_err(|e| ApiError {
+                status: e.status(),
+                retry_after: None,
+                message: e.body_text(),
+            })?;
         parse_body(&bytes).map(ApiJson)
     }
 }
@@ -130,6 +154,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub fn require_bearer(headers: &HeaderMap) -> ApiResult<&str> {
     bearer(headers).ok_or(ApiError {
         status: StatusCode::UNAUTHORIZED,
+        retry_after: None,
         message: "missing Authorization: Bearer token".into(),
     })
 }
@@ -140,6 +165,7 @@ pub fn require_admin(app: &App, headers: &HeaderMap) -> ApiResult<()> {
     } else {
         Err(ApiError {
             status: StatusCode::FORBIDDEN,
+            retry_after: None,
             message: "this needs the administrator token".into(),
         })
     }
@@ -196,6 +222,41 @@ pub fn operations_routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
+/// Gives every error answer the one JSON shape: axum's own rejections (a malformed path
+/// parameter, a body over the size limit, a method the route does not take) are plain
+/// text, and are rewritten here with their status and message.
+pub async fn json_errors(request: Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_string(),
+        text => text.to_string(),
+    };
+    let mut rewritten = ApiError {
+        status,
+        message,
+        retry_after: None,
+    }
+    .into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rewritten.headers_mut().insert(name, value.clone());
+        }
+    }
+    rewritten
+}
+
 /// The whole election API.
 pub fn router(app: AppState) -> Router {
     operations_routes()
@@ -215,8 +276,10 @@ pub fn router(app: AppState) -> Router {
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
+                retry_after: None,
                 message: "no such endpoint".into(),
             }
         })
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(app)
 }

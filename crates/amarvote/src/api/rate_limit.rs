@@ -1,60 +1,99 @@
-//! Per-client rate limiting of the ballot endpoints: at most `ballot_rate_limit`
-//! requests per second from one client address (fixed one-second windows), answered
-//! 429 beyond it, so one client cannot crowd out the others or guess credentials quickly.
+//! Per-client rate limiting of the ballot endpoints (GCRA, the `governor` crate): at most
+//! `ballot_rate_limit` requests per second from one client, with bursts of as many,
+//! answered 429 with `Retry-After` beyond it, so one client cannot crowd out the others or
+//! guess credentials quickly. A polling place puts many voters behind one address: the
+//! limit is a setting, and behind a reverse proxy the client is the address the proxy
+//! names in `X-Forwarded-For` — believed only from the configured trusted proxies.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 
 use super::{ApiError, AppState};
 
-/// Requests seen per client in the current window.
-#[derive(Default)]
+/// Requests per client address, by the generic cell rate algorithm.
 pub struct RateLimiter {
-    windows: Mutex<HashMap<Option<IpAddr>, (Instant, u32)>>,
+    limiter: DefaultKeyedRateLimiter<Option<IpAddr>>,
+    clock: DefaultClock,
 }
 
 impl RateLimiter {
-    /// Counts a request; false if the client is over `limit` this second.
-    pub fn allow(&self, client: Option<IpAddr>, limit: u32) -> bool {
-        let now = Instant::now();
-        let mut windows = self.windows.lock().expect("not poisoned");
-        if windows.len() > 100_000 {
-            windows.retain(|_, (start, _)| now.duration_since(*start).as_secs() < 1);
+    /// `per_second` requests a second per client (0 is taken as 1).
+    pub fn new(per_second: u32) -> RateLimiter {
+        let rate = NonZeroU32::new(per_second.max(1)).expect("at least 1");
+        RateLimiter {
+            limiter: DefaultKeyedRateLimiter::keyed(Quota::per_second(rate)),
+            clock: DefaultClock::default(),
         }
-        let (start, count) = windows.entry(client).or_insert((now, 0));
-        if now.duration_since(*start).as_secs() >= 1 {
-            *start = now;
-            *count = 0;
+    }
+
+    /// Counts a request; Err(how long to wait) if the client is over its rate.
+    pub fn check(&self, client: Option<IpAddr>) -> Result<(), Duration> {
+        if self.limiter.len() > 100_000 {
+            self.limiter.retain_recent();
         }
-        *count += 1;
-        *count <= limit
+        self.limiter
+            .check_key(&client)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 }
 
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the last
+/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_address(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted_proxies: &[IpAddr],
+) -> Option<IpAddr> {
+    let peer = peer?;
+    if !trusted_proxies.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|a| !trusted_proxies.contains(a))
+            .unwrap_or(peer),
+    )
+}
+
+/// A 429 in the one error shape, saying when to come back.
+pub fn too_many_requests(wait: Duration, message: &str) -> Response {
+    ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        retry_after: Some(wait),
+        message: message.into(),
+    }
+    .into_response()
+}
+
 pub async fn limit_ballots(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let client = request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    if app
-        .rate_limiter
-        .allow(client, app.settings.ballot_rate_limit)
-    {
-        next.run(request).await
-    } else {
-        app.metrics.ballot_rejected("rate_limited");
-        ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            message: "too many ballot requests from this client; slow down".into(),
+    let client = client_address(peer, request.headers(), &app.settings.trusted_proxies);
+    match app.rate_limiter.check(client) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            app.metrics.ballot_rejected("rate_limited");
+            too_many_requests(wait, "too many ballot requests from this client; slow down")
         }
-        .into_response()
     }
 }
 
@@ -63,12 +102,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn over_the_limit_within_a_second_is_refused_per_client() {
-        let limiter = RateLimiter::default();
+    fn over_the_limit_is_refused_per_client_with_a_time_to_wait() {
+        let limiter = RateLimiter::new(3);
         let a = Some(IpAddr::from([10, 0, 0, 1]));
         let b = Some(IpAddr::from([10, 0, 0, 2]));
-        assert!((0..3).all(|_| limiter.allow(a, 3)));
-        assert!(!limiter.allow(a, 3));
-        assert!(limiter.allow(b, 3), "another client has its own budget");
+        assert!((0..3).all(|_| limiter.check(a).is_ok()));
+        let wait = limiter.check(a).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(334),
+            "{wait:?}"
+        );
+        assert!(
+            limiter.check(b).is_ok(),
+            "another client has its own budget"
+        );
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let proxy = IpAddr::from([10, 0, 0, 9]);
+        let voter = IpAddr::from([203, 0, 113, 7]);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "198.51.100.1, 203.0.113.7".parse().unwrap(),
+        );
+        assert_eq!(client_address(Some(proxy), &headers, &[proxy]), Some(voter));
+        let stranger = IpAddr::from([192, 0, 2, 1]);
+        assert_eq!(
+            client_address(Some(stranger), &headers, &[proxy]),
+            Some(stranger),
+            "a client cannot pick its own address"
+        );
+        assert_eq!(
+            client_address(Some(proxy), &HeaderMap::new(), &[proxy]),
+            Some(proxy)
+        );
     }
 }

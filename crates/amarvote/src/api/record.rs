@@ -8,12 +8,14 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use electionguard::ballot::{CiphertextBallot, EncryptionDevice};
-use electionguard::json::{from_json, to_reference_json};
-use electionguard::record::{layout, ElectionConstants};
+use electionguard::ballot::CiphertextBallot;
+use electionguard::group::ElementModQ;
+use electionguard::json::to_reference_json;
+use electionguard::record::{layout, BallotBox, DeviceChain, ElectionConstants};
 use serde_json::{json, Value};
 
-use super::{tar, ApiError, ApiResult, AppState};
+use super::tar::ArchiveWriter;
+use super::{ApiError, ApiResult, AppState};
 use crate::domain::BallotState;
 use crate::service::codec::from_cbor;
 use crate::service::ServiceError;
@@ -39,14 +41,20 @@ async fn list(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<
 /// Every file of the record, in the reference layout.
 async fn file_names(app: &AppState, id: &str) -> ApiResult<Vec<String>> {
     let id = id.to_string();
-    let election = app.election(&id).await?;
-    let device: EncryptionDevice = from_json(&election.device_json).map_err(internal)?;
+    app.election(&id).await?;
     let mut files = vec![
         layout::CONSTANTS.to_string(),
         layout::MANIFEST.to_string(),
         layout::CONTEXT.to_string(),
-        layout::device(device.device_id),
+        layout::BALLOT_BOX.to_string(),
     ];
+    files.extend(
+        app.store
+            .devices(&id)
+            .await?
+            .iter()
+            .map(|d| layout::device(d.device_id)),
+    );
     files.extend(
         app.store
             .guardians(&id)
@@ -74,7 +82,42 @@ async fn file_names(app: &AppState, id: &str) -> ApiResult<Vec<String>> {
     for name in app.store.artifact_names(&id, SPOILED_PREFIX).await? {
         files.push(layout::spoiled_ballot(&name[SPOILED_PREFIX.len()..]));
     }
+    // Ids are checked where they enter; this refuses, before anything is sent, a record
+    // that holds one from before those checks.
+    for name in &files {
+        crate::record_io::check_record_path(name).map_err(internal_message)?;
+    }
     Ok(files)
+}
+
+fn internal_message(message: String) -> ApiError {
+    internal(anyhow::anyhow!(message))
+}
+
+/// The ballot box's declaration of what it holds: counts, and each device's chain.
+async fn ballot_box(app: &AppState, id: &str) -> ApiResult<BallotBox> {
+    let devices = app.store.devices(id).await?;
+    let devices = devices
+        .into_iter()
+        .map(|d| {
+            let last_code = d
+                .last_code
+                .as_deref()
+                .map(ElementModQ::from_hex)
+                .transpose()
+                .map_err(|e| internal_message(format!("device {}: {e}", d.device_id)))?;
+            Ok(DeviceChain {
+                device_id: d.device_id,
+                ballots: d.ballots,
+                last_code,
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(BallotBox {
+        cast: app.store.count_ballots(id, BallotState::Cast).await?,
+        spoiled: app.store.count_ballots(id, BallotState::Spoiled).await?,
+        devices,
+    })
 }
 
 fn json_file(body: String) -> axum::response::Response {
@@ -97,29 +140,22 @@ async fn archive(
     let election = app.election(&id).await?;
     let files = file_names(&app, &id).await?;
     let mtime = u64::try_from(election.created_at / 1000).unwrap_or(0);
-    let state = (app, id.clone(), election, files.into_iter(), false);
+    let writer = Some(ArchiveWriter::new(mtime));
+    let state = (app, id.clone(), election, files.into_iter(), writer);
     let stream = futures_util::stream::unfold(
         state,
-        move |(app, id, election, mut files, ended)| async move {
-            if ended {
-                return None;
-            }
+        move |(app, id, election, mut files, writer)| async move {
+            let mut writer = writer?;
             let Some(name) = files.next() else {
-                return Some((
-                    Ok(Bytes::from(tar::end())),
-                    (app, id, election, files, true),
-                ));
+                let end = writer.finish().map(Bytes::from);
+                return Some((end, (app, id, election, files, None)));
             };
             let entry = match file_body(&app, &id, &election, &name).await {
-                Ok(body) => tar::header(&name, body.len(), mtime)
-                    .map(|header| {
-                        [&header[..], body.as_bytes(), &tar::padding(body.len())].concat()
-                    })
-                    .map_err(std::io::Error::other),
+                Ok(body) => writer.entry(&name, body.as_bytes()),
                 Err(e) => Err(std::io::Error::other(e.message)),
             };
-            let ended = entry.is_err();
-            Some((entry.map(Bytes::from), (app, id, election, files, ended)))
+            let writer = entry.is_ok().then_some(writer);
+            Some((entry.map(Bytes::from), (app, id, election, files, writer)))
         },
     );
     let disposition = format!("attachment; filename=\"{id}-record.tar\"");
@@ -143,6 +179,7 @@ async fn file_body(
     let (app, id, election) = (app.clone(), id.to_string(), election.clone());
     let not_found = || ApiError {
         status: StatusCode::NOT_FOUND,
+        retry_after: None,
         message: format!("no record file {path}"),
     };
     let artifact = |name: String| {
@@ -153,6 +190,7 @@ async fn file_body(
     let body = match path {
         layout::CONSTANTS => to_reference_json(&ElectionConstants::standard()),
         layout::MANIFEST => election.manifest_json,
+        layout::BALLOT_BOX => to_reference_json(&ballot_box(&app, &id).await?),
         layout::CONTEXT => election.context_json,
         layout::ENCRYPTED_TALLY => {
             let bytes = artifact(ENCRYPTED_TALLY.into())
@@ -172,22 +210,13 @@ async fn file_body(
                 .ok_or_else(not_found)?,
         )
         .map_err(internal)?,
-        other => {
-            return dynamic_file(&app, &id, &election.device_json, other)
-                .await?
-                .ok_or_else(not_found)
-        }
+        other => return dynamic_file(&app, &id, other).await?.ok_or_else(not_found),
     };
     Ok(body)
 }
 
 /// Devices, guardians, submitted and spoiled ballots: files named after an object.
-async fn dynamic_file(
-    app: &AppState,
-    id: &str,
-    device_json: &str,
-    path: &str,
-) -> ApiResult<Option<String>> {
+async fn dynamic_file(app: &AppState, id: &str, path: &str) -> ApiResult<Option<String>> {
     let name = |prefix: &str| {
         path.strip_prefix(prefix)
             .and_then(|rest| rest.strip_suffix(".json"))
@@ -225,8 +254,14 @@ async fn dynamic_file(
             .find(|g| g.guardian_id == guardian_id)
             .map(|g| g.public_json));
     }
-    if name(&format!("{}/device_", layout::DEVICES_DIR)).is_some() {
-        return Ok(Some(device_json.to_string()));
+    if let Some(device_id) = name(&format!("{}/device_", layout::DEVICES_DIR)) {
+        return Ok(app
+            .store
+            .devices(id)
+            .await?
+            .into_iter()
+            .find(|d| d.device_id.to_string() == device_id)
+            .map(|d| d.body));
     }
     Ok(None)
 }

@@ -139,6 +139,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for b in &mut submitted {
         *b = b.submit(BallotBoxState::Cast);
     }
+    let ballot_box = election::declare_ballot_box(&device, &submitted);
     let record = electionguard::record::ElectionRecord {
         constants: ElectionConstants::standard(),
         manifest: manifest.clone(),
@@ -150,6 +151,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         coefficients: None,
         tally: None,
         spoiled_ballots: vec![],
+        ballot_box: Some(ballot_box),
     };
     let started = Instant::now();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;

@@ -396,15 +396,29 @@ async fn seed(
         let row = BallotRow {
             election_id: election.id.clone(),
             ballot_id: ballot.object_id.clone(),
-            state: BallotState::Cast,
+            state: BallotState::Pending,
             shuffle: shuffle_position(election, &ballot.object_id),
             code: None,
-            body: Vec::new(),
+            body: crate::service::codec::to_cbor(&ballot),
             sealed_nonces: None,
             voter_hash: None,
             created_at: now_ms(),
         };
-        crate::service::ballots::record(app, row, ballot, BallotBoxState::Cast).await?;
+        app.store.insert_pending_ballot(&row).await?;
+        let row = BallotRow {
+            state: BallotState::Cast,
+            ..row
+        };
+        // Copies of the pool's ballots under new ids, on purpose: no copy check.
+        crate::service::ballots::link_pending(
+            app,
+            election,
+            row,
+            ballot,
+            BallotBoxState::Cast,
+            &[],
+        )
+        .await?;
     }
     Ok(())
 }

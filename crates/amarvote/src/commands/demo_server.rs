@@ -39,7 +39,8 @@ impl Client {
     }
 
     /// Sends a request, with the bearer token if any; a non-2xx answer is an error
-    /// quoting the server's message.
+    /// quoting the server's message. A 429 is retried after the server's `Retry-After`
+    /// (or a growing pause when it names none), up to `MAX_THROTTLED_RETRIES` times.
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
@@ -50,10 +51,21 @@ impl Client {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
+        let mut attempt = 0;
+        let response = loop {
+            let again = request.try_clone();
+            let response = request_of(again, &self.base)?
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {}", self.base))?;
+            if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS
+                || attempt == MAX_THROTTLED_RETRIES
+            {
+                break response;
+            }
+            tokio::time::sleep(throttled_pause(&response, attempt)).await;
+            attempt += 1;
+        };
         let status = response.status();
         if !status.is_success() {
             let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -108,6 +120,31 @@ impl Client {
             .await?;
         Ok(response.text().await?)
     }
+}
+
+/// How often a client waits out a 429 before it gives up.
+const MAX_THROTTLED_RETRIES: u32 = 10;
+
+fn request_of(
+    request: Option<reqwest::RequestBuilder>,
+    base: &str,
+) -> Result<reqwest::RequestBuilder> {
+    request.with_context(|| format!("a request to {base} has a body that cannot be sent twice"))
+}
+
+/// The server's `Retry-After` (seconds, at most 30), or 0.5 s doubling per attempt (at
+/// most 8 s); a random tenth is added so throttled clients do not return in step.
+fn throttled_pause(response: &reqwest::Response, attempt: u32) -> Duration {
+    let asked = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(30)));
+    let base = asked.unwrap_or_else(|| Duration::from_millis(500 << attempt.min(4)));
+    let mut jitter = [0u8; 1];
+    openssl::rand::rand_bytes(&mut jitter).expect("the system random generator works");
+    base + base.mul_f64(f64::from(jitter[0]) / 2550.0)
 }
 
 /// One voter: encrypts, maybe challenges (and checks what the server revealed), then casts.
@@ -417,6 +454,13 @@ pub async fn download_record(client: &Client, election: &str, dir: &Path) -> Res
         .get(&format!("/api/elections/{election}/record"))
         .await?;
     let files: Vec<String> = serde_json::from_value(listing["files"].clone())?;
+    // A hostile or broken server must not make this write outside `dir` or over another
+    // record file: every name is checked before anything is written.
+    for name in &files {
+        if let Err(e) = crate::record_io::check_record_path(name) {
+            bail!("the server's record listing names {e}; nothing was written");
+        }
+    }
     let fetched: Vec<Result<(String, String)>> = futures_util::stream::iter(files)
         .map(|name| async move {
             let text = client

@@ -317,8 +317,10 @@ async fn connect(role: &RoleArgs) -> Result<ScaledParts> {
 }
 
 async fn ingest(args: IngestArgs) -> Result<()> {
-    let parts = connect(&args.role).await?;
+    // Secrets are checked before any connection is made.
+    crate::sealing::check_admin_token(&args.admin_token).context("AMARVOTE_ADMIN_TOKEN")?;
     let secret = ElectionSecret::read_file(&args.secret_file)?;
+    let parts = connect(&args.role).await?;
     let metrics = ReferendumMetrics::new();
     let rate_limit = RateLimit {
         per_second: args.rate_limit,

@@ -29,6 +29,36 @@ pub struct ServeArgs {
     /// Ballots per tally chunk.
     #[arg(long, default_value_t = 1000)]
     pub chunk_size: u64,
+    #[command(flatten)]
+    pub limits: BallotLimits,
+}
+
+/// Limits on what voters' clients may do, as flags or environment variables.
+#[derive(Args, Debug, Clone)]
+pub struct BallotLimits {
+    /// Ballot requests per second (with bursts of as many) from one client address; a
+    /// polling place puts many voters behind one address, so raise it there.
+    #[arg(long, env = "AMARVOTE_BALLOT_RATE_LIMIT", default_value_t = 200)]
+    pub ballot_rate_limit: u32,
+    /// Reverse proxies (comma-separated addresses) whose X-Forwarded-For names the client;
+    /// from any other peer the header is ignored.
+    #[arg(long, env = "AMARVOTE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Ballots one voting credential may challenge (each is decrypted by every guardian).
+    #[arg(long, env = "AMARVOTE_MAX_CHALLENGES", default_value_t = 10)]
+    pub max_challenges_per_voter: u64,
+}
+
+impl BallotLimits {
+    pub fn settings(&self, chunk_size: u64) -> Settings {
+        Settings {
+            chunk_size,
+            ballot_rate_limit: self.ballot_rate_limit,
+            trusted_proxies: self.trusted_proxies.clone(),
+            max_challenges_per_voter: self.max_challenges_per_voter,
+            ..Settings::default()
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -51,6 +81,8 @@ pub struct ScaledArgs {
     /// Ballots per tally chunk.
     #[arg(long, default_value_t = 1000)]
     pub chunk_size: u64,
+    #[command(flatten)]
+    pub limits: BallotLimits,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -82,58 +114,46 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 pub async fn serve_http(
     listen: SocketAddr,
     router: axum::Router,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
+    crate::api::http_server::bind_and_serve(listen, router, Default::default(), shutdown)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    })
-    .await?;
-    Ok(())
+        .with_context(|| format!("cannot listen on {listen}"))
 }
 
-/// The admin token of a data directory, created on first use.
+/// The admin token of a data directory, created (mode 0600) on first use; an existing
+/// file that others may read, or that holds a weak token, is refused.
 pub fn admin_token(data: &Path) -> Result<String> {
     let path = data.join("admin.token");
     if !path.exists() {
-        std::fs::write(&path, crate::service::new_credential())?;
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        crate::sealing::write_private(&path, crate::service::new_credential().as_bytes())?;
     }
-    Ok(std::fs::read_to_string(&path)?.trim().to_string())
+    crate::sealing::refuse_shared_file(&path)?;
+    let token = std::fs::read_to_string(&path)?.trim().to_string();
+    crate::sealing::check_admin_token(&token)
+        .with_context(|| format!("{} holds no usable token", path.display()))?;
+    Ok(token)
 }
 
-/// The embedded app of a data directory.
+/// The embedded app of a data directory: the directory is private (0700) and so is every
+/// file in it (0600) from the moment it is created. Secrets are checked before any
+/// database is opened.
 pub async fn embedded_app(data: &Path, settings: Settings) -> Result<Arc<App>> {
-    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
-    let url = format!("sqlite://{}?mode=rwc", data.join("amarvote.db").display());
+    crate::sealing::private_dir(data)?;
+    let key = ServerKey::load_or_create(&data.join("server.key"))?;
+    let admin = admin_token(data)?;
+    let (store_file, queue_file) = (data.join("amarvote.db"), data.join("queue.db"));
+    crate::sealing::private_file(&store_file)?;
+    crate::sealing::private_file(&queue_file)?;
+    let url = format!("sqlite://{}?mode=rwc", store_file.display());
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await?);
     let queue: Arc<dyn WorkQueue> =
-        Arc::new(EmbeddedQueue::open(&data.join("queue.db"), Duration::from_secs(300)).await?);
-    let key = ServerKey::load_or_create(&data.join("server.key"))?;
-    Ok(Arc::new(App::new(
-        store,
-        queue,
-        key,
-        admin_token(data)?,
-        settings,
-    )))
+        Arc::new(EmbeddedQueue::open(&queue_file, Duration::from_secs(300)).await?);
+    Ok(Arc::new(App::new(store, queue, key, admin, settings)))
 }
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
-    let app = embedded_app(
-        &args.data,
-        Settings {
-            chunk_size: args.chunk_size,
-            ..Settings::default()
-        },
-    )
-    .await?;
+    let app = embedded_app(&args.data, args.limits.settings(args.chunk_size)).await?;
     let shutdown = shutdown_signal();
     let workers = tokio::spawn(crate::workers::run(
         app.clone(),
@@ -170,6 +190,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 async fn scaled_app(args: &ScaledArgs) -> Result<Arc<App>> {
+    // Refused before any connection: a weak secret must not reach a migration.
+    let key = ServerKey::from_hex_strong(&args.server_key).context("AMARVOTE_SERVER_KEY")?;
+    crate::sealing::check_admin_token(&args.admin_token).context("AMARVOTE_ADMIN_TOKEN")?;
     let store: Arc<dyn Store> = Arc::new(
         SqlStore::connect(&args.database_url)
             .await
@@ -180,16 +203,12 @@ async fn scaled_app(args: &ScaledArgs) -> Result<Arc<App>> {
             .await
             .context("cannot reach RabbitMQ")?,
     );
-    let key = ServerKey::from_hex(&args.server_key)?;
     Ok(Arc::new(App::new(
         store,
         queue,
         key,
         args.admin_token.clone(),
-        Settings {
-            chunk_size: args.chunk_size,
-            ..Settings::default()
-        },
+        args.limits.settings(args.chunk_size),
     )))
 }
 

@@ -4,14 +4,19 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use electionguard::verify::{verify_record, VerificationReport};
+use electionguard::verify::{verify_record_with, BallotBoxPolicy, VerificationReport};
 
 use crate::record_io::read_record;
 
-pub fn run(dir: &Path) -> Result<()> {
+pub fn run(dir: &Path, foreign: bool) -> Result<()> {
     let started = Instant::now();
     let record = read_record(dir)?;
-    let report = verify_record(&record);
+    let policy = if foreign {
+        BallotBoxPolicy::Optional
+    } else {
+        BallotBoxPolicy::Required
+    };
+    let report = verify_record_with(&record, policy);
     print_report(&report);
     println!(
         "{} ballots, {} guardians, verified in {:.2} s",

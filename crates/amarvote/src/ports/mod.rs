@@ -5,4 +5,6 @@ pub mod queue;
 pub mod store;
 
 pub use queue::{Delivery, WorkQueue};
-pub use store::{CastError, Store, StoreError};
+pub use store::{
+    CastError, CastRules, ChainLink, DeviceError, DeviceRow, Store, StoreError, VoterStatus,
+};

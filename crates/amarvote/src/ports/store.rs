@@ -27,6 +27,14 @@ pub enum CastError {
     NotEligible,
     #[error("a ballot with this id already exists")]
     DuplicateBallot,
+    #[error("this ballot is not pending for this voting credential")]
+    NotPending,
+    #[error("this ballot repeats the ciphertexts of a ballot already in the ballot box (ballot copying)")]
+    CopiedBallot,
+    #[error("this voting credential has challenged {0} ballots, the most allowed")]
+    TooManyChallenges(u64),
+    #[error("the ballot's code seed continues no registered device's chain: register the device, and chain each ballot to that device's last one")]
+    BrokenChain,
     #[error("voting is not open for this election")]
     NotOpen,
     #[error(transparent)]
@@ -36,12 +44,73 @@ pub enum CastError {
 /// What the chain of ballot codes needs to seal one more ballot: the previous code.
 pub type CodeChainer<'a> = &'a (dyn Fn(&str) -> (String, Vec<u8>) + Send + Sync);
 
+/// How a ballot joins the ballot box's code chains.
+pub enum ChainLink<'a> {
+    /// A ballot the server encrypted, pending until now: the server's own device links it
+    /// (`chain` turns its previous code into this ballot's code and final body). Only the
+    /// credential that made the pending ballot can record it.
+    Server {
+        device_id: u64,
+        chain: CodeChainer<'a>,
+    },
+    /// A ballot the voter's device linked itself: its seed must be a registered device's
+    /// hash (its first ballot) or that device's last code. Insert-only.
+    Device {
+        seed: &'a str,
+        code: &'a str,
+        body: &'a [u8],
+    },
+}
+
+/// What the store checks when it records a ballot, besides its chain.
+pub struct CastRules<'a> {
+    /// Per contest, a digest of its ciphertexts: none may repeat in the election.
+    pub fingerprints: &'a [String],
+    /// The most ballots one credential may challenge.
+    pub max_challenges: u64,
+}
+
+/// A voter on the eligibility list, as the ballot box sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoterStatus {
+    /// The ballot this credential cast, if it has.
+    pub cast_ballot: Option<String>,
+    pub challenges: u64,
+    /// Ballots encrypted for it on the server and neither cast nor challenged yet.
+    pub pending: u64,
+}
+
+/// An encryption device: the server's own, or one a voter or an administrator registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRow {
+    pub device_id: u64,
+    pub device_hash: String,
+    /// The device's reference JSON (`EncryptionDevice`).
+    pub body: String,
+    /// The voter (credential hash) that registered it; None for the server's and an administrator's.
+    pub registered_by: Option<String>,
+    pub last_code: Option<String>,
+    pub ballots: u64,
+}
+
+/// Why a device could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("device {0} is already registered with other parameters")]
+    Taken(u64),
+    #[error("this voting credential has registered {0} devices, the most allowed")]
+    TooMany(u64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Stores a new election with its guardians and the server's own encryption device.
     async fn insert_election(
         &self,
         election: &ElectionRow,
-        first_code: &str,
+        server_device: &DeviceRow,
         guardians: &[GuardianRow],
     ) -> Result<(), StoreError>;
     async fn election(&self, id: &str) -> Result<Option<ElectionRow>, StoreError>;
@@ -114,21 +183,37 @@ pub trait Store: Send + Sync + 'static {
         election_id: &str,
         credential_hashes: &[String],
     ) -> Result<u64, StoreError>;
-    async fn voter_exists(
+    async fn voter(
         &self,
         election_id: &str,
         credential_hash: &str,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<VoterStatus>, StoreError>;
+
+    /// Registers an encryption device, once: the same device again is accepted (returns
+    /// false), another device under a taken id is refused; a voter may register at most
+    /// `max_per_voter`.
+    async fn register_device(
+        &self,
+        election_id: &str,
+        device: &DeviceRow,
+        max_per_voter: u64,
+    ) -> Result<bool, DeviceError>;
+    /// Every device of the election, with its chain's last code and length, by id.
+    async fn devices(&self, election_id: &str) -> Result<Vec<DeviceRow>, StoreError>;
 
     /// Stores a ballot the voter has not cast yet (server-side encryption, before the Benaloh choice).
     async fn insert_pending_ballot(&self, ballot: &BallotRow) -> Result<(), StoreError>;
+    /// Removes pending ballots made before `before` (ms); returns how many.
+    async fn expire_pending_ballots(&self, before: i64) -> Result<u64, StoreError>;
     /// Records a cast or spoiled ballot in one transaction: uses up the voter's credential
-    /// (cast only), takes the next link of the code chain (`chain` turns the previous code
-    /// into this ballot's code and final body) and stores the ballot. Returns the code.
+    /// (cast) or counts its challenge (spoiled, at most `rules.max_challenges`), links the
+    /// ballot into its device's code chain, refuses repeated ciphertexts, and stores the
+    /// ballot. Returns the code.
     async fn record_ballot(
         &self,
         ballot: &BallotRow,
-        chain: CodeChainer<'_>,
+        link: ChainLink<'_>,
+        rules: &CastRules<'_>,
     ) -> Result<String, CastError>;
     async fn ballot(
         &self,
@@ -179,8 +264,9 @@ pub trait Store: Send + Sync + 'static {
         prefix: &str,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Creates a job with its chunks, none published yet, in one transaction.
-    async fn insert_job(&self, job: &JobRow, chunks: &[ChunkRow]) -> Result<(), StoreError>;
+    /// Creates a job with its chunks, none published yet, in one transaction; false (and
+    /// nothing stored) if a job of the same kind is running for the election.
+    async fn insert_job(&self, job: &JobRow, chunks: &[ChunkRow]) -> Result<bool, StoreError>;
     async fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError>;
     async fn jobs_in_state(&self, state: JobState) -> Result<Vec<JobRow>, StoreError>;
     /// An election's jobs, newest first.

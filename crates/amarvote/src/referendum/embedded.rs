@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use axum::Router;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -62,14 +62,19 @@ pub struct EmbeddedParts {
 
 /// Opens (creating as needed) the embedded adapters in `data_dir`.
 pub async fn open_parts(data_dir: &Path) -> Result<EmbeddedParts> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let queue = SqliteVoteQueue::open(&data_dir.join("referendum-queue.db"), VISIBILITY).await?;
-    let registry = SqliteRegistry::open(&data_dir.join("referendum-registry.db")).await?;
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        data_dir.join("referendum.db").display()
-    );
+    crate::sealing::private_dir(data_dir)?;
+    let files = [
+        "referendum-queue.db",
+        "referendum-registry.db",
+        "referendum.db",
+    ]
+    .map(|f| data_dir.join(f));
+    for file in &files {
+        crate::sealing::private_file(file)?;
+    }
+    let queue = SqliteVoteQueue::open(&files[0], VISIBILITY).await?;
+    let registry = SqliteRegistry::open(&files[1]).await?;
+    let url = format!("sqlite://{}?mode=rwc", files[2].display());
     let store = SqlStore::connect(&url).await?;
     Ok(EmbeddedParts {
         queue: Arc::new(queue),

@@ -394,8 +394,10 @@ fn require_admin(state: &IngestState, headers: &HeaderMap) -> Result<(), ApiFail
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
     let expected = state.admin_token.as_bytes();
-    let matches =
-        presented.len() == expected.len() && openssl::memcmp::eq(presented.as_bytes(), expected);
+    // Fails closed: an empty configured token admits nobody.
+    let matches = !expected.is_empty()
+        && presented.len() == expected.len()
+        && openssl::memcmp::eq(presented.as_bytes(), expected);
     if matches {
         Ok(())
     } else {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use electionguard::ballot::{
-    BallotBoxState, CiphertextBallot, PlaintextBallot, PlaintextBallotContest,
+    BallotBoxState, CiphertextBallot, EncryptionDevice, PlaintextBallot, PlaintextBallotContest,
     PlaintextBallotSelection,
 };
 use electionguard::challenge::{open_challenged_ballot, verify_challenge};
@@ -19,8 +19,9 @@ use sha2::Sha256;
 
 use super::codec::{from_cbor, to_cbor};
 use super::{credential_hash, App, ElectionCrypto, ServiceError, ServiceResult};
-use crate::domain::{new_id, now_ms, BallotRow, BallotState, ElectionRow, ElectionState};
+use crate::domain::{check_id, new_id, now_ms, BallotRow, BallotState, ElectionRow, ElectionState};
 use crate::election::BALLOT_STYLE;
+use crate::ports::{CastRules, ChainLink, DeviceError, DeviceRow, VoterStatus};
 use crate::sealing;
 
 /// The voter's marks: for each contest id, the selection ids chosen.
@@ -148,19 +149,90 @@ async fn open_election(
     Ok((election, crypto))
 }
 
-/// The credential's hash, if the credential is on the election's eligibility list.
+/// The credential's hash and standing, if the credential is on the election's eligibility list.
 pub async fn eligible_voter(
     app: &App,
     election_id: &str,
     credential: &str,
-) -> ServiceResult<String> {
+) -> ServiceResult<(String, VoterStatus)> {
     let hash = credential_hash(credential);
-    if !app.store.voter_exists(election_id, &hash).await? {
-        return Err(ServiceError::Unauthorized(
+    match app.store.voter(election_id, &hash).await? {
+        Some(status) => Ok((hash, status)),
+        None => Err(ServiceError::Unauthorized(
             "the voting credential is not on the eligibility list".into(),
+        )),
+    }
+}
+
+/// A voter who may still make a ballot: the credential is unused.
+async fn voter_who_has_not_cast(
+    app: &App,
+    election_id: &str,
+    credential: &str,
+) -> ServiceResult<(String, VoterStatus)> {
+    let (hash, status) = eligible_voter(app, election_id, credential).await?;
+    if status.cast_ballot.is_some() {
+        return Err(ServiceError::Conflict(
+            "this voting credential has already been used".into(),
         ));
     }
-    Ok(hash)
+    Ok((hash, status))
+}
+
+/// An encryption device as the store keeps it.
+pub fn device_row(device: &EncryptionDevice, registered_by: Option<String>) -> DeviceRow {
+    DeviceRow {
+        device_id: device.device_id,
+        device_hash: device.hash().to_hex(),
+        body: electionguard::json::to_reference_json(device),
+        registered_by,
+        last_code: None,
+        ballots: 0,
+    }
+}
+
+/// A voter's device that encrypts ballots itself (as electionguard-python's
+/// `encrypt_ballot` does) is declared before its first ballot: its hash seeds its chain
+/// of tracking codes, and it is published under `encryption_devices/`. True if new.
+pub async fn register_device(
+    app: &App,
+    election_id: &str,
+    credential: &str,
+    device: EncryptionDevice,
+) -> ServiceResult<bool> {
+    open_election(app, election_id).await?;
+    let (voter, _) = voter_who_has_not_cast(app, election_id, credential).await?;
+    if device.location.is_empty() || device.location.len() > 64 {
+        return Err(ServiceError::BadRequest(
+            "location must be 1 to 64 characters".into(),
+        ));
+    }
+    let row = device_row(&device, Some(voter));
+    match app
+        .store
+        .register_device(election_id, &row, app.settings.max_devices_per_voter)
+        .await
+    {
+        Ok(new) => Ok(new),
+        Err(DeviceError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ServiceError::Conflict(e.to_string())),
+    }
+}
+
+/// The server's own encryption device: it links every ballot it encrypted.
+fn server_device_id(election: &ElectionRow) -> ServiceResult<u64> {
+    let device: EncryptionDevice = electionguard::json::from_json(&election.device_json)
+        .map_err(|e| anyhow::anyhow!("election {}: device: {e}", election.id))?;
+    Ok(device.device_id)
+}
+
+/// Per contest, the hex digest of its ciphertexts: a repeat means a copied ballot.
+fn fingerprints(ballot: &CiphertextBallot) -> Vec<String> {
+    ballot
+        .contest_fingerprints()
+        .iter()
+        .map(|f| crate::domain::hex(f))
+        .collect()
 }
 
 /// Encrypts the voter's choices on the server. The ballot waits, with its nonces sealed,
@@ -172,7 +244,13 @@ pub async fn encrypt(
     choices: Choices,
 ) -> ServiceResult<EncryptedBallot> {
     let (election, crypto) = open_election(app, election_id).await?;
-    let voter_hash = eligible_voter(app, election_id, credential).await?;
+    let (voter_hash, status) = voter_who_has_not_cast(app, election_id, credential).await?;
+    if status.pending >= MAX_PENDING_PER_VOTER {
+        return Err(ServiceError::Conflict(format!(
+            "this voting credential has {} ballots waiting to be cast or challenged; decide on one first",
+            status.pending
+        )));
+    }
     let ballot_id = new_id("ballot");
     let plaintext = plaintext_from_choices(&crypto.manifest, &ballot_id, &choices)?;
     let worker = crypto.clone();
@@ -239,12 +317,32 @@ async fn pending_ballot(
     Ok(row)
 }
 
-/// Links the ballot into the code chain and stores it as cast or spoiled, in one transaction.
-pub(crate) async fn record(
+/// Ballots one credential may have encrypted on the server and not yet decided on.
+const MAX_PENDING_PER_VOTER: u64 = 5;
+
+/// Links a ballot the server encrypted into the server device's chain and stores it as
+/// cast or spoiled, in one transaction.
+async fn record(
     app: &App,
+    election: &ElectionRow,
     row: BallotRow,
     ballot: CiphertextBallot,
     state: BallotBoxState,
+) -> ServiceResult<String> {
+    let prints = fingerprints(&ballot);
+    link_pending(app, election, row, ballot, state, &prints).await
+}
+
+/// Links a pending ballot into the server device's chain, refusing the given fingerprints
+/// if any is in the ballot box already. The election bench seeds its ballot box through
+/// this with none: it stores copies of a pool of ballots under new ids on purpose.
+pub(crate) async fn link_pending(
+    app: &App,
+    election: &ElectionRow,
+    row: BallotRow,
+    ballot: CiphertextBallot,
+    state: BallotBoxState,
+    prints: &[String],
 ) -> ServiceResult<String> {
     let submitted = ballot.submit(state);
     let chain = move |previous: &str| {
@@ -258,9 +356,23 @@ pub(crate) async fn record(
         );
         (linked.code.to_hex(), to_cbor(&linked))
     };
-    let code = app.store.record_ballot(&row, &chain).await?;
+    let link = ChainLink::Server {
+        device_id: server_device_id(election)?,
+        chain: &chain,
+    };
+    let code = app
+        .store
+        .record_ballot(&row, link, &cast_rules(app, prints))
+        .await?;
     app.metrics.ballot_accepted(row.state.as_str());
     Ok(code)
+}
+
+fn cast_rules<'a>(app: &App, fingerprints: &'a [String]) -> CastRules<'a> {
+    CastRules {
+        fingerprints,
+        max_challenges: app.settings.max_challenges_per_voter,
+    }
 }
 
 /// Casts a pending ballot: uses up the voter's credential, atomically.
@@ -270,14 +382,14 @@ pub async fn cast(
     ballot_id: &str,
     credential: &str,
 ) -> ServiceResult<Receipt> {
-    open_election(app, election_id).await?;
+    let (election, _) = open_election(app, election_id).await?;
     let row = pending_ballot(app, election_id, ballot_id, credential).await?;
     let ballot: CiphertextBallot = from_cbor(&row.body)?;
     let row = BallotRow {
         state: BallotState::Cast,
         ..row
     };
-    let code = record(app, row, ballot, BallotBoxState::Cast).await?;
+    let code = record(app, &election, row, ballot, BallotBoxState::Cast).await?;
     Ok(Receipt {
         ballot_id: ballot_id.to_string(),
         state: BallotState::Cast,
@@ -295,7 +407,7 @@ pub async fn challenge(
     ballot_id: &str,
     credential: &str,
 ) -> ServiceResult<Receipt> {
-    let (_, crypto) = open_election(app, election_id).await?;
+    let (election, crypto) = open_election(app, election_id).await?;
     let row = pending_ballot(app, election_id, ballot_id, credential).await?;
     let sealed = row
         .sealed_nonces
@@ -318,7 +430,7 @@ pub async fn challenge(
         state: BallotState::Spoiled,
         ..row
     };
-    let code = record(app, row, ballot, BallotBoxState::Spoiled).await?;
+    let code = record(app, &election, row, ballot, BallotBoxState::Spoiled).await?;
     Ok(Receipt {
         ballot_id: ballot_id.to_string(),
         state: BallotState::Spoiled,
@@ -327,7 +439,9 @@ pub async fn challenge(
     })
 }
 
-/// A ballot the voter's own device encrypted: checked completely before it is stored.
+/// A ballot the voter's own device encrypted and linked into that device's chain of
+/// tracking codes: checked completely before it is stored, and stored as it came, so the
+/// code the device showed is the voter's code.
 pub async fn submit(
     app: &App,
     election_id: &str,
@@ -336,12 +450,19 @@ pub async fn submit(
     spoil: bool,
 ) -> ServiceResult<Receipt> {
     let (election, crypto) = open_election(app, election_id).await?;
-    let voter_hash = eligible_voter(app, election_id, credential).await?;
-    if ballot.object_id.is_empty() || ballot.object_id.len() > 128 {
-        return Err(ServiceError::BadRequest(
-            "object_id must be 1 to 128 characters".into(),
-        ));
+    let (voter_hash, _) = voter_who_has_not_cast(app, election_id, credential).await?;
+    check_id("object_id", &ballot.object_id).map_err(ServiceError::BadRequest)?;
+    if let Some(field) = ballot.carried_nonce() {
+        app.metrics.ballot_rejected("malformed");
+        return Err(ServiceError::BadRequest(format!(
+            "{field}: a submitted ballot must not carry its nonces (they open the vote); send the ballot without them"
+        )));
     }
+    let box_state = if spoil {
+        BallotBoxState::Spoiled
+    } else {
+        BallotBoxState::Cast
+    };
     let (checked, worker) = (ballot.clone(), crypto.clone());
     tokio::task::spawn_blocking(move || {
         electionguard::verify::verify_submission(
@@ -362,28 +483,34 @@ pub async fn submit(
     } else {
         BallotState::Cast
     };
+    let submitted = ballot.submit(box_state);
+    let (seed, code) = (submitted.code_seed.to_hex(), submitted.code.to_hex());
     let row = BallotRow {
         election_id: election_id.to_string(),
-        ballot_id: ballot.object_id.clone(),
+        ballot_id: submitted.object_id.clone(),
         state,
-        shuffle: shuffle_position(&election, &ballot.object_id),
+        shuffle: shuffle_position(&election, &submitted.object_id),
         code: None,
         body: Vec::new(),
         sealed_nonces: None,
         voter_hash: Some(voter_hash),
         created_at: now_ms(),
     };
-    let box_state = if spoil {
-        BallotBoxState::Spoiled
-    } else {
-        BallotBoxState::Cast
+    let prints = fingerprints(&submitted);
+    let body = to_cbor(&submitted);
+    let link = ChainLink::Device {
+        seed: &seed,
+        code: &code,
+        body: &body,
     };
-    let ballot_id = ballot.object_id.clone();
-    let code = record(app, row, ballot, box_state)
+    let code = app
+        .store
+        .record_ballot(&row, link, &cast_rules(app, &prints))
         .await
         .inspect_err(|_| app.metrics.ballot_rejected("conflict"))?;
+    app.metrics.ballot_accepted(state.as_str());
     Ok(Receipt {
-        ballot_id,
+        ballot_id: row.ballot_id,
         state,
         tracking_code: code,
         revealed: None,

@@ -104,20 +104,82 @@ pub fn grant_purpose(election_id: &str, guardian_id: &str) -> String {
     format!("decryption-grant:{election_id}:{guardian_id}")
 }
 
+/// Bounds on what an administrator may describe: enough for any real ballot, small
+/// enough that no request can make the server build a huge manifest or key ceremony.
+pub const MAX_TITLE_CHARS: usize = 256;
+pub const MAX_CONTESTS: usize = 50;
+pub const MAX_CANDIDATES: usize = 50;
+/// The key ceremony is quadratic in the guardians (every guardian backs up its
+/// polynomial to every other): 64 took minutes inside one request.
+pub const MAX_GUARDIANS: u32 = 16;
+
+fn check_text(field: &str, text: &str) -> ServiceResult<()> {
+    let chars = text.chars().count();
+    if text.trim().is_empty() || chars > MAX_TITLE_CHARS {
+        return Err(ServiceError::BadRequest(format!(
+            "{field} must be 1 to {MAX_TITLE_CHARS} characters (it has {chars})"
+        )));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(ServiceError::BadRequest(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The voting window, normalized to UTC; the end must come after the start.
+fn voting_window(request: &NewElection) -> ServiceResult<(String, String)> {
+    let date = |field: &str, value: &Option<String>, default: &str| {
+        let text = value.clone().unwrap_or_else(|| default.to_string());
+        electionguard::manifest::iso_utc(&text)
+            .map(|_| text.clone())
+            .ok_or_else(|| {
+                ServiceError::BadRequest(format!(
+                    "{field} must be an ISO 8601 date and time, e.g. 2026-11-03T07:00:00-05:00"
+                ))
+            })
+    };
+    let start = date(
+        "voting_start",
+        &request.voting_start,
+        "2026-01-01T00:00:00+00:00",
+    )?;
+    let end = date(
+        "voting_end",
+        &request.voting_end,
+        "2036-01-01T00:00:00+00:00",
+    )?;
+    if electionguard::manifest::iso_utc(&end) <= electionguard::manifest::iso_utc(&start) {
+        return Err(ServiceError::BadRequest(
+            "voting_end must come after voting_start".into(),
+        ));
+    }
+    Ok((start, end))
+}
+
 fn contest_specs(request: &NewElection) -> ServiceResult<Vec<ContestSpec>> {
     let bad = |m: String| Err(ServiceError::BadRequest(m));
-    if request.title.trim().is_empty() {
-        return bad("title must not be empty".into());
+    check_text("title", &request.title)?;
+    if request.contests.is_empty() || request.contests.len() > MAX_CONTESTS {
+        return bad(format!("contests: 1 to {MAX_CONTESTS} contests are needed"));
     }
-    if request.contests.is_empty() {
-        return bad("contests: at least one contest is needed".into());
+    if request.guardians == 0 || request.guardians > MAX_GUARDIANS {
+        return bad(format!("guardians must be 1 to {MAX_GUARDIANS}"));
     }
-    if request.guardians == 0
-        || request.guardians > 64
-        || request.quorum == 0
-        || request.quorum > request.guardians
-    {
-        return bad("guardians must be 1..=64 and quorum between 1 and guardians".into());
+    if request.quorum == 0 || request.quorum > request.guardians {
+        return bad("quorum must be between 1 and the number of guardians".into());
+    }
+    for (i, c) in request.contests.iter().enumerate() {
+        check_text(&format!("contests[{i}].title"), &c.title)?;
+        if c.candidates.len() > MAX_CANDIDATES {
+            return bad(format!(
+                "contests[{i}].candidates: at most {MAX_CANDIDATES} candidates"
+            ));
+        }
+        for (j, name) in c.candidates.iter().enumerate() {
+            check_text(&format!("contests[{i}].candidates[{j}]"), name)?;
+        }
     }
     let mut specs = Vec::new();
     for (i, c) in request.contests.iter().enumerate() {
@@ -154,15 +216,8 @@ fn contest_specs(request: &NewElection) -> ServiceResult<Vec<ContestSpec>> {
 /// guardians' secrets sealed under their passphrases and the server key.
 pub async fn create(app: &App, request: NewElection) -> ServiceResult<CreatedElection> {
     let specs = contest_specs(&request)?;
+    let (start, end) = voting_window(&request)?;
     let id = new_id("election");
-    let start = request
-        .voting_start
-        .clone()
-        .unwrap_or_else(|| "2026-01-01T00:00:00+00:00".into());
-    let end = request
-        .voting_end
-        .clone()
-        .unwrap_or_else(|| "2036-01-01T00:00:00+00:00".into());
     let manifest = build_manifest(&id, &request.title, &specs, &start, &end);
     manifest
         .validate()
@@ -186,7 +241,7 @@ pub async fn create(app: &App, request: NewElection) -> ServiceResult<CreatedEle
     let mut election = election_row(&id, &request, &manifest, &device);
     election.context_json = to_reference_json(&context);
     app.store
-        .insert_election(&election, &device.hash().to_hex(), &rows)
+        .insert_election(&election, &super::ballots::device_row(&device, None), &rows)
         .await?;
     Ok(CreatedElection {
         election_id: id,
@@ -260,7 +315,7 @@ async fn create_for_guardians(
     let mut election = election_row(&id, request, manifest, &device);
     election.state = ElectionState::KeyCeremony;
     app.store
-        .insert_election(&election, &device.hash().to_hex(), &rows)
+        .insert_election(&election, &super::ballots::device_row(&device, None), &rows)
         .await?;
     Ok(CreatedElection {
         election_id: id,
@@ -372,14 +427,20 @@ pub async fn grant_decryption(
         guardian_purpose(election_id, guardian_id),
         grant_purpose(election_id, guardian_id),
     );
-    let grant = tokio::task::spawn_blocking(move || {
-        let secret =
-            sealing::open_with_passphrase(&key, &passphrase, &purpose, &guardian.sealed_secret)?;
-        Ok::<_, sealing::SealError>(sealing::seal(&key, &grant_for, &secret))
-    })
-    .await
-    .map_err(anyhow::Error::from)?
-    .map_err(|e| ServiceError::Unauthorized(e.to_string()))?;
+    let who = format!("{election_id}/{guardian_id}");
+    let grant = app
+        .passphrase_gate
+        .check(&who, move || {
+            let secret = sealing::open_with_passphrase(
+                &key,
+                &passphrase,
+                &purpose,
+                &guardian.sealed_secret,
+            )?;
+            Ok::<_, sealing::SealError>(sealing::seal(&key, &grant_for, &secret))
+        })
+        .await?
+        .map_err(|e| ServiceError::Unauthorized(e.to_string()))?;
     app.store
         .set_decryption_grant(election_id, guardian_id, &grant)
         .await?;

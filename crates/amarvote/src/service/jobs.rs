@@ -8,7 +8,12 @@
 //! worker died. Ballots are assigned to chunks as ranges of a keyed permutation, so a
 //! chunk's membership says nothing about casting order and a resumed job has the same chunks.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{App, ServiceError, ServiceResult};
 use crate::domain::{
@@ -225,7 +230,11 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
         finished_at: None,
         error: None,
     };
-    app.store.insert_job(&job, &rows).await?;
+    if !app.store.insert_job(&job, &rows).await? {
+        return Err(ServiceError::Conflict(format!(
+            "a {kind} job is already running for this election"
+        )));
+    }
     app.metrics.job_started(kind);
     let queued: Vec<ChunkRow> = rows
         .into_iter()
@@ -368,11 +377,7 @@ pub struct ChunkStatus {
 }
 
 pub async fn status(app: &App, job_id: &str, with_chunks: bool) -> ServiceResult<JobStatus> {
-    let job = app
-        .store
-        .job(job_id)
-        .await?
-        .ok_or_else(|| ServiceError::NotFound(format!("no job {job_id}")))?;
+    let job = existing_job(app, job_id).await?;
     let ChunkCounts { total, done, dead } = app.store.chunk_counts(job_id).await?;
     let chunks = if with_chunks {
         app.store
@@ -408,7 +413,16 @@ pub async fn status(app: &App, job_id: &str, with_chunks: bool) -> ServiceResult
 }
 
 /// Stops a running job: workers leave its chunks alone until it is resumed.
+/// The job, or NotFound.
+async fn existing_job(app: &App, job_id: &str) -> ServiceResult<JobRow> {
+    app.store
+        .job(job_id)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("no job {job_id}")))
+}
+
 pub async fn stop(app: &App, job_id: &str) -> ServiceResult<()> {
+    existing_job(app, job_id).await?;
     if !app
         .store
         .set_job_state(job_id, &[JobState::Running], JobState::Stopped, None)
@@ -423,6 +437,7 @@ pub async fn stop(app: &App, job_id: &str) -> ServiceResult<()> {
 
 /// Resumes a stopped job, or retries a failed job's dead chunks; its pending chunks are published again.
 pub async fn resume(app: &App, job_id: &str) -> ServiceResult<()> {
+    existing_job(app, job_id).await?;
     app.store.revive_dead_chunks(job_id).await?;
     if !app
         .store
@@ -435,7 +450,8 @@ pub async fn resume(app: &App, job_id: &str) -> ServiceResult<()> {
         .await?
     {
         return Err(ServiceError::Conflict(
-            "only a stopped or failed job can be resumed".into(),
+            "only a stopped or failed job can be resumed, while no other job of its kind runs"
+                .into(),
         ));
     }
     let pending: Vec<ChunkRow> = app
@@ -447,4 +463,92 @@ pub async fn resume(app: &App, job_id: &str) -> ServiceResult<()> {
         .collect();
     publish(app, &pending).await;
     Ok(())
+}
+
+/// Progress of running jobs for their event streams: one poller per job, however many
+/// clients follow it, stopped when the last one leaves; and at most `MAX_FOLLOWERS`
+/// streams open at once in a process.
+pub struct JobFeeds {
+    feeds: Mutex<HashMap<String, Weak<watch::Sender<Option<String>>>>>,
+    followers: Arc<Semaphore>,
+}
+
+/// Event streams one process serves at once.
+pub const MAX_FOLLOWERS: usize = 256;
+const POLL_EVERY: Duration = Duration::from_millis(250);
+
+impl Default for JobFeeds {
+    fn default() -> Self {
+        JobFeeds {
+            feeds: Default::default(),
+            followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
+        }
+    }
+}
+
+/// A client following one job: the JSON status whenever it changes (None before the
+/// first read); the channel closes once the job has ended.
+pub struct Follower {
+    pub updates: watch::Receiver<Option<String>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Follows a job's progress; Err if the job does not exist or too many streams are open.
+pub async fn follow(app: &Arc<App>, job_id: &str) -> ServiceResult<Follower> {
+    existing_job(app, job_id).await?;
+    let slot = app
+        .job_feeds
+        .followers
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ServiceError::RateLimited {
+            message: format!(
+                "{MAX_FOLLOWERS} event streams are open; poll GET /api/jobs/{job_id} instead"
+            ),
+            retry_after: Duration::from_secs(5),
+        })?;
+    let mut feeds = app.job_feeds.feeds.lock().expect("not poisoned");
+    feeds.retain(|_, feed| feed.strong_count() > 0);
+    let updates = match feeds.get(job_id).and_then(Weak::upgrade) {
+        Some(feed) => feed.subscribe(),
+        None => {
+            let (tx, rx) = watch::channel(None);
+            let tx = Arc::new(tx);
+            feeds.insert(job_id.to_string(), Arc::downgrade(&tx));
+            tokio::spawn(poll_job(app.clone(), job_id.to_string(), tx));
+            rx
+        }
+    };
+    Ok(Follower {
+        updates,
+        _slot: slot,
+    })
+}
+
+/// Reads the job's status until it ends or nobody follows it any more.
+async fn poll_job(app: Arc<App>, job_id: String, tx: Arc<watch::Sender<Option<String>>>) {
+    loop {
+        let Ok(status) = status(&app, &job_id, false).await else {
+            return;
+        };
+        let finished = matches!(
+            status.state,
+            JobState::Done | JobState::Failed | JobState::Stopped
+        );
+        let text = serde_json::to_string(&status).expect("status serializes");
+        tx.send_if_modified(|last| {
+            let changed = last.as_deref() != Some(text.as_str());
+            if changed {
+                *last = Some(text);
+            }
+            changed
+        });
+        if finished {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL_EVERY) => {}
+            _ = tx.closed() => return,
+        }
+    }
 }

@@ -34,6 +34,11 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     Unauthorized(String),
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -97,6 +102,15 @@ pub struct Settings {
     pub spoiled_chunk_size: u64,
     /// Requests per second one client address may make to the ballot endpoints.
     pub ballot_rate_limit: u32,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` names the client; from any
+    /// other peer the header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Ballots one voting credential may challenge (each costs every guardian a decryption).
+    pub max_challenges_per_voter: u64,
+    /// Encryption devices one voting credential may register.
+    pub max_devices_per_voter: u64,
+    /// How long a ballot encrypted on the server waits for the voter to cast or challenge it.
+    pub pending_ballot_ttl: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -105,6 +119,10 @@ impl Default for Settings {
             chunk_size: 1000,
             spoiled_chunk_size: 50,
             ballot_rate_limit: 200,
+            trusted_proxies: Vec::new(),
+            max_challenges_per_voter: 10,
+            max_devices_per_voter: 3,
+            pending_ballot_ttl: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -118,6 +136,10 @@ pub struct App {
     pub admin_token: String,
     pub settings: Settings,
     pub rate_limiter: crate::api::rate_limit::RateLimiter,
+    /// Guards the Argon2 passphrase checks (19 MiB and tens of ms each).
+    pub passphrase_gate: PassphraseGate,
+    /// One progress poller per followed job, for the event streams.
+    pub job_feeds: jobs::JobFeeds,
     crypto: Mutex<HashMap<String, Arc<ElectionCrypto>>>,
 }
 
@@ -129,6 +151,7 @@ impl App {
         admin_token: String,
         settings: Settings,
     ) -> App {
+        let rate_limiter = crate::api::rate_limit::RateLimiter::new(settings.ballot_rate_limit);
         App {
             store,
             queue,
@@ -136,7 +159,9 @@ impl App {
             metrics: Arc::new(Metrics::new()),
             admin_token,
             settings,
-            rate_limiter: Default::default(),
+            rate_limiter,
+            passphrase_gate: PassphraseGate::default(),
+            job_feeds: jobs::JobFeeds::default(),
             crypto: Mutex::new(HashMap::new()),
         }
     }
@@ -172,6 +197,69 @@ impl App {
         }
         cached.insert(election.id.clone(), built.clone());
         Ok(built)
+    }
+}
+
+/// Passphrase checks run Argon2 (19 MiB of memory each): at most two at a time in a
+/// process, so a flood of guesses cannot exhaust memory, and after each wrong passphrase
+/// a guardian waits longer (1 s, 2 s, 4 s … at most a minute) before the next try.
+pub struct PassphraseGate {
+    running: tokio::sync::Semaphore,
+    failures: Mutex<HashMap<String, (u32, std::time::Instant)>>,
+}
+
+impl Default for PassphraseGate {
+    fn default() -> Self {
+        PassphraseGate {
+            running: tokio::sync::Semaphore::new(2),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl PassphraseGate {
+    /// Runs `check` for `who` once its failure delay has passed; a failed check lengthens it.
+    pub async fn check<T, E>(
+        &self,
+        who: &str,
+        check: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ) -> ServiceResult<Result<T, E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let _permit = self.running.acquire().await.map_err(anyhow::Error::from)?;
+        // Checked once the permit is held: guesses queued behind a failure wait it out.
+        if let Some(wait) = self.wait_for(who) {
+            return Err(ServiceError::RateLimited {
+                message: format!("too many wrong passphrases for {who}; try again later"),
+                retry_after: wait,
+            });
+        }
+        let outcome = tokio::task::spawn_blocking(check)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let mut failures = self.failures.lock().expect("not poisoned");
+        match &outcome {
+            Ok(_) => {
+                failures.remove(who);
+            }
+            Err(_) => {
+                let entry = failures
+                    .entry(who.to_string())
+                    .or_insert((0, std::time::Instant::now()));
+                *entry = (entry.0 + 1, std::time::Instant::now());
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn wait_for(&self, who: &str) -> Option<std::time::Duration> {
+        let failures = self.failures.lock().expect("not poisoned");
+        let (count, last) = failures.get(who)?;
+        let delay = std::time::Duration::from_secs(1u64 << (*count - 1).min(6))
+            .min(std::time::Duration::from_secs(60));
+        delay.checked_sub(last.elapsed())
     }
 }
 

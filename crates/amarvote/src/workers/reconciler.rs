@@ -1,8 +1,9 @@
 //! The reconciler: what makes "committed" imply "processed". Every few seconds it
 //! publishes the pending chunks of running jobs that no queue was given (the process
 //! that planned them died before publishing, or the broker was down) and finalizes jobs
-//! whose chunks are all settled but whose finalizer died. Every step is idempotent, so
-//! any number of processes may run it.
+//! whose chunks are all settled but whose finalizer died, and removes pending ballots
+//! that their voters never cast or challenged. Every step is idempotent, so any number of
+//! processes may run it.
 
 use std::time::Duration;
 
@@ -54,6 +55,14 @@ pub async fn pass(app: &App) -> anyhow::Result<usize> {
         if now_ms() - last > STALLED_FINALIZE_MS {
             super::finalize(app, &job).await?;
         }
+    }
+    let ttl = app.settings.pending_ballot_ttl.as_millis() as i64;
+    let expired = app.store.expire_pending_ballots(now_ms() - ttl).await?;
+    if expired > 0 {
+        tracing::info!(
+            ballots = expired,
+            "removed pending ballots nobody cast or challenged in time"
+        );
     }
     Ok(orphans.len())
 }

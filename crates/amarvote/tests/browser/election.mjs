@@ -98,7 +98,7 @@ await page.getByLabel('Quorum').fill('4');
 await page.getByLabel('Voters (one name or id per line)').fill('ada\nbrian\nchloe');
 await assertLabelled('election form');
 await page.getByRole('button', { name: /Create the election/ }).click();
-await (await fieldError('Number of guardians')).getByText('quorum').waitFor();
+await (await fieldError('Quorum')).getByText('quorum').waitFor();
 await screenshot('admin-create-error-beside-field');
 await page.getByLabel('Quorum').fill('2');
 await page.getByRole('button', { name: /Create the election/ }).click();
@@ -139,6 +139,8 @@ for (const [k, file] of credentialFiles.entries()) {
     await page.getByRole('button', { name: 'Consent to decrypt' }).click();
     await (await fieldError('Passphrase')).waitFor({ state: 'visible' });
     await screenshot('guardian-wrong-passphrase');
+    // After a wrong passphrase the server makes the guardian wait a second before the next try.
+    await page.waitForTimeout(1200);
   }
   await page.getByLabel('Passphrase').fill(passphrases[k]);
   await page.getByRole('button', { name: 'Consent to decrypt' }).click();
@@ -211,11 +213,10 @@ await mark(['Alice', 'Fay']);
 await page.getByRole('button', { name: 'Cast my ballot' }).click();
 await page.locator('#tracking-code').waitFor();
 
-// A used credential cannot cast again.
+// A used credential cannot cast again: the server refuses to encrypt a second ballot for it.
 await signInVoter('ada');
 await mark(['Bob']);
-await page.getByRole('button', { name: 'Cast my ballot' }).click();
-await page.locator('.alert[role=alert]').filter({ hasText: /.+/ }).waitFor();
+await page.locator('.alert[role=alert]').filter({ hasText: /already been used/ }).waitFor();
 await screenshot('voter-second-ballot-refused');
 await page.setViewportSize({ width: 1280, height: 900 });
 

@@ -14,6 +14,7 @@ use amarvote::domain::QueueName;
 use amarvote::ports::{Store, WorkQueue};
 use amarvote::sealing::ServerKey;
 use amarvote::service::{App, Settings};
+use serde_json::json;
 use tokio::sync::watch;
 
 pub struct TestServer {
@@ -79,15 +80,12 @@ async fn start_with(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let router = amarvote::api::router(app.clone());
-    let mut stop = rx;
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-            .unwrap();
-    });
+    tokio::spawn(amarvote::api::http_server::serve(
+        listener,
+        router,
+        Default::default(),
+        rx,
+    ));
     TestServer {
         url: format!("http://{addr}"),
         admin: app.admin_token.clone(),
@@ -100,8 +98,13 @@ async fn start_with(
 
 /// The embedded default: SQLite and the embedded queue in a fresh directory.
 pub async fn embedded() -> TestServer {
+    embedded_with(settings()).await
+}
+
+/// The embedded default with settings of the test's own.
+pub async fn embedded_with(settings: Settings) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    let app = amarvote::commands::serve::embedded_app(dir.path(), settings())
+    let app = amarvote::commands::serve::embedded_app(dir.path(), settings)
         .await
         .unwrap();
     start(app, Some(dir), None).await
@@ -335,4 +338,179 @@ pub fn small_loadgen(server: &str, admin: &str) -> amarvote::referendum::loadgen
         concurrency: 32,
         drain_timeout: Duration::from_secs(60),
     }
+}
+
+/// A voter's own encryption device, as electionguard-python's `encrypt_ballot` is one:
+/// declared to the server, then encrypting ballots whose tracking codes it chains itself.
+pub struct VoterDevice {
+    pub device: electionguard::ballot::EncryptionDevice,
+    /// The code the next ballot continues: the device's hash, then its last ballot's code.
+    pub next_seed: electionguard::group::ElementModQ,
+    crypto: Arc<amarvote::service::ElectionCrypto>,
+}
+
+impl VoterDevice {
+    /// Declares device `device_id` for `election` with the voter's credential.
+    pub async fn register(
+        server: &TestServer,
+        election: &str,
+        credential: &str,
+        device_id: u64,
+    ) -> VoterDevice {
+        let device = electionguard::ballot::EncryptionDevice {
+            device_id,
+            session_id: 1,
+            launch_code: 42,
+            location: format!("voter-device-{device_id}"),
+        };
+        let body = electionguard::json::to_reference_json(&device);
+        let answer = post_device(server, election, credential, body).await;
+        assert_eq!(answer.status(), 201, "{}", answer.text().await.unwrap());
+        let row = server.app.election(election).await.unwrap();
+        VoterDevice {
+            next_seed: device.hash(),
+            device,
+            crypto: server.app.crypto(&row).await.unwrap(),
+        }
+    }
+
+    /// Encrypts a random ballot under `object_id`, linked into this device's chain; the
+    /// ballot as the voter's device keeps it (nonces included).
+    pub fn encrypt(
+        &mut self,
+        object_id: &str,
+        seed: u64,
+    ) -> electionguard::ballot::CiphertextBallot {
+        let mut rng = amarvote::election::ChoiceRng::new(seed);
+        let mut plaintext = amarvote::election::random_ballot(&self.crypto.manifest, 0, &mut rng);
+        plaintext.object_id = object_id.to_string();
+        let encryptor = electionguard::encrypt::Encryptor::with_key(
+            &self.crypto.manifest,
+            &self.crypto.context,
+            self.crypto.key.clone(),
+        );
+        let ballot = encryptor
+            .encrypt(
+                &plaintext,
+                &self.next_seed,
+                &electionguard::group::ElementModQ::random(),
+                1_700_000_000,
+            )
+            .unwrap();
+        self.next_seed = ballot.code.clone();
+        ballot
+    }
+}
+
+/// Declares an encryption device (its reference JSON) with a voter's credential.
+pub async fn post_device(
+    server: &TestServer,
+    election: &str,
+    credential: &str,
+    device_json: String,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/api/elections/{election}/devices", server.url))
+        .bearer_auth(credential)
+        .body(device_json)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The ballot as a device submits it: no nonces, no state.
+pub fn without_nonces(
+    ballot: &electionguard::ballot::CiphertextBallot,
+) -> electionguard::ballot::CiphertextBallot {
+    electionguard::ballot::CiphertextBallot {
+        state: None,
+        ..ballot.submit(electionguard::ballot::BallotBoxState::Unknown)
+    }
+}
+
+/// Posts a client-encrypted ballot (reference JSON); `spoil` challenges it.
+pub async fn submit_ballot(
+    server: &TestServer,
+    election: &str,
+    credential: &str,
+    ballot: &electionguard::ballot::CiphertextBallot,
+    spoil: bool,
+) -> (u16, serde_json::Value) {
+    let action = if spoil { "?action=spoil" } else { "" };
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "{}/api/elections/{election}/ballots{action}",
+            server.url
+        ))
+        .bearer_auth(credential)
+        .header("content-type", "application/json")
+        .body(electionguard::json::to_reference_json(ballot))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (
+        status,
+        answer.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Creates an election of one 1-of-3 contest with `voters` credentials.
+pub async fn small_election(
+    client: &amarvote::commands::demo_server::Client,
+    admin: &str,
+    voters: u32,
+) -> (String, Vec<String>, serde_json::Value) {
+    let created = client
+        .post("/api/elections", Some(admin), &json!({ "title": "T", "contests": [{ "title": "C", "candidates": ["a", "b", "c"] }], "guardians": 3, "quorum": 2 }))
+        .await
+        .unwrap();
+    let id = created["election_id"].as_str().unwrap().to_string();
+    let voters = client
+        .post(
+            &format!("/api/elections/{id}/voters"),
+            Some(admin),
+            &json!({ "count": voters }),
+        )
+        .await
+        .unwrap();
+    (
+        id,
+        serde_json::from_value(voters["credentials"].clone()).unwrap(),
+        created,
+    )
+}
+
+pub async fn wait_done(client: &amarvote::commands::demo_server::Client, job: &str) {
+    for _ in 0..600 {
+        let status = client.get(&format!("/api/jobs/{job}")).await.unwrap();
+        if status["state"] == "done" {
+            assert_eq!(status["processed_chunks"], status["total_chunks"]);
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("job {job} did not finish");
+}
+
+pub async fn status_of(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.url))
+        .body(body.to_string())
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
 }
