@@ -18,15 +18,16 @@ pub fn new_id(prefix: &str) -> String {
 }
 
 /// Checks an identifier that a voter or an administrator chose: it may become a file
-/// name, a key or a query parameter, so it is 1 to 64 of `A-Z a-z 0-9 _ -` and nothing
-/// else. The error names the field.
+/// name, a key or a query parameter, so it is 1 to 64 of `a-z 0-9 _ -` and nothing else.
+/// Lower case only: on a case-insensitive file system `B-1` and `b-1` would be one file
+/// of the record. The error names the field.
 pub fn check_id(field: &str, value: &str) -> Result<(), String> {
-    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
     if (1..=64).contains(&value.len()) && value.chars().all(plain) {
         Ok(())
     } else {
         Err(format!(
-            "{field} must be 1 to 64 characters of A-Z, a-z, 0-9, _ and -"
+            "{field} must be 1 to 64 characters of a-z, 0-9, _ and -"
         ))
     }
 }
@@ -233,7 +234,7 @@ mod tests {
     }
     #[test]
     fn identifiers_that_could_leave_a_directory_or_a_key_are_refused() {
-        for good in ["ballot-1", "A_b-9", &"x".repeat(64), &new_id("ballot")] {
+        for good in ["ballot-1", "a_b-9", &"x".repeat(64), &new_id("ballot")] {
             assert_eq!(check_id("id", good), Ok(()), "{good}");
         }
         for bad in [
@@ -246,6 +247,7 @@ mod tests {
             "a b",
             "é",
             "a.json",
+            "Ballot-1",
             &"x".repeat(65),
             "a\nb",
         ] {

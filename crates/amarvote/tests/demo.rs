@@ -83,3 +83,28 @@ fn bad_flags_get_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory"));
 }
+
+/// The election bench at a small size: its voters cast over HTTP from devices of their own,
+/// the rest is seeded, and the jobs' results equal the votes.
+#[test]
+fn the_election_bench_runs_end_to_end() {
+    let out = amarvote(&[
+        "bench",
+        "election",
+        "--ballots",
+        "96",
+        "--cast",
+        "24",
+        "--clients",
+        "4",
+        "--chunk-size",
+        "32",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("cast with proof verification"), "{stdout}");
+}

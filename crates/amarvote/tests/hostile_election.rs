@@ -61,6 +61,7 @@ async fn a_voter_chosen_id_never_leaves_the_record_directory() {
         "a\0b".to_string(),
         "x".repeat(100),
         "ballot.json".to_string(),
+        "Ballot-1".to_string(),
         String::new(),
     ];
     for (i, object_id) in hostile.iter().enumerate() {
@@ -89,6 +90,26 @@ async fn a_voter_chosen_id_never_leaves_the_record_directory() {
         201
     );
     common::cast(&client, &id, &voters[1], "contest-1-selection-2").await;
+    let (status, body) = status_of(
+        &server,
+        reqwest::Method::GET,
+        &format!("/api/elections/{id}/record"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(
+        status, 409,
+        "the record is published once voting closes: {body}"
+    );
+    client
+        .post(
+            &format!("/api/elections/{id}/close"),
+            Some(&server.admin),
+            &json!({}),
+        )
+        .await
+        .unwrap();
 
     let listing = client
         .get(&format!("/api/elections/{id}/record"))
@@ -277,16 +298,15 @@ async fn copies_are_refused_and_challenges_capped(server: TestServer) {
             .0,
         201
     );
-    let published: CiphertextBallot = electionguard::json::from_json(
-        &client
-            .get_text(
-                &format!("/api/elections/{id}/record/{BALLOTS}honest-1.json"),
-                None,
-            )
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    // The attacker holds the stored ballot (once published, anyone does).
+    let stored = server
+        .app
+        .store
+        .ballot(&id, "honest-1")
+        .await
+        .unwrap()
+        .unwrap();
+    let published: CiphertextBallot = amarvote::service::codec::from_cbor(&stored.body).unwrap();
 
     let mut attacker = VoterDevice::register(&server, &id, &voters[1], 82).await;
     for (i, spoil) in [(0, true), (1, false)] {
@@ -377,10 +397,31 @@ async fn the_code_a_device_shows_is_the_voters_code_and_its_chain_holds() {
         body["error"].as_str().unwrap().starts_with("nonce"),
         "{body}"
     );
+    // Seeds are public: another voter continuing this device's chain would break it.
+    let mut hijacker = VoterDevice::register(&server, &id, &voters[2], 93).await;
+    hijacker.next_seed = first.code.clone();
+    let hijack = without_nonces(&hijacker.encrypt("hijack-1", 5));
+    let (status, body) = submit_ballot(&server, &id, &voters[2], &hijack, true).await;
+    assert_eq!(
+        status, 409,
+        "another voter extending this device's chain: {body}"
+    );
     let second = without_nonces(&with_nonces);
     let (status, receipt) = submit_ballot(&server, &id, &voters[0], &second, false).await;
     assert_eq!(status, 201, "{receipt}");
     assert_eq!(receipt["tracking_code"], second.code.to_hex());
+    let cast = count(&server, &id, BallotState::Cast).await;
+    let (status, again) = submit_ballot(&server, &id, &voters[0], &second, false).await;
+    assert_eq!(
+        (status, &again),
+        (201, &receipt),
+        "a resent ballot gets its receipt again"
+    );
+    assert_eq!(
+        count(&server, &id, BallotState::Cast).await,
+        cast,
+        "and is stored once"
+    );
 
     let again = common::post_device(
         &server,
@@ -405,16 +446,32 @@ async fn the_code_a_device_shows_is_the_voters_code_and_its_chain_holds() {
 
     reference_library_ballots(&server, &id, &voters[3]).await;
 
+    client
+        .post(
+            &format!("/api/elections/{id}/close"),
+            Some(&server.admin),
+            &json!({}),
+        )
+        .await
+        .unwrap();
     let record = tempfile::tempdir().unwrap();
     amarvote::commands::demo_server::download_record(&client, &id, record.path())
         .await
         .unwrap();
+    let late = common::post_device(
+        &server,
+        &id,
+        &voters[2],
+        electionguard::json::to_reference_json(&hijacker.device),
+    )
+    .await;
+    assert_eq!(late.status(), 409, "no device joins after voting closed");
     let devices = std::fs::read_dir(record.path().join("encryption_devices"))
         .unwrap()
         .count();
     assert_eq!(
-        devices, 4,
-        "the server's, two voters' and the reference library's"
+        devices, 5,
+        "the server's, three voters' and the reference library's"
     );
     let (ok, text) = amarvote(&["verify", record.path().to_str().unwrap()]);
     assert!(ok, "{text}");
@@ -423,10 +480,15 @@ async fn the_code_a_device_shows_is_the_voters_code_and_its_chain_holds() {
 /// The reference library as the voter's device: its `encrypt_ballot`, its tracking codes.
 async fn reference_library_ballots(server: &TestServer, id: &str, voter: &str) {
     let client = Client::new(&server.url);
+    // What a voter's device reads while voting is open: the manifest and the context.
     let dir = tempfile::tempdir().unwrap();
-    amarvote::commands::demo_server::download_record(&client, id, dir.path())
-        .await
-        .unwrap();
+    for file in ["manifest.json", "context.json"] {
+        let text = client
+            .get_text(&format!("/api/elections/{id}/record/{file}"), None)
+            .await
+            .unwrap();
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
     let device = json!({ "device_id": 4242, "session_id": 3, "launch_code": 99, "location": "voter-laptop" });
     let request = json!({
         "device": device,
@@ -603,7 +665,7 @@ async fn abusive_requests_are_bounded() {
     .await;
     assert_eq!(status, 409, "a sixth undecided ballot: {body}");
     tokio::time::sleep(Duration::from_millis(5)).await;
-    amarvote::workers::reconciler::pass(&server.app)
+    amarvote::workers::reconciler::expire_pending_ballots(&server.app)
         .await
         .unwrap();
     let left = server

@@ -1,3 +1,6 @@
+CREATE TABLE IF NOT EXISTS schema_version (
+    version BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS elections (
     id TEXT PRIMARY KEY,
     title TEXT NOT NULL,

@@ -19,6 +19,8 @@ use crate::ports::store::{
 };
 
 const SCHEMA: &str = include_str!("schema.sql");
+/// Raised whenever `schema.sql` changes in a way an existing database cannot follow.
+const SCHEMA_VERSION: i64 = 2;
 
 /// Which database a URL names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +88,35 @@ impl SqlStore {
                 }
             }
         }
-        Ok(())
+        self.check_schema_version().await
+    }
+
+    /// Refuses a database made by an earlier schema (no in-place migration exists yet):
+    /// better a clear message at start than failing queries later.
+    async fn check_schema_version(&self) -> Result<(), StoreError> {
+        let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_version")
+            .fetch_all(&self.pool)
+            .await?;
+        if versions.is_empty() {
+            let elections: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM elections")
+                .fetch_one(&self.pool)
+                .await?;
+            if elections == 0 {
+                sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                    .bind(SCHEMA_VERSION)
+                    .execute(&self.pool)
+                    .await?;
+                return Ok(());
+            }
+        }
+        match versions.as_slice() {
+            [.., last] if versions.iter().all(|v| v == last) && *last == SCHEMA_VERSION => Ok(()),
+            _ => Err(StoreError::Corrupt(format!(
+                "this database was made by another amarvote version (schema {versions:?}, this one \
+                 needs {SCHEMA_VERSION}); export its records (amarvote record) and start on a new \
+                 data directory or database"
+            ))),
+        }
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -184,19 +214,23 @@ async fn device_chain_end(
     }
 }
 
-/// The device whose chain a ballot seeded with `seed` continues: the device of that hash
-/// with no ballot yet, or the device whose last ballot has that code.
+/// The device whose chain a ballot seeded with `seed` continues: the voter's own device of
+/// that hash with no ballot yet, or the voter's device whose last ballot has that code.
+/// Seeds are public (codes and device hashes are published), so the device must be the
+/// submitting voter's: nobody else can extend, and so break, its chain.
 async fn device_continued_by(
     tx: &mut Tx<'_>,
     election_id: &str,
     seed: &str,
+    voter: Option<&str>,
 ) -> Result<u64, CastError> {
     let device: Option<i64> = sqlx::query_scalar(
-        "SELECT device_id FROM devices WHERE election_id = $1
+        "SELECT device_id FROM devices WHERE election_id = $1 AND registered_by = $3
          AND ((last_code IS NULL AND device_hash = $2) OR last_code = $2)",
     )
     .bind(election_id)
     .bind(seed)
+    .bind(voter)
     .fetch_optional(&mut **tx)
     .await
     .map_err(StoreError::from)?;
@@ -631,12 +665,17 @@ impl Store for SqlStore {
         max_per_voter: u64,
     ) -> Result<bool, DeviceError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        // Serializes registrations per election, so the per-voter count cannot be raced.
-        sqlx::query("UPDATE elections SET state = state WHERE id = $1")
-            .bind(election_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
+        // Serializes registrations per election, so the per-voter count cannot be raced;
+        // a device joins only while voting is open, so none appears after the record is made.
+        let open =
+            sqlx::query("UPDATE elections SET state = state WHERE id = $1 AND state = 'open'")
+                .bind(election_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        if open.rows_affected() == 0 {
+            return Err(DeviceError::NotOpen);
+        }
         let existing: Option<String> = sqlx::query_scalar(
             "SELECT body FROM devices WHERE election_id = $1 AND device_id = $2",
         )
@@ -764,7 +803,9 @@ impl Store for SqlStore {
                 code
             }
             ChainLink::Device { seed, code, body } => {
-                let device = device_continued_by(&mut tx, &b.election_id, seed).await?;
+                let device =
+                    device_continued_by(&mut tx, &b.election_id, seed, b.voter_hash.as_deref())
+                        .await?;
                 let written = sqlx::query(&format!(
                     "INSERT INTO ballots ({BALLOT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)
                      ON CONFLICT (election_id, ballot_id) DO NOTHING"

@@ -56,20 +56,26 @@ pub fn client_address(
     if !trusted_proxies.contains(&peer) {
         return Some(peer);
     }
-    let forwarded: Vec<IpAddr> = headers
+    let forwarded: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse().ok())
+        .map(str::trim)
         .collect();
-    Some(
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|a| !trusted_proxies.contains(a))
-            .unwrap_or(peer),
-    )
+    // From the right: each trusted proxy names the one before it. An entry that is not an
+    // address ends the walk (what lies left of it may be the client's own invention).
+    let mut client = peer;
+    for entry in forwarded.into_iter().rev() {
+        let Ok(address) = entry.parse::<IpAddr>() else {
+            break;
+        };
+        client = address;
+        if !trusted_proxies.contains(&address) {
+            break;
+        }
+    }
+    Some(client)
 }
 
 /// A 429 in the one error shape, saying when to come back.

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::tar::ArchiveWriter;
 use super::{ApiError, ApiResult, AppState};
-use crate::domain::BallotState;
+use crate::domain::{BallotState, ElectionRow, ElectionState};
 use crate::service::codec::from_cbor;
 use crate::service::ServiceError;
 use crate::workers::{COEFFICIENTS, ENCRYPTED_TALLY, PLAINTEXT_TALLY, SPOILED_PREFIX};
@@ -38,10 +38,35 @@ async fn list(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<
     Ok(Json(json!({ "election_id": id, "files": files })))
 }
 
+/// The ballots, and so the record as a whole, are published once voting has closed: a
+/// listing or an archive made while ballots still arrive would disagree with itself
+/// (`ballot_box.json` counts what was cast when it was read). What voters' devices need
+/// before then (constants, manifest, context, guardians, devices) is served at any time.
+fn require_closed(election: &ElectionRow) -> ApiResult<()> {
+    if matches!(
+        election.state,
+        ElectionState::KeyCeremony | ElectionState::Open
+    ) {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            retry_after: None,
+            message: "the ballots and the whole record are published once voting closes".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether a file describes the election rather than its ballots.
+fn describes_the_election(path: &str) -> bool {
+    [layout::CONSTANTS, layout::MANIFEST, layout::CONTEXT].contains(&path)
+        || path.starts_with(&format!("{}/", layout::GUARDIANS_DIR))
+        || path.starts_with(&format!("{}/", layout::DEVICES_DIR))
+}
+
 /// Every file of the record, in the reference layout.
 async fn file_names(app: &AppState, id: &str) -> ApiResult<Vec<String>> {
     let id = id.to_string();
-    app.election(&id).await?;
+    require_closed(&app.election(&id).await?)?;
     let mut files = vec![
         layout::CONSTANTS.to_string(),
         layout::MANIFEST.to_string(),
@@ -129,6 +154,9 @@ async fn file(
     Path((id, path)): Path<(String, String)>,
 ) -> ApiResult<axum::response::Response> {
     let election = app.election(&id).await?;
+    if !describes_the_election(&path) {
+        require_closed(&election)?;
+    }
     Ok(json_file(file_body(&app, &id, &election, &path).await?))
 }
 

@@ -55,6 +55,8 @@ pub async fn run(args: &BenchElectionArgs) -> Result<()> {
     );
     let settings = Settings {
         chunk_size: args.chunk_size,
+        // The bench's clients stand for many voters behind one address.
+        ballot_rate_limit: 1_000_000,
         ..Settings::default()
     };
     let dir = tempfile::tempdir()?;
@@ -220,8 +222,7 @@ async fn measure(args: &BenchElectionArgs, app: &Arc<App>, client: &Client) -> R
     let pool = encrypt_pool(&crypto, args.cast.max(64) as usize);
     let mut expected = vec![0u64; crypto.manifest.contests[0].ballot_selections.len()];
     let cast = args.cast as usize;
-    let started = Instant::now();
-    cast_over_http(
+    let ballots = on_voters_devices(
         client,
         &election_id,
         &credentials,
@@ -229,6 +230,8 @@ async fn measure(args: &BenchElectionArgs, app: &Arc<App>, client: &Client) -> R
         args.clients,
     )
     .await?;
+    let started = Instant::now();
+    cast_over_http(client, &election_id, &credentials, &ballots, args.clients).await?;
     let cast_per_second = cast as f64 / started.elapsed().as_secs_f64();
     pool.votes[..cast]
         .iter()
@@ -352,6 +355,43 @@ fn encrypt_pool(crypto: &ElectionCrypto, n: usize) -> Pool {
 
 fn add_votes(expected: &mut [u64], votes: &[u64]) {
     expected.iter_mut().zip(votes).for_each(|(e, v)| *e += v);
+}
+
+/// Each voter declares a device of its own, and its ballot is linked to it (the code
+/// recomputed from the device's hash), as a voter's device would have encrypted it.
+async fn on_voters_devices(
+    client: &Client,
+    election: &str,
+    credentials: &[String],
+    ballots: &[CiphertextBallot],
+    clients: usize,
+) -> Result<Vec<CiphertextBallot>> {
+    let linked = futures_util::stream::iter(ballots.iter().zip(credentials).enumerate())
+        .map(|(i, (ballot, credential))| {
+            let device = electionguard::ballot::EncryptionDevice {
+                device_id: 1000 + i as u64,
+                session_id: 1,
+                launch_code: 1,
+                location: format!("bench-voter-{i}"),
+            };
+            let path = format!("/api/elections/{election}/devices");
+            let body = electionguard::json::to_reference_json(&device);
+            async move {
+                client.post_text(&path, credential, body).await?;
+                let mut ballot = ballot.clone();
+                ballot.code_seed = device.hash();
+                ballot.code = CiphertextBallot::compute_code(
+                    &ballot.code_seed,
+                    ballot.timestamp,
+                    &ballot.crypto_hash,
+                );
+                Ok::<_, anyhow::Error>(ballot)
+            }
+        })
+        .buffered(clients)
+        .collect::<Vec<_>>()
+        .await;
+    linked.into_iter().collect()
 }
 
 async fn cast_over_http(

@@ -33,7 +33,7 @@ pub enum CastError {
     CopiedBallot,
     #[error("this voting credential has challenged {0} ballots, the most allowed")]
     TooManyChallenges(u64),
-    #[error("the ballot's code seed continues no registered device's chain: register the device, and chain each ballot to that device's last one")]
+    #[error("the ballot's code seed continues the chain of no device this credential registered: register the device, and chain each ballot to that device's last one")]
     BrokenChain,
     #[error("voting is not open for this election")]
     NotOpen,
@@ -53,8 +53,8 @@ pub enum ChainLink<'a> {
         device_id: u64,
         chain: CodeChainer<'a>,
     },
-    /// A ballot the voter's device linked itself: its seed must be a registered device's
-    /// hash (its first ballot) or that device's last code. Insert-only.
+    /// A ballot the voter's device linked itself: its seed must be the hash of a device the
+    /// same voter registered (its first ballot) or that device's last code. Insert-only.
     Device {
         seed: &'a str,
         code: &'a str,
@@ -100,6 +100,8 @@ pub enum DeviceError {
     Taken(u64),
     #[error("this voting credential has registered {0} devices, the most allowed")]
     TooMany(u64),
+    #[error("voting is not open for this election")]
+    NotOpen,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

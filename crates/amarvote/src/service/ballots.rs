@@ -450,8 +450,16 @@ pub async fn submit(
     spoil: bool,
 ) -> ServiceResult<Receipt> {
     let (election, crypto) = open_election(app, election_id).await?;
-    let (voter_hash, _) = voter_who_has_not_cast(app, election_id, credential).await?;
     check_id("object_id", &ballot.object_id).map_err(ServiceError::BadRequest)?;
+    let (voter_hash, status) = eligible_voter(app, election_id, credential).await?;
+    if let Some(receipt) = replayed(app, election_id, &voter_hash, &ballot).await? {
+        return Ok(receipt);
+    }
+    if status.cast_ballot.is_some() {
+        return Err(ServiceError::Conflict(
+            "this voting credential has already been used".into(),
+        ));
+    }
     if let Some(field) = ballot.carried_nonce() {
         app.metrics.ballot_rejected("malformed");
         return Err(ServiceError::BadRequest(format!(
@@ -515,6 +523,33 @@ pub async fn submit(
         tracking_code: code,
         revealed: None,
     })
+}
+
+/// The receipt of a submission this voter already made, when a client sends the same
+/// ballot again (its answer was lost): same id, same credential, same tracking code.
+async fn replayed(
+    app: &App,
+    election_id: &str,
+    voter_hash: &str,
+    ballot: &CiphertextBallot,
+) -> ServiceResult<Option<Receipt>> {
+    let Some(row) = app.store.ballot(election_id, &ballot.object_id).await? else {
+        return Ok(None);
+    };
+    let same_voter = row
+        .voter_hash
+        .as_deref()
+        .is_some_and(|h| super::same_secret(h, voter_hash));
+    let code = ballot.code.to_hex();
+    if !same_voter || row.code.as_deref() != Some(code.as_str()) {
+        return Ok(None);
+    }
+    Ok(Some(Receipt {
+        ballot_id: row.ballot_id,
+        state: row.state,
+        tracking_code: code,
+        revealed: None,
+    }))
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -527,10 +527,19 @@ pub async fn follow(app: &Arc<App>, job_id: &str) -> ServiceResult<Follower> {
 
 /// Reads the job's status until it ends or nobody follows it any more.
 async fn poll_job(app: Arc<App>, job_id: String, tx: Arc<watch::Sender<Option<String>>>) {
+    let mut failures = 0;
     loop {
-        let Ok(status) = status(&app, &job_id, false).await else {
-            return;
+        let status = match status(&app, &job_id, false).await {
+            Ok(status) => status,
+            // A store hiccup must not end every stream of the job: try again a few times.
+            Err(_) if failures < 20 => {
+                failures += 1;
+                tokio::time::sleep(POLL_EVERY * failures).await;
+                continue;
+            }
+            Err(_) => return,
         };
+        failures = 0;
         let finished = matches!(
             status.state,
             JobState::Done | JobState::Failed | JobState::Stopped

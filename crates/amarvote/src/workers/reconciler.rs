@@ -19,15 +19,39 @@ const REPUBLISH_AFTER_MS: i64 = 65 * 60 * 1000;
 const STALLED_FINALIZE_MS: i64 = 30_000;
 
 pub async fn run(app: std::sync::Arc<App>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut last_sweep: Option<std::time::Instant> = None;
     loop {
         if let Err(e) = pass(&app).await {
             tracing::warn!(error = %e, "reconciler pass failed");
+        }
+        // The sweep scans the pending ballots: once a minute is enough for a one-hour TTL.
+        if last_sweep.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+            last_sweep = Some(std::time::Instant::now());
+            if let Err(e) = expire_pending_ballots(&app).await {
+                tracing::warn!(error = %e, "expiring pending ballots failed");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
     }
+}
+
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Removes ballots encrypted on the server that their voters neither cast nor challenged
+/// within the pending-ballot TTL; returns how many.
+pub async fn expire_pending_ballots(app: &App) -> anyhow::Result<u64> {
+    let ttl = app.settings.pending_ballot_ttl.as_millis() as i64;
+    let expired = app.store.expire_pending_ballots(now_ms() - ttl).await?;
+    if expired > 0 {
+        tracing::info!(
+            ballots = expired,
+            "removed pending ballots nobody cast or challenged in time"
+        );
+    }
+    Ok(expired)
 }
 
 /// One pass; returns how many chunks it published.
@@ -55,14 +79,6 @@ pub async fn pass(app: &App) -> anyhow::Result<usize> {
         if now_ms() - last > STALLED_FINALIZE_MS {
             super::finalize(app, &job).await?;
         }
-    }
-    let ttl = app.settings.pending_ballot_ttl.as_millis() as i64;
-    let expired = app.store.expire_pending_ballots(now_ms() - ttl).await?;
-    if expired > 0 {
-        tracing::info!(
-            ballots = expired,
-            "removed pending ballots nobody cast or challenged in time"
-        );
     }
     Ok(orphans.len())
 }
