@@ -127,20 +127,11 @@ impl Election<'_> {
         (status, Some(ballot))
     }
 
-    /// Submits `ballot` re-labelled as `id` on the voter's device; the status.
+    /// Submits `source` re-labelled as `id` on the voter's device; the status.
     async fn relabelled(&mut self, voter: usize, source: &CiphertextBallot, id: &str) -> u16 {
-        let device = &mut self.devices[voter];
-        let mut copy = source.clone();
-        copy.object_id = id.to_string();
-        copy.state = None;
-        copy.crypto_hash = CiphertextBallot::compute_crypto_hash(
-            &copy.object_id,
-            &copy.manifest_hash,
-            &copy.contests,
-        );
-        copy.code_seed = device.next_seed.clone();
-        copy.code =
-            CiphertextBallot::compute_code(&copy.code_seed, copy.timestamp, &copy.crypto_hash);
+        let copy = self.devices[voter].relabel(source, id);
+        // A refused copy leaves the device's chain where it was.
+        self.devices[voter].next_seed = copy.code_seed.clone();
         submit_ballot(self.server, &self.id, &self.voters[voter], &copy, false)
             .await
             .0
@@ -257,14 +248,7 @@ async fn run(server: &TestServer, attempts: Vec<Attempt>) -> Result<(), TestCase
             .unwrap(),
         model.spoiled.len() as u64
     );
-    client
-        .post(
-            &format!("/api/elections/{id}/close"),
-            Some(&server.admin),
-            &serde_json::json!({}),
-        )
-        .await
-        .unwrap();
+    common::close_voting(&client, &server.admin, &id).await;
     let dir = tempfile::tempdir().unwrap();
     amarvote::commands::demo_server::download_record(&client, &id, dir.path())
         .await

@@ -69,14 +69,7 @@ async fn election_with_ballots(
             .await
             .unwrap();
     }
-    client
-        .post(
-            &format!("/api/elections/{id}/close"),
-            Some(admin),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    common::close_voting(client, admin, &id).await;
     common::consent(client, &id, &created, 2).await;
     (id, created)
 }

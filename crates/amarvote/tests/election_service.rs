@@ -87,14 +87,7 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
         )
         .await;
     }
-    client
-        .post(
-            &format!("/api/elections/{id}/close"),
-            Some(&server.admin),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    common::close_voting(&client, &server.admin, &id).await;
     server
         .app
         .queue

@@ -153,14 +153,7 @@ async fn guardians_run_the_ceremony_on_their_own_machines_and_decrypt_with_one_m
     ]) {
         common::cast(&client, &id, voter, choice).await;
     }
-    client
-        .post(
-            &format!("/api/elections/{id}/close"),
-            Some(&server.admin),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    common::close_voting(&client, &server.admin, &id).await;
 
     let wrong_share = consent_with_share_of(&client, &created, &files[0], &keystores[0], 1).await;
     assert!(

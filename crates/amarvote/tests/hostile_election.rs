@@ -36,19 +36,6 @@ fn amarvote(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// A ballot re-labelled for another id on `device`: the copy an attacker would submit.
-fn relabelled(ballot: &CiphertextBallot, id: &str, device: &mut VoterDevice) -> CiphertextBallot {
-    let mut copy = ballot.clone();
-    copy.object_id = id.to_string();
-    copy.state = None;
-    copy.crypto_hash =
-        CiphertextBallot::compute_crypto_hash(&copy.object_id, &copy.manifest_hash, &copy.contests);
-    copy.code_seed = device.next_seed.clone();
-    copy.code = CiphertextBallot::compute_code(&copy.code_seed, copy.timestamp, &copy.crypto_hash);
-    device.next_seed = copy.code.clone();
-    copy
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_voter_chosen_id_never_leaves_the_record_directory() {
     let server = common::embedded().await;
@@ -102,14 +89,7 @@ async fn a_voter_chosen_id_never_leaves_the_record_directory() {
         status, 409,
         "the record is published once voting closes: {body}"
     );
-    client
-        .post(
-            &format!("/api/elections/{id}/close"),
-            Some(&server.admin),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    common::close_voting(&client, &server.admin, &id).await;
 
     let listing = client
         .get(&format!("/api/elections/{id}/record"))
@@ -310,7 +290,7 @@ async fn copies_are_refused_and_challenges_capped(server: TestServer) {
 
     let mut attacker = VoterDevice::register(&server, &id, &voters[1], 82).await;
     for (i, spoil) in [(0, true), (1, false)] {
-        let copy = relabelled(&published, &format!("copy-{i}"), &mut attacker);
+        let copy = attacker.relabel(&published, &format!("copy-{i}"));
         let (status, body) = submit_ballot(&server, &id, &voters[1], &copy, spoil).await;
         assert_eq!(status, 409, "a copy (spoil: {spoil}): {body}");
         assert!(
@@ -446,14 +426,7 @@ async fn the_code_a_device_shows_is_the_voters_code_and_its_chain_holds() {
 
     reference_library_ballots(&server, &id, &voters[3]).await;
 
-    client
-        .post(
-            &format!("/api/elections/{id}/close"),
-            Some(&server.admin),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    common::close_voting(&client, &server.admin, &id).await;
     let record = tempfile::tempdir().unwrap();
     amarvote::commands::demo_server::download_record(&client, &id, record.path())
         .await
@@ -737,14 +710,7 @@ async fn abusive_requests_are_bounded() {
         );
     }
 
-    client
-        .post(
-            &format!("/api/elections/{id}/close"),
-            Some(&server.admin),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    common::close_voting(&client, &server.admin, &id).await;
     let jobs = format!("/api/elections/{id}/jobs");
     let starts = (0..4).map(|_| {
         status_of(

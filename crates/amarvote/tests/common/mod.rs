@@ -402,6 +402,22 @@ impl VoterDevice {
     }
 }
 
+/// The administrator closes voting.
+pub async fn close_voting(
+    client: &amarvote::commands::demo_server::Client,
+    admin: &str,
+    election: &str,
+) {
+    client
+        .post(
+            &format!("/api/elections/{election}/close"),
+            Some(admin),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+}
+
 /// Declares an encryption device (its reference JSON) with a voter's credential.
 pub async fn post_device(
     server: &TestServer,
@@ -416,6 +432,31 @@ pub async fn post_device(
         .send()
         .await
         .unwrap()
+}
+
+impl VoterDevice {
+    /// Another ballot's ciphertexts and proofs under a new id, linked into this device's
+    /// chain: the copy an attacker would submit. Its proofs still verify.
+    pub fn relabel(
+        &mut self,
+        ballot: &electionguard::ballot::CiphertextBallot,
+        id: &str,
+    ) -> electionguard::ballot::CiphertextBallot {
+        use electionguard::ballot::CiphertextBallot;
+        let mut copy = ballot.clone();
+        copy.object_id = id.to_string();
+        copy.state = None;
+        copy.crypto_hash = CiphertextBallot::compute_crypto_hash(
+            &copy.object_id,
+            &copy.manifest_hash,
+            &copy.contests,
+        );
+        copy.code_seed = self.next_seed.clone();
+        copy.code =
+            CiphertextBallot::compute_code(&copy.code_seed, copy.timestamp, &copy.crypto_hash);
+        self.next_seed = copy.code.clone();
+        copy
+    }
 }
 
 /// The ballot as a device submits it: no nonces, no state.
