@@ -11,10 +11,10 @@ use amarvote::referendum::messages::{encode, VoteMessage};
 use amarvote::referendum::metrics::ReferendumMetrics;
 use amarvote::referendum::queue::{Stream, VoteDelivery, VoteQueue};
 use amarvote::referendum::queue_amqp::AmqpVoteQueue;
-use amarvote::referendum::rate_limit::RateLimit;
 use amarvote::referendum::scaled::ScaledParts;
 use amarvote::referendum::stage::receipts;
-use amarvote::referendum::voter_hash::{Choice, ElectionSecret, VoterHash};
+use amarvote::referendum::voter_hash::{Choice, ElectionSecret, LockKey, VoterHash};
+use amarvote::referendum::VoteLimits;
 use tokio::sync::watch;
 
 const ADMIN: &str = "scaled-admin-token";
@@ -22,6 +22,7 @@ const ADMIN: &str = "scaled-admin-token";
 struct Scaled {
     url: String,
     parts: ScaledParts,
+    metrics: std::sync::Arc<ReferendumMetrics>,
     _shutdown: watch::Sender<bool>,
     _vhost: common::VhostGuard,
     redis: (String, String),
@@ -41,17 +42,21 @@ async fn start() -> Scaled {
     let (tx, rx) = watch::channel(false);
     let metrics = ReferendumMetrics::new();
     let ingest = connect().await.unwrap();
+    let limits = VoteLimits {
+        per_client: 1_000_000,
+        ..VoteLimits::default()
+    };
     let router = ingest.ingest_router(
         &ElectionSecret::generate().unwrap(),
         ADMIN.to_owned(),
-        RateLimit::default(),
+        &limits,
         metrics.clone(),
     );
     for _ in 0..2 {
         connect()
             .await
             .unwrap()
-            .spawn_validator(metrics.clone(), rx.clone());
+            .spawn_validator(&limits, metrics.clone(), rx.clone());
     }
     connect()
         .await
@@ -64,6 +69,7 @@ async fn start() -> Scaled {
     Scaled {
         url: format!("http://{addr}"),
         parts: ingest,
+        metrics,
         _shutdown: tx,
         _vhost: common::VhostGuard(vhost),
         redis: (redis, prefix),
@@ -80,6 +86,59 @@ async fn loadgen_against_two_validators_and_an_aggregator_reconciles_exactly() {
     server.clean_up().await;
 }
 
+/// The eligible set, as `referendum load` would put it back from the hash files.
+async fn eligible_hashes(redis: &str, prefix: &str) -> Vec<VoterHash> {
+    let client = redis::Client::open(redis).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{prefix}valid_hashes"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    members
+        .iter()
+        .map(|m| VoterHash::from_hex(m).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_emptied_mid_stream_holds_the_votes_until_reloaded_then_reconciles_exactly() {
+    let server = start().await;
+    let (redis, prefix) = server.redis.clone();
+    let config = common::small_loadgen(&server.url, ADMIN);
+    let load = tokio::spawn(async move { run(&config).await });
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let eligible = eligible_hashes(&redis, &prefix).await;
+    assert!(!eligible.is_empty(), "the load generator loaded its voters");
+    common::delete_redis_keys(&redis, &prefix).await;
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let health: serde_json::Value = reqwest::get(format!("{}/api/v1/health", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["registry"]["readiness"], "missing", "{health}");
+    assert_eq!(
+        server.metrics.registry_ready.get(),
+        0,
+        "the validators hold the votes"
+    );
+
+    let registry = &server.parts.registry;
+    registry.load(eligible.clone()).await.unwrap();
+    registry.finish_load(eligible.len() as u64).await.unwrap();
+    let report = load.await.unwrap().unwrap();
+    assert!(
+        report.reconciled(),
+        "no voter told not_eligible, none pending, none counted twice: {report:?}"
+    );
+    assert_eq!(server.metrics.registry_ready.get(), 1);
+    server.clean_up().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_votes_count_once_and_malformed_ones_are_dead_lettered() {
     let server = start().await;
@@ -88,8 +147,10 @@ async fn redelivered_votes_count_once_and_malformed_ones_are_dead_lettered() {
     let vote = VoteMessage {
         request_id: "vote-000000000000000000000002".to_owned(),
         voter_hash: VoterHash::from_bytes([9; 32]),
+        lock_key: LockKey(VoterHash::from_bytes([10; 32])),
         law_id: "loi-r".to_owned(),
         vote: Choice::Oui,
+        sequence: 1,
         received_at: 1,
     };
     let queue = &server.parts.queue;

@@ -1,22 +1,23 @@
-//! The scaled referendum pipeline (PostgreSQL, RabbitMQ, Redis) under failure, while the
-//! load generator drives it: the validator process is killed with SIGKILL and restarted,
-//! then the aggregator, then RabbitMQ is restarted. Afterwards the reconciliation holds
-//! exactly: every accepted voter counted once, duplicates and ineligible attempts as
-//! injected, and no request refused.
+//! The scaled referendum pipeline (PostgreSQL, RabbitMQ, Redis; every role its own
+//! process: two ingest APIs, two validators, an aggregator) while voters make several
+//! attempts each, with different choices, at random moments: a validator, the
+//! aggregator and an ingest API are killed with SIGKILL and restarted, then RabbitMQ is
+//! restarted. For every voter the attempt answered 202 first is the one counted and
+//! every later one a duplicate, the totals are exact, every status is final soon after.
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use amarvote::referendum::loadgen::{run, LoadgenConfig};
-use amarvote::referendum::metrics::ReferendumMetrics;
-use amarvote::referendum::rate_limit::RateLimit;
-use amarvote::referendum::scaled::ScaledParts;
-use amarvote::referendum::voter_hash::ElectionSecret;
+use common::crowd;
 
-const ADMIN: &str = "scaled-crash-admin-token";
+const ADMIN: &str = "0f3a9c2e7b1d4f6a8c0e2b4d6f8a1c3e";
+const VOTERS: usize = 1_200;
+const ATTEMPTS: usize = 3;
+const SPREAD: Duration = Duration::from_secs(8);
+const LAW: &str = "loi-scaled-crash";
 
 /// The services' addresses, as the role processes read them from the environment.
 struct Services {
@@ -24,104 +25,129 @@ struct Services {
     amqp: String,
     redis: String,
     prefix: String,
+    secret_file: std::path::PathBuf,
 }
 
 /// A role process, killed when dropped.
-struct Role(Child);
+struct Role {
+    child: Child,
+    role: &'static str,
+    port: u16,
+}
 
 impl Drop for Role {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Role {
-    fn start(role: &str, services: &Services) -> Role {
-        let child = Command::new(env!("CARGO_BIN_EXE_amarvote"))
+    fn start(role: &'static str, services: &Services) -> Role {
+        Role::start_on(role, services, common::free_port())
+    }
+
+    fn start_on(role: &'static str, services: &Services, port: u16) -> Role {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_amarvote"));
+        command
             .args(["referendum", role, "--prefix", &services.prefix, "--listen"])
-            .arg(format!("127.0.0.1:{}", common::free_port()))
+            .arg(format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", &services.database)
             .env("AMQP_URL", &services.amqp)
             .env("REDIS_URL", &services.redis)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the amarvote binary starts");
-        Role(child)
+            .stderr(Stdio::null());
+        if role == "ingest" {
+            command
+                .arg("--secret-file")
+                .arg(&services.secret_file)
+                .args(["--vote-rate-limit", "1000000"])
+                .env("AMARVOTE_ADMIN_TOKEN", ADMIN);
+        }
+        let child = command.spawn().expect("the amarvote binary starts");
+        Role { child, role, port }
     }
 
-    /// SIGKILL, then a new process in its place.
-    fn kill_and_restart(&mut self, role: &str, services: &Services) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-        *self = Role::start(role, services);
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, then a new process in its place (on the same port).
+    fn kill_and_restart(&mut self, services: &Services) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        *self = Role::start_on(self.role, services, self.port);
     }
 }
 
-/// The ingestion API in this process: it stays up, so every vote it answers 202 is on the queue.
-async fn start_ingest(services: &Services) -> String {
-    let parts = ScaledParts::connect(
-        &services.database,
-        &services.amqp,
-        &services.redis,
-        &services.prefix,
-    )
-    .await
-    .unwrap();
-    let router = parts.ingest_router(
-        &ElectionSecret::generate().unwrap(),
-        ADMIN.to_owned(),
-        RateLimit::default(),
-        ReferendumMetrics::new(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
+async fn wait_up(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/health")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "{base} did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn killed_validator_and_aggregator_and_a_broker_restart_lose_nothing() {
+async fn killed_roles_and_a_broker_restart_count_every_voters_earliest_answered_attempt() {
     let (amqp, vhost) = common::rabbitmq_vhost();
     let _vhost = common::VhostGuard(vhost);
     let (redis, prefix) = common::redis_url_and_prefix();
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("referendum.secret");
+    std::fs::write(&secret_file, "ab".repeat(32)).unwrap();
     let services = Services {
         database: common::postgres_url().await,
         amqp,
         redis,
         prefix,
+        secret_file,
     };
-    let server = start_ingest(&services).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    // The ingest roles first, one after the other: the first migrates the database.
+    let mut ingest_a = Role::start("ingest", &services);
+    wait_up(&http, &ingest_a.url()).await;
+    let ingest_b = Role::start("ingest", &services);
+    wait_up(&http, &ingest_b.url()).await;
     let mut validator = Role::start("validate", &services);
+    let _second_validator = Role::start("validate", &services);
     let mut aggregator = Role::start("aggregate", &services);
-    let config = LoadgenConfig {
-        server,
-        admin_token: ADMIN.to_owned(),
-        voters: 4_000,
-        rate: 500.0,
-        duration: Duration::from_secs(8),
-        duplicate_rate: 0.1,
-        invalid_rate: 0.05,
-        concurrency: 32,
-        drain_timeout: Duration::from_secs(120),
+    crowd::set_up(&http, &ingest_a.url(), ADMIN, LAW, VOTERS).await;
+
+    let bases = Arc::new(vec![ingest_a.url(), ingest_b.url()]);
+    let voting = {
+        let (http, bases) = (http.clone(), bases.clone());
+        tokio::spawn(async move { crowd::vote(&http, bases, LAW, VOTERS, ATTEMPTS, SPREAD).await })
     };
-    let load = tokio::spawn(async move { run(&config).await });
-
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    validator.kill_and_restart("validate", &services);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    aggregator.kill_and_restart("aggregate", &services);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let at = |fraction: f64| tokio::time::sleep_until((started + SPREAD.mul_f64(fraction)).into());
+    at(0.2).await;
+    validator.kill_and_restart(&services);
+    at(0.4).await;
+    aggregator.kill_and_restart(&services);
+    at(0.55).await;
+    ingest_a.kill_and_restart(&services);
+    at(0.7).await;
     common::restart_rabbitmq().await;
+    let restarted = Instant::now();
 
-    let report = load.await.unwrap().unwrap();
+    let attempts = tokio::time::timeout(Duration::from_secs(180), voting)
+        .await
+        .expect("every attempt got its 202")
+        .unwrap();
+    assert_eq!(attempts.len(), VOTERS * ATTEMPTS);
+    let (statuses, _) =
+        crowd::final_statuses(&http, &ingest_b.url(), &attempts, Duration::from_secs(60)).await;
+    let final_after_restart = restarted.elapsed();
+    let results = crowd::counted_results(&http, &ingest_b.url(), LAW, VOTERS).await;
+    let verdict = crowd::check(&attempts, &statuses, &results);
+    eprintln!("{verdict:?}; every status final {final_after_restart:?} after the broker restart");
     assert!(
-        report.sent > 3_000,
-        "the load ran through the failures: {report:?}"
+        final_after_restart < Duration::from_secs(30),
+        "statuses took {final_after_restart:?} to be final after the broker restart"
     );
-    assert!(report.reconciled(), "{report:?}");
-    drop((validator, aggregator));
     common::delete_redis_keys(&services.redis, &services.prefix).await;
 }

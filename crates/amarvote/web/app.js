@@ -899,6 +899,7 @@ async function referendumOutcomePage(requestId) {
       accepted: 'Accepted: your vote is counted.',
       duplicate: `Already voted: ${status.attempts} repeated ${status.attempts === 1 ? 'attempt' : 'attempts'} after your vote. Only your first vote counts.`,
       not_eligible: 'Not eligible: this NAS and code do not match a voter for this law.',
+      locked: 'Locked: too many wrong codes were tried with this NAS for this law. Call the referendum help line to have it unlocked.',
     }[status.status] || status.status;
     out.replaceChildren(h('p', { class: status.status === 'accepted' ? 'notice' : 'alert', 'data-status': status.status, text }));
     cleanups.forEach((stop) => stop());

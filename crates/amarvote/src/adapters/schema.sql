@@ -129,7 +129,22 @@ CREATE TABLE IF NOT EXISTS vote_audit (
     law_id TEXT NOT NULL,
     choice TEXT NOT NULL,
     request_id TEXT NOT NULL,
-    recorded_at BIGINT NOT NULL
+    sequence BIGINT NOT NULL,
+    recorded_at BIGINT NOT NULL,
+    replaced_choice TEXT,
+    replaced_request TEXT
+);
+CREATE TABLE IF NOT EXISTS vote_rejections (
+    request_id TEXT PRIMARY KEY,
+    voter_hash TEXT NOT NULL,
+    law_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    received_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS referendum_sequence (
+    id BIGINT PRIMARY KEY,
+    next_value BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS duplicate_attempts (
     voter_hash TEXT PRIMARY KEY,

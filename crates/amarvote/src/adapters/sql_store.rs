@@ -20,7 +20,7 @@ use crate::ports::store::{
 
 const SCHEMA: &str = include_str!("schema.sql");
 /// Raised whenever `schema.sql` changes in a way an existing database cannot follow.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Which database a URL names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -243,6 +243,7 @@ async fn results(State(app): State<AppState>, Path(id): Path<String>) -> ApiResu
             status: StatusCode::NOT_FOUND,
             retry_after: None,
             message: "the results are not published yet".into(),
+            field: None,
         })?;
     let tally: electionguard::decrypt::PlaintextTally =
         electionguard::json::from_json(std::str::from_utf8(&bytes).unwrap_or_default())
@@ -269,6 +270,7 @@ async fn verification(
             status: StatusCode::NOT_FOUND,
             retry_after: None,
             message: "no verification job has finished for this election".into(),
+            field: None,
         })?;
     Ok(Json(serde_json::from_slice(&bytes).map_err(|e| {
         crate::service::ServiceError::Internal(e.into())

@@ -3,10 +3,13 @@
 //! answered 429 with `Retry-After` beyond it, so one client cannot crowd out the others or
 //! guess credentials quickly. A polling place puts many voters behind one address: the
 //! limit is a setting, and behind a reverse proxy the client is the address the proxy
-//! names in `X-Forwarded-For` — believed only from the configured trusted proxies.
+//! names in `X-Forwarded-For` — believed only from the configured trusted proxies. An IPv6
+//! client is counted per /64 (one subscriber's block). Limits are per process: N API
+//! replicas behind a balancer allow N times the rate.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -22,6 +25,24 @@ use super::{ApiError, AppState};
 pub struct RateLimiter {
     limiter: DefaultKeyedRateLimiter<Option<IpAddr>>,
     clock: DefaultClock,
+    checks: AtomicU64,
+}
+
+/// Forget idle clients once this many are tracked, looking every so many requests
+/// (a sweep walks the whole table: not on every request).
+const SWEEP_ABOVE: usize = 100_000;
+const SWEEP_EVERY: u64 = 4_096;
+
+/// The address a client is counted under: itself, or its IPv6 /64.
+fn subscriber(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::from(segments)
+        }
+    }
 }
 
 impl RateLimiter {
@@ -31,16 +52,19 @@ impl RateLimiter {
         RateLimiter {
             limiter: DefaultKeyedRateLimiter::keyed(Quota::per_second(rate)),
             clock: DefaultClock::default(),
+            checks: AtomicU64::new(0),
         }
     }
 
     /// Counts a request; Err(how long to wait) if the client is over its rate.
+    /// IPv6 clients are counted per /64, the smallest block one subscriber gets.
     pub fn check(&self, client: Option<IpAddr>) -> Result<(), Duration> {
-        if self.limiter.len() > 100_000 {
+        let checks = self.checks.fetch_add(1, Ordering::Relaxed);
+        if checks % SWEEP_EVERY == 0 && self.limiter.len() > SWEEP_ABOVE {
             self.limiter.retain_recent();
         }
         self.limiter
-            .check_key(&client)
+            .check_key(&client.map(subscriber))
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 }
@@ -84,6 +108,7 @@ pub fn too_many_requests(wait: Duration, message: &str) -> Response {
         status: StatusCode::TOO_MANY_REQUESTS,
         retry_after: Some(wait),
         message: message.into(),
+        field: None,
     }
     .into_response()
 }
@@ -121,6 +146,13 @@ mod tests {
         assert!(
             limiter.check(b).is_ok(),
             "another client has its own budget"
+        );
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_subscriber: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!((0..3).all(|_| limiter.check(Some(one)).is_ok()));
+        assert!(
+            limiter.check(Some(same_subscriber)).is_err(),
+            "an IPv6 /64 is one client"
         );
     }
 

@@ -51,6 +51,7 @@ fn require_closed(election: &ElectionRow) -> ApiResult<()> {
             status: StatusCode::CONFLICT,
             retry_after: None,
             message: "the ballots and the whole record are published once voting closes".into(),
+            field: None,
         });
     }
     Ok(())
@@ -209,6 +210,7 @@ async fn file_body(
         status: StatusCode::NOT_FOUND,
         retry_after: None,
         message: format!("no record file {path}"),
+        field: None,
     };
     let artifact = |name: String| {
         let app = app.clone();

@@ -21,12 +21,12 @@ use crate::referendum::embedded;
 use crate::referendum::hashgen::{generate_hashes, read_shards};
 use crate::referendum::loadgen::{self, LoadgenConfig};
 use crate::referendum::metrics::ReferendumMetrics;
-use crate::referendum::rate_limit::RateLimit;
-use crate::referendum::registry::{RedisRegistry, VoterRegistry};
+use crate::referendum::registry::{rebuild, Readiness, RedisRegistry, VoterRegistry};
 use crate::referendum::registry_sqlite::SqliteRegistry;
 use crate::referendum::scaled::ScaledParts;
 use crate::referendum::tables::VoteTables;
-use crate::referendum::voter_hash::{ElectionSecret, VoterHash};
+use crate::referendum::voter_hash::ElectionSecret;
+use crate::referendum::VoteLimits;
 
 /// Hashes per registry load call.
 const LOAD_BATCH: usize = 100_000;
@@ -40,10 +40,12 @@ pub enum ReferendumCommand {
     /// Run the vote API (scaled: PostgreSQL, RabbitMQ, Redis).
     Ingest(IngestArgs),
     /// Run a validation worker (scaled).
-    Validate(RoleArgs),
+    Validate(ValidateArgs),
     /// Run an aggregation worker, with the review consumer (scaled).
     Aggregate(RoleArgs),
-    /// Mark every voter in vote_audit as voted in the registry (after a Redis loss).
+    /// Rebuild the registry's voted state and outcomes from vote_audit and
+    /// vote_rejections and mark it ready (after a Redis loss, once the hashes are loaded
+    /// again; validators also do it by themselves).
     RebuildRegistry(RebuildArgs),
     /// Set up a referendum on a server, drive votes at a rate, reconcile.
     Loadgen(LoadgenArgs),
@@ -125,12 +127,35 @@ pub struct IngestArgs {
     /// The administrator's bearer token.
     #[arg(long, env = "AMARVOTE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
-    /// Requests per second allowed per client address.
-    #[arg(long, default_value_t = 1_000_000.0)]
-    pub rate_limit: f64,
-    /// Burst allowed per client address.
-    #[arg(long, default_value_t = 1_000_000.0)]
-    pub rate_burst: f64,
+    #[command(flatten)]
+    pub limits: VoteRateArgs,
+    /// Reverse proxies (comma-separated addresses) whose X-Forwarded-For names the client.
+    #[arg(long, env = "AMARVOTE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+/// How fast one client may call the referendum's routes.
+#[derive(Args, Debug, Clone)]
+pub struct VoteRateArgs {
+    /// Referendum requests per second (with bursts of as many) from one client address;
+    /// a polling place, a proxy without X-Forwarded-For or a load test needs more.
+    #[arg(long, env = "AMARVOTE_VOTE_RATE_LIMIT", default_value_t = crate::referendum::DEFAULT_PER_CLIENT_RATE)]
+    pub vote_rate_limit: u32,
+}
+
+/// How many wrong codes lock a NAS out of a law.
+#[derive(Args, Debug, Clone)]
+pub struct CodeLockArgs {
+    #[arg(long, env = "AMARVOTE_MAX_WRONG_CODES", default_value_t = crate::referendum::registry::DEFAULT_CODE_ATTEMPTS)]
+    pub max_wrong_codes: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub role: RoleArgs,
+    #[command(flatten)]
+    pub codes: CodeLockArgs,
 }
 
 #[derive(Args, Debug)]
@@ -248,6 +273,11 @@ async fn load(args: LoadArgs) -> Result<()> {
         read += batch.len() as u64;
         added += registry.load(batch).await?;
     }
+    // Marked once the whole list is in: a validator that saw the marker earlier
+    // would tell the voters still to come that they are not eligible.
+    registry
+        .finish_load(registry.eligible_count().await?)
+        .await?;
     println!(
         "{read} hashes read, {added} new, {} eligible in total ({:.1} s)",
         registry.eligible_count().await?,
@@ -265,24 +295,21 @@ async fn rebuild_registry(args: RebuildArgs) -> Result<()> {
     };
     let store = crate::adapters::sql_store::SqlStore::connect(&url).await?;
     let tables = VoteTables::new(&store).await?;
-    let mut after: Option<String> = None;
-    let mut marked = 0_usize;
-    loop {
-        let page = tables.audited_hashes_after(after.as_deref()).await?;
-        let Some(last) = page.last().cloned() else {
-            break;
-        };
-        let hashes = page
-            .iter()
-            .map(|hex| {
-                VoterHash::from_hex(hex).with_context(|| format!("corrupt audit hash {hex:?}"))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        marked += hashes.len();
-        registry.mark_voted(hashes).await?;
-        after = Some(last);
+    if registry.state().await?.readiness == Readiness::Missing {
+        bail!(
+            "the registry has no voters loaded: load the hashes first (amarvote referendum \
+             load); the validators then rebuild it by themselves"
+        );
     }
-    println!("{marked} audited voters marked as voted");
+    let Some(voters) = rebuild(&*registry, &tables).await? else {
+        bail!("another process is rebuilding the registry now (its lease lasts a minute)");
+    };
+    println!("{voters} audited voters restored as voted, with every logged outcome");
+    if registry.state().await?.readiness == Readiness::Ready {
+        println!("the registry is ready: validators resume");
+    } else {
+        println!("the registry was loaded anew meanwhile: validators rebuild it again");
+    }
     Ok(())
 }
 
@@ -291,8 +318,22 @@ fn ops_routes(metrics: &ReferendumMetrics) -> Router {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let registry = Arc::new(registry);
+    let ready = metrics.registry_ready.clone();
     Router::new()
-        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/health",
+            get(move || {
+                let ready = ready.get();
+                async move {
+                    if ready == 0 {
+                        let body = "degraded: the voter registry is not ready; votes are held";
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, body)
+                    } else {
+                        (axum::http::StatusCode::OK, "ok")
+                    }
+                }
+            }),
+        )
         .route(
             "/metrics",
             get(move || {
@@ -322,12 +363,13 @@ async fn ingest(args: IngestArgs) -> Result<()> {
     let secret = ElectionSecret::read_file(&args.secret_file)?;
     let parts = connect(&args.role).await?;
     let metrics = ReferendumMetrics::new();
-    let rate_limit = RateLimit {
-        per_second: args.rate_limit,
-        burst: args.rate_burst,
+    let limits = VoteLimits {
+        per_client: args.limits.vote_rate_limit,
+        trusted_proxies: args.trusted_proxies,
+        ..VoteLimits::default()
     };
     let router = parts
-        .ingest_router(&secret, args.admin_token, rate_limit, metrics.clone())
+        .ingest_router(&secret, args.admin_token, &limits, metrics.clone())
         .merge(ops_routes(&metrics));
     tracing::info!(listen = %args.role.listen, "referendum ingest serving");
     super::serve::serve_http(
@@ -338,12 +380,16 @@ async fn ingest(args: IngestArgs) -> Result<()> {
     .await
 }
 
-async fn validate(args: RoleArgs) -> Result<()> {
-    let parts = connect(&args).await?;
+async fn validate(args: ValidateArgs) -> Result<()> {
+    let parts = connect(&args.role).await?;
     let metrics = ReferendumMetrics::new();
     let shutdown = crate::commands::serve::shutdown_signal();
-    let worker = parts.spawn_validator(metrics.clone(), shutdown.clone());
-    super::serve::serve_http(args.listen, ops_routes(&metrics), shutdown).await?;
+    let limits = VoteLimits {
+        max_wrong_codes: args.codes.max_wrong_codes,
+        ..VoteLimits::default()
+    };
+    let worker = parts.spawn_validator(&limits, metrics.clone(), shutdown.clone());
+    super::serve::serve_http(args.role.listen, ops_routes(&metrics), shutdown).await?;
     worker.await?;
     Ok(())
 }
@@ -411,11 +457,15 @@ async fn run_loadgen(args: LoadgenArgs) -> Result<()> {
     Ok(())
 }
 
-/// The embedded pipeline's defaults for `amarvote serve`.
-pub fn embedded_config(data_dir: &Path, admin_token: String) -> embedded::EmbeddedConfig<'_> {
+/// The embedded pipeline's configuration for `amarvote serve`.
+pub fn embedded_config(
+    data_dir: &Path,
+    admin_token: String,
+    limits: VoteLimits,
+) -> embedded::EmbeddedConfig<'_> {
     embedded::EmbeddedConfig {
         data_dir,
         admin_token,
-        rate_limit: RateLimit::default(),
+        limits,
     }
 }

@@ -31,6 +31,10 @@ pub struct ServeArgs {
     pub chunk_size: u64,
     #[command(flatten)]
     pub limits: BallotLimits,
+    #[command(flatten)]
+    pub vote_rate: crate::commands::referendum::VoteRateArgs,
+    #[command(flatten)]
+    pub codes: crate::commands::referendum::CodeLockArgs,
 }
 
 /// Limits on what voters' clients may do, as flags or environment variables.
@@ -175,7 +179,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         args.data.join("admin.token").display()
     );
     let referendum = crate::referendum::embedded::start(
-        crate::commands::referendum::embedded_config(&args.data, admin_token(&args.data)?),
+        crate::commands::referendum::embedded_config(
+            &args.data,
+            admin_token(&args.data)?,
+            crate::referendum::VoteLimits {
+                per_client: args.vote_rate.vote_rate_limit,
+                trusted_proxies: args.limits.trusted_proxies.clone(),
+                max_wrong_codes: args.codes.max_wrong_codes,
+            },
+        ),
         app.metrics.referendum.clone(),
         shutdown.clone(),
     )

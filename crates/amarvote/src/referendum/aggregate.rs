@@ -2,10 +2,14 @@
 //! `vote_audit` row per voter, in one transaction per batch.
 //!
 //! The audit row's primary key (the voter hash) is what makes redelivery
-//! harmless: a batch inserts its audit rows with `ON CONFLICT DO NOTHING
-//! RETURNING`, and only the rows actually inserted are added to the results.
-//! The batch is acked after the commit; a crash in between redelivers votes
-//! that are then found already audited. Database errors are retried with
+//! harmless, and its sequence what makes order irrelevant: a batch upserts its
+//! audit rows keeping each voter's earliest attempt (`ON CONFLICT … WHERE
+//! EXCLUDED.sequence < vote_audit.sequence RETURNING`), and only the rows that
+//! changed move the results, an overturned later attempt's choice subtracted.
+//! After the commit, the attempts that now stand are confirmed to the registry,
+//! so it agrees with the audit even if it decided them in another order or lost
+//! them. The batch is acked after the commit; a crash in between redelivers
+//! votes that then change nothing. Database errors are retried with
 //! exponential backoff ([`DB_TRIES`] tries) before the batch is requeued;
 //! unreadable messages are dead-lettered; on shutdown the batch being built
 //! is written and acked before the loop ends.
@@ -18,6 +22,7 @@ use tokio::sync::watch;
 use super::messages::VoteMessage;
 use super::metrics::{LawChoiceLabel, ReferendumMetrics};
 use super::queue::{Stream, VoteDelivery, VoteQueue, VoteQueueError};
+use super::registry::{Counted, VoterRegistry};
 use super::stage::{next_batch, receipts, BatchPolicy, ERROR_PAUSE};
 use super::tables::VoteTables;
 
@@ -32,6 +37,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 pub struct Aggregator {
     pub queue: Arc<dyn VoteQueue>,
+    pub registry: Arc<dyn VoterRegistry>,
     pub tables: VoteTables,
     pub metrics: Arc<ReferendumMetrics>,
     pub policy: BatchPolicy,
@@ -92,18 +98,9 @@ impl Aggregator {
         loop {
             tries += 1;
             match self.tables.record_votes(votes).await {
-                Ok(counted) => {
-                    for ((law_id, choice), n) in counted {
-                        let label = LawChoiceLabel {
-                            law_id,
-                            choice: choice.as_str().to_owned(),
-                        };
-                        self.metrics
-                            .votes_aggregated
-                            .get_or_create(&label)
-                            .inc_by(n);
-                    }
-                    return Ok(());
+                Ok(recorded) => {
+                    self.count(&recorded.counted);
+                    return self.confirm(recorded.standing).await;
                 }
                 Err(err) if tries < DB_TRIES => {
                     tracing::warn!(%err, tries, "aggregation transaction failed; retrying");
@@ -114,8 +111,31 @@ impl Aggregator {
             }
         }
     }
-}
 
+    fn count(
+        &self,
+        counted: &std::collections::BTreeMap<(String, super::voter_hash::Choice), i64>,
+    ) {
+        for ((law_id, choice), n) in counted {
+            let label = LawChoiceLabel {
+                law_id: law_id.clone(),
+                choice: choice.as_str().to_owned(),
+            };
+            let counter = self.metrics.votes_aggregated.get_or_create(&label);
+            counter.inc_by(n.max(&0).unsigned_abs());
+        }
+    }
+
+    /// Tells the registry which attempt stands for each voter of the batch. A
+    /// failure fails the batch: its redelivery changes nothing in the tables and
+    /// confirms again, so registry and audit cannot stay apart.
+    async fn confirm(&self, standing: Vec<Counted>) -> Result<(), sqlx::Error> {
+        self.registry.restore(standing).await.map_err(|err| {
+            tracing::warn!(%err, "counted votes not confirmed to the registry");
+            sqlx::Error::Protocol(format!("voter registry: {err}"))
+        })
+    }
+}
 fn parse(batch: Vec<VoteDelivery>) -> (Vec<VoteMessage>, Vec<VoteDelivery>, Vec<VoteDelivery>) {
     let mut votes = Vec::with_capacity(batch.len());
     let mut deliveries = Vec::with_capacity(batch.len());

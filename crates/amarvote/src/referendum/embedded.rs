@@ -7,6 +7,11 @@
 //! duplicates, laws; the store's schema) and `referendum.secret` (the voter
 //! hash key, created on first start). They are separate SQLite files because
 //! SQLite has one writer per file, and the stages write concurrently.
+//!
+//! One process owns a data directory's pipeline (an exclusive lock on
+//! `referendum.lock`), so at start every claim on the queue is a dead process's:
+//! they are released at once and the votes in flight at a crash are decided
+//! within moments of the restart.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,18 +23,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::aggregate::{Aggregator, AGGREGATE_POLICY};
-use super::ingest::{router, IngestState, Publisher};
-use super::laws::Laws;
+use super::ingest::{router, IngestState};
 use super::metrics::{watch_queue_depth, ReferendumMetrics};
-use super::queue::{Stream, VoteQueue};
+use super::queue::VoteQueue;
 use super::queue_sqlite::SqliteVoteQueue;
-use super::rate_limit::{RateLimit, RateLimiter};
 use super::registry::VoterRegistry;
 use super::registry_sqlite::SqliteRegistry;
 use super::review::Reviewer;
 use super::tables::VoteTables;
 use super::validate::Validator;
 use super::voter_hash::{ElectionSecret, VoterHasher};
+use super::VoteLimits;
 use crate::adapters::sql_store::SqlStore;
 
 /// How long a claimed message stays hidden before it is redelivered.
@@ -40,7 +44,7 @@ const DEPTH_EVERY: Duration = Duration::from_secs(5);
 pub struct EmbeddedConfig<'a> {
     pub data_dir: &'a Path,
     pub admin_token: String,
-    pub rate_limit: RateLimit,
+    pub limits: VoteLimits,
 }
 
 /// A running pipeline: the routes to serve and the stage tasks, which end
@@ -48,8 +52,8 @@ pub struct EmbeddedConfig<'a> {
 pub struct Pipeline {
     pub router: Router,
     pub tasks: Vec<JoinHandle<()>>,
-    pub registry: Arc<dyn VoterRegistry>,
-    pub tables: VoteTables,
+    /// The adapters, holding the data directory's lock for as long as they live.
+    pub parts: EmbeddedParts,
 }
 
 /// The embedded adapters of a data directory.
@@ -58,6 +62,22 @@ pub struct EmbeddedParts {
     pub registry: Arc<dyn VoterRegistry>,
     pub tables: VoteTables,
     pub secret: ElectionSecret,
+    /// Held while the parts live: the data directory's exclusive lock.
+    _owner: std::fs::File,
+}
+
+/// Takes the data directory's exclusive lock, or says who holds it.
+fn own(data_dir: &Path) -> Result<std::fs::File> {
+    let path = data_dir.join("referendum.lock");
+    crate::sealing::private_file(&path)?;
+    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another amarvote process is running the referendum on {}",
+            data_dir.display()
+        )
+    })?;
+    Ok(file)
 }
 
 /// Opens (creating as needed) the embedded adapters in `data_dir`.
@@ -72,7 +92,15 @@ pub async fn open_parts(data_dir: &Path) -> Result<EmbeddedParts> {
     for file in &files {
         crate::sealing::private_file(file)?;
     }
+    let owner = own(data_dir)?;
     let queue = SqliteVoteQueue::open(&files[0], VISIBILITY).await?;
+    let released = queue.release_claims().await?;
+    if released > 0 {
+        tracing::info!(
+            released,
+            "votes in flight at the last stop are decided again"
+        );
+    }
     let registry = SqliteRegistry::open(&files[1]).await?;
     let url = format!("sqlite://{}?mode=rwc", files[2].display());
     let store = SqlStore::connect(&url).await?;
@@ -81,6 +109,7 @@ pub async fn open_parts(data_dir: &Path) -> Result<EmbeddedParts> {
         registry: Arc::new(registry),
         tables: VoteTables::new(&store).await?,
         secret: ElectionSecret::load_or_create(&data_dir.join("referendum.secret"))?,
+        _owner: owner,
     })
 }
 
@@ -91,45 +120,48 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Pipeline> {
     let parts = open_parts(config.data_dir).await?;
-    let tasks = spawn_workers(&parts, &metrics, &shutdown);
-    let state = IngestState {
-        hasher: VoterHasher::new(&parts.secret),
-        laws: Laws::new(parts.tables.clone()),
-        tables: parts.tables.clone(),
-        registry: parts.registry.clone(),
-        queue: parts.queue.clone(),
-        publisher: Publisher::spawn(parts.queue.clone(), Stream::Validation),
+    let tasks = spawn_workers(&parts, &config.limits, &metrics, &shutdown);
+    let state = IngestState::new(
+        VoterHasher::new(&parts.secret),
+        parts.tables.clone(),
+        parts.registry.clone(),
+        parts.queue.clone(),
         metrics,
-        limiter: RateLimiter::new(config.rate_limit),
-        admin_token: config.admin_token,
-    };
+        &config.limits,
+        config.admin_token,
+        true,
+    );
     Ok(Pipeline {
         router: router(Arc::new(state)),
         tasks,
-        registry: parts.registry,
-        tables: parts.tables,
+        parts,
     })
 }
 
 /// The validator, aggregator, reviewer and depth gauge, as tasks.
 pub fn spawn_workers(
     parts: &EmbeddedParts,
+    limits: &VoteLimits,
     metrics: &Arc<ReferendumMetrics>,
     shutdown: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let validator = Validator {
         queue: parts.queue.clone(),
         registry: parts.registry.clone(),
+        tables: parts.tables.clone(),
         metrics: metrics.clone(),
+        max_wrong_codes: limits.max_wrong_codes,
     };
     let aggregator = Aggregator {
         queue: parts.queue.clone(),
+        registry: parts.registry.clone(),
         tables: parts.tables.clone(),
         metrics: metrics.clone(),
         policy: AGGREGATE_POLICY,
     };
     let reviewer = Reviewer {
         queue: parts.queue.clone(),
+        registry: parts.registry.clone(),
         tables: parts.tables.clone(),
         metrics: metrics.clone(),
     };

@@ -421,7 +421,7 @@ mod tests {
     #[test]
     fn writes_each_rows_hash_to_its_shard() {
         let dir = tempfile::tempdir().unwrap();
-        let csv = "nas,code,law_id\n123456789,abcd,loi-1\n987654321,WXYZ9,loi-2\n";
+        let csv = "nas,code,law_id\n123456789,abcd2345,loi-1\n987654321,WXYZ9876,loi-2\n";
         let report = run(csv, dir.path(), 4);
         assert_eq!(
             (report.rows, report.written, report.bad_row_count),
@@ -429,8 +429,8 @@ mod tests {
         );
 
         let expected = [
-            voter_hash(&secret(), "123456789", "ABCD", "loi-1").unwrap(),
-            voter_hash(&secret(), "987654321", "WXYZ9", "loi-2").unwrap(),
+            voter_hash(&secret(), "123456789", "ABCD2345", "loi-1").unwrap(),
+            voter_hash(&secret(), "987654321", "WXYZ9876", "loi-2").unwrap(),
         ];
         for hash in expected {
             let shard = shard_file_name(shard_of(&hash, 4), 4);
@@ -444,17 +444,21 @@ mod tests {
     #[test]
     fn header_is_optional_and_whitespace_crlf_and_blank_lines_are_tolerated() {
         let dir = tempfile::tempdir().unwrap();
-        let report = run("\u{feff} 123456789 , abcd ,loi\r\n\r\n\n", dir.path(), 1);
+        let report = run(
+            "\u{feff} 123456789 , abcd2345 ,loi\r\n\r\n\n",
+            dir.path(),
+            1,
+        );
         assert_eq!((report.rows, report.written), (1, 1));
-        let expected = voter_hash(&secret(), "123456789", "ABCD", "loi").unwrap();
+        let expected = voter_hash(&secret(), "123456789", "ABCD2345", "loi").unwrap();
         assert_eq!(all_hashes(dir.path()), vec![expected]);
     }
 
     #[test]
     fn bad_rows_are_counted_with_line_and_reason_and_do_not_stop_the_run() {
         let dir = tempfile::tempdir().unwrap();
-        let csv = "NAS,Code,Law_ID\n12345678,abcd,loi\n123456789,abcd\n\
-                   123456789,abcd,loi,extra\n123456789,abcd,loi\nnas,code,law_id\n";
+        let csv = "NAS,Code,Law_ID\n12345678,abcd2345,loi\n123456789,abcd2345\n\
+                   123456789,abcd2345,loi,extra\n123456789,abcd2345,loi\nnas,code,law_id\n";
         let report = run(csv, dir.path(), 2);
         assert_eq!(
             (report.rows, report.written, report.bad_row_count),
@@ -472,10 +476,21 @@ mod tests {
     #[test]
     fn invalid_utf8_is_a_bad_row() {
         let dir = tempfile::tempdir().unwrap();
-        let input: &[u8] = b"123456789,ab\xffcd,loi\n123456789,abcd,loi\n";
+        let input: &[u8] = b"123456789,ab\xffcd2345,loi\n123456789,abcd2345,loi\n";
         let report = generate_hashes(input, &secret(), dir.path(), 1, &|_| {}).unwrap();
         assert_eq!((report.written, report.bad_row_count), (1, 1));
         assert!(report.bad_rows[0].reason.contains("UTF-8"));
+    }
+
+    #[test]
+    fn short_or_ambiguous_codes_are_refused_saying_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = "123456789,AB12,loi\n123456789,ABCDEFGO,loi\n123456789,ABCDEFGH,loi\n";
+        let report = run(csv, dir.path(), 1);
+        assert_eq!((report.written, report.bad_row_count), (1, 2));
+        for bad in &report.bad_rows {
+            assert!(bad.reason.contains("8 to 32"), "{}", bad.reason);
+        }
     }
 
     #[test]
@@ -491,7 +506,7 @@ mod tests {
     #[test]
     fn progress_reports_cumulative_bytes_ending_with_the_total() {
         let dir = tempfile::tempdir().unwrap();
-        let csv = "123456789,abcd,loi\n".repeat(40_000);
+        let csv = "123456789,abcd2345,loi\n".repeat(40_000);
         let seen = RefCell::new(Vec::new());
         let on_progress = |bytes| seen.borrow_mut().push(bytes);
         generate_hashes(csv.as_bytes(), &secret(), dir.path(), 1, &on_progress).unwrap();
@@ -524,7 +539,7 @@ mod tests {
     fn many_rows_spread_over_all_shards_and_read_back_in_batches() {
         let dir = tempfile::tempdir().unwrap();
         let csv: String = (0..2_000)
-            .map(|i| format!("{:09},code{i},loi\n", 100_000_000 + i))
+            .map(|i| format!("{:09},K{i:07},loi\n", 100_000_000 + i))
             .collect();
         let report = run(&csv, dir.path(), 8);
         assert_eq!(report.written, 2_000);
@@ -551,7 +566,7 @@ mod tests {
         let missing = read_shards(dir.path()).err().unwrap();
         assert!(missing.to_string().contains("no hashes"));
 
-        run("123456789,abcd,loi\n", dir.path(), 3);
+        run("123456789,abcd2345,loi\n", dir.path(), 3);
         fs::remove_file(dir.path().join(shard_file_name(1, 3))).unwrap();
         let incomplete = read_shards(dir.path()).err().unwrap();
         assert!(
@@ -559,7 +574,7 @@ mod tests {
             "{incomplete}"
         );
 
-        run("123456789,abcd,loi\n", dir.path(), 2);
+        run("123456789,abcd2345,loi\n", dir.path(), 2);
         let mixed = read_shards(dir.path()).err().unwrap();
         assert!(mixed.to_string().contains("different sizes"), "{mixed}");
     }
@@ -583,7 +598,7 @@ mod tests {
     #[test]
     fn unrelated_files_in_the_shard_directory_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        run("123456789,abcd,loi\n", dir.path(), 1);
+        run("123456789,abcd2345,loi\n", dir.path(), 1);
         fs::write(dir.path().join("README.txt"), "notes").unwrap();
         fs::write(dir.path().join("hashes-1-of-2.txt"), "junk").unwrap();
         assert_eq!(all_hashes(dir.path()).len(), 1);

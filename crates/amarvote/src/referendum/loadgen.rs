@@ -114,7 +114,7 @@ impl Referendum {
     fn credentials(&self, index: usize) -> (String, String) {
         (
             format!("{:09}", index % 1_000_000_000),
-            format!("LG{}X{index}", self.run),
+            format!("K{}X{index}", self.run),
         )
     }
 
@@ -301,48 +301,62 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted[rank].as_secs_f64() * 1000.0
 }
 
-/// Polls the status endpoint until no request is pending; returns each
-/// request's final status and attempt count.
+/// Polls the status endpoint until no request is pending and two full passes
+/// agree (an earlier attempt decided late turns a counted later one into the
+/// duplicate); returns each request's final status and attempt count.
 async fn decided_statuses(
     client: &Client,
     ids: &[String],
     timeout: Duration,
 ) -> Result<Vec<Value>> {
     let deadline = Instant::now() + timeout;
-    let mut statuses: Vec<Value> = vec![Value::Null; ids.len()];
-    let mut pending: Vec<usize> = (0..ids.len()).collect();
-    while !pending.is_empty() {
-        let mut still = Vec::new();
-        for chunk in pending.chunks(MAX_STATUS_BATCH) {
-            let request_ids: Vec<&str> = chunk.iter().map(|&i| ids[i].as_str()).collect();
-            let (code, body) = client
-                .post(
-                    "/api/v1/votes/status",
-                    &json!({ "request_ids": request_ids }),
-                    false,
-                )
-                .await?;
-            if code != 200 {
-                bail!("status request failed: {code} {body}");
-            }
-            for (&i, status) in chunk
-                .iter()
-                .zip(body["statuses"].as_array().into_iter().flatten())
-            {
-                if status["status"] == "pending" {
-                    still.push(i);
-                } else {
-                    statuses[i] = status.clone();
-                }
-            }
+    let mut previous: Option<Vec<Value>> = None;
+    loop {
+        let statuses = poll_statuses(client, ids).await?;
+        let pending: Vec<&String> = ids
+            .iter()
+            .zip(&statuses)
+            .filter(|(_, s)| s["status"] == "pending")
+            .map(|(id, _)| id)
+            .collect();
+        if pending.is_empty() && previous.as_ref() == Some(&statuses) {
+            return Ok(statuses);
         }
-        pending = still;
-        if !pending.is_empty() {
-            if Instant::now() > deadline {
-                bail!("{} requests still pending after {timeout:?}", pending.len());
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        if Instant::now() > deadline {
+            let some: Vec<&&String> = pending.iter().take(3).collect();
+            bail!(
+                "{} requests still pending after {timeout:?} (e.g. {some:?})",
+                pending.len()
+            );
         }
+        previous = pending.is_empty().then_some(statuses);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every request's current status, in order.
+async fn poll_statuses(client: &Client, ids: &[String]) -> Result<Vec<Value>> {
+    let mut statuses = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_STATUS_BATCH) {
+        let (code, body) = client
+            .post(
+                "/api/v1/votes/status",
+                &json!({ "request_ids": chunk }),
+                false,
+            )
+            .await?;
+        if code != 200 {
+            bail!("status request failed: {code} {body}");
+        }
+        let answered = body["statuses"].as_array().cloned().unwrap_or_default();
+        if answered.len() != chunk.len() {
+            bail!(
+                "the status answer has {} entries for {}",
+                answered.len(),
+                chunk.len()
+            );
+        }
+        statuses.extend(answered);
     }
     Ok(statuses)
 }

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::voter_hash::{Choice, VoterHash};
+use super::voter_hash::{Choice, LockKey, VoterHash};
 
 /// A submitted vote, on the validation stream and, once accepted, on the
 /// aggregation stream.
@@ -14,8 +14,14 @@ use super::voter_hash::{Choice, VoterHash};
 pub struct VoteMessage {
     pub request_id: String,
     pub voter_hash: VoterHash,
+    /// Wrong codes are counted under this key (the NAS and law, keyed).
+    pub lock_key: LockKey,
     pub law_id: String,
     pub vote: Choice,
+    /// The ingestion order: allocated before the publish that precedes the
+    /// request's 202, so an attempt made after another's 202 has a larger one.
+    /// Of one voter's attempts, the smallest is the one counted.
+    pub sequence: u64,
     /// When the API accepted it, in milliseconds since the epoch.
     pub received_at: i64,
 }
@@ -26,6 +32,8 @@ pub struct VoteMessage {
 pub enum ReviewReason {
     Duplicate,
     NotEligible,
+    /// Too many wrong codes for this NAS and law: locked until an administrator lifts it.
+    Locked,
 }
 
 /// A rejected attempt, on the review stream.

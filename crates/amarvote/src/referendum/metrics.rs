@@ -50,6 +50,11 @@ pub struct ReferendumMetrics {
     pub batch_seconds: Family<StageLabel, Histogram>,
     pub submission_seconds: Histogram,
     pub queue_depth: Family<StreamLabel, Gauge>,
+    /// 1 while this process's validator finds the registry ready, 0 while it
+    /// holds votes because the registry is missing or not yet rebuilt; -1
+    /// before it has looked.
+    pub registry_ready: Gauge,
+    pub rate_limited: Counter,
 }
 
 fn batch_size_histogram() -> Histogram {
@@ -71,6 +76,12 @@ impl Default for ReferendumMetrics {
             batch_seconds: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
             submission_seconds: seconds_histogram(),
             queue_depth: Family::default(),
+            registry_ready: {
+                let gauge = Gauge::default();
+                gauge.set(-1);
+                gauge
+            },
+            rate_limited: Counter::default(),
         }
     }
 }
@@ -101,6 +112,17 @@ impl ReferendumMetrics {
             "duplicate_attempts",
             "Repeated attempts by voters who had already voted",
             self.duplicate_attempts.clone(),
+        );
+        registry.register(
+            "voter_registry_ready",
+            "1 if the validator finds the voter registry ready, 0 while it holds votes \
+             (registry lost or not rebuilt), -1 before it has looked",
+            self.registry_ready.clone(),
+        );
+        registry.register(
+            "votes_rate_limited",
+            "Referendum requests refused for the client's rate (429)",
+            self.rate_limited.clone(),
         );
         registry.register(
             "vote_batch_size",

@@ -25,7 +25,6 @@ pub mod metrics;
 pub mod queue;
 pub mod queue_amqp;
 pub mod queue_sqlite;
-pub mod rate_limit;
 pub mod registry;
 pub mod registry_sqlite;
 pub mod review;
@@ -34,3 +33,29 @@ pub mod stage;
 pub mod tables;
 pub mod validate;
 pub mod voter_hash;
+
+/// The referendum's limits against floods and code guessing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoteLimits {
+    /// Requests per second, and burst, from one client address on every
+    /// referendum route (a polling place behind one address needs more).
+    pub per_client: u32,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Wrong codes after which a NAS is locked out of a law.
+    pub max_wrong_codes: u32,
+}
+
+/// A voter needs a handful of requests (a vote, a few status polls); 20 a second
+/// leaves room for retries and stops a guesser or a flood at once.
+pub const DEFAULT_PER_CLIENT_RATE: u32 = 20;
+
+impl Default for VoteLimits {
+    fn default() -> Self {
+        VoteLimits {
+            per_client: DEFAULT_PER_CLIENT_RATE,
+            trusted_proxies: Vec::new(),
+            max_wrong_codes: registry::DEFAULT_CODE_ATTEMPTS,
+        }
+    }
+}

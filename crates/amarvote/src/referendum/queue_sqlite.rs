@@ -72,6 +72,20 @@ impl SqliteVoteQueue {
         })
     }
 
+    /// Makes every claimed message visible again at once: called when the one
+    /// process that owns the queue starts, since the claims it finds are a dead
+    /// process's, and waiting out their visibility timeout would leave those
+    /// votes undecided (and their voters' statuses pending) for no reason.
+    /// Returns how many claims were released.
+    pub async fn release_claims(&self) -> Result<u64, VoteQueueError> {
+        let released =
+            sqlx::query("UPDATE vote_queue SET visible_at = 0 WHERE dead = 0 AND visible_at > $1")
+                .bind(now_ms())
+                .execute(&self.writer)
+                .await?;
+        Ok(released.rows_affected())
+    }
+
     async fn insert(&self, stream: Stream, bodies: &[Vec<u8>]) -> Result<(), VoteQueueError> {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;

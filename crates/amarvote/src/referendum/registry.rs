@@ -1,83 +1,235 @@
-//! The voter registry: who may vote on a law, and who already has.
+//! The voter registry: who may vote on a law, who already has, and which of a
+//! voter's attempts is the one that counts.
 //!
-//! The registry holds two sets of [`VoterHash`]es: the eligible set, loaded
-//! from the shard files before polls open, and the voted set, filled as
-//! ballots are accepted. Accepting a ballot must test eligibility and record
-//! the vote in one indivisible step; two racing requests for the same voter
-//! (a double click, a retry, a replayed code) must yield exactly one
-//! acceptance. Both adapters therefore expose that step as
-//! [`VoterRegistry::check_and_mark`] and implement it atomically: under a
-//! mutex in memory, and as a single Lua script in Redis.
+//! The registry holds the eligible set, loaded from the shard files before polls
+//! open, and for each voter who has voted the attempt counted so far: its
+//! ingestion sequence and request id. Deciding a vote tests eligibility and
+//! records the attempt in one indivisible step, a Lua script in Redis and one
+//! write transaction in the embedded SQLite adapter, so two racing attempts yield
+//! exactly one acceptance.
 //!
-//! Repeated attempts are counted per voter so fraud monitoring can spot codes
-//! being replayed. The voted set is a cache of the audit log: if Redis loses
-//! it, [`VoterRegistry::clear_voted`] then [`VoterRegistry::mark_voted`]
-//! rebuild it from the log.
+//! **The earliest attempt counts, whatever the order of processing.** The API
+//! gives each vote a sequence number before the publish that precedes its 202
+//! ([`super::messages::VoteMessage::sequence`]). After a crash, a requeue or with
+//! several validators, a later attempt can be decided before an earlier one; when
+//! the earlier one arrives, it takes the voter's place (accepted) and the later
+//! one becomes the duplicate, both remembered outcomes changing in the same step.
+//! The aggregator applies the same rule to `vote_audit` (the smallest sequence per
+//! voter is the row, correcting the count in its transaction) and confirms what it
+//! counted here with [`VoterRegistry::restore`], so registry and audit converge on
+//! the same attempt. We chose this over per-voter ordered queues because it needs
+//! nothing of the broker (any number of validators, any redelivery order) and is
+//! proven by the state alone: the outcome is a function of the set of attempts.
 //!
-//! The pipeline's validators present votes through [`VoterRegistry::decide`],
-//! which also remembers each request's outcome: a validator that crashes after
-//! deciding but before passing the vote on gets the same answer when the vote
-//! is redelivered, instead of a "duplicate" that would lose the vote. The
-//! remembered outcomes also answer the voter's status requests.
+//! **Guessing codes is locked out.** Wrong codes are counted per NAS and law
+//! ([`LockKey`]); once a limit is reached, every later attempt (by sequence) for
+//! that NAS and law is answered `locked`, right code or not, until an
+//! administrator lifts it. An attempt made before the lock, still in flight when
+//! the guesses were decided, is decided on its own merits: a voter's vote cannot
+//! be locked out by guesses sent after it.
+//!
+//! **A registry that lost its data says so.** Loading writes a marker (how many
+//! hashes, when); the registry is *ready* once the voted state has also been
+//! rebuilt from `vote_audit` ([`rebuild`]). Without a ready marker, deciding
+//! fails with [`RegistryError::NotReady`] and nothing changes: validators keep
+//! the votes queued and report it, so no voter is told `not_eligible` because
+//! Redis restarted empty.
 //!
 //! The trait returns boxed futures rather than using `async fn` so that it
 //! stays object-safe (`Arc<dyn VoterRegistry>`) without extra crates.
 
-use std::collections::{HashMap, HashSet};
-use std::future::{ready, Future};
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use redis::aio::ConnectionManager;
 use redis::{RedisWrite, Script, ToRedisArgs};
 
-use super::voter_hash::VoterHash;
+use super::messages::{ReviewReason, VoteMessage};
+use super::tables::VoteTables;
+use super::voter_hash::{LockKey, VoterHash};
+use crate::domain::now_ms;
 
 /// A boxed, sendable future borrowing the registry.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The result of presenting a voter hash at the ballot box.
+/// The result of presenting a vote at the ballot box.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkOutcome {
-    /// Eligible and not yet voted; now recorded as voted.
+    /// Eligible, and the voter's earliest attempt so far: counted.
     Accepted,
-    /// Already voted; `attempts` counts repeated attempts so far, this one included.
+    /// The voter has an earlier attempt; `attempts` counts repeated attempts
+    /// so far, this one included.
     Duplicate { attempts: u64 },
-    /// Not in the eligible set.
+    /// Not in the eligible set (a wrong code, or no such voter).
     NotEligible,
+    /// Too many wrong codes for this NAS and law; an administrator must lift it.
+    Locked,
+}
+
+/// Outcome codes, as stored and as the Redis script returns them.
+const NOT_ELIGIBLE: i64 = -1;
+const LOCKED: i64 = -2;
+/// The script's answer when the registry is not ready; never stored.
+const NOT_READY: i64 = -3;
+
+impl MarkOutcome {
+    pub fn code(self) -> i64 {
+        match self {
+            MarkOutcome::Accepted => 0,
+            MarkOutcome::Duplicate { attempts } => i64::try_from(attempts).unwrap_or(i64::MAX),
+            MarkOutcome::NotEligible => NOT_ELIGIBLE,
+            MarkOutcome::Locked => LOCKED,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Result<Self, RegistryError> {
+        match code {
+            NOT_ELIGIBLE => Ok(MarkOutcome::NotEligible),
+            LOCKED => Ok(MarkOutcome::Locked),
+            0 => Ok(MarkOutcome::Accepted),
+            attempts if attempts > 0 => Ok(MarkOutcome::Duplicate {
+                attempts: attempts.unsigned_abs(),
+            }),
+            NOT_READY => Err(RegistryError::NotReady),
+            other => Err(RegistryError::UnexpectedReply(other)),
+        }
+    }
+
+    /// The outcome a review message stands for.
+    pub fn of_review(reason: ReviewReason, attempts: u64) -> Self {
+        match reason {
+            ReviewReason::Duplicate => MarkOutcome::Duplicate {
+                attempts: attempts.max(1),
+            },
+            ReviewReason::NotEligible => MarkOutcome::NotEligible,
+            ReviewReason::Locked => MarkOutcome::Locked,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("registry script returned unexpected value {0}")]
+    #[error("registry returned unexpected value {0}")]
     UnexpectedReply(i64),
     #[error("registry database: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error(
+        "the voter registry is not ready (lost, or loaded but not yet rebuilt from the audit \
+         log): votes stay queued until it is"
+    )]
+    NotReady,
+    #[error("registry: {0}")]
+    Corrupt(String),
 }
 
-/// Storage for the eligible and voted sets.
+/// A vote as the registry decides it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub request_id: String,
+    pub voter_hash: VoterHash,
+    pub lock_key: LockKey,
+    pub law_id: String,
+    pub sequence: u64,
+}
+
+impl From<&VoteMessage> for Attempt {
+    fn from(vote: &VoteMessage) -> Self {
+        Attempt {
+            request_id: vote.request_id.clone(),
+            voter_hash: vote.voter_hash,
+            lock_key: vote.lock_key,
+            law_id: vote.law_id.clone(),
+            sequence: vote.sequence,
+        }
+    }
+}
+
+/// The attempt counted for a voter, as `vote_audit` holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub voter_hash: VoterHash,
+    pub sequence: u64,
+    pub request_id: String,
+}
+
+/// Where the registry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    /// No marker: never loaded, or lost (Redis restarted empty).
+    Missing,
+    /// Loaded, but the voted state is not yet rebuilt from the audit log.
+    Loaded,
+    /// Loaded and rebuilt: votes are decided.
+    Ready,
+}
+
+/// The marker and what it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RegistryState {
+    pub readiness: Readiness,
+    /// Hashes loaded, as the loads reported them.
+    pub loaded: u64,
+}
+
+/// A NAS locked out of one law for wrong codes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CodeLock {
+    pub lock_id: String,
+    pub law_id: String,
+    pub locked_at: i64,
+}
+
+/// How many wrong codes lock a NAS out of a law, by default.
+pub const DEFAULT_CODE_ATTEMPTS: u32 = 5;
+/// Most locks one listing returns.
+pub const MAX_LOCKS_LISTED: usize = 1_000;
+
+/// Storage for the eligible set, the counted attempts and the code locks.
 pub trait VoterRegistry: Send + Sync + 'static {
     /// Adds hashes to the eligible set; returns how many were not already in it.
+    /// The registry becomes usable only once [`VoterRegistry::finish_load`] says
+    /// the load is complete.
     fn load(&self, hashes: Vec<VoterHash>) -> BoxFuture<'_, Result<u64, RegistryError>>;
 
-    /// Atomically: rejects a hash not in the eligible set, otherwise marks it
-    /// voted, or counts a repeated attempt if it already was.
-    fn check_and_mark(&self, hash: VoterHash) -> BoxFuture<'_, Result<MarkOutcome, RegistryError>>;
+    /// Writes the marker: a complete load happened now, leaving `loaded` hashes
+    /// eligible. A marker written anew (after a loss) is a new generation.
+    fn finish_load(&self, loaded: u64) -> BoxFuture<'_, Result<(), RegistryError>>;
 
-    /// Records hashes as voted without checks, to rebuild from the audit log.
-    fn mark_voted(&self, hashes: Vec<VoterHash>) -> BoxFuture<'_, Result<(), RegistryError>>;
+    /// The marker's state.
+    fn state(&self) -> BoxFuture<'_, Result<RegistryState, RegistryError>>;
 
-    /// [`VoterRegistry::check_and_mark`] for each `(request_id, hash)` in
-    /// order, remembering each outcome under its request id. A request id
-    /// decided before gets its first outcome back and changes nothing.
+    /// Decides each attempt in order, remembering each outcome under its request
+    /// id; a request decided before gets its outcome back and changes nothing.
+    /// `max_wrong_codes` wrong codes lock a NAS out of a law. Fails with
+    /// [`RegistryError::NotReady`], changing nothing, unless the marker is ready.
     fn decide(
         &self,
-        votes: Vec<(String, VoterHash)>,
+        attempts: Vec<Attempt>,
+        max_wrong_codes: u32,
     ) -> BoxFuture<'_, Result<Vec<MarkOutcome>, RegistryError>>;
 
-    /// The outcome [`VoterRegistry::decide`] remembered for a request, if any.
+    /// Records attempts the audit log counted, by the same earliest-wins rule,
+    /// without eligibility checks: the aggregator's confirmation, and the rebuild.
+    fn restore(&self, counted: Vec<Counted>) -> BoxFuture<'_, Result<(), RegistryError>>;
+
+    /// Remembers outcomes decided elsewhere for requests that have none here.
+    fn restore_outcomes(
+        &self,
+        outcomes: Vec<(String, MarkOutcome)>,
+    ) -> BoxFuture<'_, Result<(), RegistryError>>;
+
+    /// Takes the right to rebuild the marker's generation for a while; false if
+    /// another process holds it or there is no marker.
+    fn begin_rebuild(&self) -> BoxFuture<'_, Result<bool, RegistryError>>;
+
+    /// Marks a loaded registry ready and ends the rebuild lease (no effect on a
+    /// missing marker, or on one loaded anew since the lease was taken).
+    fn mark_ready(&self) -> BoxFuture<'_, Result<(), RegistryError>>;
+
+    /// The outcome remembered for a request, if any.
     fn outcome(
         &self,
         request_id: String,
@@ -87,199 +239,214 @@ pub trait VoterRegistry: Send + Sync + 'static {
     fn outcomes(
         &self,
         request_ids: Vec<String>,
-    ) -> BoxFuture<'_, Result<Vec<Option<MarkOutcome>>, RegistryError>> {
-        Box::pin(async move {
-            let mut outcomes = Vec::with_capacity(request_ids.len());
-            for request_id in request_ids {
-                outcomes.push(self.outcome(request_id).await?);
-            }
-            Ok(outcomes)
-        })
-    }
+    ) -> BoxFuture<'_, Result<Vec<Option<MarkOutcome>>, RegistryError>>;
 
     /// The size of the eligible set.
     fn eligible_count(&self) -> BoxFuture<'_, Result<u64, RegistryError>>;
 
-    /// Forgets every vote and repeated-attempt count; the eligible set stays.
-    fn clear_voted(&self) -> BoxFuture<'_, Result<(), RegistryError>>;
+    /// Locked NAS–law pairs (at most [`MAX_LOCKS_LISTED`]) and how many there are.
+    fn locks(&self) -> BoxFuture<'_, Result<(Vec<CodeLock>, u64), RegistryError>>;
+
+    /// Lifts a lock and forgets its wrong codes; false if there was none.
+    fn lift_lock(&self, lock: LockKey) -> BoxFuture<'_, Result<bool, RegistryError>>;
 }
 
-/// An in-process registry, for tests, demos and single-node runs.
-#[derive(Debug, Default)]
-pub struct MemoryRegistry {
-    state: Mutex<MemoryState>,
-}
-
-#[derive(Debug, Default)]
-struct MemoryState {
-    eligible: HashSet<VoterHash>,
-    /// Voted hashes and their repeated-attempt counts.
-    voted: HashMap<VoterHash, u64>,
-    /// Decided requests and their outcomes.
-    outcomes: HashMap<String, MarkOutcome>,
-}
-
-impl MemoryState {
-    fn check_and_mark(&mut self, hash: VoterHash) -> MarkOutcome {
-        if !self.eligible.contains(&hash) {
-            return MarkOutcome::NotEligible;
-        }
-        match self.voted.get_mut(&hash) {
-            Some(attempts) => {
-                *attempts += 1;
-                MarkOutcome::Duplicate {
-                    attempts: *attempts,
-                }
-            }
-            None => {
-                self.voted.insert(hash, 0);
-                MarkOutcome::Accepted
-            }
-        }
+/// Rebuilds the registry's voted state and remembered outcomes from the audit
+/// log and the rejection log, then marks it ready. Idempotent, and safe while
+/// votes are being counted (the earliest-wins rule merges). Returns the audited
+/// voters restored, or `None` if another process holds the rebuild lease (or
+/// nothing is loaded).
+pub async fn rebuild(
+    registry: &dyn VoterRegistry,
+    tables: &VoteTables,
+) -> Result<Option<u64>, RebuildError> {
+    if !registry.begin_rebuild().await? {
+        return Ok(None);
     }
-
-    fn decide(&mut self, request_id: String, hash: VoterHash) -> MarkOutcome {
-        if let Some(known) = self.outcomes.get(&request_id) {
-            return *known;
-        }
-        let outcome = self.check_and_mark(hash);
-        self.outcomes.insert(request_id, outcome);
-        outcome
-    }
-}
-
-impl MemoryRegistry {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Every operation is a single short critical section that leaves the
-    /// state consistent, so a panic elsewhere cannot leave it half-updated
-    /// and a poisoned lock is safe to reuse.
-    fn state(&self) -> MutexGuard<'_, MemoryState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl VoterRegistry for MemoryRegistry {
-    fn load(&self, hashes: Vec<VoterHash>) -> BoxFuture<'_, Result<u64, RegistryError>> {
-        let mut state = self.state();
-        let added = hashes
-            .into_iter()
-            .filter(|hash| state.eligible.insert(*hash))
-            .count();
-        Box::pin(ready(Ok(added as u64)))
-    }
-
-    fn check_and_mark(&self, hash: VoterHash) -> BoxFuture<'_, Result<MarkOutcome, RegistryError>> {
-        Box::pin(ready(Ok(self.state().check_and_mark(hash))))
-    }
-
-    fn mark_voted(&self, hashes: Vec<VoterHash>) -> BoxFuture<'_, Result<(), RegistryError>> {
-        let mut state = self.state();
-        for hash in hashes {
-            state.voted.entry(hash).or_insert(0);
-        }
-        Box::pin(ready(Ok(())))
-    }
-
-    fn decide(
-        &self,
-        votes: Vec<(String, VoterHash)>,
-    ) -> BoxFuture<'_, Result<Vec<MarkOutcome>, RegistryError>> {
-        let mut state = self.state();
-        let outcomes = votes
-            .into_iter()
-            .map(|(request_id, hash)| state.decide(request_id, hash))
+    let mut restored = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = tables.audited_after(after.as_deref()).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.voter_hash.to_hex());
+        restored += page.len() as u64;
+        let outcomes = page
+            .iter()
+            .map(|counted| (counted.request_id.clone(), MarkOutcome::Accepted))
             .collect();
-        Box::pin(ready(Ok(outcomes)))
+        registry.restore(page).await?;
+        registry.restore_outcomes(outcomes).await?;
     }
+    let mut after: Option<String> = None;
+    loop {
+        let page = tables.rejections_after(after.as_deref()).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        registry.restore_outcomes(page).await?;
+    }
+    registry.mark_ready().await?;
+    Ok(Some(restored))
+}
 
-    fn outcome(
-        &self,
-        request_id: String,
-    ) -> BoxFuture<'_, Result<Option<MarkOutcome>, RegistryError>> {
-        Box::pin(ready(Ok(self.state().outcomes.get(&request_id).copied())))
-    }
-
-    fn eligible_count(&self) -> BoxFuture<'_, Result<u64, RegistryError>> {
-        Box::pin(ready(Ok(self.state().eligible.len() as u64)))
-    }
-
-    fn clear_voted(&self) -> BoxFuture<'_, Result<(), RegistryError>> {
-        self.state().voted.clear();
-        Box::pin(ready(Ok(())))
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("audit log: {0}")]
+    Sql(#[from] sqlx::Error),
 }
 
 /// Hashes per `SADD` command when loading.
 const SADD_BATCH: usize = 10_000;
 /// `SADD` commands sent per pipelined round trip (bounds request size to a few MiB).
 const SADD_PER_PIPELINE: usize = 4;
-/// Keys examined per `SCAN` step when clearing duplicate counters.
-const SCAN_COUNT: usize = 1_000;
+/// Script calls per pipelined round trip when restoring.
+const RESTORE_BATCH: usize = 5_000;
+/// How long one process may hold the right to rebuild.
+const REBUILD_LEASE_SECS: u64 = 60;
 
-/// Returns -1 if not eligible, 0 if newly marked, else the repeated-attempt count.
-/// KEYS: valid set, voted set, this hash's duplicate counter. ARGV: the hash.
-const CHECK_AND_MARK_LUA: &str = r"
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
-  return -1
+/// The earliest-wins rule, shared by the decide and restore scripts. In: KEYS[3]
+/// the voted hash, KEYS[4] this voter's repeated-attempt counter; ARGV[1] the
+/// voter hash, ARGV[2] the request id, ARGV[3] its sequence, ARGV[7] the outcome
+/// TTL, ARGV[9] the key prefix. Sets `outcome`. Sequences stay below 2^53, so
+/// Lua's numbers hold them exactly.
+const COUNT_LUA: &str = r"
+local counted = redis.call('HGET', KEYS[3], ARGV[1])
+if not counted then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[3] .. ':' .. ARGV[2])
+  outcome = 0
+else
+  local colon = string.find(counted, ':', 1, true)
+  local counted_sequence = tonumber(string.sub(counted, 1, colon - 1))
+  local counted_request = string.sub(counted, colon + 1)
+  if counted_request == ARGV[2] then
+    outcome = 0
+  elseif tonumber(ARGV[3]) < counted_sequence then
+    redis.call('HSET', KEYS[3], ARGV[1], ARGV[3] .. ':' .. ARGV[2])
+    local attempts = redis.call('INCR', KEYS[4])
+    redis.call('SET', ARGV[9] .. 'outcome:' .. counted_request, attempts, 'EX', ARGV[7])
+    outcome = 0
+  else
+    outcome = redis.call('INCR', KEYS[4])
+  end
 end
-if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
-  return 0
-end
-return redis.call('INCR', KEYS[3])
 ";
 
-/// [`CHECK_AND_MARK_LUA`] that first returns, and afterwards remembers for
-/// ARGV[2] seconds, the request's outcome. KEYS: as above, then the request's
-/// outcome key. ARGV: the hash, the outcome's time to live.
-const DECIDE_LUA: &str = r"
-local known = redis.call('GET', KEYS[4])
+/// Decides one attempt. KEYS: marker, eligible set, voted hash, repeated-attempt
+/// counter, this request's outcome, wrong-code counts, locks. ARGV: voter hash,
+/// request id, sequence, lock key, law id, wrong codes that lock, outcome TTL,
+/// now (ms), key prefix.
+fn decide_lua() -> String {
+    format!(
+        r"
+if redis.call('HGET', KEYS[1], 'ready') ~= '1' then
+  return {NOT_READY}
+end
+local known = redis.call('GET', KEYS[5])
 if known then
   return tonumber(known)
 end
 local outcome
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
-  outcome = -1
-elseif redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
-  outcome = 0
+local lock = redis.call('HGET', KEYS[7], ARGV[4])
+if lock and tonumber(ARGV[3]) > tonumber(string.sub(lock, 1, string.find(lock, '|', 1, true) - 1)) then
+  outcome = {LOCKED}
+elseif redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
+  if redis.call('HINCRBY', KEYS[6], ARGV[4], 1) >= tonumber(ARGV[6]) then
+    redis.call('HSETNX', KEYS[7], ARGV[4], ARGV[3] .. '|' .. ARGV[8] .. '|' .. ARGV[5])
+  end
+  outcome = {NOT_ELIGIBLE}
 else
-  outcome = redis.call('INCR', KEYS[3])
+{COUNT_LUA}
 end
-redis.call('SET', KEYS[4], outcome, 'EX', ARGV[2])
+redis.call('SET', KEYS[5], outcome, 'EX', ARGV[7])
 return outcome
+"
+    )
+}
+
+/// Records an attempt the audit counted. KEYS and ARGV as [`decide_lua`]'s.
+fn restore_lua() -> String {
+    format!(
+        r"
+local outcome
+{COUNT_LUA}
+redis.call('SET', KEYS[5], outcome, 'EX', ARGV[7])
+return outcome
+"
+    )
+}
+
+/// Takes the rebuild lease for the marker's generation. KEYS: marker, lease.
+/// ARGV: the lease's time to live.
+const BEGIN_REBUILD_LUA: &str = r"
+local generation = redis.call('HGET', KEYS[1], 'generation')
+if generation and redis.call('SET', KEYS[2], generation, 'NX', 'EX', ARGV[1]) then
+  return 1
+end
+return 0
 ";
 
-/// How long a request's outcome stays answerable: the referendum's day, and more.
-pub const OUTCOME_TTL_SECS: u64 = 7 * 24 * 3600;
+/// Marks the marker ready only if it is the generation the lease was taken for
+/// (a registry lost and reloaded during the rebuild is rebuilt again), and ends
+/// the lease. KEYS: marker, lease.
+const MARK_READY_LUA: &str = r"
+local generation = redis.call('HGET', KEYS[1], 'generation')
+if generation and generation == redis.call('GET', KEYS[2]) then
+  redis.call('HSET', KEYS[1], 'ready', '1')
+end
+redis.call('DEL', KEYS[2])
+return 0
+";
 
-/// A registry shared by every service replica, kept in Redis.
+/// How long a request's outcome stays answerable: the referendum, its recounts and
+/// appeals (the audit and rejection logs keep them for good).
+pub const OUTCOME_TTL_SECS: u64 = 60 * 24 * 3600;
+
+/// A registry shared by every service replica, kept in Redis (run it with
+/// `maxmemory-policy noeviction`: an evicted key is a silent loss the marker
+/// cannot see).
 ///
-/// Keys, all under a configurable prefix so several elections or test runs
-/// can share a server: `{prefix}valid_hashes` and `{prefix}voted_hashes`
-/// (sets of lowercase hex hashes) and `{prefix}duplicate_count:{hash}`.
+/// Keys, all under a configurable prefix so several referendums or test runs
+/// can share a server: `registry` (the marker: `loaded`, `loads`, `loaded_at`,
+/// `ready`), `valid_hashes` (set of lowercase hex hashes), `voted` (hash → the
+/// counted attempt, `sequence:request_id`), `duplicate_count:{hash}`,
+/// `outcome:{request_id}`, `code_failures` and `code_locks` (lock key → count,
+/// and → `sequence|locked_at|law_id` of the attempt that locked it), `rebuilding`
+/// (the rebuild lease). The scripts write the outcome of an overturned request,
+/// whose key they build from the prefix: a standalone Redis (or one whose ACLs
+/// allow the prefix) is assumed, not Redis Cluster.
 #[derive(Clone)]
 pub struct RedisRegistry {
     connection: ConnectionManager,
     keys: Keys,
-    check_and_mark: Script,
     decide: Script,
+    restore: Script,
+    begin_rebuild: Script,
+    mark_ready: Script,
 }
 
 #[derive(Debug, Clone)]
 struct Keys {
     prefix: String,
+    marker: String,
     valid: String,
     voted: String,
+    failures: String,
+    locks: String,
+    rebuilding: String,
 }
 
 impl Keys {
     fn new(prefix: &str) -> Self {
+        let key = |name: &str| format!("{prefix}{name}");
         Keys {
             prefix: prefix.to_owned(),
-            valid: format!("{prefix}valid_hashes"),
-            voted: format!("{prefix}voted_hashes"),
+            marker: key("registry"),
+            valid: key("valid_hashes"),
+            voted: key("voted"),
+            failures: key("code_failures"),
+            locks: key("code_locks"),
+            rebuilding: key("rebuilding"),
         }
     }
 
@@ -289,11 +456,6 @@ impl Keys {
 
     fn duplicate_count(&self, hash: &VoterHash) -> String {
         format!("{}duplicate_count:{hash}", self.prefix)
-    }
-
-    /// A `SCAN MATCH` pattern for every duplicate counter.
-    fn duplicate_count_pattern(&self) -> String {
-        format!("{}duplicate_count:*", glob_escape(&self.prefix))
     }
 }
 
@@ -310,8 +472,10 @@ impl RedisRegistry {
         RedisRegistry {
             connection,
             keys: Keys::new(prefix),
-            check_and_mark: Script::new(CHECK_AND_MARK_LUA),
-            decide: Script::new(DECIDE_LUA),
+            decide: Script::new(&decide_lua()),
+            restore: Script::new(&restore_lua()),
+            begin_rebuild: Script::new(BEGIN_REBUILD_LUA),
+            mark_ready: Script::new(MARK_READY_LUA),
         }
     }
 
@@ -330,54 +494,62 @@ impl RedisRegistry {
         Ok(added)
     }
 
-    /// Every vote's script call in one pipelined round trip; each call is
-    /// atomic on its own, which is all a vote needs.
-    async fn decide_pipelined(
+    /// One invocation of the decide or restore script for an attempt.
+    fn invocation<'s>(
         &self,
-        votes: &[(String, VoterHash)],
-    ) -> Result<Vec<MarkOutcome>, RegistryError> {
-        let mut pipe = redis::pipe();
-        pipe.load_script(&self.decide).ignore();
-        for (request_id, hash) in votes {
-            pipe.invoke_script(
-                self.decide
-                    .key(&self.keys.valid)
-                    .key(&self.keys.voted)
-                    .key(self.keys.duplicate_count(hash))
-                    .key(self.keys.outcome(request_id))
-                    .arg(hash)
-                    .arg(OUTCOME_TTL_SECS),
-            );
-        }
-        let mut connection = self.connection.clone();
-        let replies: Vec<i64> = pipe.query_async(&mut connection).await?;
-        replies.into_iter().map(outcome_from_reply).collect()
+        script: &'s Script,
+        attempt: &Attempt,
+        max_wrong_codes: u32,
+        now: i64,
+    ) -> redis::ScriptInvocation<'s> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&self.keys.marker)
+            .key(&self.keys.valid)
+            .key(&self.keys.voted)
+            .key(self.keys.duplicate_count(&attempt.voter_hash))
+            .key(self.keys.outcome(&attempt.request_id))
+            .key(&self.keys.failures)
+            .key(&self.keys.locks)
+            .arg(attempt.voter_hash)
+            .arg(&attempt.request_id)
+            .arg(attempt.sequence)
+            .arg(attempt.lock_key.0)
+            .arg(&attempt.law_id)
+            .arg(max_wrong_codes.max(1))
+            .arg(OUTCOME_TTL_SECS)
+            .arg(now)
+            .arg(&self.keys.prefix);
+        invocation
     }
 
-    async fn delete_duplicate_counters(&self) -> Result<(), RegistryError> {
+    /// Runs a script on the marker and the rebuild lease (ARGV: the lease's life).
+    async fn on_lease(&self, script: &Script) -> Result<i64, RegistryError> {
         let mut connection = self.connection.clone();
-        let pattern = self.keys.duplicate_count_pattern();
-        let mut cursor = 0_u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .cursor_arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut connection)
-                .await?;
-            if !keys.is_empty() {
-                redis::cmd("UNLINK")
-                    .arg(keys)
-                    .exec_async(&mut connection)
-                    .await?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
+        Ok(script
+            .key(&self.keys.marker)
+            .key(&self.keys.rebuilding)
+            .arg(REBUILD_LEASE_SECS)
+            .invoke_async(&mut connection)
+            .await?)
+    }
+
+    /// Every attempt's script call in one pipelined round trip; each call is
+    /// atomic on its own, which is all an attempt needs.
+    async fn run_pipelined(
+        &self,
+        script: &Script,
+        attempts: &[Attempt],
+        max_wrong_codes: u32,
+    ) -> Result<Vec<i64>, RegistryError> {
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.load_script(script).ignore();
+        for attempt in attempts {
+            pipe.invoke_script(&self.invocation(script, attempt, max_wrong_codes, now));
         }
+        let mut connection = self.connection.clone();
+        Ok(pipe.query_async(&mut connection).await?)
     }
 }
 
@@ -386,37 +558,109 @@ impl VoterRegistry for RedisRegistry {
         Box::pin(async move { self.add_in_batches(&self.keys.valid, &hashes).await })
     }
 
-    fn check_and_mark(&self, hash: VoterHash) -> BoxFuture<'_, Result<MarkOutcome, RegistryError>> {
+    fn finish_load(&self, loaded: u64) -> BoxFuture<'_, Result<(), RegistryError>> {
         Box::pin(async move {
             let mut connection = self.connection.clone();
-            let reply: i64 = self
-                .check_and_mark
-                .key(&self.keys.valid)
-                .key(&self.keys.voted)
-                .key(self.keys.duplicate_count(&hash))
-                .arg(hash)
-                .invoke_async(&mut connection)
+            let mut generation = [0u8; 8];
+            openssl::rand::rand_bytes(&mut generation).expect("the system random generator works");
+            redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(&self.keys.marker)
+                .arg("loaded")
+                .arg(loaded)
+                .ignore()
+                .cmd("HSETNX")
+                .arg(&self.keys.marker)
+                .arg("generation")
+                .arg(crate::domain::hex(&generation))
+                .ignore()
+                .cmd("HINCRBY")
+                .arg(&self.keys.marker)
+                .arg("loads")
+                .arg(1)
+                .ignore()
+                .cmd("HSET")
+                .arg(&self.keys.marker)
+                .arg("loaded_at")
+                .arg(now_ms())
+                .ignore()
+                .exec_async(&mut connection)
                 .await?;
-            outcome_from_reply(reply)
+            Ok(())
         })
     }
 
-    fn mark_voted(&self, hashes: Vec<VoterHash>) -> BoxFuture<'_, Result<(), RegistryError>> {
+    fn state(&self) -> BoxFuture<'_, Result<RegistryState, RegistryError>> {
         Box::pin(async move {
-            self.add_in_batches(&self.keys.voted, &hashes).await?;
-            Ok(())
+            let mut connection = self.connection.clone();
+            let (loaded, ready): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+                .arg(&self.keys.marker)
+                .arg("loaded")
+                .arg("ready")
+                .query_async(&mut connection)
+                .await?;
+            Ok(state_of(loaded, ready.as_deref() == Some("1")))
         })
     }
 
     fn decide(
         &self,
-        votes: Vec<(String, VoterHash)>,
+        attempts: Vec<Attempt>,
+        max_wrong_codes: u32,
     ) -> BoxFuture<'_, Result<Vec<MarkOutcome>, RegistryError>> {
         Box::pin(async move {
-            if votes.is_empty() {
+            if attempts.is_empty() {
                 return Ok(Vec::new());
             }
-            self.decide_pipelined(&votes).await
+            let replies = self
+                .run_pipelined(&self.decide, &attempts, max_wrong_codes)
+                .await?;
+            replies.into_iter().map(MarkOutcome::from_code).collect()
+        })
+    }
+
+    fn restore(&self, counted: Vec<Counted>) -> BoxFuture<'_, Result<(), RegistryError>> {
+        Box::pin(async move {
+            for page in counted.chunks(RESTORE_BATCH) {
+                let attempts: Vec<Attempt> = page.iter().map(Attempt::from).collect();
+                self.run_pipelined(&self.restore, &attempts, 1).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn restore_outcomes(
+        &self,
+        outcomes: Vec<(String, MarkOutcome)>,
+    ) -> BoxFuture<'_, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            for page in outcomes.chunks(RESTORE_BATCH) {
+                let mut pipe = redis::pipe();
+                for (request_id, outcome) in page {
+                    pipe.cmd("SET")
+                        .arg(self.keys.outcome(request_id))
+                        .arg(outcome.code())
+                        .arg("NX")
+                        .arg("EX")
+                        .arg(OUTCOME_TTL_SECS)
+                        .ignore();
+                }
+                pipe.exec_async(&mut connection).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn begin_rebuild(&self) -> BoxFuture<'_, Result<bool, RegistryError>> {
+        Box::pin(async move { Ok(self.on_lease(&self.begin_rebuild).await? == 1) })
+    }
+
+    fn mark_ready(&self) -> BoxFuture<'_, Result<(), RegistryError>> {
+        Box::pin(async move {
+            self.on_lease(&self.mark_ready).await?;
+            Ok(())
         })
     }
 
@@ -430,7 +674,7 @@ impl VoterRegistry for RedisRegistry {
                 .arg(self.keys.outcome(&request_id))
                 .query_async(&mut connection)
                 .await?;
-            reply.map(outcome_from_reply).transpose()
+            reply.map(MarkOutcome::from_code).transpose()
         })
     }
 
@@ -450,7 +694,7 @@ impl VoterRegistry for RedisRegistry {
                 .await?;
             replies
                 .into_iter()
-                .map(|reply| reply.map(outcome_from_reply).transpose())
+                .map(|reply| reply.map(MarkOutcome::from_code).transpose())
                 .collect()
         })
     }
@@ -466,39 +710,90 @@ impl VoterRegistry for RedisRegistry {
         })
     }
 
-    fn clear_voted(&self) -> BoxFuture<'_, Result<(), RegistryError>> {
+    fn locks(&self) -> BoxFuture<'_, Result<(Vec<CodeLock>, u64), RegistryError>> {
         Box::pin(async move {
             let mut connection = self.connection.clone();
-            redis::cmd("UNLINK")
-                .arg(&self.keys.voted)
-                .exec_async(&mut connection)
+            let total: u64 = redis::cmd("HLEN")
+                .arg(&self.keys.locks)
+                .query_async(&mut connection)
                 .await?;
-            self.delete_duplicate_counters().await
+            let mut locks = Vec::new();
+            let mut cursor = 0_u64;
+            loop {
+                let (next, pairs): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+                    .arg(&self.keys.locks)
+                    .cursor_arg(cursor)
+                    .arg("COUNT")
+                    .arg(MAX_LOCKS_LISTED)
+                    .query_async(&mut connection)
+                    .await?;
+                for (lock_id, value) in pairs {
+                    locks.push(parse_lock(lock_id, &value)?);
+                }
+                if next == 0 || locks.len() >= MAX_LOCKS_LISTED {
+                    break;
+                }
+                cursor = next;
+            }
+            locks.truncate(MAX_LOCKS_LISTED);
+            Ok((locks, total))
+        })
+    }
+
+    fn lift_lock(&self, lock: LockKey) -> BoxFuture<'_, Result<bool, RegistryError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let (lifted, _): (u64, u64) = redis::pipe()
+                .atomic()
+                .cmd("HDEL")
+                .arg(&self.keys.locks)
+                .arg(lock.0)
+                .cmd("HDEL")
+                .arg(&self.keys.failures)
+                .arg(lock.0)
+                .query_async(&mut connection)
+                .await?;
+            Ok(lifted == 1)
         })
     }
 }
 
-fn outcome_from_reply(reply: i64) -> Result<MarkOutcome, RegistryError> {
-    match reply {
-        -1 => Ok(MarkOutcome::NotEligible),
-        0 => Ok(MarkOutcome::Accepted),
-        attempts if attempts > 0 => Ok(MarkOutcome::Duplicate {
-            attempts: attempts.unsigned_abs(),
-        }),
-        other => Err(RegistryError::UnexpectedReply(other)),
+impl From<&Counted> for Attempt {
+    fn from(counted: &Counted) -> Self {
+        Attempt {
+            request_id: counted.request_id.clone(),
+            voter_hash: counted.voter_hash,
+            lock_key: LockKey(counted.voter_hash),
+            law_id: String::new(),
+            sequence: counted.sequence,
+        }
     }
 }
 
-/// Escapes Redis glob metacharacters so a prefix matches only itself.
-fn glob_escape(literal: &str) -> String {
-    let mut escaped = String::with_capacity(literal.len());
-    for c in literal.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
+/// The marker's readiness from its `loaded` count (absent: no marker) and flag.
+pub fn state_of(loaded: Option<u64>, ready: bool) -> RegistryState {
+    let readiness = match (loaded, ready) {
+        (None, _) => Readiness::Missing,
+        (Some(_), false) => Readiness::Loaded,
+        (Some(_), true) => Readiness::Ready,
+    };
+    RegistryState {
+        readiness,
+        loaded: loaded.unwrap_or(0),
     }
-    escaped
+}
+
+/// A lock as stored in Redis: `sequence|locked_at|law_id`.
+fn parse_lock(lock_id: String, value: &str) -> Result<CodeLock, RegistryError> {
+    let corrupt = || RegistryError::Corrupt(format!("unreadable code lock {lock_id}"));
+    let (_, rest) = value.split_once('|').ok_or_else(corrupt)?;
+    let (at, law_id) = rest.split_once('|').ok_or_else(corrupt)?;
+    let locked_at = at.parse().map_err(|_| corrupt())?;
+    Ok(CodeLock {
+        law_id: law_id.to_owned(),
+        lock_id,
+        locked_at,
+    })
 }
 
 /// Hashes are stored in Redis in their canonical lowercase hex form, which
@@ -518,7 +813,7 @@ pub(crate) mod tests {
 
     use super::*;
 
-    fn hash(n: u32) -> VoterHash {
+    pub(crate) fn hash(n: u32) -> VoterHash {
         let mut bytes = [0; 32];
         bytes[..4].copy_from_slice(&n.to_be_bytes());
         VoterHash::from_bytes(bytes)
@@ -528,152 +823,257 @@ pub(crate) mod tests {
         range.map(hash).collect()
     }
 
-    /// How every adapter must decide requests, on an empty registry.
-    pub(crate) async fn check_decide_contract(registry: &dyn VoterRegistry) {
-        registry.load(hashes(0..2)).await.unwrap();
-        let request = |n: u32| format!("vote-{n}");
-        let votes = vec![
-            (request(1), hash(0)),
-            (request(2), hash(0)),
-            (request(3), hash(9)),
-            (request(4), hash(0)),
-        ];
-        let expected = vec![
-            MarkOutcome::Accepted,
-            MarkOutcome::Duplicate { attempts: 1 },
-            MarkOutcome::NotEligible,
-            MarkOutcome::Duplicate { attempts: 2 },
-        ];
-        assert_eq!(registry.decide(votes.clone()).await.unwrap(), expected);
-        assert_eq!(
-            registry.decide(votes).await.unwrap(),
-            expected,
-            "a replay changes nothing"
-        );
-        assert_eq!(registry.decide(vec![]).await.unwrap(), vec![]);
-        assert_eq!(
-            registry.outcome(request(2)).await.unwrap(),
-            Some(MarkOutcome::Duplicate { attempts: 1 })
-        );
-        assert_eq!(registry.outcome(request(5)).await.unwrap(), None);
-        assert_eq!(
-            registry
-                .outcomes(vec![request(3), request(5)])
-                .await
-                .unwrap(),
-            vec![Some(MarkOutcome::NotEligible), None]
-        );
-        let next = registry.decide(vec![(request(5), hash(0))]).await.unwrap();
-        assert_eq!(next, vec![MarkOutcome::Duplicate { attempts: 3 }]);
+    /// Voter `voter`'s attempt with this request number and sequence.
+    pub(crate) fn attempt(voter: u32, request: u32, sequence: u64) -> Attempt {
+        Attempt {
+            request_id: format!("vote-{request}"),
+            voter_hash: hash(voter),
+            lock_key: LockKey(hash(1_000_000 + voter)),
+            law_id: "law".into(),
+            sequence,
+        }
+    }
+
+    async fn ready(registry: &dyn VoterRegistry, voters: std::ops::Range<u32>) {
+        let n = voters.len() as u64;
+        assert_eq!(registry.load(hashes(voters)).await.unwrap(), n);
+        registry.finish_load(n).await.unwrap();
+        assert!(registry.begin_rebuild().await.unwrap());
+        registry.mark_ready().await.unwrap();
     }
 
     /// The behaviour every adapter must have, on an empty registry.
     pub(crate) async fn check_contract(registry: &dyn VoterRegistry) {
-        assert_eq!(registry.load(vec![]).await.unwrap(), 0);
-        assert_eq!(registry.load(hashes(0..3)).await.unwrap(), 3);
+        let missing = registry.state().await.unwrap();
+        assert_eq!(missing.readiness, Readiness::Missing);
+        assert!(matches!(
+            registry.decide(vec![attempt(0, 1, 1)], 5).await,
+            Err(RegistryError::NotReady)
+        ));
+        registry.load(hashes(0..3)).await.unwrap();
+        registry.finish_load(3).await.unwrap();
+        assert_eq!(registry.state().await.unwrap().readiness, Readiness::Loaded);
+        assert!(matches!(
+            registry.decide(vec![attempt(0, 1, 1)], 5).await,
+            Err(RegistryError::NotReady)
+        ));
+        assert!(registry.begin_rebuild().await.unwrap());
+        registry.mark_ready().await.unwrap();
+        assert_eq!(
+            registry.state().await.unwrap(),
+            RegistryState {
+                readiness: Readiness::Ready,
+                loaded: 3
+            }
+        );
         assert_eq!(registry.load(hashes(2..5)).await.unwrap(), 2);
         assert_eq!(registry.eligible_count().await.unwrap(), 5);
-
-        let mark = |n| registry.check_and_mark(hash(n));
-        assert_eq!(mark(99).await.unwrap(), MarkOutcome::NotEligible);
-        assert_eq!(mark(0).await.unwrap(), MarkOutcome::Accepted);
         assert_eq!(
-            mark(0).await.unwrap(),
-            MarkOutcome::Duplicate { attempts: 1 }
-        );
-        assert_eq!(
-            mark(0).await.unwrap(),
-            MarkOutcome::Duplicate { attempts: 2 }
-        );
-        assert_eq!(mark(1).await.unwrap(), MarkOutcome::Accepted);
-        assert_eq!(mark(99).await.unwrap(), MarkOutcome::NotEligible);
-
-        registry.clear_voted().await.unwrap();
-        assert_eq!(registry.eligible_count().await.unwrap(), 5);
-        assert_eq!(mark(1).await.unwrap(), MarkOutcome::Accepted);
-        assert_eq!(
-            mark(1).await.unwrap(),
-            MarkOutcome::Duplicate { attempts: 1 }
+            registry.outcome("vote-1".into()).await.unwrap(),
+            None,
+            "nothing decided"
         );
 
-        registry.clear_voted().await.unwrap();
-        registry.mark_voted(vec![hash(0), hash(2)]).await.unwrap();
-        registry.mark_voted(vec![]).await.unwrap();
+        let decided = registry
+            .decide(
+                vec![attempt(0, 1, 10), attempt(0, 2, 11), attempt(99, 3, 12)],
+                5,
+            )
+            .await
+            .unwrap();
+        use MarkOutcome::*;
         assert_eq!(
-            mark(0).await.unwrap(),
-            MarkOutcome::Duplicate { attempts: 1 }
+            decided,
+            vec![Accepted, Duplicate { attempts: 1 }, NotEligible]
+        );
+        let replay = registry
+            .decide(vec![attempt(0, 1, 10), attempt(0, 2, 11)], 5)
+            .await
+            .unwrap();
+        assert_eq!(
+            replay,
+            vec![Accepted, Duplicate { attempts: 1 }],
+            "a replay changes nothing"
         );
         assert_eq!(
-            mark(2).await.unwrap(),
-            MarkOutcome::Duplicate { attempts: 1 }
+            registry
+                .outcomes(vec!["vote-3".into(), "vote-404".into()])
+                .await
+                .unwrap(),
+            vec![Some(NotEligible), None]
         );
-        assert_eq!(mark(1).await.unwrap(), MarkOutcome::Accepted);
     }
 
-    /// Every task presents the same eligible hash at once, each through its own
-    /// registry handle (`handles` share one underlying store).
-    pub(crate) async fn check_race_accepts_once(handles: Vec<Arc<dyn VoterRegistry>>) {
-        let target = hash(7);
-        handles[0].load(vec![target]).await.unwrap();
+    /// Voter `voter`'s attempt `vote-{sequence}`, as the audit log counted it.
+    fn counted(voter: u32, sequence: u64) -> Counted {
+        Counted {
+            voter_hash: hash(voter),
+            sequence,
+            request_id: format!("vote-{sequence}"),
+        }
+    }
+
+    /// A later attempt decided first is overturned by the earlier one.
+    pub(crate) async fn check_earliest_attempt_counts(registry: &dyn VoterRegistry) {
+        ready(registry, 0..2).await;
+        use MarkOutcome::*;
+        let later = registry.decide(vec![attempt(1, 2, 20)], 5).await.unwrap();
+        assert_eq!(later, vec![Accepted]);
+        let earlier = registry.decide(vec![attempt(1, 1, 10)], 5).await.unwrap();
+        assert_eq!(
+            earlier,
+            vec![Accepted],
+            "the earliest attempt takes the voter's place"
+        );
+        assert_eq!(
+            registry.outcome("vote-2".into()).await.unwrap(),
+            Some(Duplicate { attempts: 1 }),
+            "and the later one becomes the duplicate"
+        );
+        let third = registry.decide(vec![attempt(1, 3, 15)], 5).await.unwrap();
+        assert_eq!(third, vec![Duplicate { attempts: 2 }]);
+        assert_eq!(
+            registry.outcome("vote-1".into()).await.unwrap(),
+            Some(Accepted)
+        );
+
+        // The audit log's confirmation follows the same rule, in any order.
+        registry.restore(vec![counted(0, 30)]).await.unwrap();
+        let late = registry.decide(vec![attempt(0, 31, 31)], 5).await.unwrap();
+        assert_eq!(late, vec![Duplicate { attempts: 1 }]);
+        registry.restore(vec![counted(0, 5)]).await.unwrap();
+        assert_eq!(
+            registry.outcome("vote-5".into()).await.unwrap(),
+            Some(Accepted)
+        );
+        assert!(matches!(
+            registry.outcome("vote-30".into()).await.unwrap(),
+            Some(Duplicate { .. })
+        ));
+        registry
+            .restore_outcomes(vec![
+                ("vote-5".into(), NotEligible),
+                ("vote-77".into(), Locked),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            registry
+                .outcomes(vec!["vote-5".into(), "vote-77".into()])
+                .await
+                .unwrap(),
+            vec![Some(Accepted), Some(Locked)],
+            "a known outcome is never overwritten"
+        );
+    }
+
+    /// Wrong codes lock the NAS and law until lifted.
+    pub(crate) async fn check_code_lockout(registry: &dyn VoterRegistry) {
+        ready(registry, 0..2).await;
+        use MarkOutcome::*;
+        let guess = |request: u32| Attempt {
+            voter_hash: hash(500 + request),
+            ..attempt(0, request, u64::from(request))
+        };
+        let guesses: Vec<Attempt> = (1..=3).map(guess).collect();
+        assert_eq!(
+            registry.decide(guesses, 3).await.unwrap(),
+            vec![NotEligible; 3]
+        );
+        let (locks, total) = registry.locks().await.unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(locks[0].lock_id, hash(1_000_000).to_hex());
+        assert_eq!(locks[0].law_id, "law");
+        let right_code = attempt(0, 4, 4);
+        assert_eq!(
+            registry.decide(vec![right_code.clone()], 3).await.unwrap(),
+            vec![Locked]
+        );
+        let other_voter = attempt(1, 5, 5);
+        assert_eq!(
+            registry.decide(vec![other_voter], 3).await.unwrap(),
+            vec![Accepted]
+        );
+
+        // Sent before the guesses, decided after them: not locked out by them.
+        let early = Attempt {
+            request_id: "vote-40".into(),
+            sequence: 0,
+            ..right_code.clone()
+        };
+        assert_eq!(
+            registry.decide(vec![early], 3).await.unwrap(),
+            vec![Accepted]
+        );
+
+        assert!(registry.lift_lock(LockKey(hash(1_000_000))).await.unwrap());
+        assert!(!registry.lift_lock(LockKey(hash(1_000_000))).await.unwrap());
+        assert_eq!(registry.locks().await.unwrap().1, 0);
+        let retry = Attempt {
+            request_id: "vote-6".into(),
+            sequence: 6,
+            ..right_code
+        };
+        assert_eq!(
+            registry.decide(vec![retry], 3).await.unwrap(),
+            vec![Duplicate { attempts: 1 }],
+            "unlocked: decided as any attempt"
+        );
+    }
+
+    /// Every task presents the same voter at once, each through its own
+    /// registry handle (`handles` share one underlying store): whatever order
+    /// they run in, the earliest attempt ends up counted and each other one is a
+    /// duplicate with its own attempt number.
+    pub(crate) async fn check_race_counts_the_earliest(handles: Vec<Arc<dyn VoterRegistry>>) {
+        let first = Arc::clone(&handles[0]);
+        ready(&*first, 7..8).await;
+        let count = handles.len() as u32;
         let barrier = Arc::new(Barrier::new(handles.len()));
         let tasks: Vec<_> = handles
             .into_iter()
-            .map(|registry| {
+            .zip(0..)
+            .map(|(registry, n)| {
                 let barrier = Arc::clone(&barrier);
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    registry.check_and_mark(target).await.unwrap()
+                    registry
+                        .decide(vec![attempt(7, n, u64::from(n))], 5)
+                        .await
+                        .unwrap()
                 })
             })
             .collect();
-        let mut outcomes = Vec::new();
         for task in tasks {
-            outcomes.push(task.await.unwrap());
+            task.await.unwrap();
         }
-        let accepted = outcomes
+        let requests = (0..count).map(|n| format!("vote-{n}")).collect();
+        let outcomes = first.outcomes(requests).await.unwrap();
+        assert_eq!(outcomes[0], Some(MarkOutcome::Accepted), "{outcomes:?}");
+        let mut attempts: Vec<u64> = outcomes[1..]
             .iter()
-            .filter(|o| **o == MarkOutcome::Accepted)
-            .count();
-        assert_eq!(accepted, 1, "{outcomes:?}");
-        let mut attempts: Vec<u64> = outcomes
-            .iter()
-            .filter_map(|outcome| match outcome {
-                MarkOutcome::Duplicate { attempts } => Some(*attempts),
-                _ => None,
+            .map(|outcome| match outcome {
+                Some(MarkOutcome::Duplicate { attempts }) => *attempts,
+                other => panic!("expected a duplicate, got {other:?}"),
             })
             .collect();
         attempts.sort_unstable();
-        let expected: Vec<u64> = (1..=attempts.len() as u64).collect();
-        assert_eq!(attempts, expected);
-    }
-
-    #[tokio::test]
-    async fn memory_registry_honours_the_contract() {
-        check_contract(&MemoryRegistry::new()).await;
-    }
-
-    #[tokio::test]
-    async fn memory_registry_decides_requests_once() {
-        check_decide_contract(&MemoryRegistry::new()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn memory_registry_accepts_a_raced_hash_once() {
-        let registry: Arc<dyn VoterRegistry> = Arc::new(MemoryRegistry::new());
-        check_race_accepts_once(vec![registry; 32]).await;
+        assert_eq!(attempts, (1..u64::from(count)).collect::<Vec<_>>());
     }
 
     #[test]
-    fn script_replies_map_to_outcomes() {
-        assert_eq!(outcome_from_reply(-1).unwrap(), MarkOutcome::NotEligible);
-        assert_eq!(outcome_from_reply(0).unwrap(), MarkOutcome::Accepted);
-        assert_eq!(
-            outcome_from_reply(3).unwrap(),
-            MarkOutcome::Duplicate { attempts: 3 }
-        );
+    fn outcome_codes_round_trip() {
+        use MarkOutcome::*;
+        for outcome in [Accepted, Duplicate { attempts: 3 }, NotEligible, Locked] {
+            assert_eq!(MarkOutcome::from_code(outcome.code()).unwrap(), outcome);
+        }
         assert!(matches!(
-            outcome_from_reply(-2),
-            Err(RegistryError::UnexpectedReply(-2))
+            MarkOutcome::from_code(NOT_READY),
+            Err(RegistryError::NotReady)
+        ));
+        assert!(matches!(
+            MarkOutcome::from_code(-9),
+            Err(RegistryError::UnexpectedReply(-9))
         ));
     }
 
@@ -681,16 +1081,13 @@ pub(crate) mod tests {
     fn redis_keys_follow_the_documented_layout() {
         let keys = Keys::new("amarvote:");
         assert_eq!(keys.valid, "amarvote:valid_hashes");
-        assert_eq!(keys.voted, "amarvote:voted_hashes");
-        let counter = keys.duplicate_count(&hash(1));
+        assert_eq!(keys.voted, "amarvote:voted");
+        assert_eq!(keys.marker, "amarvote:registry");
         assert_eq!(
-            counter,
+            keys.duplicate_count(&hash(1)),
             format!("amarvote:duplicate_count:{}", hash(1).to_hex())
         );
-        assert_eq!(
-            Keys::new("a*[b]?\\:").duplicate_count_pattern(),
-            "a\\*\\[b\\]\\?\\\\:duplicate_count:*"
-        );
+        assert_eq!(keys.outcome("vote-1"), "amarvote:outcome:vote-1");
     }
 
     fn redis_url() -> String {
@@ -711,7 +1108,7 @@ pub(crate) mod tests {
     /// Keys under `prefix`, found with `SCAN` (never `KEYS` on a shared server).
     async fn keys_under(registry: &RedisRegistry, prefix: &str) -> Vec<String> {
         let mut connection = registry.connection.clone();
-        let pattern = format!("{}*", glob_escape(prefix));
+        let pattern = format!("{prefix}*");
         let mut found = Vec::new();
         let mut cursor = 0_u64;
         loop {
@@ -760,28 +1157,83 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn redis_registry_honours_the_contract() {
         with_redis_prefix(|prefix| async move {
-            check_contract(&connect_redis(&prefix).await).await;
+            let registry = connect_redis(&prefix).await;
+            check_contract(&registry).await;
+            assert!(registry.begin_rebuild().await.unwrap());
+            let other = connect_redis(&prefix).await;
+            assert!(
+                !other.begin_rebuild().await.unwrap(),
+                "one rebuilder at a time"
+            );
+            registry.mark_ready().await.unwrap();
+            assert!(
+                other.begin_rebuild().await.unwrap(),
+                "marking ready ends the lease"
+            );
         })
         .await;
     }
 
     #[tokio::test]
-    async fn redis_registry_decides_requests_once() {
+    async fn redis_registry_counts_the_earliest_attempt() {
         with_redis_prefix(|prefix| async move {
-            check_decide_contract(&connect_redis(&prefix).await).await;
+            check_earliest_attempt_counts(&connect_redis(&prefix).await).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn redis_registry_locks_out_code_guessing() {
+        with_redis_prefix(|prefix| async move {
+            check_code_lockout(&connect_redis(&prefix).await).await;
         })
         .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn redis_registry_accepts_a_raced_hash_once_across_connections() {
+    async fn redis_registry_counts_the_earliest_of_raced_attempts_across_connections() {
         with_redis_prefix(|prefix| async move {
             let mut handles: Vec<Arc<dyn VoterRegistry>> = Vec::new();
             for _ in 0..4 {
                 let registry: Arc<dyn VoterRegistry> = Arc::new(connect_redis(&prefix).await);
                 handles.extend(std::iter::repeat_n(registry, 8));
             }
-            check_race_accepts_once(handles).await;
+            check_race_counts_the_earliest(handles).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_flushed_redis_is_not_ready_and_decides_nothing() {
+        with_redis_prefix(|prefix| async move {
+            let registry = connect_redis(&prefix).await;
+            ready(&registry, 0..2).await;
+            registry.decide(vec![attempt(0, 1, 1)], 5).await.unwrap();
+            let keys = keys_under(&registry, &prefix).await;
+            let mut connection = registry.connection.clone();
+            redis::cmd("UNLINK")
+                .arg(keys)
+                .exec_async(&mut connection)
+                .await
+                .unwrap();
+            assert_eq!(
+                registry.state().await.unwrap().readiness,
+                Readiness::Missing
+            );
+            assert!(matches!(
+                registry.decide(vec![attempt(1, 2, 2)], 5).await,
+                Err(RegistryError::NotReady)
+            ));
+            assert_eq!(
+                keys_under(&registry, &prefix).await,
+                Vec::<String>::new(),
+                "nothing written"
+            );
+            registry.mark_ready().await.unwrap();
+            assert_eq!(
+                registry.state().await.unwrap().readiness,
+                Readiness::Missing
+            );
         })
         .await;
     }
@@ -803,39 +1255,6 @@ pub(crate) mod tests {
                 registry.eligible_count().await.unwrap(),
                 u64::from(count) + 10
             );
-            assert_eq!(
-                registry.check_and_mark(hash(count - 1)).await.unwrap(),
-                MarkOutcome::Accepted
-            );
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn redis_stores_hex_hashes_under_the_prefix_and_clear_voted_removes_counters() {
-        with_redis_prefix(|prefix| async move {
-            let registry = connect_redis(&prefix).await;
-            registry.load(hashes(0..3)).await.unwrap();
-            for n in [0, 0, 1, 1, 1] {
-                registry.check_and_mark(hash(n)).await.unwrap();
-            }
-            let mut connection = registry.connection.clone();
-            let voted: HashSet<String> = redis::cmd("SMEMBERS")
-                .arg(format!("{prefix}voted_hashes"))
-                .query_async(&mut connection)
-                .await
-                .unwrap();
-            assert_eq!(voted, HashSet::from([hash(0).to_hex(), hash(1).to_hex()]));
-            let counter: u64 = redis::cmd("GET")
-                .arg(format!("{prefix}duplicate_count:{}", hash(1)))
-                .query_async(&mut connection)
-                .await
-                .unwrap();
-            assert_eq!(counter, 2);
-
-            registry.clear_voted().await.unwrap();
-            let left = keys_under(&registry, &prefix).await;
-            assert_eq!(left, vec![format!("{prefix}valid_hashes")]);
         })
         .await;
     }

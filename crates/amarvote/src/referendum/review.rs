@@ -1,10 +1,11 @@
-//! The review stage: keeps `duplicate_attempts` (hash, count, first, last)
-//! from the review stream, for fraud monitoring.
+//! The review stage: logs every rejected attempt by request id in
+//! `vote_rejections` (so its status survives the loss of the registry) and keeps
+//! `duplicate_attempts` (hash, count, first, last) for fraud monitoring.
 //!
 //! Each duplicate's message carries the registry's cumulative attempt count,
 //! so the upsert keeps the highest count seen and the widest time window; a
-//! redelivered batch changes nothing. Ineligible attempts are only counted in
-//! the metrics (their hash matches no voter, so there is no one to track).
+//! redelivered batch changes nothing. After the commit the outcomes are
+//! confirmed to the registry where it has none (it lost them).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +15,10 @@ use tokio::sync::watch;
 use super::messages::{ReviewMessage, ReviewReason};
 use super::metrics::ReferendumMetrics;
 use super::queue::{Stream, VoteDelivery, VoteQueue, VoteQueueError};
+use super::registry::{MarkOutcome, VoterRegistry};
 use super::stage::{next_batch, receipts, BatchPolicy, ERROR_PAUSE};
 use super::tables::{merge_duplicates, VoteTables};
+use super::voter_hash::VoterHash;
 
 pub const REVIEW_POLICY: BatchPolicy = BatchPolicy {
     max_batch: 200,
@@ -24,6 +27,7 @@ pub const REVIEW_POLICY: BatchPolicy = BatchPolicy {
 
 pub struct Reviewer {
     pub queue: Arc<dyn VoteQueue>,
+    pub registry: Arc<dyn VoterRegistry>,
     pub tables: VoteTables,
     pub metrics: Arc<ReferendumMetrics>,
 }
@@ -49,6 +53,7 @@ impl Reviewer {
         let started = Instant::now();
         let size = batch.len();
         let mut duplicates = Vec::new();
+        let mut reviews = Vec::with_capacity(batch.len());
         let mut readable = Vec::with_capacity(batch.len());
         let mut malformed = Vec::new();
         for delivery in batch {
@@ -57,6 +62,7 @@ impl Reviewer {
                     if review.reason == ReviewReason::Duplicate {
                         duplicates.push((review.voter_hash, review.attempts, review.received_at));
                     }
+                    reviews.push(review);
                     readable.push(delivery);
                 }
                 Err(_) => malformed.push(delivery),
@@ -67,19 +73,33 @@ impl Reviewer {
                 .dead_letter(Stream::Review, receipts(malformed), "not a review message")
                 .await?;
         }
-        if let Err(err) = self
-            .tables
-            .record_duplicates(&merge_duplicates(duplicates))
-            .await
-        {
+        if let Err(err) = self.record(&reviews, duplicates).await {
             self.queue
                 .requeue(Stream::Review, receipts(readable))
                 .await?;
             return Err(VoteQueueError::Store(err));
         }
         self.queue.ack(Stream::Review, receipts(readable)).await?;
+        let outcomes = reviews
+            .into_iter()
+            .map(|r| (r.request_id, MarkOutcome::of_review(r.reason, r.attempts)))
+            .collect();
+        if let Err(err) = self.registry.restore_outcomes(outcomes).await {
+            tracing::warn!(%err, "rejections not confirmed to the registry");
+        }
         self.metrics
             .observe_batch("review", size, started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    async fn record(
+        &self,
+        reviews: &[ReviewMessage],
+        duplicates: Vec<(VoterHash, u64, i64)>,
+    ) -> Result<(), sqlx::Error> {
+        self.tables.record_rejections(reviews).await?;
+        self.tables
+            .record_duplicates(&merge_duplicates(duplicates))
+            .await
     }
 }

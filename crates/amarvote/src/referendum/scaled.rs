@@ -14,17 +14,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::aggregate::{Aggregator, AGGREGATE_POLICY};
-use super::ingest::{router, IngestState, Publisher};
-use super::laws::Laws;
+use super::ingest::{router, IngestState};
 use super::metrics::ReferendumMetrics;
-use super::queue::{Stream, VoteQueue};
+use super::queue::VoteQueue;
 use super::queue_amqp::AmqpVoteQueue;
-use super::rate_limit::{RateLimit, RateLimiter};
 use super::registry::{RedisRegistry, VoterRegistry};
 use super::review::Reviewer;
 use super::tables::VoteTables;
 use super::validate::Validator;
 use super::voter_hash::{ElectionSecret, VoterHasher};
+use super::VoteLimits;
 use crate::adapters::sql_store::SqlStore;
 
 /// The shared services of a scaled deployment.
@@ -62,33 +61,35 @@ impl ScaledParts {
         &self,
         secret: &ElectionSecret,
         admin_token: String,
-        rate_limit: RateLimit,
+        limits: &VoteLimits,
         metrics: Arc<ReferendumMetrics>,
     ) -> Router {
-        let state = IngestState {
-            hasher: VoterHasher::new(secret),
-            laws: Laws::new(self.tables.clone()),
-            tables: self.tables.clone(),
-            registry: self.registry.clone(),
-            queue: self.queue.clone(),
-            publisher: Publisher::spawn(self.queue.clone(), Stream::Validation),
+        let state = IngestState::new(
+            VoterHasher::new(secret),
+            self.tables.clone(),
+            self.registry.clone(),
+            self.queue.clone(),
             metrics,
-            limiter: RateLimiter::new(rate_limit),
+            limits,
             admin_token,
-        };
+            false,
+        );
         router(Arc::new(state))
     }
 
     /// The validation role's consumer.
     pub fn spawn_validator(
         &self,
+        limits: &VoteLimits,
         metrics: Arc<ReferendumMetrics>,
         shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
         let validator = Validator {
             queue: self.queue.clone(),
             registry: self.registry.clone(),
+            tables: self.tables.clone(),
             metrics,
+            max_wrong_codes: limits.max_wrong_codes,
         };
         tokio::spawn(validator.run(shutdown))
     }
@@ -101,12 +102,14 @@ impl ScaledParts {
     ) -> Vec<JoinHandle<()>> {
         let aggregator = Aggregator {
             queue: self.queue.clone(),
+            registry: self.registry.clone(),
             tables: self.tables.clone(),
             metrics: metrics.clone(),
             policy: AGGREGATE_POLICY,
         };
         let reviewer = Reviewer {
             queue: self.queue.clone(),
+            registry: self.registry.clone(),
             tables: self.tables.clone(),
             metrics,
         };

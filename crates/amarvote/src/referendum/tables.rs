@@ -1,20 +1,30 @@
 //! The referendum's SQL tables, on SQLite or PostgreSQL through the shared
 //! [`SqlStore`] pool.
 //!
-//! `vote_results`, `vote_audit` and `duplicate_attempts` are in the store's
-//! schema; `referendum_laws` is created here. Every statement is in the
+//! `vote_results`, `vote_audit`, `vote_rejections`, `duplicate_attempts` and
+//! `referendum_sequence` are in the store's schema; `referendum_laws` is created
+//! here.
+//!
+//! `vote_audit` holds one row per voter: the attempt with the smallest ingestion
+//! sequence seen so far. An earlier attempt that arrives after a later one was
+//! counted replaces it in the same transaction that corrects `vote_results`
+//! (minus the old choice, plus the new), and the overturned request is logged
+//! as a duplicate in `vote_rejections`, so the count, the audit and the statuses
+//! agree whatever order the votes arrive in. Every statement is in the
 //! dialect both databases share (`$n` parameters, `ON CONFLICT`, `RETURNING`,
 //! `CASE` rather than `GREATEST`), and multi-row statements are written out by
 //! [`values_list`] because sqlx's query builder emits `?` under the `Any`
 //! driver, which PostgreSQL rejects.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
+use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
-use super::messages::VoteMessage;
+use super::messages::{ReviewMessage, ReviewReason, VoteMessage};
+use super::registry::{Counted, MarkOutcome};
 use super::voter_hash::{Choice, VoterHash};
-use crate::adapters::sql_store::SqlStore;
+use crate::adapters::sql_store::{Backend, SqlStore};
 use crate::domain::now_ms;
 
 const LAWS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS referendum_laws (
@@ -40,6 +50,16 @@ pub struct LawTotals {
     pub counts: LawCounts,
 }
 
+/// What one aggregation batch changed.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Votes newly counted per law and choice (an overturned attempt's choice
+    /// counts -1).
+    pub counted: BTreeMap<(String, Choice), i64>,
+    /// The attempts that now stand for their voters, for the registry.
+    pub standing: Vec<Counted>,
+}
+
 /// One newly recorded duplicate attempt series, merged per voter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DuplicateSeen {
@@ -51,7 +71,12 @@ pub struct DuplicateSeen {
 #[derive(Clone)]
 pub struct VoteTables {
     pool: AnyPool,
+    backend: Backend,
 }
+
+/// Sequence numbers one PostgreSQL `nextval` stands for: a batch of votes gets
+/// `nextval × SEQUENCE_SPAN + i`.
+const SEQUENCE_SPAN: u64 = 1 << 20;
 
 /// `($1, $2, …), (…)` for `rows` rows of `columns` parameters each.
 pub fn values_list(rows: usize, columns: usize) -> String {
@@ -77,25 +102,84 @@ impl VoteTables {
     pub async fn new(store: &SqlStore) -> Result<Self, sqlx::Error> {
         let pool = store.pool().clone();
         sqlx::query(LAWS_SCHEMA).execute(&pool).await?;
-        Ok(VoteTables { pool })
+        let backend = store.backend();
+        if backend == Backend::Postgres {
+            sqlx::query("CREATE SEQUENCE IF NOT EXISTS referendum_batches")
+                .execute(&pool)
+                .await?;
+        }
+        Ok(VoteTables { pool, backend })
     }
 
-    /// Records each vote whose voter has no audit row yet, and adds exactly
-    /// those to `vote_results`, in one transaction. Returns the votes newly
-    /// counted, per law and choice.
-    pub async fn record_votes(
-        &self,
-        votes: &[VoteMessage],
-    ) -> Result<BTreeMap<(String, Choice), u64>, sqlx::Error> {
-        let votes = unique_by_voter(votes);
-        if votes.is_empty() {
-            return Ok(BTreeMap::new());
+    /// Records each vote that is its voter's earliest attempt so far and
+    /// corrects `vote_results` to match, in one transaction. Every vote of the
+    /// batch that does not stand (a later attempt of a voter already counted,
+    /// which the registry had accepted before the earlier one was decided) is
+    /// logged as a duplicate, so its status survives the loss of the registry.
+    pub async fn record_votes(&self, votes: &[VoteMessage]) -> Result<Recorded, sqlx::Error> {
+        let earliest = earliest_by_voter(votes);
+        if earliest.is_empty() {
+            return Ok(Recorded::default());
         }
         let mut tx = self.pool.begin().await?;
-        let counted = insert_audit_rows(&mut tx, &votes).await?;
-        add_to_results(&mut tx, &counted).await?;
+        let (mut recorded, mut rejected) = upsert_audit_rows(&mut tx, &earliest).await?;
+        let changed: HashSet<String> = recorded
+            .standing
+            .iter()
+            .map(|c| c.request_id.clone())
+            .collect();
+        let unchanged: Vec<&VoteMessage> = votes
+            .iter()
+            .filter(|v| !changed.contains(&v.request_id))
+            .collect();
+        let (later, standing) = later_attempts(&mut tx, &unchanged).await?;
+        rejected.extend(later);
+        recorded.standing.extend(standing);
+        add_to_results(&mut tx, &recorded.counted).await?;
+        insert_rejections(&mut tx, &rejected).await?;
         tx.commit().await?;
-        Ok(counted)
+        Ok(recorded)
+    }
+
+    /// Logs rejected attempts by request id (a replay changes nothing), so
+    /// their statuses survive the loss of the registry.
+    pub async fn record_rejections(&self, rejected: &[ReviewMessage]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        insert_rejections(&mut tx, rejected).await?;
+        tx.commit().await
+    }
+
+    /// Reserves `n` consecutive ingestion sequence numbers; returns the first.
+    /// Every caller of one database gets numbers larger than any reserved
+    /// before its call began. On PostgreSQL a sequence's `nextval` (which never
+    /// waits for a commit to reach the disk: it is on every publish's path)
+    /// stands for a span of numbers; on SQLite a counter row is updated.
+    pub async fn reserve_sequences(&self, n: u64) -> Result<u64, sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            if n > SEQUENCE_SPAN {
+                return Err(sqlx::Error::Protocol(format!(
+                    "at most {SEQUENCE_SPAN} sequence numbers per reservation"
+                )));
+            }
+            let batch: i64 = sqlx::query_scalar("SELECT nextval('referendum_batches')")
+                .fetch_one(&self.pool)
+                .await?;
+            return Ok(count(batch) * SEQUENCE_SPAN);
+        }
+        sqlx::query(
+            "INSERT INTO referendum_sequence (id, next_value) VALUES (1, 1)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .execute(&self.pool)
+        .await?;
+        let next: i64 = sqlx::query_scalar(
+            "UPDATE referendum_sequence SET next_value = next_value + $1 WHERE id = 1
+             RETURNING next_value",
+        )
+        .bind(signed(n))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count(next) - n)
     }
 
     /// Upserts `duplicate_attempts`; replays never lower a count or widen
@@ -160,19 +244,54 @@ impl VoteTables {
         Ok((count(row.get(0)), count(row.get(1))))
     }
 
-    /// Audited voter hashes after `after` (all of them from `None`), in
+    /// One page of rows whose key is after `after` (from the start for `None`).
+    async fn page(&self, sql: &str, after: Option<&str>) -> Result<Vec<AnyRow>, sqlx::Error> {
+        sqlx::query(sql)
+            .bind(after.unwrap_or(""))
+            .bind(AUDIT_PAGE)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Audit rows after voter hash `after` (all of them from `None`), in
     /// order, one page at a time.
-    pub async fn audited_hashes_after(
+    pub async fn audited_after(&self, after: Option<&str>) -> Result<Vec<Counted>, sqlx::Error> {
+        let sql = "SELECT voter_hash, sequence, request_id FROM vote_audit WHERE voter_hash > $1
+                   ORDER BY voter_hash LIMIT $2";
+        self.page(sql, after)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(Counted {
+                    voter_hash: voter_hash_at(row, 0)?,
+                    sequence: count(row.get(1)),
+                    request_id: row.get(2),
+                })
+            })
+            .collect()
+    }
+
+    /// Logged rejections after request id `after`, with their outcomes, one page
+    /// at a time.
+    pub async fn rejections_after(
         &self,
         after: Option<&str>,
-    ) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT voter_hash FROM vote_audit WHERE voter_hash > $1 ORDER BY voter_hash LIMIT $2",
-        )
-        .bind(after.unwrap_or(""))
-        .bind(AUDIT_PAGE)
-        .fetch_all(&self.pool)
-        .await
+    ) -> Result<Vec<(String, MarkOutcome)>, sqlx::Error> {
+        let sql = "SELECT request_id, reason, attempts FROM vote_rejections WHERE request_id > $1
+                   ORDER BY request_id LIMIT $2";
+        self.page(sql, after)
+            .await?
+            .iter()
+            .map(|row| {
+                let reason: String = row.get(1);
+                let reason: ReviewReason = serde_json::from_value(reason.into())
+                    .map_err(|err| sqlx::Error::Decode(Box::new(err)))?;
+                Ok((
+                    row.get(0),
+                    MarkOutcome::of_review(reason, count(row.get(2))),
+                ))
+            })
+            .collect()
     }
 
     /// Adds a law; returns false if it already existed.
@@ -221,24 +340,47 @@ impl VoteTables {
     }
 }
 
-/// The first message per voter, sorted by hash so concurrent aggregators
-/// take row locks in the same order (no deadlocks in PostgreSQL).
-fn unique_by_voter(votes: &[VoteMessage]) -> Vec<&VoteMessage> {
-    let mut first: BTreeMap<VoterHash, &VoteMessage> = BTreeMap::new();
+/// Each voter's earliest message, sorted by hash so concurrent aggregators take
+/// row locks in the same order (no deadlocks in PostgreSQL).
+fn earliest_by_voter(votes: &[VoteMessage]) -> Vec<&VoteMessage> {
+    let mut earliest: BTreeMap<VoterHash, &VoteMessage> = BTreeMap::new();
     for vote in votes {
-        first.entry(vote.voter_hash).or_insert(vote);
+        let entry = earliest.entry(vote.voter_hash).or_insert(vote);
+        if vote.sequence < entry.sequence {
+            *entry = vote;
+        }
     }
-    first.into_values().collect()
+    earliest.into_values().collect()
 }
 
-async fn insert_audit_rows(
+/// The voter hash in column `index` of a row.
+fn voter_hash_at(row: &AnyRow, index: usize) -> Result<VoterHash, sqlx::Error> {
+    let hash: String = row.get(index);
+    VoterHash::from_hex(&hash).map_err(|err| sqlx::Error::Decode(Box::new(err)))
+}
+
+fn parse_choice(text: &str) -> Result<Choice, sqlx::Error> {
+    text.parse::<Choice>()
+        .map_err(|err| sqlx::Error::Decode(Box::new(err)))
+}
+
+/// Inserts each vote, or puts it in place of a later attempt (remembering what
+/// it replaced); returns what changed and the overturned attempts, as duplicates.
+async fn upsert_audit_rows(
     tx: &mut Transaction<'_, Any>,
     votes: &[&VoteMessage],
-) -> Result<BTreeMap<(String, Choice), u64>, sqlx::Error> {
+) -> Result<(Recorded, Vec<ReviewMessage>), sqlx::Error> {
     let sql = format!(
-        "INSERT INTO vote_audit (voter_hash, law_id, choice, request_id, recorded_at) VALUES {}
-         ON CONFLICT (voter_hash) DO NOTHING RETURNING law_id, choice",
-        values_list(votes.len(), 5)
+        "INSERT INTO vote_audit (voter_hash, law_id, choice, request_id, sequence, recorded_at)
+         VALUES {}
+         ON CONFLICT (voter_hash) DO UPDATE SET
+           choice = EXCLUDED.choice, request_id = EXCLUDED.request_id,
+           sequence = EXCLUDED.sequence, recorded_at = EXCLUDED.recorded_at,
+           replaced_choice = vote_audit.choice, replaced_request = vote_audit.request_id
+         WHERE EXCLUDED.sequence < vote_audit.sequence
+         RETURNING voter_hash, law_id, choice, request_id, sequence, replaced_choice,
+           replaced_request",
+        values_list(votes.len(), 6)
     );
     let now = now_ms();
     let mut query = sqlx::query(&sql);
@@ -248,30 +390,125 @@ async fn insert_audit_rows(
             .bind(vote.law_id.as_str())
             .bind(vote.vote.as_str())
             .bind(vote.request_id.as_str())
+            .bind(signed(vote.sequence))
             .bind(now);
     }
-    let mut counted = BTreeMap::new();
+    let mut recorded = Recorded::default();
+    let mut overturned = Vec::new();
     for row in query.fetch_all(&mut **tx).await? {
-        let law_id: String = row.get(0);
-        let choice: String = row.get(1);
-        let choice = choice
-            .parse::<Choice>()
-            .map_err(|err| sqlx::Error::Decode(Box::new(err)))?;
-        *counted.entry((law_id, choice)).or_insert(0) += 1;
+        let voter_hash = voter_hash_at(&row, 0)?;
+        let law_id: String = row.get(1);
+        let choice = parse_choice(&row.get::<String, _>(2))?;
+        *recorded
+            .counted
+            .entry((law_id.clone(), choice))
+            .or_insert(0) += 1;
+        recorded.standing.push(Counted {
+            voter_hash,
+            request_id: row.get(3),
+            sequence: count(row.get(4)),
+        });
+        let replaced: (Option<String>, Option<String>) = (row.get(5), row.get(6));
+        if let (Some(old_choice), Some(old_request)) = replaced {
+            *recorded
+                .counted
+                .entry((law_id.clone(), parse_choice(&old_choice)?))
+                .or_insert(0) -= 1;
+            overturned.push(ReviewMessage {
+                request_id: old_request,
+                voter_hash,
+                law_id,
+                reason: ReviewReason::Duplicate,
+                attempts: 1,
+                received_at: now,
+            });
+        }
     }
-    Ok(counted)
+    Ok((recorded, overturned))
+}
+
+/// Of votes the upsert left alone, those that are not their voter's standing
+/// attempt (a redelivery of the standing one is not a duplicate), as duplicates;
+/// and those voters' standing attempts, for the registry.
+async fn later_attempts(
+    tx: &mut Transaction<'_, Any>,
+    votes: &[&VoteMessage],
+) -> Result<(Vec<ReviewMessage>, Vec<Counted>), sqlx::Error> {
+    if votes.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let placeholders: Vec<String> = (1..=votes.len()).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "SELECT voter_hash, request_id, sequence FROM vote_audit WHERE voter_hash IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for vote in votes {
+        query = query.bind(vote.voter_hash.to_hex());
+    }
+    let mut standing: HashMap<VoterHash, Counted> = HashMap::new();
+    for row in query.fetch_all(&mut **tx).await? {
+        let voter_hash = voter_hash_at(&row, 0)?;
+        let counted = Counted {
+            voter_hash,
+            request_id: row.get(1),
+            sequence: count(row.get(2)),
+        };
+        standing.insert(voter_hash, counted);
+    }
+    let now = now_ms();
+    let later = votes
+        .iter()
+        .filter(|v| standing.get(&v.voter_hash).map(|c| &c.request_id) != Some(&v.request_id))
+        .map(|v| ReviewMessage {
+            request_id: v.request_id.clone(),
+            voter_hash: v.voter_hash,
+            law_id: v.law_id.clone(),
+            reason: ReviewReason::Duplicate,
+            attempts: 1,
+            received_at: now,
+        })
+        .collect();
+    Ok((later, standing.into_values().collect()))
+}
+
+async fn insert_rejections(
+    tx: &mut Transaction<'_, Any>,
+    rejected: &[ReviewMessage],
+) -> Result<(), sqlx::Error> {
+    if rejected.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO vote_rejections (request_id, voter_hash, law_id, reason, attempts, received_at)
+         VALUES {} ON CONFLICT (request_id) DO NOTHING",
+        values_list(rejected.len(), 6)
+    );
+    let mut query = sqlx::query(&sql);
+    for review in rejected {
+        let reason = serde_json::to_value(review.reason).expect("reasons serialize");
+        query = query
+            .bind(review.request_id.as_str())
+            .bind(review.voter_hash.to_hex())
+            .bind(review.law_id.as_str())
+            .bind(reason.as_str().unwrap_or_default().to_owned())
+            .bind(signed(review.attempts))
+            .bind(review.received_at);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
 }
 
 async fn add_to_results(
     tx: &mut Transaction<'_, Any>,
-    counted: &BTreeMap<(String, Choice), u64>,
+    counted: &BTreeMap<(String, Choice), i64>,
 ) -> Result<(), sqlx::Error> {
-    let mut per_law: BTreeMap<&str, LawCounts> = BTreeMap::new();
+    let mut per_law: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
     for ((law_id, choice), n) in counted {
         let counts = per_law.entry(law_id).or_default();
         match choice {
-            Choice::Oui => counts.oui += n,
-            Choice::Non => counts.non += n,
+            Choice::Oui => counts.0 += n,
+            Choice::Non => counts.1 += n,
         }
     }
     if per_law.is_empty() {
@@ -287,12 +524,8 @@ async fn add_to_results(
     );
     let now = now_ms();
     let mut query = sqlx::query(&sql);
-    for (law_id, counts) in &per_law {
-        query = query
-            .bind(*law_id)
-            .bind(signed(counts.oui))
-            .bind(signed(counts.non))
-            .bind(now);
+    for (law_id, (oui, non)) in &per_law {
+        query = query.bind(*law_id).bind(*oui).bind(*non).bind(now);
     }
     query.execute(&mut **tx).await?;
     Ok(())

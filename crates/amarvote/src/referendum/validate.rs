@@ -7,6 +7,14 @@
 //! after both downstream publishes are confirmed. A crash at any point thus
 //! leads to a redelivery that reproduces the same decisions: a vote can be
 //! passed on twice (the aggregator's audit key absorbs that) but never lost.
+//! Which of a voter's attempts counts does not depend on the order batches are
+//! decided in (see [`super::registry`]), so any number of validators may run.
+//!
+//! When the registry is not ready (Redis came back empty, or voters were loaded
+//! but the voted state is not rebuilt), the batch is requeued untouched, the
+//! `voter_registry_ready` gauge drops to 0, and the validator waits. If the
+//! registry is loaded but not rebuilt, the validator rebuilds it from the audit
+//! log itself (one process at a time, under the registry's lease) and resumes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +24,9 @@ use tokio::sync::watch;
 use super::messages::{encode, ReviewMessage, ReviewReason, VoteMessage};
 use super::metrics::ReferendumMetrics;
 use super::queue::{Stream, VoteDelivery, VoteQueue, VoteQueueError};
-use super::registry::{MarkOutcome, RegistryError, VoterRegistry};
+use super::registry::{rebuild, Attempt, MarkOutcome, Readiness, RegistryError, VoterRegistry};
 use super::stage::{next_batch, receipts, BatchPolicy, ERROR_PAUSE};
+use super::tables::VoteTables;
 
 /// Validation batches: large (one registry round trip each) and short-lived,
 /// since a voter is waiting to see the outcome.
@@ -34,10 +43,19 @@ enum ValidateError {
     Registry(#[from] RegistryError),
 }
 
+/// How long a validator waits before looking at a registry that was not ready again.
+const NOT_READY_PAUSE: Duration = Duration::from_secs(1);
+/// How often an idle validator looks at the registry's state.
+const IDLE_LOOK: Duration = Duration::from_secs(2);
+
 pub struct Validator {
     pub queue: Arc<dyn VoteQueue>,
     pub registry: Arc<dyn VoterRegistry>,
+    /// The audit log, to rebuild the registry from.
+    pub tables: VoteTables,
     pub metrics: Arc<ReferendumMetrics>,
+    /// Wrong codes that lock a NAS out of a law.
+    pub max_wrong_codes: u32,
 }
 
 /// A batch split into readable votes and unreadable messages.
@@ -85,6 +103,7 @@ impl Routed {
             MarkOutcome::NotEligible => self
                 .review
                 .push(encode(&review(ReviewReason::NotEligible, 0))),
+            MarkOutcome::Locked => self.review.push(encode(&review(ReviewReason::Locked, 0))),
         }
     }
 }
@@ -95,26 +114,37 @@ pub fn status_name(outcome: MarkOutcome) -> &'static str {
         MarkOutcome::Accepted => "accepted",
         MarkOutcome::Duplicate { .. } => "duplicate",
         MarkOutcome::NotEligible => "not_eligible",
+        MarkOutcome::Locked => "locked",
     }
 }
 
 impl Validator {
     /// Consumes the validation stream until shutdown.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let mut looked = Instant::now();
         while !*shutdown.borrow() {
-            if let Err(err) = self.step(&shutdown).await {
-                tracing::warn!(%err, "validation batch failed; it will be redelivered");
-                tokio::time::sleep(ERROR_PAUSE).await;
+            match self.step(&shutdown).await {
+                Ok(true) => {}
+                Ok(false) if looked.elapsed() >= IDLE_LOOK => {
+                    self.watch_registry().await;
+                    looked = Instant::now();
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(%err, "validation batch failed; it will be redelivered");
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                }
             }
         }
     }
 
-    async fn step(&self, shutdown: &watch::Receiver<bool>) -> Result<(), VoteQueueError> {
+    /// One batch; false if there was none.
+    async fn step(&self, shutdown: &watch::Receiver<bool>) -> Result<bool, VoteQueueError> {
         let batch = next_batch(&*self.queue, Stream::Validation, VALIDATE_POLICY, shutdown).await?;
         if batch.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
-        self.process(batch).await
+        self.process(batch).await.map(|()| true)
     }
 
     /// Decides, routes and settles one batch.
@@ -134,9 +164,17 @@ impl Validator {
         let (messages, deliveries): (Vec<_>, Vec<_>) = votes.into_iter().unzip();
         match self.decide_and_route(&messages).await {
             Ok(()) => {
+                self.metrics.registry_ready.set(1);
                 self.queue
                     .ack(Stream::Validation, receipts(deliveries))
                     .await?
+            }
+            Err(ValidateError::Registry(RegistryError::NotReady)) => {
+                self.queue
+                    .requeue(Stream::Validation, receipts(deliveries))
+                    .await?;
+                self.registry_not_ready().await;
+                return Ok(());
             }
             Err(err) => {
                 self.queue
@@ -154,11 +192,8 @@ impl Validator {
         if votes.is_empty() {
             return Ok(());
         }
-        let requests = votes
-            .iter()
-            .map(|v| (v.request_id.clone(), v.voter_hash))
-            .collect();
-        let outcomes = self.registry.decide(requests).await?;
+        let attempts = votes.iter().map(Attempt::from).collect();
+        let outcomes = self.registry.decide(attempts, self.max_wrong_codes).await?;
         let mut routed = Routed::default();
         for (vote, outcome) in votes.iter().zip(&outcomes) {
             routed.route(vote, *outcome);
@@ -177,6 +212,46 @@ impl Validator {
             if matches!(outcome, MarkOutcome::Duplicate { .. }) {
                 self.metrics.duplicate_attempts.inc();
             }
+        }
+    }
+
+    /// Holds off while the registry is not ready, rebuilding it when it has been
+    /// loaded and this process gets the lease.
+    async fn registry_not_ready(&self) {
+        self.metrics.registry_ready.set(0);
+        match self.registry.state().await {
+            Ok(state) if state.readiness == Readiness::Loaded => self.try_rebuild().await,
+            Ok(state) if state.readiness == Readiness::Missing => tracing::warn!(
+                "the voter registry is missing (lost, or never loaded): votes stay queued until \
+                 the voter hashes are loaded (amarvote referendum load)"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%err, "cannot read the voter registry's state"),
+        }
+        tokio::time::sleep(NOT_READY_PAUSE).await;
+    }
+
+    async fn try_rebuild(&self) {
+        match rebuild(&*self.registry, &self.tables).await {
+            Ok(Some(voters)) => tracing::info!(voters, "voter registry rebuilt from the audit log"),
+            Ok(None) => tracing::info!("another process is rebuilding the voter registry"),
+            Err(err) => tracing::error!(%err, "rebuilding the voter registry failed"),
+        }
+    }
+
+    /// While idle, looks at the registry now and then, so a loss shows on
+    /// `/health` and `/metrics` before the next vote arrives.
+    async fn watch_registry(&self) {
+        match self.registry.state().await {
+            Ok(state) if state.readiness == Readiness::Ready => {
+                self.metrics.registry_ready.set(1);
+            }
+            // Quietly: a referendum not set up yet is no alarm until votes wait.
+            Ok(state) if state.readiness == Readiness::Missing => {
+                self.metrics.registry_ready.set(0);
+            }
+            Ok(_) => self.registry_not_ready().await,
+            Err(err) => tracing::warn!(%err, "cannot read the voter registry's state"),
         }
     }
 }

@@ -26,8 +26,17 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// Domain-separation tag absorbed before the length-prefixed fields.
 const DOMAIN_TAG: &[u8] = b"amarvote-voter-v1";
+/// Domain tag of [`LockKey`]s: wrong codes are counted per NAS and law.
+const LOCK_TAG: &[u8] = b"amarvote-code-lock-v1";
+/// Domain tag of request ids' authentication tags.
+const REQUEST_TAG: &[u8] = b"amarvote-request-id-v1";
 const NAS_LEN: usize = 9;
-const CODE_MIN_LEN: usize = 4;
+/// Mailed codes are at least 8 characters of a 32-letter alphabet (40 bits): with a
+/// NAS locked after a few wrong codes, guessing is hopeless.
+pub const CODE_MIN_LEN: usize = 8;
+/// The mailing alphabet (Crockford's base 32): digits and capitals without I, L, O
+/// and U, which a reader confuses with 1, 1, 0 and V.
+pub const CODE_ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const CODE_MAX_LEN: usize = 32;
 const LAW_ID_MAX_LEN: usize = 64;
 
@@ -39,7 +48,10 @@ const LAW_ID_MAX_LEN: usize = 64;
 pub enum InputError {
     #[error("nas must be exactly 9 ASCII digits")]
     Nas,
-    #[error("code must be 4 to 32 ASCII letters or digits")]
+    #[error(
+        "code must be 8 to 32 characters of the mailing alphabet (digits and letters \
+         without I, L, O, U)"
+    )]
     Code,
     #[error("law_id must be 1 to 64 characters from [A-Za-z0-9_-]")]
     LawId,
@@ -228,6 +240,30 @@ impl<'de> Deserialize<'de> for VoterHash {
     }
 }
 
+/// `HMAC-SHA256(secret, canonical(nas, law_id))` under its own domain tag: whoever
+/// tries codes for one NAS and law is counted under this key, whatever the code.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LockKey(pub VoterHash);
+
+impl LockKey {
+    pub fn to_hex(&self) -> String {
+        self.0.to_hex()
+    }
+}
+
+impl fmt::Display for LockKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for LockKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LockKey({self})")
+    }
+}
+
 /// A one-time code after validation, uppercased, stored inline (no allocation).
 #[derive(Clone, Copy)]
 pub struct NormalizedCode {
@@ -247,12 +283,10 @@ pub fn validate_nas(nas: &str) -> Result<&str, InputError> {
     valid.then_some(nas).ok_or(InputError::Nas)
 }
 
-/// Checks that `code` is 4–32 ASCII letters or digits and uppercases it, so a
-/// code typed in lowercase still matches the one printed on the letter.
+/// Checks that `code` is 8–32 characters of [`CODE_ALPHABET`] and uppercases it, so
+/// a code typed in lowercase still matches the one printed on the letter.
 pub fn normalize_code(code: &str) -> Result<NormalizedCode, InputError> {
-    let valid = (CODE_MIN_LEN..=CODE_MAX_LEN).contains(&code.len())
-        && code.bytes().all(|b| b.is_ascii_alphanumeric());
-    if !valid {
+    if !(CODE_MIN_LEN..=CODE_MAX_LEN).contains(&code.len()) {
         return Err(InputError::Code);
     }
     let mut normalized = NormalizedCode {
@@ -261,7 +295,11 @@ pub fn normalize_code(code: &str) -> Result<NormalizedCode, InputError> {
     };
     normalized.bytes[..code.len()].copy_from_slice(code.as_bytes());
     normalized.bytes.make_ascii_uppercase();
-    Ok(normalized)
+    let in_alphabet = normalized
+        .as_bytes()
+        .iter()
+        .all(|b| CODE_ALPHABET.as_bytes().contains(b));
+    in_alphabet.then_some(normalized).ok_or(InputError::Code)
 }
 
 /// Checks that `law_id` is 1–64 characters from `[A-Za-z0-9_-]`.
@@ -280,14 +318,47 @@ pub fn validate_law_id(law_id: &str) -> Result<&str, InputError> {
 #[derive(Clone)]
 pub struct VoterHasher {
     keyed: Hmac<Sha256>,
+    lock: Hmac<Sha256>,
+    request: Hmac<Sha256>,
 }
 
 impl VoterHasher {
     pub fn new(secret: &ElectionSecret) -> Self {
-        let mut keyed =
-            Hmac::<Sha256>::new_from_slice(&secret.0).expect("HMAC accepts keys of any length");
-        keyed.update(DOMAIN_TAG);
-        VoterHasher { keyed }
+        let tagged = |tag: &[u8]| {
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(&secret.0).expect("HMAC accepts keys of any length");
+            mac.update(tag);
+            mac
+        };
+        VoterHasher {
+            keyed: tagged(DOMAIN_TAG),
+            lock: tagged(LOCK_TAG),
+            request: tagged(REQUEST_TAG),
+        }
+    }
+
+    /// The key under which wrong codes for this NAS and law are counted.
+    pub fn lock_key(&self, nas: &str, law_id: &str) -> Result<LockKey, InputError> {
+        let nas = validate_nas(nas)?;
+        let law_id = validate_law_id(law_id)?;
+        let mut mac = self.lock.clone();
+        for field in [nas.as_bytes(), law_id.as_bytes()] {
+            let len = u32::try_from(field.len()).expect("validated fields are at most 64 bytes");
+            mac.update(&len.to_be_bytes());
+            mac.update(field);
+        }
+        Ok(LockKey(VoterHash(mac.finalize().into_bytes().into())))
+    }
+
+    /// The 8-byte authentication tag of a request id's random part, so the API can
+    /// tell an id it issued from one it never did without storing either.
+    pub fn request_tag(&self, random: &str) -> [u8; 8] {
+        let mut mac = self.request.clone();
+        mac.update(random.as_bytes());
+        let full: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut tag = [0; 8];
+        tag.copy_from_slice(&full[..8]);
+        tag
     }
 
     /// Validates the three fields and hashes them.
@@ -371,13 +442,13 @@ mod tests {
         expected.update(b"amarvote-voter-v1");
         expected.update(&[0, 0, 0, 9]);
         expected.update(b"123456789");
-        expected.update(&[0, 0, 0, 6]);
-        expected.update(b"AB12CD");
+        expected.update(&[0, 0, 0, 8]);
+        expected.update(b"AB12CD34");
         expected.update(&[0, 0, 0, 5]);
         expected.update(b"loi-1");
         let expected: [u8; 32] = expected.finalize().into_bytes().into();
 
-        let hash = voter_hash(&secret(7), "123456789", "ab12cd", "loi-1").unwrap();
+        let hash = voter_hash(&secret(7), "123456789", "ab12cd34", "loi-1").unwrap();
         assert_eq!(hash.as_bytes(), &expected);
     }
 
@@ -390,12 +461,12 @@ mod tests {
 
     #[test]
     fn every_input_changes_the_hash() {
-        let base = voter_hash(&secret(1), "123456789", "ABCD", "law").unwrap();
+        let base = voter_hash(&secret(1), "123456789", "ABCD2345", "law").unwrap();
         let variants = [
-            voter_hash(&secret(2), "123456789", "ABCD", "law").unwrap(),
-            voter_hash(&secret(1), "123456780", "ABCD", "law").unwrap(),
-            voter_hash(&secret(1), "123456789", "ABCE", "law").unwrap(),
-            voter_hash(&secret(1), "123456789", "ABCD", "law2").unwrap(),
+            voter_hash(&secret(2), "123456789", "ABCD2345", "law").unwrap(),
+            voter_hash(&secret(1), "123456780", "ABCD2345", "law").unwrap(),
+            voter_hash(&secret(1), "123456789", "ABCE2345", "law").unwrap(),
+            voter_hash(&secret(1), "123456789", "ABCD2345", "law2").unwrap(),
         ];
         for variant in variants {
             assert_ne!(base, variant);
@@ -426,14 +497,26 @@ mod tests {
     }
 
     #[test]
-    fn code_must_be_4_to_32_alphanumerics_and_is_uppercased() {
-        assert_eq!(normalize_code("aB3d").unwrap().as_bytes(), b"AB3D");
+    fn code_must_be_8_to_32_of_the_mailing_alphabet_and_is_uppercased() {
+        assert_eq!(normalize_code("aB3d7hjk").unwrap().as_bytes(), b"AB3D7HJK");
         let longest = "z".repeat(32);
         assert_eq!(
             normalize_code(&longest).unwrap().as_bytes(),
             "Z".repeat(32).as_bytes()
         );
-        for bad in ["abc", "", &"a".repeat(33), "ab-cd", "abcé", "ab cd"] {
+        let ambiguous = ["ABCDEFGI", "ABCDEFGL", "ABCDEFGO", "abcdefgu"];
+        for bad in [
+            "abc",
+            "AB3D7HJ",
+            "",
+            &"a".repeat(33),
+            "ab-cd123",
+            "abcé1234",
+            "ab cd123",
+        ]
+        .into_iter()
+        .chain(ambiguous)
+        {
             assert!(
                 matches!(normalize_code(bad), Err(InputError::Code)),
                 "{bad:?}"
@@ -452,9 +535,9 @@ mod tests {
 
     #[test]
     fn invalid_fields_are_reported_by_name_without_their_value() {
-        let err = voter_hash(&secret(1), "123456789", "ABCD", "bad law").unwrap_err();
+        let err = voter_hash(&secret(1), "123456789", "ABCD2345", "bad law").unwrap_err();
         assert_eq!(err.field(), "law_id");
-        let err = voter_hash(&secret(1), "98765432x", "ABCD", "law").unwrap_err();
+        let err = voter_hash(&secret(1), "98765432x", "ABCD2345", "law").unwrap_err();
         assert_eq!(err.field(), "nas");
         assert!(!err.to_string().contains("98765432x"));
         assert_eq!(InputError::Code.field(), "code");

@@ -308,7 +308,7 @@ await page.getByLabel('Law id').fill('loi-ui');
 await page.getByLabel('Title', { exact: true }).fill('Loi sur les ponts');
 await page.getByRole('button', { name: 'Create the law' }).click();
 await page.getByText('Law loi-ui is open for votes').waitFor();
-await page.getByLabel('Eligible voters: NAS,code,law_id per line').fill('123456789,ABC123,loi-ui\n987654321,XYZ789,loi-ui');
+await page.getByLabel('Eligible voters: NAS,code,law_id per line').fill('123456789,ABCD2345,loi-ui\n987654321,XYZ78945,loi-ui');
 await page.getByRole('button', { name: 'Load voters' }).click();
 await page.getByText('Loaded 2 new voters').waitFor();
 
@@ -320,16 +320,16 @@ async function referendumVote(nas, code, vote) {
   await page.getByLabel(vote === 'oui' ? 'Oui' : 'Non', { exact: true }).check();
   await page.getByRole('button', { name: 'Submit my vote' }).click();
 }
-await referendumVote('12345', 'ABC123', 'oui');
+await referendumVote('12345', 'ABCD2345', 'oui');
 await (await fieldError('NAS (9 digits)')).waitFor({ state: 'visible' });
 await screenshot('referendum-field-error');
-await referendumVote('123456789', 'ABC123', 'oui');
+await referendumVote('123456789', 'ABCD2345', 'oui');
 await page.locator('#outcome [data-status=accepted]').waitFor();
 await screenshot('referendum-accepted');
-await referendumVote('123456789', 'ABC123', 'non');
+await referendumVote('123456789', 'ABCD2345', 'non');
 await page.locator('#outcome [data-status=duplicate]', { hasText: '1 repeated attempt after your vote' }).waitFor();
 await screenshot('referendum-duplicate');
-await referendumVote('987654321', 'WRONG1', 'non');
+await referendumVote('987654321', 'WRNG2345', 'non');
 await page.locator('#outcome [data-status=not_eligible]').waitFor();
 await go('#/referendum');
 await page.locator('#law-totals tr[data-law="loi-ui"] td.oui', { hasText: /^1$/ }).waitFor();

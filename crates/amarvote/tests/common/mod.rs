@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod crowd;
+
 use amarvote::adapters::rabbitmq::RabbitQueue;
 use amarvote::adapters::sql_store::SqlStore;
 use amarvote::domain::QueueName;
