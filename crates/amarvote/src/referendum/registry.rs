@@ -1127,6 +1127,21 @@ pub(crate) mod tests {
         }
     }
 
+    /// Deletes every key under `prefix` in one command (atomically, as a Redis
+    /// restarted without its data would lose them).
+    async fn unlink_all(registry: &RedisRegistry, prefix: &str) {
+        let keys = keys_under(registry, prefix).await;
+        if keys.is_empty() {
+            return;
+        }
+        let mut connection = registry.connection.clone();
+        redis::cmd("UNLINK")
+            .arg(keys)
+            .exec_async(&mut connection)
+            .await
+            .unwrap();
+    }
+
     /// Runs `test` with a fresh random key prefix, then deletes every key under
     /// it, whether or not the test panicked.
     async fn with_redis_prefix<F, Fut>(test: F)
@@ -1139,16 +1154,7 @@ pub(crate) mod tests {
         let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let prefix = format!("amarvote-test-{suffix}:");
         let outcome = tokio::spawn(test(prefix.clone())).await;
-        let registry = connect_redis(&prefix).await;
-        let keys = keys_under(&registry, &prefix).await;
-        if !keys.is_empty() {
-            let mut connection = registry.connection.clone();
-            redis::cmd("UNLINK")
-                .arg(keys)
-                .exec_async(&mut connection)
-                .await
-                .unwrap();
-        }
+        unlink_all(&connect_redis(&prefix).await, &prefix).await;
         if let Err(err) = outcome {
             std::panic::resume_unwind(err.into_panic());
         }
@@ -1209,13 +1215,7 @@ pub(crate) mod tests {
             let registry = connect_redis(&prefix).await;
             ready(&registry, 0..2).await;
             registry.decide(vec![attempt(0, 1, 1)], 5).await.unwrap();
-            let keys = keys_under(&registry, &prefix).await;
-            let mut connection = registry.connection.clone();
-            redis::cmd("UNLINK")
-                .arg(keys)
-                .exec_async(&mut connection)
-                .await
-                .unwrap();
+            unlink_all(&registry, &prefix).await;
             assert_eq!(
                 registry.state().await.unwrap().readiness,
                 Readiness::Missing
