@@ -197,15 +197,7 @@ fn walk(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
 async fn pending_ballots_change_only_for_their_credential(server: TestServer) {
     let client = Client::new(&server.url);
     let (id, voters, _) = common::small_election(&client, &server.admin, 2).await;
-    let pending = client
-        .post(
-            &format!("/api/elections/{id}/ballots/encrypt"),
-            Some(&voters[0]),
-            &json!({ "choices": { "contest-1": ["contest-1-selection-1"] } }),
-        )
-        .await
-        .unwrap();
-    let victim = pending["ballot_id"].as_str().unwrap().to_string();
+    let victim = encrypt_on_server(&client, &id, &voters[0], "contest-1-selection-1").await;
     let before = server
         .app
         .store
@@ -1029,4 +1021,51 @@ fn a_new_data_directory_is_private_from_the_start() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// A ballot the server encrypts for `credential` with one choice in contest-1; its id.
+async fn encrypt_on_server(client: &Client, id: &str, credential: &str, choice: &str) -> String {
+    let encrypted = client
+        .post(
+            &format!("/api/elections/{id}/ballots/encrypt"),
+            Some(credential),
+            &json!({ "choices": { "contest-1": [choice] } }),
+        )
+        .await
+        .unwrap();
+    encrypted["ballot_id"].as_str().unwrap().to_string()
+}
+
+/// `voters/me` for a credential: 200 with whether it has cast, or 401.
+async fn sign_in(server: &TestServer, id: &str, credential: &str) -> (u16, Value) {
+    let answer = reqwest::Client::new()
+        .get(format!("{}/api/elections/{id}/voters/me", server.url))
+        .bearer_auth(credential)
+        .send()
+        .await
+        .unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_used_credential_is_told_at_sign_in() {
+    let server = common::embedded().await;
+    let client = Client::new(&server.url);
+    let (id, voters, _) = common::small_election(&client, &server.admin, 2).await;
+    assert_eq!(sign_in(&server, &id, &voters[0]).await.1["cast"], false);
+    let ballot = encrypt_on_server(&client, &id, &voters[0], "contest-1-selection-2").await;
+    client
+        .post(
+            &format!("/api/elections/{id}/ballots/{ballot}/cast"),
+            Some(&voters[0]),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    let (status, me) = sign_in(&server, &id, &voters[0]).await;
+    assert_eq!((status, &me["cast"]), (200, &json!(true)), "{me}");
+    assert_eq!(sign_in(&server, &id, &voters[1]).await.1["cast"], false);
+    let (status, body) = sign_in(&server, &id, "not-a-credential").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("eligibility list"));
 }

@@ -1,8 +1,9 @@
 //! The web pages end to end in headless Chromium against a real `amarvote serve`:
-//! tests/browser/election.mjs plays the administrator, the guardians, the voters and a
-//! referendum voter; this test starts the server, runs it, and then checks the
-//! published counts through the API against the ground truth of the ballots it cast.
-//! Screenshots of every page land in target/browser-artifacts/.
+//! tests/browser/election.mjs plays the administrator, the guardians, the voters (in
+//! English, Bengali and French, one with the keyboard alone) and a referendum voter, and
+//! audits every page it reaches with axe-core; this test starts the server, runs it, and
+//! then checks the published counts through the API against the ground truth of the
+//! ballots it cast. Screenshots of every page and language land in target/browser-artifacts/.
 
 mod common;
 
@@ -97,6 +98,12 @@ async fn people_run_an_election_and_a_referendum_in_the_browser() {
         artifacts.display(),
         String::from_utf8_lossy(&run.stderr)
     );
+    for summary in stdout
+        .lines()
+        .filter(|l| l.starts_with("AXE ") || l.starts_with("OK "))
+    {
+        println!("{summary}");
+    }
     let election = stdout
         .lines()
         .find_map(|l| l.strip_prefix("ELECTION "))

@@ -1,8 +1,87 @@
 // AmarVote's web pages: one script, no build step. Every page calls the public HTTP API
 // (see /api/openapi.json); nothing here holds a secret longer than the page needs it.
+// The voter, results and referendum pages speak the language of web/i18n/<lang>.json;
+// the administrator's and guardians' pages are in English.
 
 const main = document.getElementById('main');
 const ADMIN_KEY = 'amarvote.admin-token';
+
+// ---------- languages ----------
+
+const LANG_KEY = 'amarvote.lang';
+const LANGUAGES = { en: 'English', fr: 'Français', bn: 'বাংলা' };
+let lang = 'en';
+let messages = {};
+let english = {};
+
+/** The remembered choice, else the first of the browser's languages we have, else English. */
+function preferredLanguage() {
+  const stored = localStorage.getItem(LANG_KEY);
+  if (stored in LANGUAGES) return stored;
+  const wanted = (navigator.languages || [navigator.language || 'en']).map((l) => l.toLowerCase().split('-')[0]);
+  return wanted.find((l) => l in LANGUAGES) || 'en';
+}
+
+async function catalog(code) {
+  const response = await fetch(`/assets/i18n/${code}.json`);
+  if (!response.ok) throw new Error(`no message catalog for ${code}`);
+  return response.json();
+}
+
+async function useLanguage(code) {
+  english = Object.keys(english).length ? english : await catalog('en');
+  messages = code === 'en' ? english : await catalog(code);
+  lang = code;
+  document.documentElement.lang = code;
+  for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll('[data-i18n-label]')) el.setAttribute('aria-label', t(el.dataset.i18nLabel));
+  const picker = document.getElementById('language');
+  if (picker) picker.value = code;
+}
+
+/** A message in the page's language (English where a catalog lacks it), `{name}` filled in. */
+function t(key, params = {}) {
+  return fill(messages[key] ?? english[key] ?? key, params);
+}
+
+function fill(text, params) {
+  return text.replace(/\{(\w+)\}/g, (whole, name) => (name in params ? String(params[name]) : whole));
+}
+
+/** A message in English, for the officials' pages. */
+function en(key, params = {}) {
+  return fill(english[key] ?? key, params);
+}
+
+/** A message whose count decides its form: `key.one`, `key.other`, … by the language's rules. */
+function tn(key, n, params = {}) {
+  const form = new Intl.PluralRules(lang).select(n);
+  const chosen = `${key}.${form}` in messages || `${key}.${form}` in english ? `${key}.${form}` : `${key}.other`;
+  return t(chosen, { n: num(n), ...params });
+}
+
+/** A message with elements in it: `{name}` placeholders become the given nodes. */
+function rich(key, nodes) {
+  return t(key).split(/(\{\w+\})/).filter(Boolean).map((part) => {
+    const name = /^\{(\w+)\}$/.exec(part)?.[1];
+    return name && nodes[name] !== undefined ? nodes[name] : part;
+  });
+}
+
+const num = (n) => new Intl.NumberFormat(lang).format(n);
+const percent = (share) => new Intl.NumberFormat(lang, { style: 'percent', minimumFractionDigits: 1, maximumFractionDigits: 1 }).format(share / 100);
+const stateName = (state) => t(`state.${state}`);
+
+function languagePicker() {
+  const picker = document.getElementById('language');
+  for (const [code, name] of Object.entries(LANGUAGES)) picker.append(h('option', { value: code, lang: code, text: name }));
+  picker.value = lang;
+  picker.addEventListener('change', async () => {
+    localStorage.setItem(LANG_KEY, picker.value);
+    await useLanguage(picker.value);
+    route();
+  });
+}
 
 // ---------- small DOM and API helpers ----------
 
@@ -40,11 +119,12 @@ async function api(method, path, { body, token } = {}) {
   try {
     response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
-    throw new ApiError(0, 'The server cannot be reached. Check your connection and try again.');
+    throw new ApiError(0, t('common.error.network'));
   }
   const text = await response.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = { error: text }; }
+  if (response.status === 429) throw new ApiError(429, t('common.error.busy'));
   if (!response.ok) {
     const message = (data && data.error) || `${response.status} ${response.statusText}`;
     throw new ApiError(response.status, message, data && data.field);
@@ -119,7 +199,7 @@ function onSubmit(form, work, fallbackField) {
       if (!(error instanceof ApiError)) console.error(error);
       errors.show(error, fallbackField);
     } finally {
-      buttons.forEach((b) => { b.disabled = false; });
+      buttons.forEach((b) => { b.disabled = b.hasAttribute('data-blocked'); });
     }
   });
   return errors;
@@ -134,11 +214,26 @@ function download(filename, text, type = 'application/json') {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
+/** Shows a page in the chosen language; absent children (null, false) are left out. */
 function page(title, ...children) {
+  main.removeAttribute('lang');
+  showPage(title, children);
+}
+
+/** Shows one of the officials' pages, which are in English whatever the chosen language. */
+function officialPage(title, ...children) {
+  main.setAttribute('lang', 'en');
+  showPage(title, children);
+}
+
+function showPage(title, children) {
   document.title = `${title} · AmarVote`;
-  main.replaceChildren(h('h1', { text: title }), ...children);
+  main.replaceChildren(h('h1', { text: title }), ...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
   main.focus();
 }
+
+/** A table that may scroll sideways on a narrow screen: a labelled region the keyboard can reach and scroll. */
+const scrollable = (label, table) => h('div', { class: 'table-scroll', tabindex: 0, role: 'region', 'aria-label': label }, table);
 
 const notice = (text) => h('p', { class: 'notice', role: 'status', text });
 const alertBox = (text) => h('p', { class: 'alert', role: 'alert', text });
@@ -172,6 +267,10 @@ function every(ms, work) {
   const timer = setInterval(work, ms);
   keep(() => clearInterval(timer));
 }
+function stopPageWork() {
+  cleanups.forEach((stop) => stop());
+  cleanups = [];
+}
 
 const routes = [
   [/^$|^\/$/, homePage],
@@ -179,65 +278,71 @@ const routes = [
   [/^\/admin\/new$/, newElectionPage],
   [/^\/admin\/election\/([\w-]+)$/, electionAdminPage],
   [/^\/guardian$/, guardianPage],
-  [/^\/vote$/, (m) => electionChooser('Vote', 'open', (id) => `#/vote/${id}`)],
+  [/^\/vote$/, () => electionChooser(t('vote.chooser'), 'open', (id) => `#/vote/${id}`)],
   [/^\/vote\/([\w-]+)$/, votePage],
-  [/^\/results$/, () => electionChooser('Results & audit', null, (id) => `#/results/${id}`)],
+  [/^\/results$/, () => electionChooser(t('results.chooser'), null, (id) => `#/results/${id}`)],
   [/^\/results\/([\w-]+)$/, resultsPage],
   [/^\/referendum$/, referendumPage],
   [/^\/referendum\/outcome\/([\w-]+)$/, referendumOutcomePage],
 ];
 
 async function route() {
-  cleanups.forEach((stop) => stop());
-  cleanups = [];
-  const path = location.hash.replace(/^#/, '');
-  for (const [pattern, render] of routes) {
+  stopPageWork();
+  main.setAttribute('aria-busy', 'true');
+  try {
+    await render(location.hash.replace(/^#/, ''));
+  } finally {
+    main.removeAttribute('aria-busy');
+  }
+}
+
+async function render(path) {
+  for (const [pattern, show] of routes) {
     const match = pattern.exec(path);
     if (match) {
       try {
-        await render(...match.slice(1));
+        await show(...match.slice(1));
       } catch (error) {
-        page('Something went wrong', alertBox(error.message));
+        page(t('common.error.title'), alertBox(error.message));
       }
       return;
     }
   }
-  page('Page not found', h('p', {}, 'There is no page here. ', h('a', { href: '#/', text: 'Go to the start page' }), '.'));
+  page(t('common.notFound.title'), h('p', {}, rich('common.notFound.text', { link: h('a', { href: '#/', text: t('common.notFound.link') }) })));
 }
 
 // ---------- start page and election lists ----------
 
 async function homePage() {
   const { elections } = await api('GET', '/api/elections');
+  const item = (key, href) => h('li', {}, rich(key, { link: h('a', { href, text: t(`${key}.link`) }) }));
   page('AmarVote',
-    h('p', { text: 'Verifiable elections (ElectionGuard 1.0): every ballot is encrypted, every count can be checked by anyone.' }),
+    h('p', { text: t('home.intro') }),
     h('ul', {},
-      h('li', {}, h('a', { href: '#/vote', text: 'Vote' }), ' with the one-time credential you were given.'),
-      h('li', {}, h('a', { href: '#/results', text: 'Results & audit' }), ': counts, the verification report and every tracking code.'),
-      h('li', {}, h('a', { href: '#/guardian', text: 'Guardians' }), ': consent to decryption with your credential file and passphrase.'),
-      h('li', {}, h('a', { href: '#/admin', text: 'Administrators' }), ': create elections and run the tally.'),
-      h('li', {}, h('a', { href: '#/referendum', text: 'Referendum' }), ': vote on a law with your NAS and code; live totals.')),
-    h('h2', { text: 'Elections' }),
+      item('home.vote', '#/vote'), item('home.results', '#/results'), item('home.guardians', '#/guardian'),
+      item('home.admins', '#/admin'), item('home.referendum', '#/referendum')),
+    h('h2', { text: t('home.elections') }),
     electionTable(elections, (e) => [
-      h('a', { href: `#/vote/${e.election_id}`, text: 'Vote' }), ' · ',
-      h('a', { href: `#/results/${e.election_id}`, text: 'Results' })]));
+      h('a', { href: `#/vote/${e.election_id}`, text: t('home.voteIn'), 'aria-label': `${t('home.voteIn')}: ${e.title}` }), ' · ',
+      h('a', { href: `#/results/${e.election_id}`, text: t('home.resultsOf'), 'aria-label': `${t('home.resultsOf')}: ${e.title}` })]));
 }
 
-function electionTable(elections, actions) {
-  if (!elections.length) return h('p', { text: 'No elections yet.' });
-  return h('div', { class: 'table-scroll' }, h('table', {},
-    h('thead', {}, h('tr', {}, h('th', { text: 'Title' }), h('th', { text: 'State' }), h('th', { text: 'Guardians' }), h('th', { text: '' }))),
+/** The elections with their state; `say` is `t`, or `en` on the officials' English pages. */
+function electionTable(elections, actions, say = t) {
+  if (!elections.length) return h('p', { text: say('home.none') });
+  return scrollable(say('home.elections'), h('table', {},
+    h('thead', {}, h('tr', {}, ['home.col.title', 'home.col.state', 'home.col.guardians', 'home.col.actions'].map((k) => h('th', { scope: 'col', text: say(k) })))),
     h('tbody', {}, elections.map((e) => h('tr', {},
-      h('td', { text: e.title }), h('td', {}, h('span', { class: 'tag', text: e.state })),
-      h('td', { text: `${e.quorum} of ${e.guardians}` }), h('td', {}, actions(e)))))));
+      h('td', { text: e.title }), h('td', {}, h('span', { class: 'tag', text: say(`state.${e.state}`) })),
+      h('td', { text: say('home.quorum', { quorum: e.quorum, guardians: e.guardians }) }), h('td', {}, actions(e)))))));
 }
 
 async function electionChooser(title, state, link) {
   const { elections } = await api('GET', '/api/elections');
   const shown = state ? elections.filter((e) => e.state === state) : elections;
   page(title, shown.length
-    ? h('ul', {}, shown.map((e) => h('li', {}, h('a', { href: link(e.election_id), text: e.title }), ` (${e.state})`)))
-    : h('p', { text: state ? 'No election is open for voting.' : 'No elections yet.' }));
+    ? h('ul', {}, shown.map((e) => h('li', {}, h('a', { href: link(e.election_id), text: e.title }), ` (${stateName(e.state)})`)))
+    : h('p', { text: state ? t('home.noneOpen') : t('home.none') }));
 }
 
 // ---------- administrator ----------
@@ -247,10 +352,10 @@ async function adminPage() {
   const { elections } = await api('GET', '/api/elections');
   const signOut = h('button', { type: 'button', class: 'secondary', text: 'Sign out',
     onclick: () => { sessionStorage.removeItem(ADMIN_KEY); route(); } });
-  page('Administrator',
+  officialPage('Administrator',
     h('a', { class: 'button', href: '#/admin/new', text: 'Create an election' }), signOut,
     h('h2', { text: 'Elections' }),
-    electionTable(elections, (e) => h('a', { href: `#/admin/election/${e.election_id}`, text: 'Manage' })),
+    electionTable(elections, (e) => h('a', { href: `#/admin/election/${e.election_id}`, text: 'Manage', 'aria-label': `Manage ${e.title}` }), en),
     referendumAdmin());
 }
 
@@ -261,11 +366,29 @@ function adminSignIn() {
     h('button', { type: 'submit', text: 'Sign in' }));
   onSubmit(form, async () => {
     if (!token.value.trim()) throw new ApiError(400, 'Enter the administrator token.', 'token');
-    await api('GET', '/api/admin', { token: token.value.trim() });
+    await api('GET', '/api/admin', { token: token.value.trim() }).catch((error) => {
+      if (error.status !== 401 && error.status !== 403) throw error;
+      throw new ApiError(error.status, 'This is not the administrator token. Copy it again from admin.token in the server\'s data directory.', 'token');
+    });
     sessionStorage.setItem(ADMIN_KEY, token.value.trim());
     route();
   }, 'token');
-  page('Administrator sign-in', form);
+  officialPage('Administrator sign-in', form);
+}
+
+const CEREMONY_HINTS = {
+  guardians: 'Each guardian generates their own keys on their own machine: no guardian secret reaches the server until that guardian consents to decrypt.',
+  server: 'This server generates every guardian\'s keys and keeps each sealed under that guardian\'s passphrase: convenient, but you trust this server with the secrets.',
+};
+
+/** The key-ceremony choice, whose hint says what the chosen way means. */
+function ceremonyChoice() {
+  const select = h('select', { name: 'key_ceremony' },
+    h('option', { value: 'guardians', text: 'Run by the guardians on their own machines' }),
+    h('option', { value: 'server', text: 'Generated on this server (convenience)' }));
+  const box = field('Key ceremony', select, { name: 'key_ceremony', hint: CEREMONY_HINTS.guardians });
+  select.addEventListener('change', () => { box.querySelector('.hint').textContent = CEREMONY_HINTS[select.value]; });
+  return box;
 }
 
 function contestEditor(index) {
@@ -316,10 +439,7 @@ async function newElectionPage() {
     h('button', { type: 'button', class: 'secondary', text: 'Add a contest',
       onclick: () => contests.append(contestEditor(contests.children.length)) }),
     h('fieldset', {}, h('legend', { text: 'Guardians' }),
-      field('Key ceremony', h('select', { name: 'key_ceremony' },
-        h('option', { value: 'guardians', text: 'Run by the guardians on their own machines' }),
-        h('option', { value: 'server', text: 'Generated on this server (convenience)' })),
-      { name: 'key_ceremony', hint: 'Run by the guardians, no guardian secret ever reaches the server before the guardian consents to decrypt.' }),
+      ceremonyChoice(),
       field('Number of guardians', h('input', { type: 'number', name: 'guardians', min: 1, value: 3 }), { name: 'guardians' }),
       field('Quorum', h('input', { type: 'number', name: 'quorum', min: 1, value: 2 }), { name: 'quorum', hint: 'How many guardians must be present to decrypt.' })),
     h('fieldset', {}, h('legend', { text: 'Voting window' }),
@@ -348,7 +468,7 @@ async function newElectionPage() {
       : null;
     createdPage(created, issued);
   });
-  page('Create an election', form);
+  officialPage('Create an election', form);
 }
 
 function createdPage(created, issued) {
@@ -365,11 +485,11 @@ function createdPage(created, issued) {
     h('p', { class: 'hint', text: 'Shown once. Send each voter their credential privately.' }),
     h('button', { type: 'button', class: 'secondary', text: 'Download credentials (CSV)',
       onclick: () => download('voter-credentials.csv', ['voter,credential', ...issued.voters.map((v) => `${v.voter},${v.credential}`)].join('\n'), 'text/csv') }),
-    h('div', { class: 'table-scroll' }, h('table', { class: 'credentials' },
+    scrollable('Voter credentials', h('table', { class: 'credentials' },
       h('thead', {}, h('tr', {}, h('th', { text: 'Voter' }), h('th', { text: 'Credential' }))),
       h('tbody', {}, issued.voters.map((v) => h('tr', {}, h('td', { text: v.voter }), h('td', {}, h('code', { text: v.credential }))))))),
   ] : [];
-  page('Election created',
+  officialPage('Election created',
     byGuardians
       ? notice('The guardians now run the key ceremony, each on their own machine; voting opens when every backup is verified.')
       : notice(`The key ceremony is complete: every guardian's proofs and backups were verified and the joint key is published.`),
@@ -377,7 +497,7 @@ function createdPage(created, issued) {
     h('p', {}, 'Election id ', h('code', { id: 'election-id', text: created.election_id })),
     h('h2', { text: 'Guardian credentials' }),
     h('p', { class: 'hint', text: byGuardians ? 'Shown once. Give each guardian their credential file.' : 'Shown once. Give each guardian their credential file and, by another channel, their passphrase.' }),
-    h('div', { class: 'table-scroll' }, h('table', { class: 'guardian-credentials' },
+    scrollable('Guardian credentials', h('table', { class: 'guardian-credentials' },
       h('thead', {}, h('tr', {}, h('th', { text: 'Guardian' }), h('th', { text: 'Passphrase' }), h('th', { text: 'Credential file' }))),
       h('tbody', {}, guardianRows))),
     ...voterSection,
@@ -390,24 +510,34 @@ async function electionAdminPage(id) {
   const ceremony = h('div');
   const jobsBox = h('div', { id: 'jobs' });
   const phases = h('div', { id: 'phases' });
+  const quorum = h('div');
+  let starts = null;
+  let closing = null;
   const refresh = async () => {
     const [summary, guardians, jobs] = await Promise.all([
       api('GET', `/api/elections/${id}`), api('GET', `/api/elections/${id}/guardians`), api('GET', `/api/elections/${id}/jobs`)]);
     overview.replaceChildren(summaryList(summary));
     ceremony.replaceChildren(summary.state === 'key_ceremony'
       ? ceremonyProgress(await api('GET', `/api/elections/${id}/ceremony`))
-      : guardianTable(guardians));
+      : keyTable(guardians));
+    quorum.replaceChildren(quorumTable(guardians));
+    closing.update(summary);
+    starts.update(summary, guardians, jobs.jobs);
     renderJobs(jobs.jobs, phases, jobsBox);
   };
+  starts = jobButtons(id, refresh);
+  closing = closeVotingForm(id, refresh);
   await refresh();
   every(3000, () => refresh().catch(() => {}));
-  page('Manage election',
+  officialPage('Manage election',
     overview,
     h('p', {}, h('a', { href: `#/results/${id}`, text: 'Public results & audit page' })),
     h('h2', { text: 'Key ceremony' }), ceremony,
     h('h2', { text: 'Voters' }), addVotersForm(id),
-    h('h2', { text: 'Voting' }), closeVotingForm(id, refresh),
-    h('h2', { text: 'Tally and decryption' }), jobButtons(id, refresh),
+    h('h2', { text: 'Voting' }), closing,
+    h('h2', { text: 'Tally and decryption' }),
+    h('h3', { text: 'Guardians present for decryption' }), quorum,
+    h('h3', { text: 'Start a phase' }), starts,
     h('h3', { text: 'Phases' }), phases,
     h('h3', { text: 'All jobs' }), jobsBox,
     h('h2', { text: 'Election record' }), recordSection(id));
@@ -422,17 +552,26 @@ function summaryList(s) {
     row('Manifest hash', h('code', { text: s.manifest_hash })));
 }
 
-function guardianTable(g) {
+/** Each guardian's announced key and whether its proofs verify: the key ceremony's outcome. */
+function keyTable(g) {
+  return scrollable('Guardian keys', h('table', { class: 'guardian-keys' },
+    h('thead', {}, h('tr', {}, ['Guardian', 'Public key', 'Proofs'].map((text) => h('th', { scope: 'col', text })))),
+    h('tbody', {}, g.guardians.map((x) => h('tr', {},
+      h('td', { text: x.guardian_id }), h('td', {}, h('code', { text: `${x.public_key_fingerprint}…` })),
+      x.announced
+        ? h('td', { class: x.proofs_verified ? 'ok' : 'fail', text: x.proofs_verified ? 'verified' : 'FAILED' })
+        : h('td', { class: 'hint', text: 'not announced' }))))));
+}
+
+/** Who has consented to decrypt, against the quorum decryption needs. */
+function quorumTable(g) {
   return h('div', {},
     h('p', { class: g.quorum_met ? 'ok' : 'hint', id: 'quorum',
       text: `${g.present} of ${g.guardians.length} guardians present for decryption; quorum ${g.quorum}: ${g.quorum_met ? 'met' : 'not met'}.` }),
-    h('div', { class: 'table-scroll' }, h('table', {},
-      h('thead', {}, h('tr', {}, ['Guardian', 'Public key', 'Proofs', 'Decryption'].map((t) => h('th', { text: t })))),
+    scrollable('Guardians present for decryption', h('table', { class: 'guardian-presence' },
+      h('thead', {}, h('tr', {}, ['Guardian', 'Decryption'].map((text) => h('th', { scope: 'col', text })))),
       h('tbody', {}, g.guardians.map((x) => h('tr', {},
-        h('td', { text: x.guardian_id }), h('td', {}, h('code', { text: `${x.public_key_fingerprint}…` })),
-        x.announced
-          ? h('td', { class: x.proofs_verified ? 'ok' : 'fail', text: x.proofs_verified ? 'verified' : 'FAILED' })
-          : h('td', { class: 'hint', text: 'not announced' }),
+        h('td', { text: x.guardian_id }),
         h('td', { text: x.consented_to_decrypt ? (x.decrypts_on_own_machine ? 'present (decrypts on own machine)' : 'present') : 'missing' })))))));
 }
 
@@ -453,7 +592,7 @@ function ceremonyProgress(status) {
     status.answered_challenges.length
       ? h('p', { class: 'hint', text: `Settled by the sender's verified answer: ${status.answered_challenges.map(([s, r]) => `${s}'s backup to ${r}`).join('; ')}.` })
       : null,
-    h('div', { class: 'table-scroll' }, h('table', {},
+    scrollable('Key ceremony progress', h('table', {},
       h('thead', {}, h('tr', {}, ['Guardian', 'Public key announced', 'Backups sent', 'Backups verified'].map((t) => h('th', { text: t })))),
       h('tbody', {}, status.guardians.map((g) => h('tr', { 'data-guardian': g.guardian_id },
         h('td', { text: g.guardian_id }), mark(g.announced), mark(g.backups_sent), mark(g.backups_verified)))))),
@@ -477,14 +616,22 @@ function addVotersForm(id) {
   return form;
 }
 
+/** Close voting: pressable only while voting is open, with what closing means or why not. */
 function closeVotingForm(id, refresh) {
-  const form = h('form', {}, h('p', { class: 'hint', text: 'Voting opens once the key ceremony is complete. Closing is final: no ballot is accepted after it.' }),
-    h('button', { type: 'submit', class: 'danger', text: 'Close voting' }));
+  const why = h('p', { class: 'hint', id: 'close-why' });
+  const button = h('button', { type: 'submit', class: 'danger', text: 'Close voting', 'aria-describedby': why.id, disabled: true, 'data-blocked': '' });
+  const form = h('form', {}, why, button);
   onSubmit(form, async () => {
     await api('POST', `/api/elections/${id}/close`, { token: adminToken() });
-    form.replaceChildren(notice('Voting is closed.'));
     await refresh();
   });
+  form.update = (summary) => {
+    const open = summary.state === 'open';
+    button.disabled = !open;
+    button.toggleAttribute('data-blocked', !open);
+    why.textContent = open ? 'Closing is final: no ballot is accepted after it.'
+      : summary.state === 'key_ceremony' ? 'Voting opens once the key ceremony is complete.' : 'Voting is closed.';
+  };
   return form;
 }
 
@@ -495,13 +642,49 @@ const PHASES = [
   ['verify', 'Verify', 'Re-checks every ballot\'s proofs and tracking code.'],
 ];
 
+/** Why a phase cannot start now (the server's own preconditions), or null when it can. */
+function blockedPhase(kind, summary, guardians, jobs) {
+  if (jobs.some((j) => j.kind === kind && j.state === 'running')) return `A ${kind} job is running.`;
+  const order = ['key_ceremony', 'open', 'closed', 'tallied', 'decrypted', 'published'];
+  const at = order.indexOf(summary.state);
+  const votingOn = at <= order.indexOf('open');
+  switch (kind) {
+    case 'tally':
+      return votingOn ? 'Close voting first.' : at > order.indexOf('closed') ? 'The tally is done.' : null;
+    case 'decrypt':
+      if (at < order.indexOf('tallied')) return votingOn ? 'Close voting, then run the tally.' : 'Run the tally first.';
+      if (at > order.indexOf('tallied')) return 'Decryption is done.';
+      return guardians.quorum_met ? null
+        : `${guardians.present} of ${guardians.guardians.length} guardians have consented to decrypt; ${guardians.quorum} are needed.`;
+    case 'combine':
+      if (at < order.indexOf('decrypted')) return 'Run the decryption first.';
+      return at > order.indexOf('decrypted') ? 'The results are published.' : null;
+    default:
+      return votingOn ? 'Close voting first.' : null;
+  }
+}
+
+/** The four Start buttons, each enabled only when the election's state lets its phase run. */
 function jobButtons(id, refresh) {
-  const form = h('form', {}, PHASES.map(([kind, label, hint]) =>
-    h('div', {}, h('button', { type: 'submit', name: 'kind', value: kind, text: `Start ${label.toLowerCase()}` }), h('span', { class: 'hint', text: ` ${hint}` }))));
+  const rows = PHASES.map(([kind, label, hint]) => {
+    const why = h('span', { class: 'hint', id: `phase-why-${kind}` });
+    const button = h('button', { type: 'submit', name: 'kind', value: kind, text: `Start ${label.toLowerCase()}`,
+      'aria-describedby': why.id, disabled: true, 'data-blocked': '' });
+    return { kind, hint, button, why };
+  });
+  const form = h('form', { class: 'phase-starts' }, rows.map((r) => h('div', { class: 'phase-start' }, r.button, ' ', r.why)));
   onSubmit(form, async (button) => {
     await api('POST', `/api/elections/${id}/jobs`, { body: { kind: button.value }, token: adminToken() });
     await refresh();
   });
+  form.update = (summary, guardians, jobs) => {
+    for (const r of rows) {
+      const blocked = blockedPhase(r.kind, summary, guardians, jobs);
+      r.button.disabled = Boolean(blocked);
+      r.button.toggleAttribute('data-blocked', Boolean(blocked));
+      r.why.textContent = blocked || r.hint;
+    }
+  };
   return form;
 }
 
@@ -556,7 +739,7 @@ function chunkDetails(job, open) {
   const details = h('details', { 'data-job': job.job_id, open }, h('summary', { text: 'Chunks and timings' }), body);
   const load = async () => {
     const status = await api('GET', `/api/jobs/${job.job_id}?chunks=true`);
-    body.replaceChildren(h('div', { class: 'table-scroll' }, h('table', {},
+    body.replaceChildren(scrollable('Chunks', h('table', {},
       h('thead', {}, h('tr', {}, ['Chunk', 'Queue', 'State', 'Attempts', 'Time', 'Error'].map((t) => h('th', { text: t })))),
       h('tbody', {}, status.chunks.map((c) => h('tr', {},
         h('td', { text: c.index }), h('td', { text: c.queue }), h('td', { text: c.state }), h('td', { text: c.attempts }),
@@ -629,20 +812,29 @@ async function guardianPage() {
   const file = h('input', { type: 'file', name: 'credential', accept: '.json,application/json' });
   const passphrase = h('input', { type: 'password', name: 'passphrase', autocomplete: 'off' });
   const status = h('div', { id: 'guardian-status' });
-  const form = h('form', { novalidate: true },
-    field('Credential file', file, { name: 'credential', hint: 'The guardian-….json file the administrator gave you.' }),
+  const consentPart = h('div', {},
     field('Passphrase', passphrase, { name: 'passphrase', hint: 'It unlocks your key share on the server for this election\'s decryption only.' }),
     h('button', { type: 'submit', text: 'Consent to decrypt' }));
+  const consented = notice('Your consent is recorded: your share will be used when the administrator runs decryption.');
+  consented.hidden = true;
+  consented.tabIndex = -1;
+  const form = h('form', { novalidate: true },
+    field('Credential file', file, { name: 'credential', hint: 'The guardian-….json file the administrator gave you.' }),
+    consentPart, consented);
   let credential = null;
   const loadStatus = async () => {
     const [summary, guardians] = await Promise.all([
       api('GET', `/api/elections/${credential.election_id}`), api('GET', `/api/elections/${credential.election_id}/guardians`)]);
     const progress = summary.state === 'key_ceremony'
-      ? ceremonyProgress(await api('GET', `/api/elections/${credential.election_id}/ceremony`))
-      : guardianTable(guardians);
+      ? [ceremonyProgress(await api('GET', `/api/elections/${credential.election_id}/ceremony`))]
+      : [h('h3', { text: 'Key ceremony' }), keyTable(guardians), h('h3', { text: 'Decryption' }), quorumTable(guardians)];
+    const me = guardians.guardians.find((g) => g.guardian_id === credential.guardian_id);
+    // A guardian who has consented has nothing more to give here: no passphrase field, no button.
+    consentPart.hidden = Boolean(me?.consented_to_decrypt);
+    consented.hidden = !me?.consented_to_decrypt;
     status.replaceChildren(h('h2', { text: summary.title }),
       h('p', {}, `You are `, h('strong', { text: credential.guardian_id }), `. Election state: ${summary.state}.`),
-      progress);
+      ...progress);
   };
   const errors = onSubmit(form, async () => {
     if (!credential) throw new ApiError(400, 'Choose your credential file first.', 'credential');
@@ -650,8 +842,8 @@ async function guardianPage() {
     await api('POST', `/api/elections/${credential.election_id}/guardians/${credential.guardian_id}/decryption-consent`,
       { body: { passphrase: passphrase.value }, token: credential.token });
     passphrase.value = '';
-    form.after(notice('Your consent is recorded: your share will be used when the administrator runs decryption.'));
     await loadStatus();
+    consented.focus();
   }, 'passphrase');
   file.addEventListener('change', async () => {
     errors.clear();
@@ -664,7 +856,7 @@ async function guardianPage() {
       errors.show(new ApiError(400, error instanceof ApiError ? error.message : 'This is not an AmarVote guardian credential file.', 'credential'));
     }
   });
-  page('Guardian', form, status,
+  officialPage('Guardian', form, status,
     h('h2', { text: 'On your own machine' }),
     h('p', { text: 'If the guardians run the key ceremony, take part with your credential file; your secret stays in the keystore file:' }),
     h('pre', {}, h('code', { text: 'amarvote guardian ceremony --credential guardian-1.json --keystore guardian-1.keystore' })),
@@ -679,40 +871,64 @@ async function votePage(id) {
   const [summary, manifest] = await Promise.all([api('GET', `/api/elections/${id}`), api('GET', `/api/elections/${id}/manifest`)]);
   const contests = ballotLayout(manifest);
   if (summary.state !== 'open') {
-    const why = summary.state === 'key_ceremony' ? 'Voting opens when the guardians finish the key ceremony.' : `Voting is ${summary.state}.`;
-    return page(summary.title, notice(why), h('a', { href: `#/results/${id}`, text: 'See the results and audit page' }));
+    const why = summary.state === 'key_ceremony' ? t('vote.notOpen.ceremony') : t('vote.notOpen', { state: stateName(summary.state) });
+    return page(summary.title, notice(why), h('a', { href: `#/results/${id}`, text: t('vote.seeResults') }));
   }
   const credential = h('input', { type: 'password', name: 'credential', autocomplete: 'off' });
   const form = h('form', { novalidate: true },
-    field('Your one-time voting credential', credential, { name: 'credential' }),
-    h('button', { type: 'submit', text: 'Sign in' }));
+    field(t('vote.credential'), credential, { name: 'credential', hint: t('vote.credential.hint') }),
+    h('button', { type: 'submit', text: t('vote.signIn') }));
   onSubmit(form, async () => {
     const token = credential.value.trim();
-    if (!token) throw new ApiError(400, 'Enter your credential.', 'credential');
-    await api('GET', `/api/elections/${id}/voters/me`, { token });
+    if (!token) throw new ApiError(400, t('vote.error.noCredential'), 'credential');
+    const me = await api('GET', `/api/elections/${id}/voters/me`, { token }).catch((error) => {
+      throw error.status === 401 ? new ApiError(401, t('vote.error.notEligible'), 'credential') : error;
+    });
+    if (me.cast) return credentialUsed(summary);
     markBallot({ id, summary, contests, token, marks: {} });
   }, 'credential');
-  page(summary.title, h('p', { text: 'Sign in, mark your ballot, review it, then cast it, or challenge it to check that it was encrypted as you marked it.' }), form);
+  page(summary.title, h('p', { text: t('vote.intro') }), form);
+}
+
+/** A credential that has cast its ballot: said plainly, with nothing left to press. */
+function credentialUsed(summary) {
+  page(t('vote.used.title'),
+    h('p', { class: 'alert', role: 'alert', id: 'credential-used', text: t('vote.used.text') }),
+    h('p', {}, h('a', { href: `#/results/${summary.election_id}`, text: t('vote.seeResults') })));
+}
+
+/** An error handler: a credential that has cast meanwhile (another tab or device) ends the
+ * flow on the plain "already voted" page; any other error is shown where it happened. */
+function unlessUsed(vote) {
+  return (error) => {
+    if (error.status !== 409 || !/already been used/.test(error.message)) throw error;
+    credentialUsed(vote.summary);
+    return null;
+  };
 }
 
 function markBallot(vote) {
   const form = h('form', { novalidate: true, class: 'ballot' }, vote.contests.map((c) => contestChoices(c, vote.marks[c.id] || [])),
-    h('button', { type: 'submit', text: 'Review my ballot' }));
+    h('button', { type: 'submit', text: t('vote.review') }));
   onSubmit(form, async () => {
     vote.marks = {};
     for (const c of vote.contests) {
-      vote.marks[c.id] = [...form.querySelectorAll(`input[data-contest="${c.id}"]:checked`)].map((i) => i.value);
-      if (vote.marks[c.id].length > c.votesAllowed) throw new ApiError(400, `Choose at most ${c.votesAllowed}.`, c.id);
+      vote.marks[c.id] = [...form.querySelectorAll(`input[data-contest="${c.id}"]:checked`)].map((i) => i.value).filter(Boolean);
+      if (vote.marks[c.id].length > c.votesAllowed) throw new ApiError(400, t('vote.error.tooMany', { n: num(c.votesAllowed) }), c.id);
     }
     reviewBallot(vote);
   });
   page(vote.summary.title, form);
 }
 
+/** One contest's choices; a one-choice contest also offers "leave blank", so a mark can be undone. */
 function contestChoices(contest, marked) {
   const single = contest.votesAllowed === 1;
-  const inputs = contest.selections.map((s) => h('input', {
-    type: single ? 'radio' : 'checkbox', name: contest.id, value: s.id, id: `${s.id}`, 'data-contest': contest.id, checked: marked.includes(s.id) }));
+  const options = contest.selections.map((s) => ({ id: s.id, value: s.id, name: s.name }));
+  if (single) options.push({ id: `${contest.id}--blank`, value: '', name: t('vote.leaveBlank'), blank: true });
+  const inputs = options.map((o) => h('input', {
+    type: single ? 'radio' : 'checkbox', name: contest.id, value: o.value, id: o.id, 'data-contest': contest.id,
+    checked: o.blank ? marked.length === 0 : marked.includes(o.value) }));
   const limit = () => {
     if (single) return;
     const full = inputs.filter((i) => i.checked).length >= contest.votesAllowed;
@@ -720,80 +936,133 @@ function contestChoices(contest, marked) {
   };
   inputs.forEach((i) => i.addEventListener('change', limit));
   limit();
-  const box = h('fieldset', { 'data-field': contest.id },
+  return h('fieldset', { 'data-field': contest.id },
     h('legend', { text: contest.name }),
-    h('p', { class: 'hint', text: single ? 'Choose one, or none.' : `Choose up to ${contest.votesAllowed}.` }),
-    contest.selections.map((s, k) => h('label', { class: 'choice', for: s.id }, inputs[k], s.name)),
+    h('p', { class: 'hint', text: single ? t('vote.chooseOne') : t('vote.chooseUpTo', { n: num(contest.votesAllowed) }) }),
+    options.map((o, k) => h('label', { class: o.blank ? 'choice blank' : 'choice', for: o.id }, inputs[k], o.name)),
     h('p', { class: 'field-error', hidden: true }));
-  return box;
 }
 
 function choiceList(vote, marks) {
   return h('dl', { class: 'choices' }, vote.contests.flatMap((c) => {
     const chosen = c.selections.filter((s) => (marks[c.id] || []).includes(s.id)).map((s) => s.name);
-    return [h('dt', { text: c.name }), h('dd', { text: chosen.length ? chosen.join(', ') : 'no selection' })];
+    return [h('dt', { text: c.name }), h('dd', { text: chosen.length ? chosen.join(', ') : t('vote.noSelection') })];
   }));
 }
 
 function reviewBallot(vote) {
   const form = h('form', {},
     choiceList(vote, vote.marks),
-    h('button', { type: 'button', class: 'secondary', text: 'Change my choices', onclick: () => markBallot(vote) }),
-    h('button', { type: 'submit', text: 'Encrypt my ballot' }));
+    h('button', { type: 'button', class: 'secondary', text: t('vote.change'), onclick: () => markBallot(vote) }),
+    h('button', { type: 'submit', text: t('vote.encrypt') }));
   onSubmit(form, async () => {
-    const encrypted = await api('POST', `/api/elections/${vote.id}/ballots/encrypt`, { body: { choices: vote.marks }, token: vote.token });
-    castOrChallenge(vote, encrypted);
+    const encrypted = await api('POST', `/api/elections/${vote.id}/ballots/encrypt`, { body: { choices: vote.marks }, token: vote.token })
+      .catch(unlessUsed(vote));
+    if (encrypted) castOrChallenge(vote, encrypted);
   });
-  page('Review your ballot', form);
+  page(t('vote.review.title'), form);
 }
 
 function castOrChallenge(vote, encrypted) {
   const form = h('form', {},
-    h('p', {}, 'Your ballot is encrypted. Its fingerprint: ', h('code', { text: encrypted.crypto_hash.slice(0, 16) })),
-    h('p', { class: 'hint', text: 'Cast it to count it, or challenge it: the server then opens this encryption so you can check it holds your choices; a challenged ballot is never counted, and you vote again.' }),
-    h('button', { type: 'submit', name: 'action', value: 'cast', text: 'Cast my ballot' }),
-    h('button', { type: 'submit', name: 'action', value: 'challenge', class: 'secondary', text: 'Challenge (check the encryption)' }));
+    h('p', {}, rich('vote.decide.fingerprint', { code: h('code', { text: encrypted.crypto_hash.slice(0, 16) }) })),
+    h('p', { class: 'hint', text: t('vote.decide.hint') }),
+    h('button', { type: 'submit', name: 'action', value: 'cast', text: t('vote.cast') }),
+    h('button', { type: 'submit', name: 'action', value: 'challenge', class: 'secondary', text: t('vote.challenge') }));
   onSubmit(form, async (button) => {
-    const receipt = await api('POST', `/api/elections/${vote.id}/ballots/${encrypted.ballot_id}/${button.value}`, { token: vote.token });
+    const receipt = await api('POST', `/api/elections/${vote.id}/ballots/${encrypted.ballot_id}/${button.value}`, { token: vote.token })
+      .catch(unlessUsed(vote));
+    if (!receipt) return;
     if (button.value === 'cast') castReceipt(vote, receipt);
     else challengeReceipt(vote, receipt);
   });
-  page('Cast or challenge', form);
+  page(t('vote.decide.title'), form);
+}
+
+/** A tracking code in groups of four, each a separate word so that it wraps on a phone. */
+function groupedCode(code, props = {}) {
+  const groups = code.match(/.{1,4}/g) || [];
+  return h('code', { ...props, class: `code-groups ${props.class || ''}`.trim(), 'data-code': code },
+    groups.flatMap((g, k) => (k ? [' ', h('span', { text: g })] : [h('span', { text: g })])));
+}
+
+function receiptText(vote, receipt, castAt) {
+  const grouped = (receipt.tracking_code.match(/.{1,4}/g) || []).join(' ');
+  return [
+    t('vote.receipt.heading'), '',
+    `${t('vote.receipt.election')}: ${vote.summary.title} (${vote.id})`,
+    `${t('vote.receipt.code')}: ${grouped}`,
+    `${t('vote.receipt.castAt')}: ${castAt.toISOString()}`,
+    `${t('vote.receipt.checkAt')}: ${location.origin}/#/results/${vote.id}`, '',
+    t('vote.receipt.keep'), '',
+  ].join('\n');
+}
+
+/** Copies the code: the Clipboard API where the page may use it, else the selection. */
+async function copyCode(codeEl, status) {
+  try {
+    await navigator.clipboard.writeText(codeEl.dataset.code);
+    status.textContent = t('vote.receipt.copied');
+  } catch (error) {
+    const range = document.createRange();
+    range.selectNodeContents(codeEl);
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+    status.textContent = document.execCommand?.('copy') ? t('vote.receipt.copied') : t('vote.receipt.copyFailed');
+  }
 }
 
 function castReceipt(vote, receipt) {
-  page('Your ballot is cast',
-    notice('Thank you. Your ballot is in the ballot box.'),
-    h('p', {}, 'Your tracking code: ', h('span', { class: 'code-big', id: 'tracking-code', text: receipt.tracking_code })),
-    h('p', { class: 'hint', text: 'Keep it: with it you can check, on the results page, that your ballot is counted as cast.' }),
-    h('a', { class: 'button', href: `#/results/${vote.id}`, text: 'Verify my vote' }));
+  const castAt = new Date();
+  const code = groupedCode(receipt.tracking_code, { id: 'tracking-code', class: 'code-big' });
+  const copied = h('p', { class: 'hint', role: 'status', id: 'copy-status' });
+  page(t('vote.receipt.title'),
+    notice(t('vote.receipt.thanks')),
+    h('section', { class: 'receipt card', 'aria-labelledby': 'receipt-code-label' },
+      h('p', { class: 'print-only', text: t('vote.receipt.heading') }),
+      h('p', { class: 'print-only', text: `${t('vote.receipt.election')}: ${vote.summary.title}` }),
+      h('p', { id: 'receipt-code-label' }, h('strong', { text: t('vote.receipt.code') })),
+      code,
+      h('p', { class: 'hint', text: t('vote.receipt.keep') }),
+      h('p', { class: 'print-only', text: `${t('vote.receipt.castAt')}: ${castAt.toLocaleString(lang)}` }),
+      h('p', { class: 'print-only', text: `${t('vote.receipt.checkAt')}: ${location.origin}/#/results/${vote.id}` })),
+    h('div', { class: 'receipt-actions no-print' },
+      h('button', { type: 'button', class: 'secondary', text: t('vote.receipt.copy'), onclick: () => copyCode(code, copied) }),
+      h('button', { type: 'button', class: 'secondary', text: t('vote.receipt.download'),
+        onclick: () => download(`amarvote-receipt-${receipt.tracking_code.slice(0, 8)}.txt`, receiptText(vote, receipt, castAt), 'text/plain;charset=utf-8') }),
+      h('button', { type: 'button', class: 'secondary', text: t('vote.receipt.print'), onclick: () => window.print() }),
+      copied,
+      h('a', { class: 'button', href: `#/results/${vote.id}`, text: t('vote.receipt.verify') })));
 }
 
 function challengeReceipt(vote, receipt) {
   const same = vote.contests.every((c) => JSON.stringify([...(receipt.revealed[c.id] || [])].sort()) === JSON.stringify([...(vote.marks[c.id] || [])].sort()));
-  page('Your challenged ballot',
-    h('p', { class: same ? 'ok' : 'fail', id: 'challenge-verdict',
-      text: same ? 'The encryption holds exactly the choices you marked.' : 'The decrypted choices differ from what you marked. Report this to the election officials.' }),
-    h('p', {}, 'It was opened to:'), choiceList(vote, receipt.revealed),
-    h('p', {}, 'Its tracking code, listed as challenged: ', h('code', { text: receipt.tracking_code })),
-    h('button', { type: 'button', text: 'Start again', onclick: () => markBallot(vote) }));
+  page(t('vote.challenged.title'),
+    h('p', { class: same ? 'ok' : 'fail', id: 'challenge-verdict', text: same ? t('vote.challenged.same') : t('vote.challenged.differs') }),
+    h('p', { text: t('vote.challenged.openedTo') }), choiceList(vote, receipt.revealed),
+    h('p', {}, rich('vote.challenged.code', { code: groupedCode(receipt.tracking_code) })),
+    h('button', { type: 'button', text: t('vote.challenged.again'), onclick: () => markBallot(vote) }));
 }
 
 // ---------- results and audit ----------
 
+/** An answer the page can explain itself: not there yet (404, 409) becomes `key`'s message. */
+const notYet = (key) => (error) => new ApiError(error.status, error.status === 404 || error.status === 409 ? t(key) : error.message);
+
 async function resultsPage(id) {
   const [summary, manifest] = await Promise.all([api('GET', `/api/elections/${id}`), api('GET', `/api/elections/${id}/manifest`)]);
   const contests = ballotLayout(manifest);
-  const results = await api('GET', `/api/elections/${id}/results`).catch((e) => e);
-  const verification = await api('GET', `/api/elections/${id}/verification`).catch((e) => e);
+  const results = await api('GET', `/api/elections/${id}/results`).catch(notYet('results.none'));
+  const verification = await api('GET', `/api/elections/${id}/verification`).catch(notYet('results.report.none'));
   const { ballots } = await api('GET', `/api/elections/${id}/ballots`);
-  page(`Results: ${summary.title}`,
-    h('p', {}, `State: `, h('span', { class: 'tag', text: summary.state }), `. ${summary.cast_ballots} ballots cast, ${summary.spoiled_ballots} challenged.`),
+  page(t('results.title', { title: summary.title }),
+    h('p', {}, rich('results.summary', {
+      state: h('span', { class: 'tag', text: stateName(summary.state) }), cast: num(summary.cast_ballots), spoiled: num(summary.spoiled_ballots) })),
     results instanceof Error ? notice(results.message) : resultTables(contests, results),
-    h('h2', { text: 'Verify my vote' }), trackingForm(id),
-    h('h2', { text: 'Verification report' }),
+    h('h2', { text: t('results.verifyMine') }), trackingForm(id),
+    h('h2', { text: t('results.report') }),
     verification instanceof Error ? notice(verification.message) : verificationReport(verification),
-    h('h2', { text: 'Tracking codes in the ballot box' }), codeList(ballots));
+    h('h2', { text: t('results.codes') }), codeList(ballots));
 }
 
 function resultTables(contests, results) {
@@ -803,15 +1072,15 @@ function resultTables(contests, results) {
     const total = c.selections.reduce((n, s) => n + (votes[s.id] || 0), 0);
     return h('section', { class: 'card', 'data-contest': c.id },
       h('h2', { text: c.name }),
-      h('table', {}, h('thead', {}, h('tr', {}, ['Choice', 'Votes', 'Share', ''].map((t) => h('th', { text: t })))),
+      h('table', {}, h('thead', {}, h('tr', {}, ['results.col.choice', 'results.col.votes', 'results.col.share'].map((k) => h('th', { scope: 'col', text: t(k) })))),
         h('tbody', {}, c.selections.map((s) => {
           const n = votes[s.id] || 0;
           const share = total ? (100 * n) / total : 0;
           return h('tr', { 'data-selection': s.id },
-            h('td', { text: s.name }), h('td', { class: 'votes', text: String(n) }), h('td', { text: `${share.toFixed(1)}%` }),
-            h('td', {}, bar(share)));
+            h('td', { text: s.name }), h('td', { class: 'votes', 'data-votes': n, text: num(n) }),
+            h('td', { class: 'share' }, percent(share), bar(share)));
         }))),
-      h('p', { class: 'hint', text: `${total} votes in this contest.` }));
+      h('p', { class: 'hint', text: t('results.contestTotal', { n: num(total) }) }));
   }));
 }
 
@@ -823,91 +1092,116 @@ function bar(percent) {
 }
 
 function trackingForm(id) {
-  const code = h('input', { type: 'text', name: 'code', autocomplete: 'off' });
+  const code = h('input', { type: 'text', name: 'code', autocomplete: 'off', spellcheck: 'false' });
   const out = h('div', { role: 'status' });
   const form = h('form', { novalidate: true },
-    field('Tracking code', code, { name: 'code' }), h('button', { type: 'submit', text: 'Look it up' }), out);
+    field(t('results.code'), code, { name: 'code', hint: t('results.code.hint') }), h('button', { type: 'submit', text: t('results.lookUp') }), out);
   onSubmit(form, async () => {
-    if (!code.value.trim()) throw new ApiError(400, 'Enter the tracking code from your receipt.', 'code');
-    const ballot = await api('GET', `/api/elections/${id}/tracking/${encodeURIComponent(code.value.trim())}`);
-    out.replaceChildren(notice(`Found: this ballot is ${ballot.state === 'cast' ? 'cast and counted in the tally' : ballot.state}. Fingerprint ${ballot.crypto_hash.slice(0, 16)}.`));
+    out.replaceChildren();
+    // Receipts show the code in groups of four: the spaces are not part of it.
+    const typed = code.value.replace(/\s+/g, '');
+    if (!typed) throw new ApiError(400, t('results.error.noCode'), 'code');
+    const ballot = await api('GET', `/api/elections/${id}/tracking/${encodeURIComponent(typed)}`).catch((error) => {
+      throw error.status === 404 || error.status === 400 ? new ApiError(error.status, t('results.error.unknownCode'), 'code') : error;
+    });
+    const fingerprint = ballot.crypto_hash.slice(0, 16);
+    out.replaceChildren(notice(ballot.state === 'cast' ? t('results.found.cast', { fingerprint }) : t('results.found.spoiled', { fingerprint })));
   }, 'code');
   return form;
 }
 
 function verificationReport(report) {
   const checks = Object.entries(report.checks || {});
+  const counts = { checked: num(report.checked), failures: num(report.failures.length) };
   return h('div', { id: 'verification' },
     h('p', { class: report.failures.length ? 'fail' : 'ok',
-      text: report.failures.length ? `${report.failures.length} failures in ${report.checked} ballots.` : `All ${report.checked} ballots verified.` }),
-    h('table', {}, h('thead', {}, h('tr', {}, ['Check', 'Passed', 'Failed'].map((t) => h('th', { text: t })))),
-      h('tbody', {}, checks.map(([name, c]) => h('tr', {}, h('td', { text: name }), h('td', { text: c.passed }), h('td', { text: c.failed }))))),
+      text: report.failures.length ? t('results.report.failures', counts) : t('results.report.ok', counts) }),
+    scrollable(t('results.report'), h('table', {},
+      h('thead', {}, h('tr', {}, ['results.col.check', 'results.col.passed', 'results.col.failed'].map((k) => h('th', { scope: 'col', text: t(k) })))),
+      h('tbody', {}, checks.map(([name, c]) => h('tr', {}, h('td', {}, h('code', { text: name })), h('td', { text: num(c.passed) }), h('td', { text: num(c.failed) })))))),
     report.failures.length ? h('ul', {}, report.failures.slice(0, 50).map((f) => h('li', { text: f }))) : null);
 }
 
 function codeList(ballots) {
-  if (!ballots.length) return h('p', { text: 'No ballots yet.' });
-  return h('div', { class: 'table-scroll' }, h('table', { id: 'codes' },
-    h('thead', {}, h('tr', {}, h('th', { text: 'Tracking code' }), h('th', { text: 'State' }))),
-    h('tbody', {}, ballots.map((b) => h('tr', {}, h('td', {}, h('code', { text: b.tracking_code })), h('td', { text: b.state }))))));
+  if (!ballots.length) return h('p', { text: t('results.noBallots') });
+  return scrollable(t('results.codes'), h('table', { id: 'codes' },
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: t('results.code') }), h('th', { scope: 'col', text: t('results.col.state') }))),
+    h('tbody', {}, ballots.map((b) => h('tr', {}, h('td', {}, groupedCode(b.tracking_code)), h('td', { text: t(`ballot.${b.state}`) }))))));
 }
 
 // ---------- referendum ----------
 
+/** The referendum API names the field at fault; the voter reads why in their language. */
+const REFERENDUM_FIELD_ERRORS = { nas: 'ref.error.nas', code: 'ref.error.code', law_id: 'ref.error.law', vote: 'ref.error.answer' };
+
 async function referendumPage() {
   const { laws } = await api('GET', '/api/v1/laws');
   const law = h('select', { name: 'law_id' }, laws.map((l) => h('option', { value: l.law_id, text: l.title ? `${l.title} (${l.law_id})` : l.law_id })));
-  const choice = (value, label) => h('label', { class: 'choice' }, h('input', { type: 'radio', name: 'vote', value }), label);
+  const choice = (value, key) => h('label', { class: 'choice' }, h('input', { type: 'radio', name: 'vote', value }), t(key));
   const form = h('form', { novalidate: true },
-    field('NAS (9 digits)', h('input', { type: 'text', name: 'nas', inputmode: 'numeric', autocomplete: 'off' }), { name: 'nas' }),
-    field('Code from your letter', h('input', { type: 'text', name: 'code', autocomplete: 'off' }), { name: 'code' }),
-    field('Law', law, { name: 'law_id' }),
-    h('fieldset', { 'data-field': 'vote' }, h('legend', { text: 'Your answer' }), choice('oui', 'Oui'), choice('non', 'Non'),
+    field(t('ref.nas'), h('input', { type: 'text', name: 'nas', inputmode: 'numeric', autocomplete: 'off' }), { name: 'nas' }),
+    field(t('ref.code'), h('input', { type: 'text', name: 'code', autocomplete: 'off', spellcheck: 'false' }), { name: 'code', hint: t('ref.code.hint') }),
+    field(t('ref.law'), law, { name: 'law_id' }),
+    h('fieldset', { 'data-field': 'vote' }, h('legend', { text: t('ref.answer') }), choice('oui', 'ref.oui'), choice('non', 'ref.non'),
       h('p', { class: 'field-error', hidden: true })),
-    h('button', { type: 'submit', text: 'Submit my vote' }));
+    h('button', { type: 'submit', text: t('ref.submit') }));
   onSubmit(form, async () => {
     const body = { nas: form.elements.nas.value.trim(), code: form.elements.code.value.trim(), law_id: law.value,
       vote: form.querySelector('input[name=vote]:checked')?.value };
-    if (!body.vote) throw new ApiError(400, 'Choose oui or non.', 'vote');
-    const answer = await api('POST', '/api/v1/vote', { body });
+    if (!body.vote) throw new ApiError(400, t('ref.error.answer'), 'vote');
+    const answer = await api('POST', '/api/v1/vote', { body }).catch((error) => {
+      const key = error.status === 400 && REFERENDUM_FIELD_ERRORS[error.field];
+      throw key ? new ApiError(400, t(key), error.field) : error;
+    });
     location.hash = `#/referendum/outcome/${answer.request_id}`;
   });
   const totals = h('div', { id: 'law-totals' });
   const refresh = async () => totals.replaceChildren(lawTotals((await api('GET', '/api/v1/laws')).laws));
   await refresh();
   every(2000, () => refresh().catch(() => {}));
-  page('Referendum', laws.length ? form : notice('No law is open for votes.'), h('h2', { text: 'Live totals' }), totals);
+  page(t('ref.title'), laws.length ? form : notice(t('ref.noLaws')), h('h2', { text: t('ref.live') }), totals);
 }
 
 function lawTotals(laws) {
-  if (!laws.length) return h('p', { text: 'No laws yet.' });
-  return h('table', {}, h('thead', {}, h('tr', {}, ['Law', 'Oui', 'Non', 'Oui share'].map((t) => h('th', { text: t })))),
+  if (!laws.length) return h('p', { text: t('ref.noLaws') });
+  return scrollable(t('ref.live'), h('table', {},
+    h('thead', {}, h('tr', {}, ['ref.col.law', 'ref.col.oui', 'ref.col.non', 'ref.col.share'].map((k) => h('th', { scope: 'col', text: t(k) })))),
     h('tbody', {}, laws.map((l) => {
       const share = l.oui + l.non ? (100 * l.oui) / (l.oui + l.non) : 0;
-      return h('tr', { 'data-law': l.law_id }, h('td', { text: l.title || l.law_id }), h('td', { class: 'oui', text: l.oui }), h('td', { class: 'non', text: l.non }),
-        h('td', {}, `${share.toFixed(1)}%`, bar(share)));
-    })));
+      return h('tr', { 'data-law': l.law_id }, h('td', { text: l.title || l.law_id }),
+        h('td', { class: 'oui', 'data-votes': l.oui, text: num(l.oui) }), h('td', { class: 'non', 'data-votes': l.non, text: num(l.non) }),
+        h('td', {}, percent(share), bar(share)));
+    }))));
 }
 
 async function referendumOutcomePage(requestId) {
-  const out = h('div', { id: 'outcome', role: 'status', 'aria-live': 'polite' }, h('p', { text: 'Your vote is received; checking it…' }));
-  page('Your vote', out, h('p', { class: 'hint' }, 'Request ', h('code', { text: requestId })));
+  const out = h('div', { id: 'outcome', role: 'status', 'aria-live': 'polite' }, h('p', { text: t('ref.outcome.checking') }));
+  page(t('ref.outcome.title'), out, h('p', { class: 'hint' }, rich('ref.outcome.request', { id: h('code', { text: requestId }) })));
+  const show = (status, text) => {
+    out.replaceChildren(h('p', { class: status === 'accepted' ? 'notice' : 'alert', 'data-status': status, text }));
+    stopPageWork();
+  };
   const check = async () => {
-    const status = await api('GET', `/api/v1/vote/${requestId}`);
+    const status = await api('GET', `/api/v1/vote/${requestId}`).catch((error) => {
+      if (error.status === 404) return { status: 'unknown' };
+      throw error;
+    });
     if (status.status === 'pending') return;
-    const text = {
-      accepted: 'Accepted: your vote is counted.',
-      duplicate: `Already voted: ${status.attempts} repeated ${status.attempts === 1 ? 'attempt' : 'attempts'} after your vote. Only your first vote counts.`,
-      not_eligible: 'Not eligible: this NAS and code do not match a voter for this law.',
-      locked: 'Locked: too many wrong codes were tried with this NAS for this law. Call the referendum help line to have it unlocked.',
-    }[status.status] || status.status;
-    out.replaceChildren(h('p', { class: status.status === 'accepted' ? 'notice' : 'alert', 'data-status': status.status, text }));
-    cleanups.forEach((stop) => stop());
-    cleanups = [];
+    if (status.status === 'duplicate') return show('duplicate', tn('ref.status.duplicate', status.attempts));
+    if (status.status === 'unknown') return show('unknown', t('ref.outcome.unknown'));
+    return show(status.status, t(`ref.status.${status.status}`));
   };
   every(500, () => check().catch((e) => out.replaceChildren(alertBox(e.message))));
   await check();
 }
 
-window.addEventListener('hashchange', route);
-route();
+async function start() {
+  await useLanguage(preferredLanguage()).catch(() => useLanguage('en'));
+  languagePicker();
+  // The skip link focuses the content; following "#main" would leave the page's route.
+  document.querySelector('.skip').addEventListener('click', (event) => { event.preventDefault(); main.focus(); });
+  window.addEventListener('hashchange', route);
+  await route();
+}
+
+start();

@@ -137,8 +137,11 @@ async fn voter_session(
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     let credential = require_bearer(&headers)?;
-    crate::service::ballots::eligible_voter(&app, &id, credential).await?;
-    Ok(Json(json!({ "election_id": id, "eligible": true })))
+    let (_, status) = crate::service::ballots::eligible_voter(&app, &id, credential).await?;
+    // The voter learns at sign-in, not at the last step, that this credential has cast.
+    Ok(Json(
+        json!({ "election_id": id, "eligible": true, "cast": status.cast_ballot.is_some() }),
+    ))
 }
 
 async fn close(

@@ -203,7 +203,7 @@ pub fn check_admin_token(expected: &str, headers: &HeaderMap) -> ApiResult<()> {
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "this needs the administrator token",
+            "the token given is not the administrator token",
         ))
     }
 }
