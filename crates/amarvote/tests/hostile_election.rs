@@ -1069,3 +1069,42 @@ async fn a_used_credential_is_told_at_sign_in() {
     assert_eq!(status, 401, "{body}");
     assert!(body["error"].as_str().unwrap().contains("eligibility list"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_three_message_catalogs_are_served() {
+    let server = common::embedded().await;
+    let http = reqwest::Client::new();
+    let french = http
+        .get(format!("{}/assets/i18n/fr.json", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(french.status(), 200);
+    assert!(french.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let catalog: serde_json::Map<String, Value> = french.json().await.unwrap();
+    assert_eq!(catalog["vote.signIn"], "Se connecter");
+    for hostile in [
+        "de.json",
+        "..%2fapp.js",
+        "..%2F..%2Fadmin.token",
+        "fr.json%00",
+        "FR.JSON",
+        "fr.json.bak",
+        "%2e%2e",
+    ] {
+        let answer = http
+            .get(format!("{}/assets/i18n/{hostile}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 404, "{hostile}");
+        let body: Value = answer.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("catalog"),
+            "{body}"
+        );
+    }
+}

@@ -9,6 +9,8 @@ const ADMIN_KEY = 'amarvote.admin-token';
 // ---------- languages ----------
 
 const LANG_KEY = 'amarvote.lang';
+/** Redraws the step of a flow (ballot, review, receipt…) the voter is on; null on a plain page. */
+let currentStep = null;
 const LANGUAGES = { en: 'English', fr: 'Français', bn: 'বাংলা' };
 let lang = 'en';
 let messages = {};
@@ -17,9 +19,9 @@ let english = {};
 /** The remembered choice, else the first of the browser's languages we have, else English. */
 function preferredLanguage() {
   const stored = localStorage.getItem(LANG_KEY);
-  if (stored in LANGUAGES) return stored;
+  if (Object.hasOwn(LANGUAGES, stored)) return stored;
   const wanted = (navigator.languages || [navigator.language || 'en']).map((l) => l.toLowerCase().split('-')[0]);
-  return wanted.find((l) => l in LANGUAGES) || 'en';
+  return wanted.find((l) => Object.hasOwn(LANGUAGES, l)) || 'en';
 }
 
 async function catalog(code) {
@@ -78,9 +80,37 @@ function languagePicker() {
   picker.value = lang;
   picker.addEventListener('change', async () => {
     localStorage.setItem(LANG_KEY, picker.value);
+    const typed = formValues();
     await useLanguage(picker.value);
-    route();
+    if (currentStep) currentStep();
+    else await route();
+    restoreFormValues(typed);
+    picker.focus();
   });
+}
+
+/** What is typed, chosen and ticked on the page, by field name. */
+function formValues() {
+  const values = [];
+  for (const el of main.querySelectorAll('input[name], select[name], textarea[name]')) {
+    if (el.type === 'file') continue;
+    values.push([el.name, el.type === 'radio' || el.type === 'checkbox' ? `${el.value}:${el.checked}` : el.value, el.type]);
+  }
+  return values;
+}
+
+/** Puts typed values back after the page was drawn again in another language. */
+function restoreFormValues(values) {
+  for (const [name, value, type] of values) {
+    for (const el of main.querySelectorAll(`[name="${CSS.escape(name)}"]`)) {
+      if (el.type !== type) continue;
+      if (type === 'radio' || type === 'checkbox') {
+        if (`${el.value}:true` === value) el.checked = true;
+        if (`${el.value}:false` === value) el.checked = false;
+        el.dispatchEvent(new Event('change'));
+      } else el.value = value;
+    }
+  }
 }
 
 // ---------- small DOM and API helpers ----------
@@ -103,10 +133,12 @@ function h(tag, props = {}, ...children) {
 }
 
 class ApiError extends Error {
-  constructor(status, message, field) {
+  /** `fromServer`: the message is the server's own (English) wording, not from a catalog. */
+  constructor(status, message, field, fromServer = false) {
     super(message);
     this.status = status;
     this.field = field;
+    this.fromServer = fromServer;
   }
 }
 
@@ -127,7 +159,7 @@ async function api(method, path, { body, token } = {}) {
   if (response.status === 429) throw new ApiError(429, t('common.error.busy'));
   if (!response.ok) {
     const message = (data && data.error) || `${response.status} ${response.statusText}`;
-    throw new ApiError(response.status, message, data && data.field);
+    throw new ApiError(response.status, message, data && data.field, true);
   }
   return data;
 }
@@ -173,11 +205,15 @@ function errorsOf(form) {
       if (target) {
         const err = target.querySelector(':scope > .field-error');
         err.textContent = error.message;
+        err.toggleAttribute('lang', Boolean(error.fromServer));
+        if (error.fromServer) err.lang = 'en';
         err.hidden = false;
         const input = target.querySelector('input, select, textarea');
         if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }
       } else {
         general.textContent = error.message;
+        general.toggleAttribute('lang', Boolean(error.fromServer));
+        if (error.fromServer) general.lang = 'en';
         general.hidden = false;
         general.focus?.();
       }
@@ -232,6 +268,22 @@ function showPage(title, children) {
   main.focus();
 }
 
+const drawnFrom = new WeakMap();
+
+/** Whether `data` differs from what `box` was last drawn from (and remembers it). */
+function changed(box, data) {
+  const key = JSON.stringify(data);
+  if (drawnFrom.get(box) === key) return false;
+  drawnFrom.set(box, key);
+  return true;
+}
+
+/** Redraws a polled part of a page only when its data changed, so that the keyboard focus
+ * of someone reading it survives the polling. */
+function redraw(box, data, build) {
+  if (changed(box, data)) box.replaceChildren(build(data));
+}
+
 /** A table that may scroll sideways on a narrow screen: a labelled region the keyboard can reach and scroll. */
 const scrollable = (label, table) => h('div', { class: 'table-scroll', tabindex: 0, role: 'region', 'aria-label': label }, table);
 
@@ -250,6 +302,8 @@ function ballotLayout(manifest) {
     .map((c) => ({
       id: c.object_id,
       name: c.ballot_title?.text?.[0]?.value || c.name,
+      // The administrator's words keep their own language mark, whatever the page's language.
+      nameLang: c.ballot_title?.text?.[0]?.language || undefined,
       votesAllowed: c.votes_allowed || c.number_elected || 1,
       selections: c.ballot_selections
         .slice()
@@ -263,9 +317,12 @@ function ballotLayout(manifest) {
 let cleanups = [];
 /** Timers and streams of the current page, stopped when the page changes. */
 function keep(stop) { cleanups.push(stop); }
+/** Runs `work` every `ms` while the page is shown; returns what stops it sooner. */
 function every(ms, work) {
   const timer = setInterval(work, ms);
-  keep(() => clearInterval(timer));
+  const stop = () => clearInterval(timer);
+  keep(stop);
+  return stop;
 }
 function stopPageWork() {
   cleanups.forEach((stop) => stop());
@@ -286,14 +343,22 @@ const routes = [
   [/^\/referendum\/outcome\/([\w-]+)$/, referendumOutcomePage],
 ];
 
-async function route() {
-  stopPageWork();
-  main.setAttribute('aria-busy', 'true');
-  try {
-    await render(location.hash.replace(/^#/, ''));
-  } finally {
-    main.removeAttribute('aria-busy');
-  }
+let routing = Promise.resolve();
+
+/** Shows the page the address names. One at a time: a slow page finishes before the next
+ * starts, so it can neither draw over the next page nor leave its timers running. */
+function route() {
+  routing = routing.then(async () => {
+    stopPageWork();
+    currentStep = null;
+    main.setAttribute('aria-busy', 'true');
+    try {
+      await render(location.hash.replace(/^#/, ''));
+    } finally {
+      main.removeAttribute('aria-busy');
+    }
+  });
+  return routing;
 }
 
 async function render(path) {
@@ -303,7 +368,9 @@ async function render(path) {
       try {
         await show(...match.slice(1));
       } catch (error) {
-        page(t('common.error.title'), alertBox(error.message));
+        const box = alertBox(error.message);
+        if (error.fromServer) box.lang = 'en';
+        page(t('common.error.title'), box);
       }
       return;
     }
@@ -516,14 +583,13 @@ async function electionAdminPage(id) {
   const refresh = async () => {
     const [summary, guardians, jobs] = await Promise.all([
       api('GET', `/api/elections/${id}`), api('GET', `/api/elections/${id}/guardians`), api('GET', `/api/elections/${id}/jobs`)]);
-    overview.replaceChildren(summaryList(summary));
-    ceremony.replaceChildren(summary.state === 'key_ceremony'
-      ? ceremonyProgress(await api('GET', `/api/elections/${id}/ceremony`))
-      : keyTable(guardians));
-    quorum.replaceChildren(quorumTable(guardians));
+    redraw(overview, summary, summaryList);
+    if (summary.state === 'key_ceremony') redraw(ceremony, await api('GET', `/api/elections/${id}/ceremony`), ceremonyProgress);
+    else redraw(ceremony, guardians, keyTable);
+    redraw(quorum, guardians, quorumTable);
     closing.update(summary);
     starts.update(summary, guardians, jobs.jobs);
-    renderJobs(jobs.jobs, phases, jobsBox);
+    if (changed(jobsBox, jobs.jobs)) renderJobs(jobs.jobs, phases, jobsBox);
   };
   starts = jobButtons(id, refresh);
   closing = closeVotingForm(id, refresh);
@@ -644,7 +710,7 @@ const PHASES = [
 
 /** Why a phase cannot start now (the server's own preconditions), or null when it can. */
 function blockedPhase(kind, summary, guardians, jobs) {
-  if (jobs.some((j) => j.kind === kind && j.state === 'running')) return `A ${kind} job is running.`;
+  if (jobs.some((j) => j.kind === kind && (j.state === 'running' || j.state === 'finalizing'))) return `A ${kind} job is running.`;
   const order = ['key_ceremony', 'open', 'closed', 'tallied', 'decrypted', 'published'];
   const at = order.indexOf(summary.state);
   const votingOn = at <= order.indexOf('open');
@@ -660,7 +726,8 @@ function blockedPhase(kind, summary, guardians, jobs) {
       if (at < order.indexOf('decrypted')) return 'Run the decryption first.';
       return at > order.indexOf('decrypted') ? 'The results are published.' : null;
     default:
-      return votingOn ? 'Close voting first.' : null;
+      // The server verifies whatever is in the ballot box, even while voting goes on.
+      return summary.state === 'key_ceremony' ? 'Nothing to verify before the key ceremony ends.' : null;
   }
 }
 
@@ -892,28 +959,40 @@ async function votePage(id) {
 
 /** A credential that has cast its ballot: said plainly, with nothing left to press. */
 function credentialUsed(summary) {
+  currentStep = () => credentialUsed(summary);
   page(t('vote.used.title'),
     h('p', { class: 'alert', role: 'alert', id: 'credential-used', text: t('vote.used.text') }),
     h('p', {}, h('a', { href: `#/results/${summary.election_id}`, text: t('vote.seeResults') })));
 }
 
-/** An error handler: a credential that has cast meanwhile (another tab or device) ends the
- * flow on the plain "already voted" page; any other error is shown where it happened. */
+/** An error handler: a refusal (409) because the credential has cast meanwhile, on another
+ * tab or device, ends the flow on the plain "already voted" page; any other error is shown
+ * where it happened. The server says which it is through `voters/me`, not through wording. */
 function unlessUsed(vote) {
-  return (error) => {
-    if (error.status !== 409 || !/already been used/.test(error.message)) throw error;
+  return async (error) => {
+    if (error.status !== 409) throw error;
+    const me = await api('GET', `/api/elections/${vote.id}/voters/me`, { token: vote.token }).catch(() => null);
+    if (!me?.cast) throw error;
     credentialUsed(vote.summary);
     return null;
   };
 }
 
 function markBallot(vote) {
+  currentStep = () => markBallot(vote);
   const form = h('form', { novalidate: true, class: 'ballot' }, vote.contests.map((c) => contestChoices(c, vote.marks[c.id] || [])),
     h('button', { type: 'submit', text: t('vote.review') }));
-  onSubmit(form, async () => {
+  // The marks so far are kept as they change: a change of language redraws the ballot with them.
+  const readMarks = () => {
     vote.marks = {};
     for (const c of vote.contests) {
       vote.marks[c.id] = [...form.querySelectorAll(`input[data-contest="${c.id}"]:checked`)].map((i) => i.value).filter(Boolean);
+    }
+  };
+  form.addEventListener('change', readMarks);
+  onSubmit(form, async () => {
+    readMarks();
+    for (const c of vote.contests) {
       if (vote.marks[c.id].length > c.votesAllowed) throw new ApiError(400, t('vote.error.tooMany', { n: num(c.votesAllowed) }), c.id);
     }
     reviewBallot(vote);
@@ -926,9 +1005,10 @@ function contestChoices(contest, marked) {
   const single = contest.votesAllowed === 1;
   const options = contest.selections.map((s) => ({ id: s.id, value: s.id, name: s.name }));
   if (single) options.push({ id: `${contest.id}--blank`, value: '', name: t('vote.leaveBlank'), blank: true });
+  const errorId = `${contest.id}--error`;
   const inputs = options.map((o) => h('input', {
     type: single ? 'radio' : 'checkbox', name: contest.id, value: o.value, id: o.id, 'data-contest': contest.id,
-    checked: o.blank ? marked.length === 0 : marked.includes(o.value) }));
+    checked: o.blank ? marked.length === 0 : marked.includes(o.value), 'aria-describedby': errorId }));
   const limit = () => {
     if (single) return;
     const full = inputs.filter((i) => i.checked).length >= contest.votesAllowed;
@@ -937,10 +1017,11 @@ function contestChoices(contest, marked) {
   inputs.forEach((i) => i.addEventListener('change', limit));
   limit();
   return h('fieldset', { 'data-field': contest.id },
-    h('legend', { text: contest.name }),
+    h('legend', { lang: contest.nameLang, text: contest.name }),
     h('p', { class: 'hint', text: single ? t('vote.chooseOne') : t('vote.chooseUpTo', { n: num(contest.votesAllowed) }) }),
-    options.map((o, k) => h('label', { class: o.blank ? 'choice blank' : 'choice', for: o.id }, inputs[k], o.name)),
-    h('p', { class: 'field-error', hidden: true }));
+    options.map((o, k) => h('label', { class: o.blank ? 'choice blank' : 'choice', for: o.id }, inputs[k],
+      o.blank ? o.name : h('span', { lang: contest.nameLang, text: o.name }))),
+    h('p', { class: 'field-error', id: errorId, hidden: true }));
 }
 
 function choiceList(vote, marks) {
@@ -951,6 +1032,7 @@ function choiceList(vote, marks) {
 }
 
 function reviewBallot(vote) {
+  currentStep = () => reviewBallot(vote);
   const form = h('form', {},
     choiceList(vote, vote.marks),
     h('button', { type: 'button', class: 'secondary', text: t('vote.change'), onclick: () => markBallot(vote) }),
@@ -964,6 +1046,7 @@ function reviewBallot(vote) {
 }
 
 function castOrChallenge(vote, encrypted) {
+  currentStep = () => castOrChallenge(vote, encrypted);
   const form = h('form', {},
     h('p', {}, rich('vote.decide.fingerprint', { code: h('code', { text: encrypted.crypto_hash.slice(0, 16) }) })),
     h('p', { class: 'hint', text: t('vote.decide.hint') }),
@@ -990,10 +1073,10 @@ function receiptText(vote, receipt, castAt) {
   const grouped = (receipt.tracking_code.match(/.{1,4}/g) || []).join(' ');
   return [
     t('vote.receipt.heading'), '',
-    `${t('vote.receipt.election')}: ${vote.summary.title} (${vote.id})`,
-    `${t('vote.receipt.code')}: ${grouped}`,
-    `${t('vote.receipt.castAt')}: ${castAt.toISOString()}`,
-    `${t('vote.receipt.checkAt')}: ${location.origin}/#/results/${vote.id}`, '',
+    t('vote.receipt.election', { title: `${vote.summary.title} (${vote.id})` }),
+    t('vote.receipt.codeLine', { code: grouped }),
+    t('vote.receipt.castAt', { time: castAt.toISOString() }),
+    t('vote.receipt.checkAt', { url: `${location.origin}/#/results/${vote.id}` }), '',
     t('vote.receipt.keep'), '',
   ].join('\n');
 }
@@ -1012,20 +1095,20 @@ async function copyCode(codeEl, status) {
   }
 }
 
-function castReceipt(vote, receipt) {
-  const castAt = new Date();
+function castReceipt(vote, receipt, castAt = new Date()) {
+  currentStep = () => castReceipt(vote, receipt, castAt);
   const code = groupedCode(receipt.tracking_code, { id: 'tracking-code', class: 'code-big' });
   const copied = h('p', { class: 'hint', role: 'status', id: 'copy-status' });
   page(t('vote.receipt.title'),
     notice(t('vote.receipt.thanks')),
     h('section', { class: 'receipt card', 'aria-labelledby': 'receipt-code-label' },
       h('p', { class: 'print-only', text: t('vote.receipt.heading') }),
-      h('p', { class: 'print-only', text: `${t('vote.receipt.election')}: ${vote.summary.title}` }),
+      h('p', { class: 'print-only', text: t('vote.receipt.election', { title: vote.summary.title }) }),
       h('p', { id: 'receipt-code-label' }, h('strong', { text: t('vote.receipt.code') })),
       code,
       h('p', { class: 'hint', text: t('vote.receipt.keep') }),
-      h('p', { class: 'print-only', text: `${t('vote.receipt.castAt')}: ${castAt.toLocaleString(lang)}` }),
-      h('p', { class: 'print-only', text: `${t('vote.receipt.checkAt')}: ${location.origin}/#/results/${vote.id}` })),
+      h('p', { class: 'print-only', text: t('vote.receipt.castAt', { time: castAt.toLocaleString(lang, { dateStyle: 'long', timeStyle: 'long' }) }) }),
+      h('p', { class: 'print-only', text: t('vote.receipt.checkAt', { url: `${location.origin}/#/results/${vote.id}` }) })),
     h('div', { class: 'receipt-actions no-print' },
       h('button', { type: 'button', class: 'secondary', text: t('vote.receipt.copy'), onclick: () => copyCode(code, copied) }),
       h('button', { type: 'button', class: 'secondary', text: t('vote.receipt.download'),
@@ -1036,6 +1119,7 @@ function castReceipt(vote, receipt) {
 }
 
 function challengeReceipt(vote, receipt) {
+  currentStep = () => challengeReceipt(vote, receipt);
   const same = vote.contests.every((c) => JSON.stringify([...(receipt.revealed[c.id] || [])].sort()) === JSON.stringify([...(vote.marks[c.id] || [])].sort()));
   page(t('vote.challenged.title'),
     h('p', { class: same ? 'ok' : 'fail', id: 'challenge-verdict', text: same ? t('vote.challenged.same') : t('vote.challenged.differs') }),
@@ -1057,7 +1141,8 @@ async function resultsPage(id) {
   const { ballots } = await api('GET', `/api/elections/${id}/ballots`);
   page(t('results.title', { title: summary.title }),
     h('p', {}, rich('results.summary', {
-      state: h('span', { class: 'tag', text: stateName(summary.state) }), cast: num(summary.cast_ballots), spoiled: num(summary.spoiled_ballots) })),
+      state: h('span', { class: 'tag', text: stateName(summary.state) }),
+      cast: tn('results.cast', summary.cast_ballots), spoiled: tn('results.spoiled', summary.spoiled_ballots) })),
     results instanceof Error ? notice(results.message) : resultTables(contests, results),
     h('h2', { text: t('results.verifyMine') }), trackingForm(id),
     h('h2', { text: t('results.report') }),
@@ -1080,7 +1165,7 @@ function resultTables(contests, results) {
             h('td', { text: s.name }), h('td', { class: 'votes', 'data-votes': n, text: num(n) }),
             h('td', { class: 'share' }, percent(share), bar(share)));
         }))),
-      h('p', { class: 'hint', text: t('results.contestTotal', { n: num(total) }) }));
+      h('p', { class: 'hint', text: tn('results.contestTotal', total) }));
   }));
 }
 
@@ -1112,14 +1197,15 @@ function trackingForm(id) {
 
 function verificationReport(report) {
   const checks = Object.entries(report.checks || {});
-  const counts = { checked: num(report.checked), failures: num(report.failures.length) };
   return h('div', { id: 'verification' },
     h('p', { class: report.failures.length ? 'fail' : 'ok',
-      text: report.failures.length ? t('results.report.failures', counts) : t('results.report.ok', counts) }),
+      text: report.failures.length
+        ? tn('results.report.failures', report.failures.length, { checked: num(report.checked) })
+        : tn('results.report.ok', report.checked) }),
     scrollable(t('results.report'), h('table', {},
       h('thead', {}, h('tr', {}, ['results.col.check', 'results.col.passed', 'results.col.failed'].map((k) => h('th', { scope: 'col', text: t(k) })))),
-      h('tbody', {}, checks.map(([name, c]) => h('tr', {}, h('td', {}, h('code', { text: name })), h('td', { text: num(c.passed) }), h('td', { text: num(c.failed) })))))),
-    report.failures.length ? h('ul', {}, report.failures.slice(0, 50).map((f) => h('li', { text: f }))) : null);
+      h('tbody', {}, checks.map(([name, c]) => h('tr', {}, h('td', {}, h('code', { lang: 'en', text: name })), h('td', { text: num(c.passed) }), h('td', { text: num(c.failed) })))))),
+    report.failures.length ? h('ul', { lang: 'en' }, report.failures.slice(0, 50).map((f) => h('li', { text: f }))) : null);
 }
 
 function codeList(ballots) {
@@ -1131,22 +1217,32 @@ function codeList(ballots) {
 
 // ---------- referendum ----------
 
+/** Digits typed on a Bengali, Devanagari, Arabic-Indic or full-width keyboard, as the ASCII
+ * digits the API takes. */
+function asciiDigits(text) {
+  const zeros = [0x0660, 0x06f0, 0x0966, 0x09e6, 0xff10];
+  return text.replace(/\p{Nd}/gu, (d) => {
+    const zero = zeros.find((z) => d.codePointAt(0) >= z && d.codePointAt(0) <= z + 9);
+    return zero === undefined ? d : String(d.codePointAt(0) - zero);
+  });
+}
+
 /** The referendum API names the field at fault; the voter reads why in their language. */
 const REFERENDUM_FIELD_ERRORS = { nas: 'ref.error.nas', code: 'ref.error.code', law_id: 'ref.error.law', vote: 'ref.error.answer' };
 
 async function referendumPage() {
   const { laws } = await api('GET', '/api/v1/laws');
   const law = h('select', { name: 'law_id' }, laws.map((l) => h('option', { value: l.law_id, text: l.title ? `${l.title} (${l.law_id})` : l.law_id })));
-  const choice = (value, key) => h('label', { class: 'choice' }, h('input', { type: 'radio', name: 'vote', value }), t(key));
+  const choice = (value, key) => h('label', { class: 'choice' }, h('input', { type: 'radio', name: 'vote', value, 'aria-describedby': 'vote-error' }), t(key));
   const form = h('form', { novalidate: true },
     field(t('ref.nas'), h('input', { type: 'text', name: 'nas', inputmode: 'numeric', autocomplete: 'off' }), { name: 'nas' }),
     field(t('ref.code'), h('input', { type: 'text', name: 'code', autocomplete: 'off', spellcheck: 'false' }), { name: 'code', hint: t('ref.code.hint') }),
     field(t('ref.law'), law, { name: 'law_id' }),
     h('fieldset', { 'data-field': 'vote' }, h('legend', { text: t('ref.answer') }), choice('oui', 'ref.oui'), choice('non', 'ref.non'),
-      h('p', { class: 'field-error', hidden: true })),
+      h('p', { class: 'field-error', id: 'vote-error', hidden: true })),
     h('button', { type: 'submit', text: t('ref.submit') }));
   onSubmit(form, async () => {
-    const body = { nas: form.elements.nas.value.trim(), code: form.elements.code.value.trim(), law_id: law.value,
+    const body = { nas: asciiDigits(form.elements.nas.value.trim()), code: form.elements.code.value.trim(), law_id: law.value,
       vote: form.querySelector('input[name=vote]:checked')?.value };
     if (!body.vote) throw new ApiError(400, t('ref.error.answer'), 'vote');
     const answer = await api('POST', '/api/v1/vote', { body }).catch((error) => {
@@ -1156,7 +1252,7 @@ async function referendumPage() {
     location.hash = `#/referendum/outcome/${answer.request_id}`;
   });
   const totals = h('div', { id: 'law-totals' });
-  const refresh = async () => totals.replaceChildren(lawTotals((await api('GET', '/api/v1/laws')).laws));
+  const refresh = async () => redraw(totals, (await api('GET', '/api/v1/laws')).laws, lawTotals);
   await refresh();
   every(2000, () => refresh().catch(() => {}));
   page(t('ref.title'), laws.length ? form : notice(t('ref.noLaws')), h('h2', { text: t('ref.live') }), totals);

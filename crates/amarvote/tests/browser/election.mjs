@@ -78,30 +78,43 @@ async function assertNoSidewaysScroll(where) {
   assert.deepEqual(overflow, { scroll: 0, sticking: [] }, `sideways overflow on ${where} at ${page.viewportSize().width} px`);
 }
 
-/** Tab walks forward through the page in document order, each stop with a visible focus ring. */
+/** Tab visits every control of the page in document order, one stop per radio group, each
+ * with a visible focus ring, and nothing else: no stop is skipped, none is a trap. */
 async function assertFocusOrder(where) {
   const positive = await page.$$eval('[tabindex]', (els) => els.filter((e) => e.tabIndex > 0).map((e) => e.outerHTML.slice(0, 80)));
   assert.deepEqual(positive, [], `positive tabindex on ${where}`);
-  // From the skip link, the first stop of every page, through the header into the content.
-  await page.evaluate(() => { window.lastFocus = document.querySelector('.skip'); window.lastFocus.focus(); });
-  for (let stop = 0; stop < 60; stop += 1) {
+  const stops = await page.evaluate(() => {
+    const candidates = [...document.querySelectorAll('a[href], button, input, select, textarea, summary, [tabindex]')]
+      .filter((e) => e.tabIndex >= 0 && !e.disabled && e.offsetParent !== null && !e.closest('[hidden]'));
+    const groups = new Set();
+    window.expectedStops = candidates.filter((e) => {
+      if (e.type !== 'radio') return true;
+      if (groups.has(e.name)) return false;
+      groups.add(e.name);
+      return true;
+    }).map((e) => (e.type === 'radio'
+      ? candidates.filter((r) => r.type === 'radio' && r.name === e.name).find((r) => r.checked) || e
+      : e));
+    return window.expectedStops.length;
+  });
+  await page.evaluate(() => window.expectedStops[0].focus());
+  for (let k = 1; k < stops; k += 1) {
     await page.keyboard.press('Tab');
-    const step = await page.evaluate(() => {
+    // A date field keeps the focus while Tab walks its own parts (day, month, year, time).
+    for (let part = 0; part < 6 && await page.evaluate((i) => document.activeElement === window.expectedStops[i - 1]
+      && window.expectedStops[i - 1].type === 'datetime-local', k); part += 1) await page.keyboard.press('Tab');
+    const step = await page.evaluate((i) => {
       const el = document.activeElement;
-      const previous = window.lastFocus;
-      window.lastFocus = el;
-      if (!el || el === document.body || el.classList.contains('skip')) return { wrapped: true };
+      const name = (e) => e && `${e.tagName.toLowerCase()} ${e.name || e.id || e.textContent.trim().slice(0, 30)}`;
       const style = getComputedStyle(el);
       const ring = style.outlineStyle === 'auto' || (style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2);
-      // A date field keeps the focus while Tab walks its own parts (day, month, year, time).
-      const forward = previous === el || !previous.isConnected || Boolean(previous.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING);
-      return { forward, ring, name: `${el.tagName.toLowerCase()} ${el.name || el.id || el.textContent.trim().slice(0, 30)} (outline ${style.outlineStyle} ${style.outlineWidth}, focus-visible ${el.matches(':focus-visible')}, focus ${el.matches(':focus')})` };
-    });
-    if (step.wrapped) break;
-    assert.ok(step.forward, `focus went backwards to ${step.name} on ${where}`);
-    assert.ok(step.ring, `no visible focus ring on ${step.name} on ${where}`);
+      return { expected: el === window.expectedStops[i], ring, name: name(el), wanted: name(window.expectedStops[i]),
+        outline: `${style.outlineStyle} ${style.outlineWidth}` };
+    }, k);
+    assert.ok(step.expected, `Tab went to ${step.name} instead of ${step.wanted} (stop ${k} of ${stops}) on ${where}`);
+    assert.ok(step.ring, `no visible focus ring on ${step.name} (outline ${step.outline}) on ${where}`);
   }
-  await page.evaluate(() => { window.lastFocus = null; document.getElementById('main').focus(); });
+  await page.evaluate(() => { window.expectedStops = null; document.getElementById('main').focus(); });
 }
 
 /** Every check on the page as it is now, at this width and at 320 px, then its screenshot. */
@@ -153,6 +166,8 @@ async function fieldError(label) {
 
 await go('#/admin');
 await audit('admin-sign-in');
+await page.getByRole('button', { name: 'Sign in' }).click();
+await (await fieldError('Administrator token')).getByText('Enter the administrator token').waitFor();
 await page.getByLabel('Administrator token').fill('not-the-token');
 await page.getByRole('button', { name: 'Sign in' }).click();
 await (await fieldError('Administrator token')).getByText('This is not the administrator token').waitFor();
@@ -186,7 +201,7 @@ await page.getByLabel('Key ceremony').selectOption('server');
 assert.match(await ceremonyHint.textContent(), /you trust this server with the secrets/);
 await page.getByLabel('Number of guardians').fill('3');
 await page.getByLabel('Quorum').fill('4');
-await page.getByLabel('Voters (one name or id per line)').fill('ada\nbrian\nchloe');
+await page.getByLabel('Voters (one name or id per line)').fill('ada\nbrian\nchloe\ndara');
 await page.getByRole('button', { name: /Create the election/ }).click();
 await (await fieldError('Quorum')).getByText('quorum').waitFor();
 await audit('admin-create-error-beside-field');
@@ -213,7 +228,7 @@ for (const n of [1, 2]) {
 }
 const voterCredentials = Object.fromEntries(await page.locator('table.credentials tbody tr').evaluateAll(
   (rows) => rows.map((r) => [r.cells[0].textContent, r.cells[1].textContent])));
-assert.deepEqual(Object.keys(voterCredentials), ['ada', 'brian', 'chloe']);
+assert.deepEqual(Object.keys(voterCredentials), ['ada', 'brian', 'chloe', 'dara']);
 
 await page.getByRole('link', { name: 'Manage this election' }).click();
 await page.getByRole('heading', { name: 'Key ceremony' }).waitFor();
@@ -227,7 +242,7 @@ assert.equal(quorumSection, 'Tally and decryption');
 /** Which Start buttons can be pressed now. */
 const startable = async () => Object.fromEntries(await Promise.all(['tally', 'decrypt', 'combine', 'verify'].map(
   async (kind) => [kind, await page.getByRole('button', { name: `Start ${kind}` }).isEnabled()])));
-assert.deepEqual(await startable(), { tally: false, decrypt: false, combine: false, verify: false }, 'nothing starts while voting is open');
+assert.deepEqual(await startable(), { tally: false, decrypt: false, combine: false, verify: true }, 'only verify while voting is open');
 assert.match(await page.locator('#phase-why-tally').textContent(), /Close voting first/);
 await audit('admin-key-ceremony');
 
@@ -262,7 +277,7 @@ await page.setViewportSize({ width: 390, height: 844 });
 /** The voter pages' words in the language being tested. */
 const WORDS = {
   en: { credential: 'Your one-time voting credential', signIn: 'Sign in', review: 'Review my ballot', encrypt: 'Encrypt my ballot', cast: 'Cast my ballot', challenge: /Challenge/, again: 'Start again' },
-  fr: { credential: 'Votre identifiant de vote à usage unique', signIn: 'Se connecter', review: 'Relire mon bulletin', encrypt: 'Chiffrer mon bulletin', cast: 'Déposer mon bulletin', challenge: /Contester/, again: 'Recommencer' },
+  fr: { credential: 'Votre identifiant de vote à usage unique', signIn: 'Se connecter', review: 'Relire mon bulletin', encrypt: 'Chiffrer mon bulletin', cast: 'Déposer mon bulletin', challenge: /Vérifier le chiffrement/, again: 'Recommencer' },
   bn: { credential: 'আপনার এককালীন ভোটার পরিচয়-কোড', signIn: 'সাইন ইন', review: 'আমার ব্যালট পর্যালোচনা করুন', encrypt: 'আমার ব্যালট এনক্রিপ্ট করুন', cast: 'আমার ব্যালট জমা দিন' },
 };
 let words = WORDS.en;
@@ -311,9 +326,19 @@ await page.locator('fieldset[data-field=contest-1]').getByLabel('Leave blank').c
 assert.equal(await page.getByLabel('Alice', { exact: true }).isChecked(), false, 'a one-choice contest can be left blank again');
 await page.getByLabel('Alice', { exact: true }).check();
 await page.getByLabel('Yes', { exact: true }).check();
+// Switching language mid-ballot keeps the marks, and the focus stays on the switch.
+await useLanguage('fr');
+await page.getByRole('button', { name: WORDS.fr.review }).waitFor();
+assert.deepEqual(await page.locator('form.ballot input:checked').evaluateAll((els) => els.map((e) => e.id)),
+  ['contest-1-selection-1', 'contest-2-selection-1', 'contest-2-selection-2', 'contest-3-selection-1'], 'marks survive a change of language');
+assert.equal(await page.evaluate(() => document.activeElement.id), 'language');
+await useLanguage('en');
 await reviewAndEncrypt('en');
 await page.getByRole('button', { name: words.cast }).click();
 const adaCode = await receiptCode();
+await useLanguage('bn');
+assert.equal(await receiptCode(), adaCode, 'the receipt survives a change of language');
+await useLanguage('en');
 for (const width of [320, 390]) {
   await page.setViewportSize({ width, height: 844 });
   await assertNoSidewaysScroll(`the receipt at ${width} px`);
@@ -402,6 +427,32 @@ await page.getByRole('heading', { name: 'Votre bulletin est déposé' }).waitFor
 await receiptCode();
 await audit('voter-receipt-fr');
 
+// dara leaves the mayor blank; while her page waits on "Cast", her credential casts the same
+// choices from another device: the page then says plainly that the credential has voted.
+await go(`#/vote/${electionId}`);
+await useLanguage('en');
+words = WORDS.en;
+await signInVoter('dara');
+await page.getByLabel('Dan', { exact: true }).check();
+await page.getByLabel('No', { exact: true }).check();
+const choices = { 'contest-2': [await idOf('Dan')], 'contest-3': [await idOf('No')] };
+await page.getByRole('button', { name: words.review }).click();
+assert.deepEqual(await page.locator('dl.choices dd').allTextContents(), ['no selection', 'Dan', 'No']);
+await page.getByRole('button', { name: words.encrypt }).click();
+await page.getByRole('button', { name: words.cast }).waitFor();
+async function otherDevice(path, body) {
+  const answer = await fetch(`${base}/api/elections/${electionId}/${path}`, {
+    method: 'POST', headers: { Authorization: `Bearer ${voterCredentials.dara}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const text = await answer.text();
+  assert.ok(answer.ok, `${path}: ${answer.status} ${text}`);
+  return JSON.parse(text);
+}
+const elsewhere = await otherDevice('ballots/encrypt', { choices });
+await otherDevice(`ballots/${elsewhere.ballot_id}/cast`, {});
+await page.getByRole('button', { name: words.cast }).click();
+await page.locator('#credential-used').waitFor();
+await audit('voter-cast-elsewhere-en');
+
 // A used credential is refused at sign-in, in plain words, with nothing left to press.
 await go(`#/vote/${electionId}`);
 await useLanguage('en');
@@ -452,15 +503,15 @@ await go(`#/results/${electionId}`);
 await page.locator('#results').waitFor();
 const votes = async (contestName, choice) => Number(await page.locator('section.card', { has: page.getByRole('heading', { name: contestName }) })
   .locator('tr', { has: page.getByRole('cell', { name: choice, exact: true }) }).locator('td.votes').getAttribute('data-votes'));
-const expected = { Mayor: { Alice: 2, Bob: 1, Carol: 0 }, Council: { Dan: 2, Eve: 2, Fay: 2 }, 'Build the bridge?': { Yes: 2, No: 1 } };
+const expected = { Mayor: { Alice: 2, Bob: 1, Carol: 0 }, Council: { Dan: 3, Eve: 2, Fay: 2 }, 'Build the bridge?': { Yes: 2, No: 2 } };
 async function assertCounts() {
   for (const [contestName, counts] of Object.entries(expected)) {
     for (const [choice, n] of Object.entries(counts)) assert.equal(await votes(contestName, choice), n, `${contestName} / ${choice}`);
   }
 }
 await assertCounts();
-await page.locator('#verification .ok', { hasText: 'All 4 ballots verified' }).waitFor();
-assert.equal(await page.locator('#codes tbody tr').count(), 4, 'three cast and one challenged tracking code');
+await page.locator('#verification .ok', { hasText: 'All 5 ballots verified' }).waitFor();
+assert.equal(await page.locator('#codes tbody tr').count(), 5, 'four cast and one challenged tracking code');
 // The code as a voter copies it from a receipt: grouped, in lower case.
 await page.getByLabel('Tracking code', { exact: true }).fill(adaCode.toLowerCase().match(/.{4}/g).join(' '));
 await page.getByRole('button', { name: 'Look it up' }).click();
@@ -472,7 +523,8 @@ await (await fieldError('Tracking code')).getByText('No ballot in this election 
 await useLanguage('fr');
 await page.getByRole('heading', { name: 'Résultats : Town election 2026' }).waitFor();
 await assertCounts();
-await page.locator('#verification .ok', { hasText: 'Les 4 bulletins sont vérifiés' }).waitFor();
+await page.locator('#verification .ok', { hasText: 'Les 5 bulletins sont vérifiés' }).waitFor();
+assert.match(await page.locator('main > p').first().textContent(), /4 bulletins déposés, 1 ouvert pour vérification/);
 await audit('results-and-audit-fr');
 await useLanguage('bn');
 await page.getByRole('heading', { name: 'ফলাফল: Town election 2026' }).waitFor();
