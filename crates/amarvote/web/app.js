@@ -414,8 +414,19 @@ async function electionChooser(title, state, link) {
 
 // ---------- administrator ----------
 
+/** Whether the kept token is still the administrator's (the server may have a new one since). */
+async function adminSignedIn() {
+  if (!adminToken()) return false;
+  const valid = await api('GET', '/api/admin', { token: adminToken() }).then(() => true, (error) => {
+    if (error.status === 401 || error.status === 403) return false;
+    throw error;
+  });
+  if (!valid) sessionStorage.removeItem(ADMIN_KEY);
+  return valid;
+}
+
 async function adminPage() {
-  if (!adminToken()) return adminSignIn();
+  if (!(await adminSignedIn())) return adminSignIn();
   const { elections } = await api('GET', '/api/elections');
   const signOut = h('button', { type: 'button', class: 'secondary', text: 'Sign out',
     onclick: () => { sessionStorage.removeItem(ADMIN_KEY); route(); } });
@@ -492,7 +503,7 @@ function linesOf(text) {
 }
 
 async function newElectionPage() {
-  if (!adminToken()) return adminSignIn();
+  if (!(await adminSignedIn())) return adminSignIn();
   const contests = h('div', {}, contestEditor(0));
   const voters = h('textarea', { name: 'voters', rows: 5 });
   const voterFile = h('input', { type: 'file', accept: '.csv,.txt', name: 'voter-file' });
@@ -572,7 +583,7 @@ function createdPage(created, issued) {
 }
 
 async function electionAdminPage(id) {
-  if (!adminToken()) return adminSignIn();
+  if (!(await adminSignedIn())) return adminSignIn();
   const overview = h('div');
   const ceremony = h('div');
   const jobsBox = h('div', { id: 'jobs' });

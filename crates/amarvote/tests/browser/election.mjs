@@ -165,6 +165,12 @@ async function fieldError(label) {
 // ---------- administrator: sign in, a rejected form, then the election ----------
 
 await go('#/admin');
+// A token kept from before the server's token changed leads back to sign-in, not to refusals.
+await page.evaluate(() => sessionStorage.setItem('amarvote.admin-token', 'a-stale-token'));
+await go('#/admin/new');
+await page.getByRole('heading', { name: 'Administrator sign-in' }).waitFor();
+assert.equal(await page.evaluate(() => sessionStorage.getItem('amarvote.admin-token')), null);
+await go('#/admin');
 await audit('admin-sign-in');
 await page.getByRole('button', { name: 'Sign in' }).click();
 await (await fieldError('Administrator token')).getByText('Enter the administrator token').waitFor();
@@ -481,7 +487,9 @@ for (const kind of ['tally', 'decrypt', 'combine', 'verify']) {
   for (const next of Object.keys(after[kind])) await page.waitForFunction((k) => !document.querySelector(`button[value=${k}]`).disabled, next);
   await audit(`admin-job-${kind}-done`);
 }
-await page.waitForFunction(() => document.querySelector('button[value=combine]').disabled);
+// The page's next refresh sees the published state and no running job.
+await page.waitForFunction(() => document.querySelector('button[value=combine]').disabled
+  && !document.querySelector('button[value=verify]').disabled);
 assert.deepEqual(await startable(), { tally: false, decrypt: false, combine: false, verify: true }, 'published: only verify again');
 const firstJob = page.locator('.job').first();
 await firstJob.getByText('Chunks and timings').click();

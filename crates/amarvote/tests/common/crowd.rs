@@ -207,9 +207,12 @@ pub struct Verdict {
     pub non: u64,
 }
 
-/// For every voter: the earliest-202 attempt is accepted and every later one a
-/// duplicate (unless a try whose answer was lost came first, which then counts); the
-/// totals are the counted choices. Panics naming the first voter wronged.
+/// For every voter: exactly one answered attempt is accepted and every other one a
+/// duplicate (unless a try whose answer was lost came first, which then counts), and the
+/// accepted one was sent no later than the voter's first 202: an attempt sent after a 202
+/// never overturns it. Attempts in flight together (sent before either's 202) may count
+/// in either order: neither was answered when the other was made. The totals are the
+/// counted choices. Panics naming the first voter wronged.
 pub fn check(attempts: &[Attempt], statuses: &BTreeMap<String, Value>, results: &Value) -> Verdict {
     let mut by_voter: BTreeMap<usize, Vec<&Attempt>> = BTreeMap::new();
     for attempt in attempts {
@@ -226,15 +229,20 @@ pub fn check(attempts: &[Attempt], statuses: &BTreeMap<String, Value>, results: 
         let mut mine = mine.clone();
         mine.sort_by_key(|a| a.answered_at);
         let first = mine[0];
-        let counted_choice = if mine.iter().any(|a| status(a) == "accepted") {
-            assert_eq!(
-                status(first),
-                "accepted",
-                "voter {voter}: the earliest 202 ({}) is not the one counted: {mine:#?}",
+        let accepted: Vec<&&Attempt> = mine.iter().filter(|a| status(a) == "accepted").collect();
+        let counted_choice = if let [winner] = accepted.as_slice() {
+            assert!(
+                winner.sent_at <= first.answered_at,
+                "voter {voter}: {} was sent after the 202 of {} and overturned it: {mine:#?}",
+                winner.request_id,
                 first.request_id
             );
-            Some(first.choice)
+            Some(winner.choice)
         } else {
+            assert!(
+                accepted.is_empty(),
+                "voter {voter}: two accepted: {mine:#?}"
+            );
             let cut: Vec<_> = mine
                 .iter()
                 .filter(|a| a.unanswered_tries > 0 && a.sent_at <= first.answered_at)
@@ -249,11 +257,11 @@ pub fn check(attempts: &[Attempt], statuses: &BTreeMap<String, Value>, results: 
             Some(_) => non += 1,
             None => undecided += 1,
         }
-        for later in &mine[1..] {
+        for other in mine.iter().filter(|a| status(a) != "accepted") {
             assert_eq!(
-                status(later),
+                status(other),
                 "duplicate",
-                "voter {voter}: a later attempt is not a duplicate: {mine:#?}"
+                "voter {voter}: an attempt not counted is not a duplicate: {mine:#?}"
             );
         }
     }
