@@ -11,6 +11,7 @@ pub mod api;
 pub mod commands;
 pub mod domain;
 pub mod election;
+mod memory;
 pub mod metrics;
 pub mod ports;
 pub mod record_io;

@@ -11,6 +11,7 @@
 //!
 //! The Jacobi symbol comes from GMP (`mpz_jacobi`, about 25× faster than OpenSSL's
 //! `BN_kronecker` on 4096-bit numbers here); its `mpz_t` values live only inside [`jacobi`].
+#![allow(unsafe_code)]
 
 use std::cell::RefCell;
 use std::os::raw::c_int;

@@ -60,7 +60,7 @@ impl RateLimiter {
     /// IPv6 clients are counted per /64, the smallest block one subscriber gets.
     pub fn check(&self, client: Option<IpAddr>) -> Result<(), Duration> {
         let checks = self.checks.fetch_add(1, Ordering::Relaxed);
-        if checks % SWEEP_EVERY == 0 && self.limiter.len() > SWEEP_ABOVE {
+        if checks.is_multiple_of(SWEEP_EVERY) && self.limiter.len() > SWEEP_ABOVE {
             self.limiter.retain_recent();
         }
         self.limiter

@@ -202,7 +202,7 @@ async fn archive(
 async fn file_body(
     app: &AppState,
     id: &str,
-    election: &crate::domain::ElectionRow,
+    election: &ElectionRow,
     path: &str,
 ) -> ApiResult<String> {
     let (app, id, election) = (app.clone(), id.to_string(), election.clone());

@@ -75,7 +75,7 @@ async fn handle(app: &App, queue: QueueName, delivery: Delivery) {
     let settled = match outcome {
         Ok((_, Some(kind))) => {
             app.metrics.chunk_done(kind, started.elapsed());
-            return_freed_memory();
+            crate::memory::return_freed_memory();
             delivery.settle.ack().await
         }
         Ok((_, None)) => delivery.settle.ack().await,
@@ -91,17 +91,6 @@ async fn handle(app: &App, queue: QueueName, delivery: Delivery) {
     if let Err(e) = settled {
         // The message comes back (visibility timeout or broker redelivery); the result, if any, is already stored.
         tracing::warn!(queue = queue.as_str(), error = %e, "could not settle a message");
-    }
-}
-
-/// Hands the memory a chunk freed back to the system. glibc keeps freed pages in the
-/// arena of whichever thread freed them, so without this a worker's resident size drifts
-/// up with the chunks it has done instead of staying at one chunk's peak.
-fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers; it only walks glibc's own allocator state.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -117,7 +117,7 @@ pub async fn vote(
     for voter in 0..voters {
         for _ in 0..attempts {
             let at = spread.mul_f64((rng.next() % 10_000) as f64 / 10_000.0);
-            plan.push((at, voter, rng.next() % 2 == 0));
+            plan.push((at, voter, rng.next().is_multiple_of(2)));
         }
     }
     plan.sort_by_key(|(at, ..)| *at);

@@ -531,7 +531,7 @@ pub async fn wait_done(client: &amarvote::commands::demo_server::Client, job: &s
             assert_eq!(status["processed_chunks"], status["total_chunks"]);
             return;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("job {job} did not finish");
 }
