@@ -256,3 +256,18 @@ mod tests {
         }
     }
 }
+
+/// The names under which jobs store what they produce (the store's artifacts), read back by
+/// later jobs, the API and the record export.
+pub mod artifacts {
+    /// The merged encrypted tally (CBOR), written by the tally job.
+    pub const ENCRYPTED_TALLY: &str = "encrypted_tally";
+    /// The plaintext tally with its shares and proofs, written by the combine job.
+    pub const PLAINTEXT_TALLY: &str = "tally";
+    /// Each decrypted challenged ballot: this prefix, then the ballot's object id.
+    pub const SPOILED_PREFIX: &str = "spoiled/";
+    /// The Lagrange coefficients of the guardians present.
+    pub const COEFFICIENTS: &str = "coefficients";
+    /// The verification job's report (JSON).
+    pub const VERIFICATION: &str = "verification";
+}

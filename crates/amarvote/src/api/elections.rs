@@ -240,7 +240,7 @@ async fn results(State(app): State<AppState>, Path(id): Path<String>) -> ApiResu
     app.election(&id).await?;
     let bytes = app
         .store
-        .artifact(&id, crate::workers::PLAINTEXT_TALLY)
+        .artifact(&id, crate::domain::artifacts::PLAINTEXT_TALLY)
         .await?
         .ok_or_else(|| ApiError {
             status: StatusCode::NOT_FOUND,
@@ -267,7 +267,7 @@ async fn verification(
     app.election(&id).await?;
     let bytes = app
         .store
-        .artifact(&id, crate::workers::VERIFICATION)
+        .artifact(&id, crate::domain::artifacts::VERIFICATION)
         .await?
         .ok_or_else(|| ApiError {
             status: StatusCode::NOT_FOUND,

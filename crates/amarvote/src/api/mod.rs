@@ -303,7 +303,10 @@ pub fn router(app: AppState) -> Router {
         .merge(ceremony::routes())
         .merge(
             ballots::routes().route_layer(axum::middleware::from_fn_with_state(
-                app.clone(),
+                (
+                    app.clone(),
+                    Arc::new(rate_limit::RateLimiter::new(app.settings.ballot_rate_limit)),
+                ),
                 rate_limit::limit_ballots,
             )),
         )

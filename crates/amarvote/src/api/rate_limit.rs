@@ -113,13 +113,21 @@ pub fn too_many_requests(wait: Duration, message: &str) -> Response {
     .into_response()
 }
 
-pub async fn limit_ballots(State(app): State<AppState>, request: Request, next: Next) -> Response {
+/// The ballot routes' middleware state: the service, and the limiter the HTTP edge keeps
+/// (a use case never sees it).
+pub type BallotLimit = (AppState, std::sync::Arc<RateLimiter>);
+
+pub async fn limit_ballots(
+    State((app, limiter)): State<BallotLimit>,
+    request: Request,
+    next: Next,
+) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let client = client_address(peer, request.headers(), &app.settings.trusted_proxies);
-    match app.rate_limiter.check(client) {
+    match limiter.check(client) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
             app.metrics.ballot_rejected("rate_limited");

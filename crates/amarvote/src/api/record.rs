@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 
 use super::tar::ArchiveWriter;
 use super::{ApiError, ApiResult, AppState};
+use crate::domain::artifacts::{COEFFICIENTS, ENCRYPTED_TALLY, PLAINTEXT_TALLY, SPOILED_PREFIX};
 use crate::domain::{BallotState, ElectionRow, ElectionState};
 use crate::service::codec::from_cbor;
 use crate::service::ServiceError;
-use crate::workers::{COEFFICIENTS, ENCRYPTED_TALLY, PLAINTEXT_TALLY, SPOILED_PREFIX};
 use axum::body::Bytes;
 
 pub fn routes() -> Router<AppState> {

@@ -135,7 +135,6 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub admin_token: String,
     pub settings: Settings,
-    pub rate_limiter: crate::api::rate_limit::RateLimiter,
     /// Guards the Argon2 passphrase checks (19 MiB and tens of ms each).
     pub passphrase_gate: PassphraseGate,
     /// One progress poller per followed job, for the event streams.
@@ -151,7 +150,6 @@ impl App {
         admin_token: String,
         settings: Settings,
     ) -> App {
-        let rate_limiter = crate::api::rate_limit::RateLimiter::new(settings.ballot_rate_limit);
         App {
             store,
             queue,
@@ -159,7 +157,6 @@ impl App {
             metrics: Arc::new(Metrics::new()),
             admin_token,
             settings,
-            rate_limiter,
             passphrase_gate: PassphraseGate::default(),
             job_feeds: jobs::JobFeeds::default(),
             crypto: Mutex::new(HashMap::new()),

@@ -12,14 +12,11 @@ use electionguard::json::to_reference_json;
 use electionguard::key_ceremony::ElectionPublicKey;
 
 use super::decrypt::{public_key, targets, Shares};
+use crate::domain::artifacts::{COEFFICIENTS, PLAINTEXT_TALLY, SPOILED_PREFIX};
 use crate::domain::{ElectionState, JobRow};
 use crate::service::codec::{from_cbor, to_cbor};
 use crate::service::jobs::{ChunkSpec, DecryptParams, Target};
 use crate::service::App;
-
-pub const PLAINTEXT_TALLY: &str = "tally";
-pub const SPOILED_PREFIX: &str = "spoiled/";
-pub const COEFFICIENTS: &str = "coefficients";
 
 /// Every share the decryption job produced for `target`, by object id.
 async fn shares_for(

@@ -13,7 +13,8 @@ use electionguard::key_ceremony::{ElectionPublicKey, GuardianRecord};
 use electionguard::tally::CiphertextTally;
 use serde::{Deserialize, Serialize};
 
-use super::tally::{ENCRYPTED_TALLY, TALLY_ID};
+use super::tally::TALLY_ID;
+use crate::domain::artifacts::ENCRYPTED_TALLY;
 use crate::domain::{ElectionState, GuardianRow, JobRow};
 use crate::service::codec::{from_cbor, to_cbor};
 use crate::service::elections::open_grant;

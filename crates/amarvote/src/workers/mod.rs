@@ -23,10 +23,6 @@ use crate::ports::queue::{backoff, Delivery, MAX_ATTEMPTS};
 use crate::service::jobs::ChunkSpec;
 use crate::service::App;
 
-pub use combine::{COEFFICIENTS, PLAINTEXT_TALLY, SPOILED_PREFIX};
-pub use tally::ENCRYPTED_TALLY;
-pub use verify::VERIFICATION;
-
 /// Consumes the given queues until `shutdown` turns true.
 pub async fn run(app: Arc<App>, queues: Vec<QueueName>, shutdown: watch::Receiver<bool>) {
     let consumers: Vec<_> = queues

@@ -4,6 +4,7 @@
 use electionguard::ballot::CiphertextBallot;
 use electionguard::tally::CiphertextTally;
 
+use crate::domain::artifacts::ENCRYPTED_TALLY;
 use crate::domain::{BallotState, ElectionState, JobRow};
 use crate::service::codec::{from_cbor, to_cbor};
 use crate::service::jobs::{ChunkSpec, Target};
@@ -11,7 +12,6 @@ use crate::service::App;
 use crate::workers::pages::BallotPages;
 
 pub const TALLY_ID: &str = "election-results";
-pub const ENCRYPTED_TALLY: &str = "encrypted_tally";
 
 pub async fn chunk(app: &App, job: &JobRow, spec: &ChunkSpec) -> anyhow::Result<Vec<u8>> {
     let Target::Ballots { offset, limit, .. } = spec.target else {

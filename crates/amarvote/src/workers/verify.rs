@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 use electionguard::ballot::CiphertextBallot;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::artifacts::VERIFICATION;
 use crate::domain::{BallotRow, JobRow};
 use crate::service::codec::{from_cbor, to_cbor};
 use crate::service::jobs::{ChunkSpec, Target};
 use crate::service::{App, ElectionCrypto};
 use crate::workers::pages::BallotPages;
-
-pub const VERIFICATION: &str = "verification";
 
 /// What a verification job found: ballots checked, each check with its counts, and
 /// every failure named.
