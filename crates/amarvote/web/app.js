@@ -142,6 +142,13 @@ class ApiError extends Error {
   }
 }
 
+/** Marks where an error's words are the server's English, so a screen reader on a French or
+ * Bengali page reads them as English; a catalog message takes the page's language. */
+function markLanguageOf(el, error) {
+  if (error.fromServer) el.lang = 'en';
+  else el.removeAttribute('lang');
+}
+
 /** Calls the API; a non-2xx answer throws an ApiError with the server's message. */
 async function api(method, path, { body, token } = {}) {
   const headers = {};
@@ -205,15 +212,13 @@ function errorsOf(form) {
       if (target) {
         const err = target.querySelector(':scope > .field-error');
         err.textContent = error.message;
-        err.toggleAttribute('lang', Boolean(error.fromServer));
-        if (error.fromServer) err.lang = 'en';
+        markLanguageOf(err, error);
         err.hidden = false;
         const input = target.querySelector('input, select, textarea');
         if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }
       } else {
         general.textContent = error.message;
-        general.toggleAttribute('lang', Boolean(error.fromServer));
-        if (error.fromServer) general.lang = 'en';
+        markLanguageOf(general, error);
         general.hidden = false;
         general.focus?.();
       }
@@ -369,7 +374,7 @@ async function render(path) {
         await show(...match.slice(1));
       } catch (error) {
         const box = alertBox(error.message);
-        if (error.fromServer) box.lang = 'en';
+        markLanguageOf(box, error);
         page(t('common.error.title'), box);
       }
       return;
