@@ -289,8 +289,7 @@ async fn consent_with_share_of(
     let credential: Credential =
         serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     let share =
-        amarvote::commands::guardian_ceremony::open_keystore(keystore, &credential, "passphrase 0")
-            .unwrap();
+        amarvote::commands::guardian::open_keystore(keystore, &credential, "passphrase 0").unwrap();
     let other = &created["guardians"][as_index];
     client
         .post_text(
@@ -668,12 +667,9 @@ async fn the_guardian_command_answers_a_rejection_and_takes_the_answer_to_its_ow
     );
     let credential: Credential =
         serde_json::from_str(&std::fs::read_to_string(&files[1]).unwrap()).unwrap();
-    let secret = amarvote::commands::guardian_ceremony::open_keystore(
-        &keystore,
-        &credential,
-        "passphrase 2",
-    )
-    .unwrap();
+    let secret =
+        amarvote::commands::guardian::open_keystore(&keystore, &credential, "passphrase 2")
+            .unwrap();
     let taken = secret
         .received
         .iter()

@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amarvote::referendum::embedded::{self, EmbeddedConfig, EmbeddedParts};
-use amarvote::referendum::messages::{encode, VoteMessage};
-use amarvote::referendum::metrics::ReferendumMetrics;
-use amarvote::referendum::queue::Stream;
-use amarvote::referendum::registry::MarkOutcome;
-use amarvote::referendum::voter_hash::{Choice, LockKey, VoterHash};
+use amarvote::commands::referendum::embedded::{self, EmbeddedConfig, EmbeddedParts};
+use amarvote::domain::vote_messages::{encode, VoteMessage};
+use amarvote::domain::voter_hash::{Choice, LockKey, VoterHash};
+use amarvote::metrics::referendum::ReferendumMetrics;
+use amarvote::ports::vote_queue::Stream;
+use amarvote::ports::voter_registry::MarkOutcome;
 use amarvote::referendum::VoteLimits;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -636,7 +636,7 @@ async fn a_client_over_its_rate_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_loadgen_run_reconciles_exactly() {
-    use amarvote::referendum::loadgen::run;
+    use amarvote::commands::referendum::loadgen::run;
     let server = start(unthrottled()).await;
     let report = run(&common::small_loadgen(&server.url, ADMIN))
         .await

@@ -6,14 +6,14 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use amarvote::referendum::loadgen::run;
-use amarvote::referendum::messages::{encode, VoteMessage};
-use amarvote::referendum::metrics::ReferendumMetrics;
-use amarvote::referendum::queue::{Stream, VoteDelivery, VoteQueue};
-use amarvote::referendum::queue_amqp::AmqpVoteQueue;
-use amarvote::referendum::scaled::ScaledParts;
+use amarvote::adapters::vote_queue_amqp::AmqpVoteQueue;
+use amarvote::commands::referendum::loadgen::run;
+use amarvote::commands::referendum::scaled::ScaledParts;
+use amarvote::domain::vote_messages::{encode, VoteMessage};
+use amarvote::domain::voter_hash::{Choice, ElectionSecret, LockKey, VoterHash};
+use amarvote::metrics::referendum::ReferendumMetrics;
+use amarvote::ports::vote_queue::{Stream, VoteDelivery, VoteQueue};
 use amarvote::referendum::stage::receipts;
-use amarvote::referendum::voter_hash::{Choice, ElectionSecret, LockKey, VoterHash};
 use amarvote::referendum::VoteLimits;
 use tokio::sync::watch;
 

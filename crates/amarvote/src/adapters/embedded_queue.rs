@@ -16,6 +16,12 @@ use tokio::sync::Notify;
 use crate::domain::{now_ms, QueueName};
 use crate::ports::queue::{Delivery, Published, QueueError, Settle, WorkQueue, MAX_ATTEMPTS};
 
+impl From<sqlx::Error> for QueueError {
+    fn from(err: sqlx::Error) -> Self {
+        QueueError::Store(err.to_string())
+    }
+}
+
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS queue_messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,

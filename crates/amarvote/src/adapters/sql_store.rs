@@ -1022,22 +1022,41 @@ impl Store for SqlStore {
         .await?)
     }
 
-    async fn insert_job(&self, job: &JobRow, chunks: &[ChunkRow]) -> Result<bool, StoreError> {
+    async fn insert_job(
+        &self,
+        job: &JobRow,
+        chunks: &[ChunkRow],
+        election_in: Option<ElectionState>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)"
-        ))
-        .bind(&job.id)
-        .bind(&job.election_id)
-        .bind(job.kind.as_str())
-        .bind(job.state.as_str())
-        .bind(job.total_chunks as i64)
-        .bind(&job.params_json)
-        .bind(job.created_at)
-        .execute(&mut *tx)
-        .await;
+        // The election's state is checked in the insert itself: a job of the kind that
+        // finished between planning and here has moved the election on.
+        let sql = match election_in {
+            None => format!(
+                "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)"
+            ),
+            Some(_) => format!(
+                "INSERT INTO jobs ({JOB_COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, NULL, NULL
+                 WHERE EXISTS (SELECT 1 FROM elections WHERE id = $2 AND state = $8)"
+            ),
+        };
+        let mut insert = sqlx::query(&sql)
+            .bind(&job.id)
+            .bind(&job.election_id)
+            .bind(job.kind.as_str())
+            .bind(job.state.as_str())
+            .bind(job.total_chunks as i64)
+            .bind(&job.params_json)
+            .bind(job.created_at);
+        if let Some(state) = election_in {
+            insert = insert.bind(state.as_str());
+        }
+        let inserted = insert.execute(&mut *tx).await;
         // The index `one_active_job_per_kind` refuses a second running job of a kind.
-        if is_unique_violation(&inserted) {
+        let refused = inserted
+            .as_ref()
+            .is_ok_and(|done| done.rows_affected() == 0);
+        if refused || is_unique_violation(&inserted) {
             return Ok(false);
         }
         inserted?;
@@ -1294,6 +1313,32 @@ impl Store for SqlStore {
     }
 }
 
+/// Connection loss, a busy or locked database, and aborted transactions (serialization
+/// failures, deadlocks, a server shutting down) may pass; anything else is a refusal
+/// that will not. Codes: PostgreSQL SQLSTATEs, SQLite (extended) result codes.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("40001" | "40P01" | "57P01" | "5" | "6" | "261" | "262" | "517")
+        ),
+        _ => false,
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::Backend {
+            transient: is_transient(&err),
+            message: err.to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1375,6 +1420,69 @@ mod tests {
             chain,
         };
         store.record_ballot(b, link, &rules(&fingerprints)).await
+    }
+
+    fn tally_job(id: &str) -> JobRow {
+        JobRow {
+            id: id.into(),
+            election_id: "e".into(),
+            kind: JobKind::Tally,
+            state: JobState::Running,
+            total_chunks: 0,
+            params_json: "{}".into(),
+            created_at: 0,
+            finished_at: None,
+            error: None,
+        }
+    }
+
+    /// Four tally starts raced on an empty election: the first job finished (election
+    /// tallied, job done) before a second start reached the store. The second must be
+    /// refused although no tally job is running any more.
+    #[tokio::test]
+    async fn a_job_is_refused_once_one_of_its_kind_moved_the_election_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_election(&dir).await;
+        let closed = Some(ElectionState::Closed);
+        store
+            .set_election_state("e", ElectionState::Open, ElectionState::Closed)
+            .await
+            .unwrap();
+        assert!(store
+            .insert_job(&tally_job("j1"), &[], closed)
+            .await
+            .unwrap());
+        assert!(
+            !store
+                .insert_job(&tally_job("j2"), &[], closed)
+                .await
+                .unwrap(),
+            "one running"
+        );
+        store
+            .set_election_state("e", ElectionState::Closed, ElectionState::Tallied)
+            .await
+            .unwrap();
+        store
+            .set_job_state("j1", &[JobState::Running], JobState::Done, None)
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .insert_job(&tally_job("j3"), &[], closed)
+                .await
+                .unwrap(),
+            "moved on"
+        );
+        assert!(store.job("j3").await.unwrap().is_none(), "nothing stored");
+        let verify = JobRow {
+            kind: JobKind::Verify,
+            ..tally_job("j4")
+        };
+        assert!(
+            store.insert_job(&verify, &[], None).await.unwrap(),
+            "any state"
+        );
     }
 
     #[tokio::test]

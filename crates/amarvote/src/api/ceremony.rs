@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::{reference_body, require_bearer, ApiResult, AppState};
 use crate::service::ceremony::{self, BackupVerdict, CeremonyStatus};
-use crate::service::elections::authorize_guardian;
+use crate::service::guardians::authorize_guardian;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

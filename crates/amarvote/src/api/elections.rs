@@ -11,7 +11,8 @@ use axum::body::Bytes;
 
 use super::{parse_body, require_admin, require_bearer, ApiError, ApiResult, AppState};
 use crate::domain::BallotState;
-use crate::service::elections::{self, Consent, CreatedElection, GuardianSecret, NewElection};
+use crate::service::elections::{self, Consent, CreatedElection, NewElection};
+use crate::service::guardians::{authorize_guardian, GuardianSecret};
 use electionguard::key_ceremony::GuardianRecord;
 
 pub fn routes() -> Router<AppState> {
@@ -217,7 +218,7 @@ async fn consent(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let token = require_bearer(&headers)?;
-    elections::authorize_guardian(&app, &id, &guardian, token).await?;
+    authorize_guardian(&app, &id, &guardian, token).await?;
     let request: ConsentRequest = parse_body(&body)?;
     let consent = match (request.passphrase, request.key_share, request.remote) {
         (Some(passphrase), None, false) => Consent::Passphrase(passphrase),

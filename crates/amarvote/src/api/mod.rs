@@ -13,6 +13,7 @@ mod jobs;
 mod openapi;
 pub mod rate_limit;
 mod record;
+pub mod referendum;
 mod remote_decryption;
 mod tar;
 mod web;

@@ -9,8 +9,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::{reference_body, require_bearer, ApiResult, AppState};
+use crate::service::operations::decrypt::Shares;
 use crate::service::remote_decryption::{self, RemoteChunk};
-use crate::workers::decrypt::Shares;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tokio::sync::watch;
 
+use super::lifecycle::{serve_http, shutdown_signal};
 use crate::adapters::embedded_queue::EmbeddedQueue;
 use crate::adapters::rabbitmq::RabbitQueue;
 use crate::adapters::sql_store::SqlStore;
@@ -98,33 +98,6 @@ pub struct WorkerArgs {
     pub queues: Vec<String>,
 }
 
-/// SIGTERM or Ctrl-C flips the returned flag; roles finish their current work and exit.
-pub fn shutdown_signal() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("shutting down: finishing current work");
-        let _ = tx.send(true);
-    });
-    rx
-}
-
-/// Serves `router` on `listen` (with client addresses, for rate limits) until shutdown.
-pub async fn serve_http(
-    listen: SocketAddr,
-    router: axum::Router,
-    shutdown: watch::Receiver<bool>,
-) -> Result<()> {
-    crate::api::http_server::bind_and_serve(listen, router, Default::default(), shutdown)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))
-}
-
 /// The admin token of a data directory, created (mode 0600) on first use; an existing
 /// file that others may read, or that holds a weak token, is refused.
 pub fn admin_token(data: &Path) -> Result<String> {
@@ -178,7 +151,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         "administrator token: in {}",
         args.data.join("admin.token").display()
     );
-    let referendum = crate::referendum::embedded::start(
+    let referendum = super::referendum::embedded::start(
         crate::commands::referendum::embedded_config(
             &args.data,
             admin_token(&args.data)?,

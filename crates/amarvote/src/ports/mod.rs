@@ -3,6 +3,9 @@
 
 pub mod queue;
 pub mod store;
+pub mod vote_queue;
+pub mod vote_store;
+pub mod voter_registry;
 
 pub use queue::{Delivery, WorkQueue};
 pub use store::{

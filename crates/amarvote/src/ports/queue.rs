@@ -15,7 +15,7 @@ pub enum QueueError {
     #[error("queue broker error: {0}")]
     Broker(String),
     #[error("queue store error: {0}")]
-    Store(#[from] sqlx::Error),
+    Store(String),
 }
 
 /// How often a chunk is tried before it is dead-lettered.

@@ -12,8 +12,10 @@ use crate::domain::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    /// The database failed; `transient` when trying again later may succeed (it was
+    /// unreachable, busy, or aborted the transaction).
+    #[error("database error: {message}")]
+    Backend { message: String, transient: bool },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
@@ -267,8 +269,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<String>, StoreError>;
 
     /// Creates a job with its chunks, none published yet, in one transaction; false (and
-    /// nothing stored) if a job of the same kind is running for the election.
-    async fn insert_job(&self, job: &JobRow, chunks: &[ChunkRow]) -> Result<bool, StoreError>;
+    /// nothing stored) if a job of the same kind is running for the election, or the
+    /// election is no longer in the state `election_in` (a job of the kind just finished).
+    async fn insert_job(
+        &self,
+        job: &JobRow,
+        chunks: &[ChunkRow],
+        election_in: Option<ElectionState>,
+    ) -> Result<bool, StoreError>;
     async fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError>;
     async fn jobs_in_state(&self, state: JobState) -> Result<Vec<JobRow>, StoreError>;
     /// An election's jobs, newest first.

@@ -19,18 +19,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::messages::VoteMessage;
-use super::metrics::{LawChoiceLabel, ReferendumMetrics};
-use super::queue::{Stream, VoteDelivery, VoteQueue, VoteQueueError};
-use super::registry::{Counted, VoterRegistry};
-use super::stage::{next_batch, receipts, BatchPolicy, ERROR_PAUSE};
-use super::tables::VoteTables;
+use super::stage::{next_batch, receipts, ERROR_PAUSE};
+use crate::domain::vote_messages::VoteMessage;
+use crate::metrics::referendum::{LawChoiceLabel, ReferendumMetrics};
+use crate::ports::vote_queue::{BatchPolicy, Stream, VoteDelivery, VoteQueue, VoteQueueError};
+use crate::ports::vote_store::{VoteStore, VoteStoreError};
+use crate::ports::voter_registry::{Counted, RegistryError, VoterRegistry};
 
-/// 100 votes or one second, whichever comes first.
-pub const AGGREGATE_POLICY: BatchPolicy = BatchPolicy {
-    max_batch: 100,
-    max_age: Duration::from_secs(1),
-};
 /// Tries of one batch's transaction before it is requeued.
 pub const DB_TRIES: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -38,7 +33,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Aggregator {
     pub queue: Arc<dyn VoteQueue>,
     pub registry: Arc<dyn VoterRegistry>,
-    pub tables: VoteTables,
+    pub tables: Arc<dyn VoteStore>,
     pub metrics: Arc<ReferendumMetrics>,
     pub policy: BatchPolicy,
 }
@@ -84,7 +79,7 @@ impl Aggregator {
                 self.queue
                     .requeue(Stream::Aggregation, receipts(deliveries))
                     .await?;
-                return Err(VoteQueueError::Store(err));
+                return Err(VoteQueueError::Store(err.to_string()));
             }
         }
         self.metrics
@@ -92,7 +87,7 @@ impl Aggregator {
         Ok(())
     }
 
-    async fn write_with_retries(&self, votes: &[VoteMessage]) -> Result<(), sqlx::Error> {
+    async fn write_with_retries(&self, votes: &[VoteMessage]) -> Result<(), WriteError> {
         let mut backoff = FIRST_BACKOFF;
         let mut tries = 0;
         loop {
@@ -102,19 +97,19 @@ impl Aggregator {
                     self.count(&recorded.counted);
                     return self.confirm(recorded.standing).await;
                 }
-                Err(err) if tries < DB_TRIES => {
+                Err(err) if err.transient && tries < DB_TRIES => {
                     tracing::warn!(%err, tries, "aggregation transaction failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
                 }
-                Err(err) => return Err(err),
+                Err(err) => return Err(WriteError::Store(err)),
             }
         }
     }
 
     fn count(
         &self,
-        counted: &std::collections::BTreeMap<(String, super::voter_hash::Choice), i64>,
+        counted: &std::collections::BTreeMap<(String, crate::domain::voter_hash::Choice), i64>,
     ) {
         for ((law_id, choice), n) in counted {
             let label = LawChoiceLabel {
@@ -129,13 +124,23 @@ impl Aggregator {
     /// Tells the registry which attempt stands for each voter of the batch. A
     /// failure fails the batch: its redelivery changes nothing in the tables and
     /// confirms again, so registry and audit cannot stay apart.
-    async fn confirm(&self, standing: Vec<Counted>) -> Result<(), sqlx::Error> {
+    async fn confirm(&self, standing: Vec<Counted>) -> Result<(), WriteError> {
         self.registry.restore(standing).await.map_err(|err| {
             tracing::warn!(%err, "counted votes not confirmed to the registry");
-            sqlx::Error::Protocol(format!("voter registry: {err}"))
+            WriteError::Registry(err)
         })
     }
 }
+
+/// Why a batch was not counted; it is requeued either way.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Store(VoteStoreError),
+    #[error("voter registry: {0}")]
+    Registry(RegistryError),
+}
+
 fn parse(batch: Vec<VoteDelivery>) -> (Vec<VoteMessage>, Vec<VoteDelivery>, Vec<VoteDelivery>) {
     let mut votes = Vec::with_capacity(batch.len());
     let mut deliveries = Vec::with_capacity(batch.len());

@@ -20,7 +20,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::voter_hash::{ElectionSecret, HexError, VoterHash, VoterHasher};
+use crate::domain::voter_hash::{ElectionSecret, HexError, VoterHash, VoterHasher};
 
 /// How many bad rows are described in a [`HashgenReport`]; all are counted.
 pub const MAX_BAD_ROWS_KEPT: usize = 1000;
@@ -403,8 +403,8 @@ mod tests {
     use std::cell::RefCell;
     use std::collections::HashSet;
 
-    use super::super::voter_hash::voter_hash;
     use super::*;
+    use crate::domain::voter_hash::voter_hash;
 
     fn secret() -> ElectionSecret {
         ElectionSecret::from_hex(&"42".repeat(32)).unwrap()

@@ -10,15 +10,17 @@
 use std::collections::HashSet;
 use std::sync::{PoisonError, RwLock};
 
-use super::tables::VoteTables;
+use std::sync::Arc;
+
+use crate::ports::vote_store::{VoteStore, VoteStoreError};
 
 pub struct Laws {
-    tables: VoteTables,
+    tables: Arc<dyn VoteStore>,
     known: RwLock<HashSet<String>>,
 }
 
 impl Laws {
-    pub fn new(tables: VoteTables) -> Self {
+    pub fn new(tables: Arc<dyn VoteStore>) -> Self {
         Laws {
             tables,
             known: RwLock::new(HashSet::new()),
@@ -26,7 +28,7 @@ impl Laws {
     }
 
     /// Whether votes for `law_id` are accepted.
-    pub async fn exists(&self, law_id: &str) -> Result<bool, sqlx::Error> {
+    pub async fn exists(&self, law_id: &str) -> Result<bool, VoteStoreError> {
         if self.cached(law_id) {
             return Ok(true);
         }
@@ -38,7 +40,7 @@ impl Laws {
     }
 
     /// Creates a law; returns false if it already existed.
-    pub async fn create(&self, law_id: &str, title: &str) -> Result<bool, sqlx::Error> {
+    pub async fn create(&self, law_id: &str, title: &str) -> Result<bool, VoteStoreError> {
         let created = self.tables.create_law(law_id, title).await?;
         self.remember(law_id);
         Ok(created)

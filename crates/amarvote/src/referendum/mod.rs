@@ -1,38 +1,29 @@
-//! The referendum pipeline: national votes where each law is answered `oui`
-//! or `non`, at a scale (millions of voters) where ElectionGuard's per-ballot
-//! encryption is not needed and a simpler design suffices.
+//! The referendum pipeline's stages and use cases: national votes where each law is
+//! answered `oui` or `non`, at a scale (millions of voters) where ElectionGuard's
+//! per-ballot encryption is not needed and a simpler design suffices.
 //!
-//! Eligibility is proven with a NAS and a one-time mailed code per law. Those
-//! are reduced to keyed [`voter_hash::VoterHash`]es at the edge; the
-//! [`hashgen`] step turns the mailing list into shard files of hashes, and the
-//! [`registry`] records, atomically, which eligible hashes have voted.
+//! Eligibility is proven with a NAS and a one-time mailed code per law. Those are
+//! reduced to keyed [`VoterHash`]es at the HTTP edge (`api::referendum`); the
+//! [`hashgen`] step turns the mailing list into shard files of hashes, and the voter
+//! registry ([`crate::ports::voter_registry`]) records, atomically, which eligible
+//! hashes have voted.
 //!
 //! A vote flows API → validation stream → [`validate`] → aggregation stream →
-//! [`aggregate`] → `vote_results` and `vote_audit`; rejected attempts take the
-//! review stream to [`review`]. The streams are the [`queue`] port, on SQLite
-//! in the single-process [`embedded`] mode and on RabbitMQ when each stage runs
-//! as its own [`scaled`] role.
+//! [`aggregate`] → the vote store's count and audit; rejected attempts take the review
+//! stream to [`review`]. The streams are the vote-queue port
+//! ([`crate::ports::vote_queue`]), on SQLite in the single-process embedded mode and on
+//! RabbitMQ when each stage runs as its own scaled role (both assembled in
+//! `commands::referendum`).
+//!
+//! [`VoterHash`]: crate::domain::voter_hash::VoterHash
 
 pub mod aggregate;
-pub mod embedded;
-pub mod envelope;
 pub mod hashgen;
-pub mod ingest;
 pub mod laws;
-pub mod loadgen;
-pub mod messages;
-pub mod metrics;
-pub mod queue;
-pub mod queue_amqp;
-pub mod queue_sqlite;
-pub mod registry;
-pub mod registry_sqlite;
+pub mod rebuild;
 pub mod review;
-pub mod scaled;
 pub mod stage;
-pub mod tables;
 pub mod validate;
-pub mod voter_hash;
 
 /// The referendum's limits against floods and code guessing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +46,7 @@ impl Default for VoteLimits {
         VoteLimits {
             per_client: DEFAULT_PER_CLIENT_RATE,
             trusted_proxies: Vec::new(),
-            max_wrong_codes: registry::DEFAULT_CODE_ATTEMPTS,
+            max_wrong_codes: crate::ports::voter_registry::DEFAULT_CODE_ATTEMPTS,
         }
     }
 }

@@ -8,27 +8,22 @@
 //! confirmed to the registry where it has none (it lost them).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
-use super::messages::{ReviewMessage, ReviewReason};
-use super::metrics::ReferendumMetrics;
-use super::queue::{Stream, VoteDelivery, VoteQueue, VoteQueueError};
-use super::registry::{MarkOutcome, VoterRegistry};
-use super::stage::{next_batch, receipts, BatchPolicy, ERROR_PAUSE};
-use super::tables::{merge_duplicates, VoteTables};
-use super::voter_hash::VoterHash;
-
-pub const REVIEW_POLICY: BatchPolicy = BatchPolicy {
-    max_batch: 200,
-    max_age: Duration::from_millis(500),
-};
+use super::stage::{next_batch, receipts, ERROR_PAUSE};
+use crate::domain::vote_messages::{ReviewMessage, ReviewReason};
+use crate::domain::voter_hash::VoterHash;
+use crate::metrics::referendum::ReferendumMetrics;
+use crate::ports::vote_queue::{Stream, VoteDelivery, VoteQueue, VoteQueueError};
+use crate::ports::vote_store::{merge_duplicates, VoteStore, VoteStoreError};
+use crate::ports::voter_registry::{MarkOutcome, VoterRegistry};
 
 pub struct Reviewer {
     pub queue: Arc<dyn VoteQueue>,
     pub registry: Arc<dyn VoterRegistry>,
-    pub tables: VoteTables,
+    pub tables: Arc<dyn VoteStore>,
     pub metrics: Arc<ReferendumMetrics>,
 }
 
@@ -36,7 +31,13 @@ impl Reviewer {
     /// Consumes the review stream until shutdown.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         while !*shutdown.borrow() {
-            let batch = next_batch(&*self.queue, Stream::Review, REVIEW_POLICY, &shutdown).await;
+            let batch = next_batch(
+                &*self.queue,
+                Stream::Review,
+                Stream::Review.batch_policy(),
+                &shutdown,
+            )
+            .await;
             let settled = match batch {
                 Ok(batch) if batch.is_empty() => Ok(()),
                 Ok(batch) => self.process(batch).await,
@@ -77,7 +78,7 @@ impl Reviewer {
             self.queue
                 .requeue(Stream::Review, receipts(readable))
                 .await?;
-            return Err(VoteQueueError::Store(err));
+            return Err(VoteQueueError::Store(err.to_string()));
         }
         self.queue.ack(Stream::Review, receipts(readable)).await?;
         let outcomes = reviews
@@ -96,7 +97,7 @@ impl Reviewer {
         &self,
         reviews: &[ReviewMessage],
         duplicates: Vec<(VoterHash, u64, i64)>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), VoteStoreError> {
         self.tables.record_rejections(reviews).await?;
         self.tables
             .record_duplicates(&merge_duplicates(duplicates))

@@ -7,20 +7,16 @@
 //! short consume calls rather than by cancelling one, so a batch being built
 //! when SIGTERM arrives is processed and settled, never dropped.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::queue::{Stream, VoteDelivery, VoteQueue, VoteQueueError};
+use crate::metrics::referendum::{ReferendumMetrics, StreamLabel};
 
-/// How a stage batches its stream.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchPolicy {
-    /// Most messages per batch (and the consumer's prefetch).
-    pub max_batch: usize,
-    /// Longest a batch waits for more messages after its first.
-    pub max_age: Duration,
-}
+use crate::ports::vote_queue::{
+    BatchPolicy, Receipt, Stream, VoteDelivery, VoteQueue, VoteQueueError,
+};
 
 /// The longest single consume call, so shutdown is seen promptly.
 const CONSUME_SLICE: Duration = Duration::from_millis(100);
@@ -62,6 +58,29 @@ pub async fn next_batch(
 }
 
 /// Receipts of a set of deliveries, consuming them.
-pub fn receipts(deliveries: Vec<VoteDelivery>) -> Vec<super::queue::Receipt> {
+pub fn receipts(deliveries: Vec<VoteDelivery>) -> Vec<Receipt> {
     deliveries.into_iter().map(|d| d.receipt).collect()
+}
+
+/// Refreshes the queue-depth gauge every `every` until shutdown.
+pub async fn watch_queue_depth(
+    queue: Arc<dyn VoteQueue>,
+    metrics: Arc<ReferendumMetrics>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        for stream in Stream::ALL {
+            if let Ok(depth) = queue.depth(stream).await {
+                let label = StreamLabel {
+                    queue: stream.queue_name().to_owned(),
+                };
+                metrics
+                    .queue_depth
+                    .get_or_create(&label)
+                    .set(i64::try_from(depth).unwrap_or(i64::MAX));
+            }
+        }
+        let _ = tokio::time::timeout(every, shutdown.changed()).await;
+    }
 }

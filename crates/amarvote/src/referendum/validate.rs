@@ -21,19 +21,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::messages::{encode, ReviewMessage, ReviewReason, VoteMessage};
-use super::metrics::ReferendumMetrics;
-use super::queue::{Stream, VoteDelivery, VoteQueue, VoteQueueError};
-use super::registry::{rebuild, Attempt, MarkOutcome, Readiness, RegistryError, VoterRegistry};
-use super::stage::{next_batch, receipts, BatchPolicy, ERROR_PAUSE};
-use super::tables::VoteTables;
-
-/// Validation batches: large (one registry round trip each) and short-lived,
-/// since a voter is waiting to see the outcome.
-pub const VALIDATE_POLICY: BatchPolicy = BatchPolicy {
-    max_batch: 500,
-    max_age: Duration::from_millis(10),
-};
+use super::rebuild::rebuild;
+use super::stage::{next_batch, receipts, ERROR_PAUSE};
+use crate::domain::vote_messages::{encode, ReviewMessage, ReviewReason, VoteMessage};
+use crate::metrics::referendum::ReferendumMetrics;
+use crate::ports::vote_queue::{Stream, VoteDelivery, VoteQueue, VoteQueueError};
+use crate::ports::vote_store::VoteStore;
+use crate::ports::voter_registry::{Attempt, MarkOutcome, Readiness, RegistryError, VoterRegistry};
 
 #[derive(Debug, thiserror::Error)]
 enum ValidateError {
@@ -52,7 +46,7 @@ pub struct Validator {
     pub queue: Arc<dyn VoteQueue>,
     pub registry: Arc<dyn VoterRegistry>,
     /// The audit log, to rebuild the registry from.
-    pub tables: VoteTables,
+    pub tables: Arc<dyn VoteStore>,
     pub metrics: Arc<ReferendumMetrics>,
     /// Wrong codes that lock a NAS out of a law.
     pub max_wrong_codes: u32,
@@ -140,7 +134,13 @@ impl Validator {
 
     /// One batch; false if there was none.
     async fn step(&self, shutdown: &watch::Receiver<bool>) -> Result<bool, VoteQueueError> {
-        let batch = next_batch(&*self.queue, Stream::Validation, VALIDATE_POLICY, shutdown).await?;
+        let batch = next_batch(
+            &*self.queue,
+            Stream::Validation,
+            Stream::Validation.batch_policy(),
+            shutdown,
+        )
+        .await?;
         if batch.is_empty() {
             return Ok(false);
         }
@@ -232,7 +232,7 @@ impl Validator {
     }
 
     async fn try_rebuild(&self) {
-        match rebuild(&*self.registry, &self.tables).await {
+        match rebuild(&*self.registry, &*self.tables).await {
             Ok(Some(voters)) => tracing::info!(voters, "voter registry rebuilt from the audit log"),
             Ok(None) => tracing::info!("another process is rebuilding the voter registry"),
             Err(err) => tracing::error!(%err, "rebuilding the voter registry failed"),

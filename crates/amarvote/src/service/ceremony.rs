@@ -19,7 +19,7 @@ use electionguard::key_ceremony::{
 use electionguard::manifest::Manifest;
 use serde::{Deserialize, Serialize};
 
-use super::elections::{authorize_guardian, GuardianSecret};
+use super::guardians::{authorize_guardian, GuardianSecret};
 use super::{App, ServiceError, ServiceResult};
 use crate::domain::{ElectionRow, ElectionState, GuardianRow, KeyBackupRow, KeyChallengeRow};
 

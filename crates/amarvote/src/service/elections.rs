@@ -2,13 +2,13 @@
 //! the voter list, guardians' consent to decrypt, and the published results.
 
 use electionguard::ballot::EncryptionDevice;
-use electionguard::elgamal::SecretKey;
 use electionguard::json::to_reference_json;
 use electionguard::key_ceremony::{ElectionKeyPair, GuardianRecord};
 use electionguard::manifest::Manifest;
 use serde::{Deserialize, Serialize};
 
-use super::codec::{from_cbor, to_cbor};
+use super::codec::to_cbor;
+use super::guardians::{authorize_guardian, grant_purpose, guardian_purpose, GuardianSecret};
 use super::{credential_hash, new_credential, App, ServiceError, ServiceResult};
 use crate::domain::{new_id, now_ms, ElectionRow, ElectionState, GuardianRow};
 use crate::election::{build_manifest, key_ceremony, ContestSpec};
@@ -86,22 +86,6 @@ pub enum Consent {
     KeyShare(GuardianSecret),
     /// The guardian computes its shares on its own machine (`amarvote guardian decrypt`).
     Remote,
-}
-
-/// A guardian's private state: its key pair and polynomial, and the coordinates P_j(i)
-/// the other guardians sent it (what it needs to stand in for a missing guardian j).
-#[derive(Serialize, Deserialize)]
-pub struct GuardianSecret {
-    pub key_pair: ElectionKeyPair,
-    pub received: Vec<(String, SecretKey)>,
-}
-
-pub fn guardian_purpose(election_id: &str, guardian_id: &str) -> String {
-    format!("guardian-secret:{election_id}:{guardian_id}")
-}
-
-pub fn grant_purpose(election_id: &str, guardian_id: &str) -> String {
-    format!("decryption-grant:{election_id}:{guardian_id}")
 }
 
 /// Bounds on what an administrator may describe: enough for any real ballot, small
@@ -445,51 +429,6 @@ pub async fn grant_decryption(
         .set_decryption_grant(election_id, guardian_id, &grant)
         .await?;
     Ok(())
-}
-
-pub async fn authorize_guardian(
-    app: &App,
-    election_id: &str,
-    guardian_id: &str,
-    token: &str,
-) -> ServiceResult<GuardianRow> {
-    app.election(election_id).await?;
-    let guardian = app
-        .store
-        .guardians(election_id)
-        .await?
-        .into_iter()
-        .find(|g| g.guardian_id == guardian_id)
-        .ok_or_else(|| {
-            ServiceError::NotFound(format!(
-                "no guardian {guardian_id} in election {election_id}"
-            ))
-        })?;
-    if !super::same_secret(&guardian.token_hash, &credential_hash(token)) {
-        return Err(ServiceError::Unauthorized("wrong guardian token".into()));
-    }
-    Ok(guardian)
-}
-
-/// Opens a decryption grant inside a worker; the secret is zeroized when dropped.
-pub fn open_grant(app: &App, guardian: &GuardianRow) -> anyhow::Result<GuardianSecret> {
-    let grant = guardian.decryption_grant.as_ref().ok_or_else(|| {
-        anyhow::anyhow!(
-            "guardian {} has not consented to decrypt",
-            guardian.guardian_id
-        )
-    })?;
-    anyhow::ensure!(
-        !grant.is_empty(),
-        "guardian {} decrypts on its own machine",
-        guardian.guardian_id
-    );
-    let bytes = sealing::open(
-        &app.server_key,
-        &grant_purpose(&guardian.election_id, &guardian.guardian_id),
-        grant,
-    )?;
-    from_cbor(&bytes)
 }
 
 /// Issues `count` one-time voting credentials; only their hashes are stored.

@@ -89,8 +89,22 @@ fn chunk(job_id: &str, index: usize, queue: QueueName, spec: &ChunkSpec) -> Chun
     }
 }
 
-fn require_state(actual: ElectionState, needed: ElectionState, kind: JobKind) -> ServiceResult<()> {
-    if actual != needed {
+/// The state an election must be in for a job of `kind` to start (any, for verification).
+fn needed_state(kind: JobKind) -> Option<ElectionState> {
+    match kind {
+        JobKind::Tally => Some(ElectionState::Closed),
+        JobKind::Decrypt => Some(ElectionState::Tallied),
+        JobKind::Combine => Some(ElectionState::Decrypted),
+        JobKind::Verify => None,
+    }
+}
+
+fn require_state(
+    actual: ElectionState,
+    needed: Option<ElectionState>,
+    kind: JobKind,
+) -> ServiceResult<()> {
+    if let Some(needed) = needed.filter(|needed| *needed != actual) {
         return Err(ServiceError::Conflict(format!(
             "a {kind} job needs the election {needed}, but it is {actual}"
         )));
@@ -104,7 +118,7 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
     let job_id = new_id("job");
     let (params, chunks) = match kind {
         JobKind::Tally => {
-            require_state(election.state, ElectionState::Closed, kind)?;
+            require_state(election.state, needed_state(kind), kind)?;
             let cast = app
                 .store
                 .count_ballots(election_id, BallotState::Cast)
@@ -131,11 +145,11 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
             (DecryptParams::default(), specs.collect::<Vec<_>>())
         }
         JobKind::Decrypt => {
-            require_state(election.state, ElectionState::Tallied, kind)?;
+            require_state(election.state, needed_state(kind), kind)?;
             plan_decryption(app, &election).await?
         }
         JobKind::Combine => {
-            require_state(election.state, ElectionState::Decrypted, kind)?;
+            require_state(election.state, needed_state(kind), kind)?;
             let decrypt = app
                 .store
                 .latest_job(election_id, JobKind::Decrypt)
@@ -230,9 +244,13 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
         finished_at: None,
         error: None,
     };
-    if !app.store.insert_job(&job, &rows).await? {
+    if !app
+        .store
+        .insert_job(&job, &rows, needed_state(kind))
+        .await?
+    {
         return Err(ServiceError::Conflict(format!(
-            "a {kind} job is already running for this election"
+            "a {kind} job is already running or has just finished for this election"
         )));
     }
     app.metrics.job_started(kind);

@@ -6,7 +6,9 @@ pub mod ballots;
 pub mod ceremony;
 pub mod codec;
 pub mod elections;
+pub mod guardians;
 pub mod jobs;
+pub mod operations;
 pub mod remote_decryption;
 
 use std::collections::HashMap;

@@ -11,11 +11,11 @@ use electionguard::decrypt::{
 use serde::{Deserialize, Serialize};
 
 use super::codec::to_cbor;
-use super::elections::authorize_guardian;
+use super::guardians::authorize_guardian;
 use super::jobs::{ChunkSpec, Target};
+use super::operations::decrypt::{chunk_inputs, public_key, targets, Shares};
 use super::{App, ServiceError, ServiceResult};
 use crate::domain::{ChunkRow, ChunkState, JobRow, JobState};
-use crate::workers::decrypt::{chunk_inputs, public_key, targets, Shares};
 
 /// A chunk waiting for a guardian's own machine.
 #[derive(Debug, Serialize, Deserialize)]
@@ -135,7 +135,7 @@ pub async fn upload_shares(
         .complete_chunk(&job.id, index, &to_cbor(&checked))
         .await?
     {
-        crate::workers::maybe_finalize(app, &job)
+        super::operations::maybe_finalize(app, &job)
             .await
             .map_err(internal)?;
     }

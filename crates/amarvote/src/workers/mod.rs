@@ -3,24 +3,20 @@
 //! exponential backoff and then dead-lettered; unreadable messages are dead-lettered at
 //! once. On shutdown a worker finishes its current chunk, then stops taking new ones.
 //!
-//! The chunk work itself is in one module per operation; [`reconciler`] republishes
+//! The chunk work itself is a use case ([`crate::service::operations`]); [`reconciler`] republishes
 //! what a crash left unpublished and finalizes jobs whose finalizer died.
 
-mod combine;
-pub mod decrypt;
-mod pages;
 pub mod reconciler;
-mod tally;
-mod verify;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::domain::{ChunkState, ChunkTask, JobKind, JobRow, JobState, QueueName};
+use crate::domain::{ChunkState, ChunkTask, JobKind, JobState, QueueName};
 use crate::ports::queue::{backoff, Delivery, MAX_ATTEMPTS};
 use crate::service::jobs::ChunkSpec;
+use crate::service::operations::{do_chunk, maybe_finalize};
 use crate::service::App;
 
 /// Consumes the given queues until `shutdown` turns true.
@@ -161,60 +157,4 @@ async fn process_task(app: &App, task: &ChunkTask) -> Result<Option<JobKind>, Fa
             .map_err(Failure::Transient)?;
     }
     Ok(Some(job.kind))
-}
-
-async fn do_chunk(app: &App, job: &JobRow, spec: &ChunkSpec) -> anyhow::Result<Vec<u8>> {
-    match job.kind {
-        JobKind::Tally => tally::chunk(app, job, spec).await,
-        JobKind::Decrypt => decrypt::chunk(app, job, spec).await,
-        JobKind::Combine => combine::chunk(app, job, spec).await,
-        JobKind::Verify => verify::chunk(app, job, spec).await,
-    }
-}
-
-/// When every chunk is settled: a job with dead chunks fails; otherwise exactly one
-/// caller wins the move to finalizing and finalizes.
-pub async fn maybe_finalize(app: &App, job: &JobRow) -> anyhow::Result<()> {
-    let counts = app.store.chunk_counts(&job.id).await?;
-    if counts.done + counts.dead < counts.total {
-        return Ok(());
-    }
-    if counts.dead > 0 {
-        let message = format!(
-            "{} of {} chunks failed after {MAX_ATTEMPTS} attempts",
-            counts.dead, counts.total
-        );
-        app.store
-            .set_job_state(
-                &job.id,
-                &[JobState::Running],
-                JobState::Failed,
-                Some(&message),
-            )
-            .await?;
-        return Ok(());
-    }
-    if app
-        .store
-        .set_job_state(&job.id, &[JobState::Running], JobState::Finalizing, None)
-        .await?
-    {
-        finalize(app, job).await?;
-    }
-    Ok(())
-}
-
-/// Merges a finished job's chunk results into what it produces; idempotent.
-pub async fn finalize(app: &App, job: &JobRow) -> anyhow::Result<()> {
-    match job.kind {
-        JobKind::Tally => tally::finalize(app, job).await?,
-        JobKind::Decrypt => decrypt::finalize(app, job).await?,
-        JobKind::Combine => combine::finalize(app, job).await?,
-        JobKind::Verify => verify::finalize(app, job).await?,
-    }
-    app.store
-        .set_job_state(&job.id, &[JobState::Finalizing], JobState::Done, None)
-        .await?;
-    app.metrics.job_finished(job.kind, job.created_at);
-    Ok(())
 }

@@ -65,7 +65,7 @@ pub async fn pass(app: &App) -> anyhow::Result<usize> {
         publish(app, &orphans).await;
     }
     for job in app.store.jobs_in_state(JobState::Running).await? {
-        super::maybe_finalize(app, &job).await?;
+        crate::service::operations::maybe_finalize(app, &job).await?;
     }
     for job in app.store.jobs_in_state(JobState::Finalizing).await? {
         let last = app
@@ -77,7 +77,7 @@ pub async fn pass(app: &App) -> anyhow::Result<usize> {
             .max()
             .unwrap_or(job.created_at);
         if now_ms() - last > STALLED_FINALIZE_MS {
-            super::finalize(app, &job).await?;
+            crate::service::operations::finalize(app, &job).await?;
         }
     }
     Ok(orphans.len())

@@ -328,8 +328,11 @@ pub async fn consent(
 
 /// A two-second load-generator run: 2,000 votes from 1,500 voters, 10 % duplicates and
 /// 5 % ineligible, reconciled within a minute.
-pub fn small_loadgen(server: &str, admin: &str) -> amarvote::referendum::loadgen::LoadgenConfig {
-    amarvote::referendum::loadgen::LoadgenConfig {
+pub fn small_loadgen(
+    server: &str,
+    admin: &str,
+) -> amarvote::commands::referendum::loadgen::LoadgenConfig {
+    amarvote::commands::referendum::loadgen::LoadgenConfig {
         server: server.to_owned(),
         admin_token: admin.to_owned(),
         voters: 1_500,

@@ -3,11 +3,10 @@
 //! One [`ReferendumMetrics`] is shared (cheap clones of the same counters) by
 //! every stage in a process; [`ReferendumMetrics::register`] adds them to
 //! whichever registry the process exposes. Counters are updated where things
-//! happen; the queue-depth gauge is refreshed by [`watch_queue_depth`], since
+//! happen; the queue-depth gauge is refreshed by `referendum::stage::watch_queue_depth`, since
 //! depth is a property of the shared broker, not of this process.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -15,9 +14,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
-
-use super::queue::{Stream, VoteQueue};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
@@ -160,29 +156,6 @@ impl ReferendumMetrics {
         };
         self.batch_size.get_or_create(&label).observe(size as f64);
         self.batch_seconds.get_or_create(&label).observe(seconds);
-    }
-}
-
-/// Refreshes the queue-depth gauge every `every` until shutdown.
-pub async fn watch_queue_depth(
-    queue: Arc<dyn VoteQueue>,
-    metrics: Arc<ReferendumMetrics>,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    while !*shutdown.borrow() {
-        for stream in Stream::ALL {
-            if let Ok(depth) = queue.depth(stream).await {
-                let label = StreamLabel {
-                    queue: stream.queue_name().to_owned(),
-                };
-                metrics
-                    .queue_depth
-                    .get_or_create(&label)
-                    .set(i64::try_from(depth).unwrap_or(i64::MAX));
-            }
-        }
-        let _ = tokio::time::timeout(every, shutdown.changed()).await;
     }
 }
 

@@ -10,7 +10,8 @@
 //! one batch: under load, batches grow by themselves, with no fixed delay. The
 //! publisher gives each batch its ingestion sequence numbers just before
 //! publishing it, so a vote sent after another's 202 always has the larger one
-//! (which decides which of a voter's attempts counts: see [`super::registry`]).
+//! (which decides which of a voter's attempts counts: see
+//! [`crate::ports::voter_registry`]).
 //!
 //! Routes:
 //! - `POST /api/v1/vote` `{nas, code, law_id, vote}` (an object with exactly
@@ -30,7 +31,7 @@
 //!   `GET /api/v1/admin/locks` and `POST /api/v1/admin/locks/lift` `{nas, law_id}`
 //!   or `{lock_id}`.
 //!
-//! Errors are the election API's one shape ([`crate::api::ApiError`]). Every route
+//! Errors are the election API's one shape ([`ApiError`]). Every route
 //! is rate limited per client address (GCRA, 429 with `Retry-After`); that needs
 //! the server to be run with `into_make_service_with_connect_info::<SocketAddr>()`,
 //! and without it all clients share one budget.
@@ -51,18 +52,20 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::laws::Laws;
-use super::messages::{encode, VoteMessage};
-use super::metrics::ReferendumMetrics;
-use super::queue::{Stream, VoteQueue};
-use super::registry::{MarkOutcome, Readiness, VoterRegistry};
-use super::tables::VoteTables;
-use super::validate::status_name;
-use super::voter_hash::{validate_law_id, Choice, InputError, LockKey, VoterHash, VoterHasher};
-use super::VoteLimits;
-use crate::api::rate_limit::{client_address, too_many_requests, RateLimiter};
-use crate::api::{check_admin_token, parse_body, ApiError};
+use super::rate_limit::{client_address, too_many_requests, RateLimiter};
+use super::{check_admin_token, parse_body, ApiError};
+use crate::domain::vote_messages::{encode, VoteMessage};
+use crate::domain::voter_hash::{
+    validate_law_id, Choice, InputError, LockKey, VoterHash, VoterHasher,
+};
 use crate::domain::{hex, now_ms};
+use crate::metrics::referendum::ReferendumMetrics;
+use crate::ports::vote_queue::{Stream, VoteQueue};
+use crate::ports::vote_store::{VoteStore, VoteStoreError};
+use crate::ports::voter_registry::{MarkOutcome, Readiness, VoterRegistry};
+use crate::referendum::laws::Laws;
+use crate::referendum::validate::status_name;
+use crate::referendum::VoteLimits;
 
 /// Most request ids in one status request.
 pub const MAX_STATUS_BATCH: usize = 1_000;
@@ -80,7 +83,7 @@ const SEQUENCE_BLOCK: u64 = 100_000;
 pub struct IngestState {
     pub hasher: VoterHasher,
     pub laws: Laws,
-    pub tables: VoteTables,
+    pub tables: Arc<dyn VoteStore>,
     pub registry: Arc<dyn VoterRegistry>,
     pub queue: Arc<dyn VoteQueue>,
     pub publisher: Publisher,
@@ -96,7 +99,7 @@ impl IngestState {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         hasher: VoterHasher,
-        tables: VoteTables,
+        tables: Arc<dyn VoteStore>,
         registry: Arc<dyn VoterRegistry>,
         queue: Arc<dyn VoteQueue>,
         metrics: Arc<ReferendumMetrics>,
@@ -147,14 +150,14 @@ pub fn router(state: Shared) -> Router {
 /// or in blocks when one process does (it alone hands them out, in order, and a
 /// restart reserves a new block above the last).
 pub struct Sequencer {
-    tables: VoteTables,
+    tables: Arc<dyn VoteStore>,
     block: u64,
     next: u64,
     end: u64,
 }
 
 impl Sequencer {
-    pub fn new(tables: VoteTables, block: u64) -> Self {
+    pub fn new(tables: Arc<dyn VoteStore>, block: u64) -> Self {
         Sequencer {
             tables,
             block,
@@ -164,7 +167,7 @@ impl Sequencer {
     }
 
     /// The first of `n` consecutive numbers, larger than any handed out before.
-    pub async fn reserve(&mut self, n: u64) -> Result<u64, sqlx::Error> {
+    pub async fn reserve(&mut self, n: u64) -> Result<u64, VoteStoreError> {
         if self.block == 0 {
             return self.tables.reserve_sequences(n).await;
         }
@@ -672,7 +675,7 @@ async fn lift_lock(State(state): State<Shared>, headers: HeaderMap, body: Bytes)
 mod tests {
     use super::*;
 
-    use crate::referendum::voter_hash::ElectionSecret;
+    use crate::domain::voter_hash::ElectionSecret;
 
     #[test]
     fn request_ids_are_checked_before_any_lookup_and_carry_their_issuers_tag() {

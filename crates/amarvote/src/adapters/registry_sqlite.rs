@@ -17,12 +17,18 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
-use super::registry::{
+use crate::domain::now_ms;
+use crate::domain::voter_hash::{LockKey, VoterHash};
+use crate::ports::voter_registry::{
     state_of, Attempt, BoxFuture, CodeLock, Counted, MarkOutcome, RegistryError, RegistryState,
     VoterRegistry, MAX_LOCKS_LISTED,
 };
-use super::voter_hash::{LockKey, VoterHash};
-use crate::domain::now_ms;
+
+impl From<sqlx::Error> for RegistryError {
+    fn from(err: sqlx::Error) -> Self {
+        RegistryError::Backend(format!("registry database: {err}"))
+    }
+}
 
 /// The file format's version, in `PRAGMA user_version`.
 const FORMAT: i64 = 2;
@@ -510,7 +516,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::referendum::registry::tests::{
+    use crate::adapters::registry_redis::tests::{
         attempt, check_code_lockout, check_contract, check_earliest_attempt_counts,
         check_race_counts_the_earliest,
     };

@@ -2,6 +2,8 @@
 //! that describe shared state (queue depth, jobs by state) are read at scrape time, so
 //! every role reports the same truth.
 
+pub mod referendum;
+
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -47,7 +49,7 @@ pub struct Metrics {
     pub jobs: Family<StateLabel, Gauge>,
     resident_bytes: Gauge,
     /// The referendum pipeline's metrics, under the names the operators' dashboards use.
-    pub referendum: std::sync::Arc<crate::referendum::metrics::ReferendumMetrics>,
+    pub referendum: std::sync::Arc<referendum::ReferendumMetrics>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -69,7 +71,7 @@ impl Metrics {
             dead_letters: Family::default(),
             jobs: Family::default(),
             resident_bytes: Gauge::default(),
-            referendum: crate::referendum::metrics::ReferendumMetrics::new(),
+            referendum: referendum::ReferendumMetrics::new(),
         };
         registry.register(
             "amarvote_chunk_duration_seconds",

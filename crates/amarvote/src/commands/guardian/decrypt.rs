@@ -14,12 +14,11 @@ use electionguard::decrypt::{
 use electionguard::json::{from_json, to_reference_json};
 use electionguard::key_ceremony::{ElectionPublicKey, GuardianRecord};
 
-use super::demo_server::Client;
-use super::guardian::{passphrase, read_credential, Credential, KeystoreArgs};
-use super::guardian_ceremony::open_keystore;
-use crate::service::elections::GuardianSecret;
+use super::keystore::{open_keystore, passphrase, read_credential, Credential, KeystoreArgs};
+use crate::commands::demo_server::Client;
+use crate::service::guardians::GuardianSecret;
+use crate::service::operations::decrypt::Shares;
 use crate::service::remote_decryption::{describe, RemoteChunk};
-use crate::workers::decrypt::Shares;
 
 pub async fn run(args: &KeystoreArgs) -> Result<()> {
     let Some(keystore) = &args.guardian.keystore else {

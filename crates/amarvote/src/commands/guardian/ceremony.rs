@@ -20,59 +20,11 @@ use electionguard::key_ceremony::{
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use super::demo_server::Client;
-use super::guardian::{passphrase, read_credential, Credential, KeystoreArgs};
-use crate::sealing::{self, ServerKey};
-use crate::service::codec::{from_cbor, to_cbor};
-use crate::service::elections::GuardianSecret;
-
-fn keystore_purpose(credential: &Credential) -> String {
-    format!(
-        "guardian-keystore:{}:{}",
-        credential.election_id, credential.guardian_id
-    )
-}
-
-/// Opens the keystore; a wrong passphrase or another guardian's file is an error.
-pub fn open_keystore(
-    path: &Path,
-    credential: &Credential,
-    passphrase: &str,
-) -> Result<Box<GuardianSecret>> {
-    let sealed = std::fs::read(path)
-        .with_context(|| format!("cannot read the keystore {}", path.display()))?;
-    let bytes = sealing::open_with_passphrase(
-        &ServerKey::local(),
-        passphrase,
-        &keystore_purpose(credential),
-        &sealed,
-    )
-    .with_context(|| format!("cannot open the keystore {}", path.display()))?;
-    Ok(Box::new(from_cbor(&bytes)?))
-}
-
-fn save_keystore(
-    path: &Path,
-    credential: &Credential,
-    passphrase: &str,
-    secret: &GuardianSecret,
-) -> Result<()> {
-    let bytes = Zeroizing::new(to_cbor(secret));
-    let sealed = sealing::seal_with_passphrase(
-        &ServerKey::local(),
-        passphrase,
-        &keystore_purpose(credential),
-        &bytes,
-    );
-    let partial = path.with_extension("partial");
-    std::fs::write(&partial, sealed)?;
-    std::fs::set_permissions(
-        &partial,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )?;
-    std::fs::rename(&partial, path)?;
-    Ok(())
-}
+use super::keystore::{
+    open_keystore, passphrase, read_credential, save_keystore, Credential, KeystoreArgs,
+};
+use crate::commands::demo_server::Client;
+use crate::service::guardians::GuardianSecret;
 
 /// What a guardian needs to answer, while it waits, a rejection of one of its backups.
 struct Answerer<'a> {

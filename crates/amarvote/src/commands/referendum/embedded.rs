@@ -22,19 +22,22 @@ use axum::Router;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::aggregate::{Aggregator, AGGREGATE_POLICY};
-use super::ingest::{router, IngestState};
-use super::metrics::{watch_queue_depth, ReferendumMetrics};
-use super::queue::VoteQueue;
-use super::queue_sqlite::SqliteVoteQueue;
-use super::registry::VoterRegistry;
-use super::registry_sqlite::SqliteRegistry;
-use super::review::Reviewer;
-use super::tables::VoteTables;
-use super::validate::Validator;
-use super::voter_hash::{ElectionSecret, VoterHasher};
-use super::VoteLimits;
+use crate::adapters::registry_sqlite::SqliteRegistry;
 use crate::adapters::sql_store::SqlStore;
+use crate::adapters::vote_queue_sqlite::SqliteVoteQueue;
+use crate::adapters::vote_tables::VoteTables;
+use crate::api::referendum::{router, IngestState};
+use crate::domain::voter_hash::{ElectionSecret, VoterHasher};
+use crate::metrics::referendum::ReferendumMetrics;
+use crate::ports::vote_queue::Stream;
+use crate::ports::vote_queue::VoteQueue;
+use crate::ports::vote_store::VoteStore;
+use crate::ports::voter_registry::VoterRegistry;
+use crate::referendum::aggregate::Aggregator;
+use crate::referendum::review::Reviewer;
+use crate::referendum::stage::watch_queue_depth;
+use crate::referendum::validate::Validator;
+use crate::referendum::VoteLimits;
 
 /// How long a claimed message stays hidden before it is redelivered.
 pub const VISIBILITY: Duration = Duration::from_secs(30);
@@ -60,7 +63,7 @@ pub struct Pipeline {
 pub struct EmbeddedParts {
     pub queue: Arc<dyn VoteQueue>,
     pub registry: Arc<dyn VoterRegistry>,
-    pub tables: VoteTables,
+    pub tables: Arc<dyn VoteStore>,
     pub secret: ElectionSecret,
     /// Held while the parts live: the data directory's exclusive lock.
     _owner: std::fs::File,
@@ -107,7 +110,7 @@ pub async fn open_parts(data_dir: &Path) -> Result<EmbeddedParts> {
     Ok(EmbeddedParts {
         queue: Arc::new(queue),
         registry: Arc::new(registry),
-        tables: VoteTables::new(&store).await?,
+        tables: Arc::new(VoteTables::new(&store).await?),
         secret: ElectionSecret::load_or_create(&data_dir.join("referendum.secret"))?,
         _owner: owner,
     })
@@ -157,7 +160,7 @@ pub fn spawn_workers(
         registry: parts.registry.clone(),
         tables: parts.tables.clone(),
         metrics: metrics.clone(),
-        policy: AGGREGATE_POLICY,
+        policy: Stream::Aggregation.batch_policy(),
     };
     let reviewer = Reviewer {
         queue: parts.queue.clone(),

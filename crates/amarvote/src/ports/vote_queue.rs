@@ -8,11 +8,11 @@
 //! its consumer until settled; one that is never settled (its consumer died)
 //! comes back, so every stage must be idempotent.
 //!
-//! The two adapters are [`super::queue_sqlite::SqliteVoteQueue`] (the embedded,
-//! single-process mode) and [`super::queue_amqp::AmqpVoteQueue`] (RabbitMQ).
-//! A [`Receipt`] is an enum over both rather than a boxed trait object so that
-//! the embedded adapter can settle a batch in one SQL statement.
+//! The adapters are `adapters::vote_queue_sqlite` (the embedded, single-process
+//! mode) and `adapters::vote_queue_amqp` (RabbitMQ). A [`Receipt`] is opaque to the
+//! stages: only the adapter that made it reads it back.
 
+use std::any::Any;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +32,27 @@ impl Stream {
     pub const ALL: [Stream; 3] = [Stream::Validation, Stream::Aggregation, Stream::Review];
 
     /// The broker queue name; its dead letters go to `<name>.dead`.
+    /// How the stream's consuming stage batches it (and so the consumer's prefetch).
+    pub fn batch_policy(self) -> BatchPolicy {
+        match self {
+            // Large (one registry round trip each) and short-lived, since a voter is
+            // waiting to see the outcome.
+            Stream::Validation => BatchPolicy {
+                max_batch: 500,
+                max_age: Duration::from_millis(10),
+            },
+            // 100 votes or one second, whichever comes first.
+            Stream::Aggregation => BatchPolicy {
+                max_batch: 100,
+                max_age: Duration::from_secs(1),
+            },
+            Stream::Review => BatchPolicy {
+                max_batch: 200,
+                max_age: Duration::from_millis(500),
+            },
+        }
+    }
+
     pub fn queue_name(self) -> &'static str {
         match self {
             Stream::Validation => "votes.validation",
@@ -41,20 +62,36 @@ impl Stream {
     }
 }
 
+/// How a stage batches its stream.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    /// Most messages per batch (and the consumer's prefetch).
+    pub max_batch: usize,
+    /// Longest a batch waits for more messages after its first.
+    pub max_age: Duration,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum VoteQueueError {
     #[error("vote queue broker: {0}")]
     Broker(String),
     #[error("vote queue store: {0}")]
-    Store(#[from] sqlx::Error),
+    Store(String),
 }
 
-/// How the adapter that produced a delivery finds it again to settle it.
-pub enum Receipt {
-    /// A row of the embedded queue table.
-    Row(i64),
-    /// A part of a RabbitMQ delivery, on the channel that received it.
-    Amqp(super::queue_amqp::AmqpReceipt),
+/// How the adapter that produced a delivery finds it again to settle it: what is
+/// inside is the adapter's own (a row id, a part of a broker delivery).
+pub struct Receipt(Box<dyn Any + Send>);
+
+impl Receipt {
+    pub fn new<T: Any + Send>(inner: T) -> Receipt {
+        Receipt(Box::new(inner))
+    }
+
+    /// The adapter's own receipt, or `None` for another adapter's.
+    pub fn into_inner<T: Any>(self) -> Option<T> {
+        self.0.downcast::<T>().ok().map(|inner| *inner)
+    }
 }
 
 /// One message handed to a consumer.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::ingest::{MAX_STATUS_BATCH, MAX_VOTER_BATCH};
+use crate::api::referendum::{MAX_STATUS_BATCH, MAX_VOTER_BATCH};
 
 /// What to run.
 #[derive(Debug, Clone)]

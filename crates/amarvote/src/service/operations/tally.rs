@@ -4,12 +4,12 @@
 use electionguard::ballot::CiphertextBallot;
 use electionguard::tally::CiphertextTally;
 
+use super::pages::BallotPages;
 use crate::domain::artifacts::ENCRYPTED_TALLY;
 use crate::domain::{BallotState, ElectionState, JobRow};
 use crate::service::codec::{from_cbor, to_cbor};
 use crate::service::jobs::{ChunkSpec, Target};
 use crate::service::App;
-use crate::workers::pages::BallotPages;
 
 pub const TALLY_ID: &str = "election-results";
 

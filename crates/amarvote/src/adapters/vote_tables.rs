@@ -18,14 +18,18 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
-use super::messages::{ReviewMessage, ReviewReason, VoteMessage};
-use super::registry::{Counted, MarkOutcome};
-use super::voter_hash::{Choice, VoterHash};
-use crate::adapters::sql_store::{Backend, SqlStore};
+use super::sql_store::{is_transient, Backend, SqlStore};
 use crate::domain::now_ms;
+use crate::domain::vote_messages::{ReviewMessage, ReviewReason, VoteMessage};
+use crate::domain::voter_hash::{Choice, VoterHash};
+use crate::ports::vote_store::{
+    DuplicateSeen, LawCounts, LawTotals, Recorded, VoteStore, VoteStoreError,
+};
+use crate::ports::voter_registry::{Counted, MarkOutcome};
 
 const LAWS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS referendum_laws (
     law_id TEXT PRIMARY KEY,
@@ -35,38 +39,6 @@ const LAWS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS referendum_laws (
 
 /// Hashes read per query when rebuilding the registry from the audit log.
 pub const AUDIT_PAGE: i64 = 10_000;
-
-/// One law's tally.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct LawCounts {
-    pub oui: u64,
-    pub non: u64,
-}
-
-/// A law as the public totals page lists it.
-pub struct LawTotals {
-    pub law_id: String,
-    pub title: String,
-    pub counts: LawCounts,
-}
-
-/// What one aggregation batch changed.
-#[derive(Debug, Default)]
-pub struct Recorded {
-    /// Votes newly counted per law and choice (an overturned attempt's choice
-    /// counts -1).
-    pub counted: BTreeMap<(String, Choice), i64>,
-    /// The attempts that now stand for their voters, for the registry.
-    pub standing: Vec<Counted>,
-}
-
-/// One newly recorded duplicate attempt series, merged per voter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DuplicateSeen {
-    pub attempts: u64,
-    pub first_at: i64,
-    pub last_at: i64,
-}
 
 #[derive(Clone)]
 pub struct VoteTables {
@@ -111,12 +83,18 @@ impl VoteTables {
         Ok(VoteTables { pool, backend })
     }
 
-    /// Records each vote that is its voter's earliest attempt so far and
-    /// corrects `vote_results` to match, in one transaction. Every vote of the
-    /// batch that does not stand (a later attempt of a voter already counted,
-    /// which the registry had accepted before the earlier one was decided) is
-    /// logged as a duplicate, so its status survives the loss of the registry.
-    pub async fn record_votes(&self, votes: &[VoteMessage]) -> Result<Recorded, sqlx::Error> {
+    async fn page(&self, sql: &str, after: Option<&str>) -> Result<Vec<AnyRow>, sqlx::Error> {
+        sqlx::query(sql)
+            .bind(after.unwrap_or(""))
+            .bind(AUDIT_PAGE)
+            .fetch_all(&self.pool)
+            .await
+    }
+}
+
+#[async_trait]
+impl VoteStore for VoteTables {
+    async fn record_votes(&self, votes: &[VoteMessage]) -> Result<Recorded, VoteStoreError> {
         let earliest = earliest_by_voter(votes);
         if earliest.is_empty() {
             return Ok(Recorded::default());
@@ -141,25 +119,22 @@ impl VoteTables {
         Ok(recorded)
     }
 
-    /// Logs rejected attempts by request id (a replay changes nothing), so
-    /// their statuses survive the loss of the registry.
-    pub async fn record_rejections(&self, rejected: &[ReviewMessage]) -> Result<(), sqlx::Error> {
+    async fn record_rejections(&self, rejected: &[ReviewMessage]) -> Result<(), VoteStoreError> {
         let mut tx = self.pool.begin().await?;
         insert_rejections(&mut tx, rejected).await?;
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
-    /// Reserves `n` consecutive ingestion sequence numbers; returns the first.
-    /// Every caller of one database gets numbers larger than any reserved
-    /// before its call began. On PostgreSQL a sequence's `nextval` (which never
-    /// waits for a commit to reach the disk: it is on every publish's path)
-    /// stands for a span of numbers; on SQLite a counter row is updated.
-    pub async fn reserve_sequences(&self, n: u64) -> Result<u64, sqlx::Error> {
+    async fn reserve_sequences(&self, n: u64) -> Result<u64, VoteStoreError> {
+        // Here: on PostgreSQL a sequence's `nextval` (which never waits for a commit to
+        // reach the disk: it is on every publish's path) stands for a span of numbers; on
+        // SQLite a counter row is updated.
         if self.backend == Backend::Postgres {
             if n > SEQUENCE_SPAN {
-                return Err(sqlx::Error::Protocol(format!(
-                    "at most {SEQUENCE_SPAN} sequence numbers per reservation"
-                )));
+                return Err(VoteStoreError {
+                    message: format!("at most {SEQUENCE_SPAN} sequence numbers per reservation"),
+                    transient: false,
+                });
             }
             let batch: i64 = sqlx::query_scalar("SELECT nextval('referendum_batches')")
                 .fetch_one(&self.pool)
@@ -182,12 +157,10 @@ impl VoteTables {
         Ok(count(next) - n)
     }
 
-    /// Upserts `duplicate_attempts`; replays never lower a count or widen
-    /// the window wrongly, so a redelivered review message changes nothing.
-    pub async fn record_duplicates(
+    async fn record_duplicates(
         &self,
         seen: &BTreeMap<VoterHash, DuplicateSeen>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), VoteStoreError> {
         if seen.is_empty() {
             return Ok(());
         }
@@ -214,7 +187,7 @@ impl VoteTables {
         Ok(())
     }
 
-    pub async fn results(&self, law_id: &str) -> Result<LawCounts, sqlx::Error> {
+    async fn results(&self, law_id: &str) -> Result<LawCounts, VoteStoreError> {
         let row = sqlx::query("SELECT oui_count, non_count FROM vote_results WHERE law_id = $1")
             .bind(law_id)
             .fetch_optional(&self.pool)
@@ -225,8 +198,7 @@ impl VoteTables {
         }))
     }
 
-    /// Audit rows for a law: must equal its `oui + non`.
-    pub async fn audited(&self, law_id: &str) -> Result<u64, sqlx::Error> {
+    async fn audited(&self, law_id: &str) -> Result<u64, VoteStoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vote_audit WHERE law_id = $1")
             .bind(law_id)
             .fetch_one(&self.pool)
@@ -234,8 +206,7 @@ impl VoteTables {
         Ok(count(n))
     }
 
-    /// Voters with repeated attempts, and the attempts, over all laws.
-    pub async fn duplicate_totals(&self) -> Result<(u64, u64), sqlx::Error> {
+    async fn duplicate_totals(&self) -> Result<(u64, u64), VoteStoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*), CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM duplicate_attempts",
         )
@@ -244,18 +215,7 @@ impl VoteTables {
         Ok((count(row.get(0)), count(row.get(1))))
     }
 
-    /// One page of rows whose key is after `after` (from the start for `None`).
-    async fn page(&self, sql: &str, after: Option<&str>) -> Result<Vec<AnyRow>, sqlx::Error> {
-        sqlx::query(sql)
-            .bind(after.unwrap_or(""))
-            .bind(AUDIT_PAGE)
-            .fetch_all(&self.pool)
-            .await
-    }
-
-    /// Audit rows after voter hash `after` (all of them from `None`), in
-    /// order, one page at a time.
-    pub async fn audited_after(&self, after: Option<&str>) -> Result<Vec<Counted>, sqlx::Error> {
+    async fn audited_after(&self, after: Option<&str>) -> Result<Vec<Counted>, VoteStoreError> {
         let sql = "SELECT voter_hash, sequence, request_id FROM vote_audit WHERE voter_hash > $1
                    ORDER BY voter_hash LIMIT $2";
         self.page(sql, after)
@@ -271,12 +231,10 @@ impl VoteTables {
             .collect()
     }
 
-    /// Logged rejections after request id `after`, with their outcomes, one page
-    /// at a time.
-    pub async fn rejections_after(
+    async fn rejections_after(
         &self,
         after: Option<&str>,
-    ) -> Result<Vec<(String, MarkOutcome)>, sqlx::Error> {
+    ) -> Result<Vec<(String, MarkOutcome)>, VoteStoreError> {
         let sql = "SELECT request_id, reason, attempts FROM vote_rejections WHERE request_id > $1
                    ORDER BY request_id LIMIT $2";
         self.page(sql, after)
@@ -294,8 +252,7 @@ impl VoteTables {
             .collect()
     }
 
-    /// Adds a law; returns false if it already existed.
-    pub async fn create_law(&self, law_id: &str, title: &str) -> Result<bool, sqlx::Error> {
+    async fn create_law(&self, law_id: &str, title: &str) -> Result<bool, VoteStoreError> {
         let done = sqlx::query(
             "INSERT INTO referendum_laws (law_id, title, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (law_id) DO NOTHING",
@@ -308,8 +265,7 @@ impl VoteTables {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Every law with its title and counts so far, in creation order.
-    pub async fn laws(&self) -> Result<Vec<LawTotals>, sqlx::Error> {
+    async fn laws(&self) -> Result<Vec<LawTotals>, VoteStoreError> {
         let rows = sqlx::query(
             "SELECT l.law_id, l.title, COALESCE(r.oui_count, 0), COALESCE(r.non_count, 0)
              FROM referendum_laws l LEFT JOIN vote_results r ON r.law_id = l.law_id
@@ -330,7 +286,7 @@ impl VoteTables {
             .collect())
     }
 
-    pub async fn law_exists(&self, law_id: &str) -> Result<bool, sqlx::Error> {
+    async fn law_exists(&self, law_id: &str) -> Result<bool, VoteStoreError> {
         let found: Option<String> =
             sqlx::query_scalar("SELECT law_id FROM referendum_laws WHERE law_id = $1")
                 .bind(law_id)
@@ -531,23 +487,13 @@ async fn add_to_results(
     Ok(())
 }
 
-/// Merges duplicate review messages per voter, ready for
-/// [`VoteTables::record_duplicates`].
-pub fn merge_duplicates(
-    seen: impl IntoIterator<Item = (VoterHash, u64, i64)>,
-) -> BTreeMap<VoterHash, DuplicateSeen> {
-    let mut merged: HashMap<VoterHash, DuplicateSeen> = HashMap::new();
-    for (hash, attempts, at) in seen {
-        let series = merged.entry(hash).or_insert(DuplicateSeen {
-            attempts,
-            first_at: at,
-            last_at: at,
-        });
-        series.attempts = series.attempts.max(attempts);
-        series.first_at = series.first_at.min(at);
-        series.last_at = series.last_at.max(at);
+impl From<sqlx::Error> for VoteStoreError {
+    fn from(err: sqlx::Error) -> Self {
+        VoteStoreError {
+            transient: is_transient(&err),
+            message: err.to_string(),
+        }
     }
-    merged.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -558,19 +504,5 @@ mod tests {
     fn values_list_numbers_parameters_row_by_row() {
         assert_eq!(values_list(2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(values_list(1, 1), "($1)");
-    }
-
-    #[test]
-    fn duplicates_merge_to_the_highest_count_and_widest_window() {
-        let hash = VoterHash::from_bytes([1; 32]);
-        let merged = merge_duplicates([(hash, 2, 50), (hash, 1, 10), (hash, 3, 90)]);
-        assert_eq!(
-            merged[&hash],
-            DuplicateSeen {
-                attempts: 3,
-                first_at: 10,
-                last_at: 90
-            }
-        );
     }
 }

@@ -38,12 +38,9 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer};
 use tokio::sync::Mutex;
 
-use super::aggregate::AGGREGATE_POLICY;
-use super::envelope::{self, MAX_PARTS};
-use super::queue::{Receipt, Stream, VoteDelivery, VoteQueue, VoteQueueError};
-use super::review::REVIEW_POLICY;
-use super::validate::VALIDATE_POLICY;
-use crate::adapters::amqp_link::{AmqpLink, Outgoing};
+use super::amqp_link::{AmqpLink, Outgoing};
+use super::vote_envelope::{self as envelope, MAX_PARTS};
+use crate::ports::vote_queue::{Receipt, Stream, VoteDelivery, VoteQueue, VoteQueueError};
 
 const PERSISTENT: u8 = 2;
 /// The content type that marks an envelope; any other message is one part.
@@ -59,12 +56,7 @@ fn broker(err: lapin::Error) -> VoteQueueError {
 
 /// Unacknowledged deliveries a stream's consumer may hold: its stage's batch.
 pub fn prefetch(stream: Stream) -> u16 {
-    let batch = match stream {
-        Stream::Validation => VALIDATE_POLICY.max_batch,
-        Stream::Aggregation => AGGREGATE_POLICY.max_batch,
-        Stream::Review => REVIEW_POLICY.max_batch,
-    };
-    u16::try_from(batch).unwrap_or(u16::MAX)
+    u16::try_from(stream.batch_policy().max_batch).unwrap_or(u16::MAX)
 }
 
 fn dead_queue(stream: Stream) -> String {
@@ -315,7 +307,7 @@ fn unpack(message: lapin::message::Delivery) -> Vec<VoteDelivery> {
             VoteDelivery {
                 body: receipt.body().to_vec(),
                 redelivered,
-                receipt: Receipt::Amqp(receipt),
+                receipt: Receipt::new(receipt),
             }
         })
         .collect()
@@ -323,10 +315,9 @@ fn unpack(message: lapin::message::Delivery) -> Vec<VoteDelivery> {
 
 /// The broker's parts among `receipts`; the RabbitMQ queue only settles its own.
 fn amqp_parts(receipts: Vec<Receipt>) -> impl Iterator<Item = AmqpReceipt> {
-    receipts.into_iter().filter_map(|receipt| match receipt {
-        Receipt::Amqp(part) => Some(part),
-        Receipt::Row(_) => None,
-    })
+    receipts
+        .into_iter()
+        .filter_map(Receipt::into_inner::<AmqpReceipt>)
 }
 
 async fn settle_all(

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use electionguard::ballot::CiphertextBallot;
 use serde::{Deserialize, Serialize};
 
+use super::pages::BallotPages;
 use crate::domain::artifacts::VERIFICATION;
 use crate::domain::{BallotRow, JobRow};
 use crate::service::codec::{from_cbor, to_cbor};
 use crate::service::jobs::{ChunkSpec, Target};
 use crate::service::{App, ElectionCrypto};
-use crate::workers::pages::BallotPages;
 
 /// What a verification job found: ballots checked, each check with its counts, and
 /// every failure named.

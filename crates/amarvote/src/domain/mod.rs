@@ -1,4 +1,8 @@
-//! The service's vocabulary: elections, ballots, jobs and their chunks, as the store keeps them.
+//! The service's vocabulary: elections, ballots, jobs and their chunks, as the store keeps
+//! them; and the referendum's, a voter's keyed hash and the messages a vote travels as.
+
+pub mod vote_messages;
+pub mod voter_hash;
 
 use serde::{Deserialize, Serialize};
 

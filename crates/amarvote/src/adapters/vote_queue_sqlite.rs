@@ -19,8 +19,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::Notify;
 
-use super::queue::{Receipt, Stream, VoteDelivery, VoteQueue, VoteQueueError};
 use crate::domain::now_ms;
+use crate::ports::vote_queue::{Receipt, Stream, VoteDelivery, VoteQueue, VoteQueueError};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS vote_queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -198,10 +198,19 @@ impl Claimed {
         VoteDelivery {
             body: self.body,
             redelivered: self.claims > 1,
-            receipt: Receipt::Row(self.id),
+            receipt: Receipt::new(RowId(self.id)),
         }
     }
 }
+
+impl From<sqlx::Error> for VoteQueueError {
+    fn from(err: sqlx::Error) -> Self {
+        VoteQueueError::Store(err.to_string())
+    }
+}
+
+/// A receipt of this queue: the message's row.
+struct RowId(i64);
 
 /// Escapes a constant reason for an SQL string literal.
 fn sql_text(text: &str) -> String {
@@ -212,10 +221,8 @@ fn sql_text(text: &str) -> String {
 fn row_ids(receipts: Vec<Receipt>) -> Vec<i64> {
     receipts
         .into_iter()
-        .filter_map(|receipt| match receipt {
-            Receipt::Row(id) => Some(id),
-            Receipt::Amqp(_) => None,
-        })
+        .filter_map(Receipt::into_inner::<RowId>)
+        .map(|RowId(id)| id)
         .collect()
 }
 

@@ -13,24 +13,27 @@ use axum::Router;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::aggregate::{Aggregator, AGGREGATE_POLICY};
-use super::ingest::{router, IngestState};
-use super::metrics::ReferendumMetrics;
-use super::queue::VoteQueue;
-use super::queue_amqp::AmqpVoteQueue;
-use super::registry::{RedisRegistry, VoterRegistry};
-use super::review::Reviewer;
-use super::tables::VoteTables;
-use super::validate::Validator;
-use super::voter_hash::{ElectionSecret, VoterHasher};
-use super::VoteLimits;
+use crate::adapters::registry_redis::RedisRegistry;
 use crate::adapters::sql_store::SqlStore;
+use crate::adapters::vote_queue_amqp::AmqpVoteQueue;
+use crate::adapters::vote_tables::VoteTables;
+use crate::api::referendum::{router, IngestState};
+use crate::domain::voter_hash::{ElectionSecret, VoterHasher};
+use crate::metrics::referendum::ReferendumMetrics;
+use crate::ports::vote_queue::Stream;
+use crate::ports::vote_queue::VoteQueue;
+use crate::ports::vote_store::VoteStore;
+use crate::ports::voter_registry::VoterRegistry;
+use crate::referendum::aggregate::Aggregator;
+use crate::referendum::review::Reviewer;
+use crate::referendum::validate::Validator;
+use crate::referendum::VoteLimits;
 
 /// The shared services of a scaled deployment.
 pub struct ScaledParts {
     pub queue: Arc<dyn VoteQueue>,
     pub registry: Arc<dyn VoterRegistry>,
-    pub tables: VoteTables,
+    pub tables: Arc<dyn VoteStore>,
 }
 
 impl ScaledParts {
@@ -52,7 +55,7 @@ impl ScaledParts {
         Ok(ScaledParts {
             queue: Arc::new(queue),
             registry: Arc::new(registry),
-            tables: VoteTables::new(&store).await?,
+            tables: Arc::new(VoteTables::new(&store).await?),
         })
     }
 
@@ -105,7 +108,7 @@ impl ScaledParts {
             registry: self.registry.clone(),
             tables: self.tables.clone(),
             metrics: metrics.clone(),
-            policy: AGGREGATE_POLICY,
+            policy: Stream::Aggregation.batch_policy(),
         };
         let reviewer = Reviewer {
             queue: self.queue.clone(),

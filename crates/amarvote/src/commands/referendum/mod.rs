@@ -1,7 +1,7 @@
 //! `amarvote referendum …`: the referendum pipeline's commands — offline
 //! hash generation and loading, the scaled-out roles, registry rebuild and the
 //! load generator. `amarvote serve` runs the embedded pipeline through
-//! [`crate::referendum::embedded::start`].
+//! [`embedded::start`].
 
 use std::fs::File;
 use std::io::BufReader;
@@ -17,16 +17,23 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use prometheus_client::registry::Registry;
 
-use crate::referendum::embedded;
+pub mod embedded;
+pub mod loadgen;
+pub mod scaled;
+
+use super::lifecycle::{serve_http, shutdown_signal};
+
+use crate::adapters::registry_redis::RedisRegistry;
+use crate::adapters::registry_sqlite::SqliteRegistry;
+use crate::adapters::vote_tables::VoteTables;
+use crate::domain::voter_hash::ElectionSecret;
+use crate::metrics::referendum::ReferendumMetrics;
+use crate::ports::voter_registry::{Readiness, VoterRegistry};
 use crate::referendum::hashgen::{generate_hashes, read_shards};
-use crate::referendum::loadgen::{self, LoadgenConfig};
-use crate::referendum::metrics::ReferendumMetrics;
-use crate::referendum::registry::{rebuild, Readiness, RedisRegistry, VoterRegistry};
-use crate::referendum::registry_sqlite::SqliteRegistry;
-use crate::referendum::scaled::ScaledParts;
-use crate::referendum::tables::VoteTables;
-use crate::referendum::voter_hash::ElectionSecret;
+use crate::referendum::rebuild::rebuild;
 use crate::referendum::VoteLimits;
+use loadgen::LoadgenConfig;
+use scaled::ScaledParts;
 
 /// Hashes per registry load call.
 const LOAD_BATCH: usize = 100_000;
@@ -146,7 +153,7 @@ pub struct VoteRateArgs {
 /// How many wrong codes lock a NAS out of a law.
 #[derive(Args, Debug, Clone)]
 pub struct CodeLockArgs {
-    #[arg(long, env = "AMARVOTE_MAX_WRONG_CODES", default_value_t = crate::referendum::registry::DEFAULT_CODE_ATTEMPTS)]
+    #[arg(long, env = "AMARVOTE_MAX_WRONG_CODES", default_value_t = crate::ports::voter_registry::DEFAULT_CODE_ATTEMPTS)]
     pub max_wrong_codes: u32,
 }
 
@@ -372,24 +379,19 @@ async fn ingest(args: IngestArgs) -> Result<()> {
         .ingest_router(&secret, args.admin_token, &limits, metrics.clone())
         .merge(ops_routes(&metrics));
     tracing::info!(listen = %args.role.listen, "referendum ingest serving");
-    super::serve::serve_http(
-        args.role.listen,
-        router,
-        crate::commands::serve::shutdown_signal(),
-    )
-    .await
+    serve_http(args.role.listen, router, shutdown_signal()).await
 }
 
 async fn validate(args: ValidateArgs) -> Result<()> {
     let parts = connect(&args.role).await?;
     let metrics = ReferendumMetrics::new();
-    let shutdown = crate::commands::serve::shutdown_signal();
+    let shutdown = shutdown_signal();
     let limits = VoteLimits {
         max_wrong_codes: args.codes.max_wrong_codes,
         ..VoteLimits::default()
     };
     let worker = parts.spawn_validator(&limits, metrics.clone(), shutdown.clone());
-    super::serve::serve_http(args.role.listen, ops_routes(&metrics), shutdown).await?;
+    serve_http(args.role.listen, ops_routes(&metrics), shutdown).await?;
     worker.await?;
     Ok(())
 }
@@ -397,9 +399,9 @@ async fn validate(args: ValidateArgs) -> Result<()> {
 async fn aggregate(args: RoleArgs) -> Result<()> {
     let parts = connect(&args).await?;
     let metrics = ReferendumMetrics::new();
-    let shutdown = crate::commands::serve::shutdown_signal();
+    let shutdown = shutdown_signal();
     let workers = parts.spawn_aggregator(metrics.clone(), shutdown.clone());
-    super::serve::serve_http(args.listen, ops_routes(&metrics), shutdown).await?;
+    serve_http(args.listen, ops_routes(&metrics), shutdown).await?;
     for worker in workers {
         worker.await?;
     }
