@@ -6,36 +6,28 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use electionguard::key_ceremony::{
     ElectionPartialKeyBackup, ElectionPartialKeyChallenge, GuardianRecord,
 };
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{reference_body, require_bearer, ApiResult, AppState};
+use super::edge::{reference_body, require_bearer, ApiResult, AppState};
+use super::openapi::ErrorBody;
+use super::params::{ElectionId, GuardianPath};
 use crate::service::ceremony::{self, BackupVerdict, CeremonyStatus};
 use crate::service::guardians::authorize_guardian;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/elections/{id}/ceremony", get(status))
-        .route(
-            "/api/elections/{id}/guardians/{guardian}/announcement",
-            post(announce),
-        )
-        .route(
-            "/api/elections/{id}/guardians/{guardian}/backups",
-            post(send_backups).get(backups),
-        )
-        .route(
-            "/api/elections/{id}/guardians/{guardian}/backup-verdicts",
-            post(verdicts),
-        )
-        .route(
-            "/api/elections/{id}/guardians/{guardian}/challenge-answers",
-            post(answer_challenge).get(challenge_answers),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ceremony_status))
+        .routes(routes!(announce))
+        .routes(routes!(send_backups, backups))
+        .routes(routes!(verdicts))
+        .routes(routes!(answer_challenge, challenge_answers))
 }
 
 /// The guardian's token, checked before its body is read: a stranger's body is never parsed.
@@ -50,42 +42,84 @@ async fn authorized_guardian<'h>(
     Ok(token)
 }
 
-async fn status(
+/// Where the key ceremony stands, as anyone may see it.
+#[utoipa::path(get, path = "/api/elections/{id}/ceremony", tag = "ceremony", params(ElectionId),
+    responses((status = 200, description = "The ceremony", body = CeremonyStatus)))]
+async fn ceremony_status(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Path(ElectionId { id }): Path<ElectionId>,
 ) -> ApiResult<Json<CeremonyStatus>> {
     Ok(Json(ceremony::status(&app, &id).await?))
 }
 
+/// What a guardian's step changed.
+#[derive(Serialize, ToSchema)]
+struct CeremonyStep {
+    guardian_id: String,
+    /// The step taken: `announced`, `backups_sent`, `verdicts_recorded` or `answered`.
+    step: String,
+    /// For an answer: the recipient whose rejection it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answered: Option<String>,
+}
+
+impl CeremonyStep {
+    fn new(guardian_id: String, step: &str) -> Json<CeremonyStep> {
+        Json(CeremonyStep {
+            guardian_id,
+            step: step.into(),
+            answered: None,
+        })
+    }
+}
+
+/// A guardian announces its public record (`GuardianRecord`, reference JSON) with the
+/// Schnorr proofs of its coefficients. Guardian token only.
+#[utoipa::path(post, path = "/api/elections/{id}/guardians/{guardian}/announcement",
+    tag = "ceremony", params(GuardianPath),
+    request_body(content = Object, description = "An ElectionGuard 1.0 GuardianRecord"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Announced", body = CeremonyStep),
+        (status = 409, description = "The ceremony is over", body = ErrorBody)))]
 async fn announce(
     State(app): State<AppState>,
-    Path((id, guardian)): Path<(String, String)>,
+    Path(GuardianPath { id, guardian }): Path<GuardianPath>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CeremonyStep>> {
     let token = authorized_guardian(&app, &id, &guardian, &headers).await?;
     let record: GuardianRecord = reference_body(&body)?;
     ceremony::announce(&app, &id, &guardian, token, record).await?;
-    Ok(Json(json!({ "guardian_id": guardian, "announced": true })))
+    Ok(CeremonyStep::new(guardian, "announced"))
 }
 
+/// A guardian sends its backups, each encrypted to its recipient
+/// (`ElectionPartialKeyBackup` list, reference JSON). Guardian token only.
+#[utoipa::path(post, path = "/api/elections/{id}/guardians/{guardian}/backups",
+    tag = "ceremony", params(GuardianPath),
+    request_body(content = Vec<Object>, description = "ElectionGuard 1.0 ElectionPartialKeyBackups"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Sent", body = CeremonyStep),
+        (status = 409, description = "The ceremony is over, or announcements are missing", body = ErrorBody)))]
 async fn send_backups(
     State(app): State<AppState>,
-    Path((id, guardian)): Path<(String, String)>,
+    Path(GuardianPath { id, guardian }): Path<GuardianPath>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CeremonyStep>> {
     let token = authorized_guardian(&app, &id, &guardian, &headers).await?;
     let backups: Vec<ElectionPartialKeyBackup> = reference_body(&body)?;
     ceremony::send_backups(&app, &id, &guardian, token, backups).await?;
-    Ok(Json(
-        json!({ "guardian_id": guardian, "backups_sent": true }),
-    ))
+    Ok(CeremonyStep::new(guardian, "backups_sent"))
 }
 
+/// The backups sent to this guardian (reference JSON). Guardian token only.
+#[utoipa::path(get, path = "/api/elections/{id}/guardians/{guardian}/backups",
+    tag = "ceremony", params(GuardianPath), security(("bearer" = [])),
+    responses((status = 200, description = "ElectionGuard 1.0 ElectionPartialKeyBackups", body = Vec<Object>)))]
 async fn backups(
     State(app): State<AppState>,
-    Path((id, guardian)): Path<(String, String)>,
+    Path(GuardianPath { id, guardian }): Path<GuardianPath>,
     headers: HeaderMap,
 ) -> ApiResult<ReferenceJson> {
     let token = require_bearer(&headers)?;
@@ -103,26 +137,39 @@ fn reference_json<T: serde::Serialize>(value: &T) -> ReferenceJson {
     )
 }
 
-/// The guardian in the path is the sender answering a rejection of its backup.
+/// The guardian in the path is the sender answering a rejection of its backup with the
+/// coordinate in clear (`ElectionPartialKeyChallenge`, reference JSON). Guardian token only.
+#[utoipa::path(post, path = "/api/elections/{id}/guardians/{guardian}/challenge-answers",
+    tag = "ceremony", params(GuardianPath),
+    request_body(content = Object, description = "An ElectionGuard 1.0 ElectionPartialKeyChallenge"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Answered and verified", body = CeremonyStep),
+        (status = 409, description = "No such rejection, or the answer does not verify", body = ErrorBody)))]
 async fn answer_challenge(
     State(app): State<AppState>,
-    Path((id, guardian)): Path<(String, String)>,
+    Path(GuardianPath { id, guardian }): Path<GuardianPath>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CeremonyStep>> {
     let token = authorized_guardian(&app, &id, &guardian, &headers).await?;
     let answer: ElectionPartialKeyChallenge = reference_body(&body)?;
     let recipient = answer.designated_id.clone();
     ceremony::answer_challenge(&app, &id, &guardian, token, answer).await?;
-    Ok(Json(
-        json!({ "guardian_id": guardian, "answered": recipient, "verified": true }),
-    ))
+    Ok(Json(CeremonyStep {
+        guardian_id: guardian,
+        step: "answered".into(),
+        answered: Some(recipient),
+    }))
 }
 
-/// The guardian in the path is the recipient, collecting the coordinates it was owed.
+/// The guardian in the path is the recipient, collecting the coordinates it was owed
+/// (reference JSON). Guardian token only.
+#[utoipa::path(get, path = "/api/elections/{id}/guardians/{guardian}/challenge-answers",
+    tag = "ceremony", params(GuardianPath), security(("bearer" = [])),
+    responses((status = 200, description = "ElectionGuard 1.0 ElectionPartialKeyChallenges", body = Vec<Object>)))]
 async fn challenge_answers(
     State(app): State<AppState>,
-    Path((id, guardian)): Path<(String, String)>,
+    Path(GuardianPath { id, guardian }): Path<GuardianPath>,
     headers: HeaderMap,
 ) -> ApiResult<ReferenceJson> {
     let token = require_bearer(&headers)?;
@@ -130,16 +177,20 @@ async fn challenge_answers(
     Ok(reference_json(&answers))
 }
 
+/// A recipient's verdicts on the backups it received. Guardian token only.
+#[utoipa::path(post, path = "/api/elections/{id}/guardians/{guardian}/backup-verdicts",
+    tag = "ceremony", params(GuardianPath), request_body = Vec<BackupVerdict>,
+    security(("bearer" = [])),
+    responses((status = 200, description = "Recorded", body = CeremonyStep),
+        (status = 409, description = "The ceremony is over, or a verdict names no backup", body = ErrorBody)))]
 async fn verdicts(
     State(app): State<AppState>,
-    Path((id, guardian)): Path<(String, String)>,
+    Path(GuardianPath { id, guardian }): Path<GuardianPath>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CeremonyStep>> {
     let token = authorized_guardian(&app, &id, &guardian, &headers).await?;
-    let verdicts: Vec<BackupVerdict> = super::parse_body(&body)?;
+    let verdicts: Vec<BackupVerdict> = super::edge::parse_body(&body)?;
     ceremony::report_verdicts(&app, &id, &guardian, token, verdicts).await?;
-    Ok(Json(
-        json!({ "guardian_id": guardian, "verdicts": "recorded" }),
-    ))
+    Ok(CeremonyStep::new(guardian, "verdicts_recorded"))
 }

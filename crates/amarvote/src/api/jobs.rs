@@ -6,80 +6,122 @@ use std::convert::Infallible;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures_util::stream::Stream;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{parse_body, require_admin, ApiError, ApiResult, AppState};
-use crate::domain::JobKind;
+use super::edge::{parse_body, require_admin, ApiResult, AppState};
+use super::openapi::ErrorBody;
+use super::params::{ElectionId, JobId};
+use crate::domain::{JobKind, JobState};
 use crate::service::jobs::{self, JobStatus};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/elections/{id}/jobs", post(start).get(list))
-        .route("/api/jobs/{job}", get(status))
-        .route("/api/jobs/{job}/events", get(events))
-        .route("/api/jobs/{job}/stop", post(stop))
-        .route("/api/jobs/{job}/resume", post(resume))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start, list_jobs))
+        .routes(routes!(job_status))
+        .routes(routes!(events))
+        .routes(routes!(stop))
+        .routes(routes!(resume))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StartJob {
-    kind: String,
+    kind: JobKind,
 }
 
+#[derive(Serialize, ToSchema)]
+struct StartedJob {
+    job_id: String,
+    kind: JobKind,
+    total_chunks: u64,
+    /// Where to follow it.
+    status_url: String,
+}
+
+/// Starts a job: planned and queued at once, done by the workers chunk by chunk.
+/// Administrator only.
+#[utoipa::path(post, path = "/api/elections/{id}/jobs", tag = "jobs", params(ElectionId),
+    request_body = StartJob, security(("bearer" = [])),
+    responses((status = 202, description = "Started", body = StartedJob),
+        (status = 409, description = "The election is not at this step, or such a job runs", body = ErrorBody)))]
 async fn start(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Path(ElectionId { id }): Path<ElectionId>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<StartedJob>)> {
     require_admin(&app, &headers)?;
-    let body: StartJob = parse_body(&body)?;
-    let kind = JobKind::parse(&body.kind)
-        .ok_or_else(|| ApiError::bad_request("kind: must be tally, decrypt, combine or verify"))?;
+    let StartJob { kind } = parse_body(&body)?;
     let job = jobs::start(&app, &id, kind).await?;
-    let url = format!("/api/jobs/{}", job.id);
     Ok((
         StatusCode::ACCEPTED,
-        Json(
-            json!({ "job_id": job.id, "kind": kind, "total_chunks": job.total_chunks, "status_url": url }),
-        ),
+        Json(StartedJob {
+            status_url: format!("/api/jobs/{}", job.id),
+            job_id: job.id,
+            kind,
+            total_chunks: job.total_chunks,
+        }),
     ))
 }
 
+#[derive(Serialize, ToSchema)]
+struct JobList {
+    election_id: String,
+    /// Newest first.
+    jobs: Vec<JobStatus>,
+}
+
 /// The election's jobs, newest first, with their progress.
-async fn list(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/elections/{id}/jobs", tag = "jobs", params(ElectionId),
+    responses((status = 200, description = "The jobs", body = JobList)))]
+async fn list_jobs(
+    State(app): State<AppState>,
+    Path(ElectionId { id }): Path<ElectionId>,
+) -> ApiResult<Json<JobList>> {
     app.election(&id).await?;
     let mut list = Vec::new();
     for job in app.store.election_jobs(&id).await? {
         list.push(jobs::status(&app, &job.id, false).await?);
     }
-    Ok(Json(json!({ "election_id": id, "jobs": list })))
+    Ok(Json(JobList {
+        election_id: id,
+        jobs: list,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StatusQuery {
+    /// Also list every chunk with its state.
     #[serde(default)]
     chunks: bool,
 }
 
-async fn status(
+/// A job's progress.
+#[utoipa::path(get, path = "/api/jobs/{job}", tag = "jobs", params(JobId, StatusQuery),
+    responses((status = 200, description = "The job", body = JobStatus)))]
+async fn job_status(
     State(app): State<AppState>,
-    Path(job): Path<String>,
+    Path(JobId { job }): Path<JobId>,
     Query(q): Query<StatusQuery>,
 ) -> ApiResult<Json<JobStatus>> {
     Ok(Json(jobs::status(&app, &job, q.chunks).await?))
 }
 
-/// One `progress` event whenever the job's counts change, and a last one when it ends.
-/// Every stream of a job reads one shared poller (see [`jobs::follow`]).
+/// A server-sent event stream: one `progress` event (a `JobStatus`) whenever the job's
+/// counts change, and a last one when it ends. Every stream of a job reads one shared
+/// poller (see [`jobs::follow`]).
+#[utoipa::path(get, path = "/api/jobs/{job}/events", tag = "jobs", params(JobId),
+    responses((status = 200, description = "`progress` events, each a JobStatus", content_type = "text/event-stream", body = String),
+        (status = 429, description = "Too many streams are open; poll instead", body = ErrorBody)))]
 async fn events(
     State(app): State<AppState>,
-    Path(job): Path<String>,
+    Path(JobId { job }): Path<JobId>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let follower = jobs::follow(&app, &job).await?;
     let stream =
@@ -99,25 +141,47 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-async fn stop(
-    State(app): State<AppState>,
-    Path(job): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    require_admin(&app, &headers)?;
-    jobs::stop(&app, &job).await?;
-    Ok(Json(json!({ "job_id": job, "state": "stopped" })))
+#[derive(Serialize, ToSchema)]
+struct JobStateChange {
+    job_id: String,
+    state: JobState,
 }
 
+/// Stops a running job: chunks in progress finish, no new ones start. Administrator only.
+#[utoipa::path(post, path = "/api/jobs/{job}/stop", tag = "jobs", params(JobId),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Stopped", body = JobStateChange),
+        (status = 409, description = "The job is not running", body = ErrorBody)))]
+async fn stop(
+    State(app): State<AppState>,
+    Path(JobId { job }): Path<JobId>,
+    headers: HeaderMap,
+) -> ApiResult<Json<JobStateChange>> {
+    require_admin(&app, &headers)?;
+    jobs::stop(&app, &job).await?;
+    Ok(Json(JobStateChange {
+        job_id: job,
+        state: JobState::Stopped,
+    }))
+}
+
+/// Resumes a stopped or failed job, retrying its dead-lettered chunks. Administrator only.
+#[utoipa::path(post, path = "/api/jobs/{job}/resume", tag = "jobs", params(JobId),
+    security(("bearer" = [])),
+    responses((status = 202, description = "Running again", body = JobStateChange),
+        (status = 409, description = "The job is running or done", body = ErrorBody)))]
 async fn resume(
     State(app): State<AppState>,
-    Path(job): Path<String>,
+    Path(JobId { job }): Path<JobId>,
     headers: HeaderMap,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<JobStateChange>)> {
     require_admin(&app, &headers)?;
     jobs::resume(&app, &job).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "job_id": job, "state": "running" })),
+        Json(JobStateChange {
+            job_id: job,
+            state: JobState::Running,
+        }),
     ))
 }

@@ -5,324 +5,34 @@
 //! fault, and `Retry-After` on a 429) with a 4xx or 5xx status; administrator
 //! routes answer 401 without a bearer token and 403 with a wrong one.
 
+// The route modules: utoipa's `path` macro writes the types it is given (parameters,
+// bodies) as qualified paths in the code it generates, which the workspace lint would flag.
+#[allow(unused_qualifications)]
 mod ballots;
+#[allow(unused_qualifications)]
 mod ceremony;
+#[allow(unused_qualifications)]
 mod elections;
-pub mod http_server;
+#[allow(unused_qualifications)]
 mod jobs;
-mod openapi;
-pub mod rate_limit;
+#[allow(unused_qualifications)]
 mod record;
+#[allow(unused_qualifications)]
 pub mod referendum;
+#[allow(unused_qualifications)]
 mod remote_decryption;
+
+mod edge;
+pub mod http_server;
+pub mod openapi;
+mod params;
+pub mod rate_limit;
+mod routes;
 mod tar;
 mod web;
 
-use std::sync::Arc;
-
-use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::de::DeserializeOwned;
-use serde_json::json;
-
-use crate::service::{same_secret, App, ServiceError};
-
-pub type AppState = Arc<App>;
-
-/// An error as the API answers it.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    /// For a 429: when the client may try again (`Retry-After`).
-    pub retry_after: Option<std::time::Duration>,
-    /// The request field at fault, when there is one.
-    pub field: Option<&'static str>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            retry_after: None,
-            field: None,
-        }
-    }
-
-    /// A 400 naming the field at fault.
-    pub fn bad_field(field: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            field: Some(field),
-            ..ApiError::bad_request(message)
-        }
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            retry_after: None,
-            message: message.into(),
-            field: None,
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(match self.field {
-                Some(field) => {
-                    json!({ "error": self.message, "status": self.status.as_u16(), "field": field })
-                }
-                None => json!({ "error": self.message, "status": self.status.as_u16() }),
-            }),
-        )
-            .into_response();
-        if let Some(wait) = self.retry_after {
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, seconds.max(1).into());
-        }
-        response
-    }
-}
-
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        let status = match &e {
-            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
-            ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ServiceError::Conflict(_) => StatusCode::CONFLICT,
-            ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ServiceError::Internal(inner) => {
-                tracing::error!(error = %format!("{inner:#}"), "internal error");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        let retry_after = match &e {
-            ServiceError::RateLimited { retry_after, .. } => Some(*retry_after),
-            _ => None,
-        };
-        let message = match e {
-            ServiceError::Internal(_) => "internal error; see the server log".to_string(),
-            other => other.to_string(),
-        };
-        ApiError {
-            status,
-            message,
-            retry_after,
-            field: None,
-        }
-    }
-}
-
-impl From<crate::ports::StoreError> for ApiError {
-    fn from(e: crate::ports::StoreError) -> Self {
-        ServiceError::from(e).into()
-    }
-}
-
-pub type ApiResult<T> = Result<T, ApiError>;
-
-/// A JSON body whose errors are JSON too, naming the field at fault.
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError {
-                status: e.status(),
-                retry_after: None,
-                message: e.body_text(),
-                field: None,
-            })?;
-        parse_body(&bytes).map(ApiJson)
-    }
-}
-
-/// Parses a JSON body; the error names the field at fault. Handlers that authorize
-/// first take the raw body and call this after the check.
-pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path == "?" {
-            ApiError::bad_request(format!("malformed body: {inner}"))
-        } else {
-            ApiError::bad_request(format!("{path}: {inner}"))
-        }
-    })
-}
-
-/// A body of reference JSON (group elements as hex text); the error names the field at fault.
-pub fn reference_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    let text =
-        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
-    electionguard::json::from_json(text).map_err(|e| ApiError::bad_request(e.to_string()))
-}
-
-/// The bearer token of a request, if any.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-}
-
-pub fn require_bearer(headers: &HeaderMap) -> ApiResult<&str> {
-    bearer(headers).ok_or(ApiError {
-        status: StatusCode::UNAUTHORIZED,
-        retry_after: None,
-        message: "missing Authorization: Bearer token".into(),
-        field: None,
-    })
-}
-
-pub fn require_admin(app: &App, headers: &HeaderMap) -> ApiResult<()> {
-    check_admin_token(&app.admin_token, headers)
-}
-
-/// The one administrator rule of every route: 401 without a bearer token, 403
-/// with a wrong one; an empty configured token admits nobody.
-pub fn check_admin_token(expected: &str, headers: &HeaderMap) -> ApiResult<()> {
-    let presented = require_bearer(headers)?;
-    if !expected.is_empty() && same_secret(presented, expected) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "the token given is not the administrator token",
-        ))
-    }
-}
-
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-/// Refreshes the shared-state gauges, then renders every metric.
-pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    for queue in crate::domain::QueueName::ALL {
-        let label = crate::metrics::QueueLabel {
-            queue: queue.as_str().into(),
-        };
-        if let Ok(depth) = app.queue.depth(queue).await {
-            app.metrics
-                .queue_depth
-                .get_or_create(&label)
-                .set(depth as i64);
-        }
-        if let Ok(dead) = app.queue.dead_letters(queue).await {
-            app.metrics
-                .dead_letters
-                .get_or_create(&label)
-                .set(dead as i64);
-        }
-    }
-    for state in [
-        crate::domain::JobState::Running,
-        crate::domain::JobState::Done,
-        crate::domain::JobState::Failed,
-        crate::domain::JobState::Stopped,
-    ] {
-        if let Ok(jobs) = app.store.jobs_in_state(state).await {
-            app.metrics
-                .jobs
-                .get_or_create(&crate::metrics::StateLabel {
-                    state: state.as_str().into(),
-                })
-                .set(jobs.len() as i64);
-        }
-    }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
-}
-
-/// `/health` and `/metrics`, which every role serves.
-pub fn operations_routes() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-}
-
-/// Gives every error answer the one JSON shape: axum's own rejections (a malformed path
-/// parameter, a body over the size limit, a method the route does not take) are plain
-/// text, and are rewritten here with their status and message.
-pub async fn json_errors(request: Request, next: axum::middleware::Next) -> Response {
-    let response = next.run(request).await;
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let message = match String::from_utf8_lossy(&text).trim() {
-        "" => status.canonical_reason().unwrap_or("error").to_string(),
-        text => text.to_string(),
-    };
-    let mut rewritten = ApiError {
-        status,
-        message,
-        retry_after: None,
-        field: None,
-    }
-    .into_response();
-    for (name, value) in &parts.headers {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            rewritten.headers_mut().insert(name, value.clone());
-        }
-    }
-    rewritten
-}
-
-/// The whole election API.
-pub fn router(app: AppState) -> Router {
-    operations_routes()
-        .route("/api/openapi.json", get(openapi::document))
-        .merge(elections::routes())
-        .merge(ceremony::routes())
-        .merge(
-            ballots::routes().route_layer(axum::middleware::from_fn_with_state(
-                (
-                    app.clone(),
-                    Arc::new(rate_limit::RateLimiter::new(app.settings.ballot_rate_limit)),
-                ),
-                rate_limit::limit_ballots,
-            )),
-        )
-        .merge(jobs::routes())
-        .merge(remote_decryption::routes())
-        .merge(record::routes())
-        .merge(web::routes())
-        .fallback(|| async {
-            ApiError {
-                status: StatusCode::NOT_FOUND,
-                retry_after: None,
-                message: "no such endpoint".into(),
-                field: None,
-            }
-        })
-        .layer(axum::middleware::from_fn(json_errors))
-        .with_state(app)
-}
+pub use edge::{
+    bearer, check_admin_token, json_errors, parse_body, reference_body, require_admin,
+    require_bearer, ApiError, ApiJson, ApiResult, AppState,
+};
+pub use routes::{contract, metrics, operations_routes, router};

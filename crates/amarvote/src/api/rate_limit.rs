@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use super::{ApiError, AppState};
+use super::edge::{ApiError, AppState};
 
 /// Requests per client address, by the generic cell rate algorithm.
 pub struct RateLimiter {

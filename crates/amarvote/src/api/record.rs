@@ -6,36 +6,67 @@
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use electionguard::ballot::CiphertextBallot;
 use electionguard::group::ElementModQ;
 use electionguard::json::to_reference_json;
 use electionguard::record::{layout, BallotBox, DeviceChain, ElectionConstants};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, Path as _, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::edge::{ApiError, ApiResult, AppState};
+use super::openapi::ErrorBody;
+use super::params::ElectionId;
 use super::tar::ArchiveWriter;
-use super::{ApiError, ApiResult, AppState};
 use crate::domain::artifacts::{COEFFICIENTS, ENCRYPTED_TALLY, PLAINTEXT_TALLY, SPOILED_PREFIX};
 use crate::domain::{BallotState, ElectionRow, ElectionState};
 use crate::service::codec::from_cbor;
 use crate::service::ServiceError;
 use axum::body::Bytes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/elections/{id}/record", get(list))
-        .route("/api/elections/{id}/record.tar", get(archive))
-        .route("/api/elections/{id}/record/{*path}", get(file))
+pub fn routes() -> OpenApiRouter<AppState> {
+    // A file's path has slashes: axum takes it as a catch-all, the contract as a parameter.
+    let mut router = OpenApiRouter::new()
+        .routes(routes!(list_record))
+        .routes(routes!(archive))
+        .route(
+            "/api/elections/{id}/record/{*path}",
+            axum::routing::get(file),
+        );
+    router.get_openapi_mut().paths.add_path_operation(
+        __path_file::path(),
+        __path_file::methods(),
+        __path_file::operation(),
+    );
+    router
 }
 
 fn internal(e: impl Into<anyhow::Error>) -> ApiError {
     ServiceError::Internal(e.into()).into()
 }
 
-async fn list(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[derive(Serialize, ToSchema)]
+struct RecordListing {
+    election_id: String,
+    /// Each file's path in the reference layout.
+    files: Vec<String>,
+}
+
+/// The files of the election record, in the reference layout.
+#[utoipa::path(get, path = "/api/elections/{id}/record", tag = "record", params(ElectionId),
+    responses((status = 200, description = "The record's files", body = RecordListing),
+        (status = 409, description = "Voting has not closed", body = ErrorBody)))]
+async fn list_record(
+    State(app): State<AppState>,
+    Path(ElectionId { id }): Path<ElectionId>,
+) -> ApiResult<Json<RecordListing>> {
     let files = file_names(&app, &id).await?;
-    Ok(Json(json!({ "election_id": id, "files": files })))
+    Ok(Json(RecordListing {
+        election_id: id,
+        files,
+    }))
 }
 
 /// The ballots, and so the record as a whole, are published once voting has closed: a
@@ -150,9 +181,26 @@ fn json_file(body: String) -> axum::response::Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// A file of the record.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct RecordFile {
+    /// The election's id.
+    #[param(max_length = 64)]
+    id: String,
+    /// The file's path in the reference layout, as the listing names it.
+    #[param(max_length = 256)]
+    path: String,
+}
+
+/// One file of the record (the election's description at any time; ballots and results
+/// once voting has closed).
+#[utoipa::path(get, path = "/api/elections/{id}/record/{path}", tag = "record", params(RecordFile),
+    responses((status = 200, description = "The file, as the reference library writes it", body = Object),
+        (status = 409, description = "Voting has not closed", body = ErrorBody)))]
 async fn file(
     State(app): State<AppState>,
-    Path((id, path)): Path<(String, String)>,
+    Path(RecordFile { id, path }): Path<RecordFile>,
 ) -> ApiResult<axum::response::Response> {
     let election = app.election(&id).await?;
     if !describes_the_election(&path) {
@@ -162,9 +210,12 @@ async fn file(
 }
 
 /// The whole record as one tar archive, streamed a file at a time.
+#[utoipa::path(get, path = "/api/elections/{id}/record.tar", tag = "record", params(ElectionId),
+    responses((status = 200, description = "A tar archive of the record", content_type = "application/x-tar", body = Vec<u8>),
+        (status = 409, description = "Voting has not closed", body = ErrorBody)))]
 async fn archive(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    Path(ElectionId { id }): Path<ElectionId>,
 ) -> ApiResult<axum::response::Response> {
     let election = app.election(&id).await?;
     let files = file_names(&app, &id).await?;

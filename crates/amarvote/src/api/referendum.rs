@@ -45,15 +45,18 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::response::Response;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::edge::{check_admin_token, parse_body, ApiError};
+use super::openapi::ErrorBody;
 use super::rate_limit::{client_address, too_many_requests, RateLimiter};
-use super::{check_admin_token, parse_body, ApiError};
 use crate::domain::vote_messages::{encode, VoteMessage};
 use crate::domain::voter_hash::{
     validate_law_id, Choice, InputError, LockKey, VoterHash, VoterHasher,
@@ -62,7 +65,9 @@ use crate::domain::{hex, now_ms};
 use crate::metrics::referendum::ReferendumMetrics;
 use crate::ports::vote_queue::{Stream, VoteQueue};
 use crate::ports::vote_store::{VoteStore, VoteStoreError};
-use crate::ports::voter_registry::{MarkOutcome, Readiness, VoterRegistry};
+use crate::ports::voter_registry::{
+    CodeLock, MarkOutcome, Readiness, RegistryState, VoterRegistry,
+};
 use crate::referendum::laws::Laws;
 use crate::referendum::validate::status_name;
 use crate::referendum::VoteLimits;
@@ -72,6 +77,8 @@ pub const MAX_STATUS_BATCH: usize = 1_000;
 /// Most voters in one administrator load request (about 1.4 MB, under the
 /// server's 2 MB body limit).
 pub const MAX_VOTER_BATCH: usize = 20_000;
+/// Longest law title, in characters.
+const MAX_LAW_TITLE_CHARS: usize = 256;
 /// Most messages in one publish.
 const PUBLISH_BATCH: usize = 2_000;
 /// Requests waiting for the publisher before new ones wait for room.
@@ -124,23 +131,29 @@ impl IngestState {
     }
 }
 
-type Shared = Arc<IngestState>;
-type ApiResult = Result<Response, ApiError>;
+pub(super) type Shared = Arc<IngestState>;
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The referendum's routes with their descriptions (see [`super::openapi`]).
+pub(super) fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(submit_vote))
+        .routes(routes!(vote_outcome))
+        .routes(routes!(statuses))
+        .routes(routes!(law_results))
+        .routes(routes!(laws))
+        .routes(routes!(health))
+        .routes(routes!(create_law))
+        .routes(routes!(load_voters))
+        .routes(routes!(referendum_summary))
+        .routes(routes!(locks))
+        .routes(routes!(lift_lock))
+}
 
 /// The referendum routes, ready to be merged into a server.
 pub fn router(state: Shared) -> Router {
-    Router::new()
-        .route("/api/v1/vote", post(submit))
-        .route("/api/v1/vote/{request_id}", get(status))
-        .route("/api/v1/votes/status", post(statuses))
-        .route("/api/v1/results/{law_id}", get(results))
-        .route("/api/v1/laws", get(laws))
-        .route("/api/v1/health", get(health))
-        .route("/api/v1/admin/laws", post(create_law))
-        .route("/api/v1/admin/voters", post(load_voters))
-        .route("/api/v1/admin/referendum/summary", get(summary))
-        .route("/api/v1/admin/locks", get(locks))
-        .route("/api/v1/admin/locks/lift", post(lift_lock))
+    let (routes, _) = routes().split_for_parts();
+    routes
         .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit))
         .with_state(state)
 }
@@ -293,13 +306,21 @@ async fn rate_limit(State(state): State<Shared>, request: Request, next: Next) -
     }
 }
 
-/// A vote request; every field optional so a missing one gets its own message.
-#[derive(Deserialize)]
+/// A vote request; every field optional to the parser, so that a missing one gets its
+/// own message, and required by the contract.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VoteRequest {
+    /// The voter's NAS: 9 digits, spaces and dashes allowed.
+    #[schema(required = true, max_length = 32)]
     nas: Option<String>,
+    /// The one-time code mailed for this law.
+    #[schema(required = true, max_length = 64)]
     code: Option<String>,
+    #[schema(required = true, max_length = 64)]
     law_id: Option<String>,
+    /// `oui` or `non`.
+    #[schema(required = true, pattern = "^(oui|non)$")]
     vote: Option<String>,
 }
 
@@ -347,7 +368,21 @@ async fn vote_message(state: &IngestState, body: &[u8]) -> Result<VoteMessage, A
     })
 }
 
-async fn submit(State(state): State<Shared>, body: Bytes) -> ApiResult {
+#[derive(Serialize, ToSchema)]
+struct VoteAccepted {
+    /// Where to ask for the vote's outcome: `vote-` and 40 hex digits.
+    request_id: String,
+}
+
+/// Submits a vote: checked, hashed and queued durably, then answered 202; the outcome
+/// comes later (`GET /api/v1/vote/{request_id}`).
+#[utoipa::path(post, path = "/api/v1/vote", tag = "referendum", request_body = VoteRequest,
+    responses((status = 202, description = "Queued", body = VoteAccepted),
+        (status = 503, description = "The vote could not be queued; try again", body = ErrorBody)))]
+async fn submit_vote(
+    State(state): State<Shared>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<VoteAccepted>)> {
     let started = Instant::now();
     let message = vote_message(&state, &body).await?;
     let request_id = message.request_id.clone();
@@ -362,8 +397,7 @@ async fn submit(State(state): State<Shared>, body: Bytes) -> ApiResult {
         .metrics
         .submission_seconds
         .observe(started.elapsed().as_secs_f64());
-    let answer = json!({ "request_id": request_id });
-    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+    Ok((StatusCode::ACCEPTED, Json(VoteAccepted { request_id })))
 }
 
 /// Random hex digits of a request id, then those of its tag.
@@ -395,17 +429,48 @@ fn issued(hasher: &VoterHasher, request_id: &str) -> bool {
     openssl::memcmp::eq(expected.as_bytes(), tag.as_bytes())
 }
 
-fn status_json(request_id: &str, outcome: Option<MarkOutcome>) -> Value {
-    match outcome {
-        None => json!({ "request_id": request_id, "status": "pending" }),
-        Some(MarkOutcome::Duplicate { attempts }) => {
-            json!({ "request_id": request_id, "status": "duplicate", "attempts": attempts })
-        }
-        Some(outcome) => json!({ "request_id": request_id, "status": status_name(outcome) }),
+/// A vote's outcome as far as it is known.
+#[derive(Clone, Serialize, ToSchema)]
+struct VoteStatus {
+    request_id: String,
+    /// `pending`, `accepted`, `duplicate`, `not_eligible` or `locked` (`not_found` in a
+    /// batch answer, for an id this referendum never issued).
+    status: String,
+    /// For a duplicate: how many attempts this voter has made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<u64>,
+}
+
+fn vote_status(request_id: &str, outcome: Option<MarkOutcome>) -> VoteStatus {
+    let (status, attempts) = match outcome {
+        None => ("pending", None),
+        Some(MarkOutcome::Duplicate { attempts }) => ("duplicate", Some(attempts)),
+        Some(outcome) => (status_name(outcome), None),
+    };
+    VoteStatus {
+        request_id: request_id.to_owned(),
+        status: status.to_owned(),
+        attempts,
     }
 }
 
-async fn status(State(state): State<Shared>, Path(request_id): Path<String>) -> ApiResult {
+/// A vote's request id.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct RequestId {
+    /// As the submission answered it: `vote-` and 40 hex digits.
+    #[param(pattern = "^vote-[0-9a-f]{40}$")]
+    request_id: String,
+}
+
+/// A vote's outcome. 404 for a well-formed id this referendum never issued.
+#[utoipa::path(get, path = "/api/v1/vote/{request_id}", tag = "referendum", params(RequestId),
+    responses((status = 200, description = "The outcome so far", body = VoteStatus),
+        (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
+async fn vote_outcome(
+    State(state): State<Shared>,
+    Path(RequestId { request_id }): Path<RequestId>,
+) -> ApiResult<Json<VoteStatus>> {
     if !valid_request_id(&request_id) {
         return Err(ApiError::bad_field(
             "request_id",
@@ -423,103 +488,204 @@ async fn status(State(state): State<Shared>, Path(request_id): Path<String>) -> 
         .outcome(request_id.clone())
         .await
         .map_err(internal)?;
-    Ok(Json(status_json(&request_id, outcome)).into_response())
+    Ok(Json(vote_status(&request_id, outcome)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StatusRequest {
-    request_ids: Vec<String>,
+    #[schema(max_items = 1000, inline)]
+    request_ids: Vec<RequestIdText>,
 }
 
-async fn statuses(State(state): State<Shared>, body: Bytes) -> ApiResult {
+/// A request id as the submission answered it.
+#[derive(Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(pattern = "^vote-[0-9a-f]{40}$")]
+struct RequestIdText(String);
+
+#[derive(Serialize, ToSchema)]
+struct VoteStatuses {
+    /// One per request id asked, in the order asked.
+    statuses: Vec<VoteStatus>,
+}
+
+/// The outcomes of up to 1,000 votes at once.
+#[utoipa::path(post, path = "/api/v1/votes/status", tag = "referendum", request_body = StatusRequest,
+    responses((status = 200, description = "The outcomes", body = VoteStatuses),
+        (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
+async fn statuses(State(state): State<Shared>, body: Bytes) -> ApiResult<Json<VoteStatuses>> {
     let request: StatusRequest = parse_object(&body)?;
-    if request.request_ids.len() > MAX_STATUS_BATCH
-        || !request.request_ids.iter().all(|id| valid_request_id(id))
-    {
+    let request_ids: Vec<String> = request.request_ids.into_iter().map(|id| id.0).collect();
+    if request_ids.len() > MAX_STATUS_BATCH || !request_ids.iter().all(|id| valid_request_id(id)) {
         return Err(ApiError::bad_field(
             "request_ids",
             format!("at most {MAX_STATUS_BATCH} request ids of the form vote-<40 hex>"),
         ));
     }
-    let (known, unknown): (Vec<&String>, Vec<&String>) = request
-        .request_ids
-        .iter()
-        .partition(|id| issued(&state.hasher, id));
+    let (known, unknown): (Vec<&String>, Vec<&String>) =
+        request_ids.iter().partition(|id| issued(&state.hasher, id));
     let outcomes = state
         .registry
         .outcomes(known.iter().map(|id| (*id).clone()).collect())
         .await
         .map_err(internal)?;
-    let mut found: BTreeMap<&str, Value> = known
+    let mut found: BTreeMap<&str, VoteStatus> = known
         .iter()
         .zip(outcomes)
-        .map(|(id, outcome)| (id.as_str(), status_json(id, outcome)))
+        .map(|(id, outcome)| (id.as_str(), vote_status(id, outcome)))
         .collect();
     for id in unknown {
-        found.insert(id, json!({ "request_id": id, "status": "not_found" }));
+        let not_found = VoteStatus {
+            request_id: id.clone(),
+            status: "not_found".into(),
+            attempts: None,
+        };
+        found.insert(id, not_found);
     }
-    let statuses: Vec<Value> = request
-        .request_ids
+    let statuses = request_ids
         .iter()
         .map(|id| found[id.as_str()].clone())
         .collect();
-    Ok(Json(json!({ "statuses": statuses })).into_response())
+    Ok(Json(VoteStatuses { statuses }))
 }
 
-async fn results(State(state): State<Shared>, Path(law_id): Path<String>) -> ApiResult {
+/// A law.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct LawId {
+    /// The law's id: 1 to 64 of a-z, 0-9, `_` and `-`.
+    #[param(pattern = "^[a-z0-9_-]{1,64}$")]
+    law_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct LawResults {
+    law_id: String,
+    oui: u64,
+    non: u64,
+    /// Voters in the audit log for this law (equal to oui + non once the pipeline is idle).
+    audited: u64,
+}
+
+/// A law's live count.
+#[utoipa::path(get, path = "/api/v1/results/{law_id}", tag = "referendum", params(LawId),
+    responses((status = 200, description = "The count so far", body = LawResults),
+        (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
+async fn law_results(
+    State(state): State<Shared>,
+    Path(LawId { law_id }): Path<LawId>,
+) -> ApiResult<Json<LawResults>> {
     let law_id = validate_law_id(&law_id).map_err(bad_input)?;
     if !state.laws.exists(law_id).await.map_err(internal)? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown law_id"));
     }
     let counts = state.tables.results(law_id).await.map_err(internal)?;
     let audited = state.tables.audited(law_id).await.map_err(internal)?;
-    let body =
-        json!({ "law_id": law_id, "oui": counts.oui, "non": counts.non, "audited": audited });
-    Ok(Json(body).into_response())
+    Ok(Json(LawResults {
+        law_id: law_id.to_owned(),
+        oui: counts.oui,
+        non: counts.non,
+        audited,
+    }))
 }
 
-/// Every law with its live totals.
-async fn laws(State(state): State<Shared>) -> ApiResult {
+#[derive(Serialize, ToSchema)]
+struct LawList {
+    laws: Vec<LawTotal>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct LawTotal {
+    law_id: String,
+    title: String,
+    oui: u64,
+    non: u64,
+}
+
+/// Every law with its live totals, in the order they were created.
+#[utoipa::path(get, path = "/api/v1/laws", tag = "referendum",
+    responses((status = 200, description = "The laws", body = LawList),
+        (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
+async fn laws(State(state): State<Shared>) -> ApiResult<Json<LawList>> {
     let laws = state.tables.laws().await.map_err(internal)?;
-    let list: Vec<Value> = laws
-        .iter()
-        .map(|law| json!({ "law_id": law.law_id, "title": law.title, "oui": law.counts.oui, "non": law.counts.non }))
+    let laws = laws
+        .into_iter()
+        .map(|law| LawTotal {
+            law_id: law.law_id,
+            title: law.title,
+            oui: law.counts.oui,
+            non: law.counts.non,
+        })
         .collect();
-    Ok(Json(json!({ "laws": list })).into_response())
+    Ok(Json(LawList { laws }))
 }
 
-/// Healthy enough to take votes; `degraded` (still 200: votes are kept) while
-/// the registry cannot decide them.
-async fn health(State(state): State<Shared>) -> Json<Value> {
-    match state.registry.state().await {
-        Ok(registry) => {
-            let status = if registry.readiness == Readiness::Ready {
-                "ok"
-            } else {
-                "degraded"
-            };
-            Json(json!({ "status": status, "registry": registry }))
-        }
+#[derive(Serialize, ToSchema)]
+struct ReferendumHealth {
+    /// `ok`, or `degraded` while the voter registry cannot decide votes (they are kept).
+    status: String,
+    /// The registry's marker; null when the registry cannot be reached.
+    registry: Option<RegistryState>,
+}
+
+/// Healthy enough to take votes; `degraded` (still 200: votes are kept) while the registry
+/// cannot decide them.
+#[utoipa::path(get, path = "/api/v1/health", tag = "referendum",
+    responses((status = 200, description = "The pipeline's health", body = ReferendumHealth)))]
+async fn health(State(state): State<Shared>) -> Json<ReferendumHealth> {
+    let registry = match state.registry.state().await {
+        Ok(registry) => Some(registry),
         Err(err) => {
             tracing::warn!(%err, "cannot read the voter registry's state");
-            Json(json!({ "status": "degraded", "registry": "unreachable" }))
+            None
         }
-    }
+    };
+    let ready = registry.is_some_and(|r| r.readiness == Readiness::Ready);
+    Json(ReferendumHealth {
+        status: if ready { "ok" } else { "degraded" }.into(),
+        registry,
+    })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LawRequest {
+    /// 1 to 64 of a-z, 0-9, `_` and `-`.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     law_id: String,
     #[serde(default)]
+    #[schema(max_length = 256)]
     title: String,
 }
 
-async fn create_law(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+#[derive(Serialize, ToSchema)]
+struct LawCreated {
+    law_id: String,
+    /// False when the law existed already.
+    created: bool,
+}
+
+/// Adds a law (201), or finds it there already (200). Administrator only.
+#[utoipa::path(post, path = "/api/v1/admin/laws", tag = "referendum administration",
+    request_body = LawRequest, security(("bearer" = [])),
+    responses((status = 201, description = "Added", body = LawCreated),
+        (status = 200, description = "Already there", body = LawCreated),
+        (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
+async fn create_law(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<LawCreated>)> {
     check_admin_token(&state.admin_token, &headers)?;
     let request: LawRequest = parse_object(&body)?;
     let law_id = validate_law_id(&request.law_id).map_err(bad_input)?;
+    if request.title.chars().count() > MAX_LAW_TITLE_CHARS {
+        return Err(ApiError::bad_field(
+            "title",
+            format!("a title is at most {MAX_LAW_TITLE_CHARS} characters"),
+        ));
+    }
     let created = state
         .laws
         .create(law_id, &request.title)
@@ -532,11 +698,14 @@ async fn create_law(State(state): State<Shared>, headers: HeaderMap, body: Bytes
     };
     Ok((
         status,
-        Json(json!({ "law_id": law_id, "created": created })),
-    )
-        .into_response())
+        Json(LawCreated {
+            law_id: law_id.to_owned(),
+            created,
+        }),
+    ))
 }
 
+/// One eligible voter for one law, hashed as it arrives.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VoterRow {
@@ -546,9 +715,13 @@ struct VoterRow {
 }
 
 /// Rows are objects: a row given positionally, as an array, fails the request.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VotersRequest {
+    /// Rows `{nas, code, law_id}`, checked one by one: a row that is not one (a missing or
+    /// unknown field, a NAS or law id out of form) is listed in the answer's `rejected`,
+    /// and the others are loaded.
+    #[schema(value_type = Vec<Object>, max_items = 20000)]
     voters: Vec<serde_json::Map<String, Value>>,
     /// False on every request of a list sent in several but the last: the
     /// registry is marked loaded (and votes are decided) once the list is complete.
@@ -564,9 +737,35 @@ fn voter_row(row: serde_json::Map<String, Value>) -> Result<VoterRow, String> {
     serde_json::from_value(Value::Object(row)).map_err(|err| err.to_string())
 }
 
-/// Loads a batch of voters and, unless `complete` is false, writes the
-/// registry's marker (a list sent in several requests is marked by its last).
-async fn load_voters(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+#[derive(Serialize, ToSchema)]
+struct VotersLoaded {
+    /// Hashes newly added to the registry.
+    added: u64,
+    /// The rows refused, by index in the request.
+    rejected: Vec<RejectedRow>,
+    complete: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+struct RejectedRow {
+    index: usize,
+    /// The field at fault, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    error: String,
+}
+
+/// Loads a batch of voters and, unless `complete` is false, writes the registry's marker
+/// (a list sent in several requests is marked by its last). Administrator only.
+#[utoipa::path(post, path = "/api/v1/admin/voters", tag = "referendum administration",
+    request_body = VotersRequest, security(("bearer" = [])),
+    responses((status = 200, description = "Loaded", body = VotersLoaded),
+        (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
+async fn load_voters(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<VotersLoaded>> {
     check_admin_token(&state.admin_token, &headers)?;
     let request: VotersRequest = parse_object(&body)?;
     if request.voters.len() > MAX_VOTER_BATCH {
@@ -581,14 +780,21 @@ async fn load_voters(State(state): State<Shared>, headers: HeaderMap, body: Byte
         let voter = match voter_row(row) {
             Ok(voter) => voter,
             Err(error) => {
-                rejected.push(json!({ "index": index, "error": error }));
+                rejected.push(RejectedRow {
+                    index,
+                    field: None,
+                    error,
+                });
                 continue;
             }
         };
         match state.hasher.hash(&voter.nas, &voter.code, &voter.law_id) {
             Ok(hash) => hashes.push(hash),
-            Err(err) => rejected
-                .push(json!({ "index": index, "field": err.field(), "error": err.to_string() })),
+            Err(err) => rejected.push(RejectedRow {
+                index,
+                field: Some(err.field().to_owned()),
+                error: err.to_string(),
+            }),
         }
     }
     let added = state.registry.load(hashes).await.map_err(internal)?;
@@ -596,13 +802,37 @@ async fn load_voters(State(state): State<Shared>, headers: HeaderMap, body: Byte
         let loaded = state.registry.eligible_count().await.map_err(internal)?;
         state.registry.finish_load(loaded).await.map_err(internal)?;
     }
-    Ok(
-        Json(json!({ "added": added, "rejected": rejected, "complete": request.complete }))
-            .into_response(),
-    )
+    Ok(Json(VotersLoaded {
+        added,
+        rejected,
+        complete: request.complete,
+    }))
 }
 
-async fn summary(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
+#[derive(Serialize, ToSchema)]
+struct ReferendumSummary {
+    /// Messages waiting, per queue.
+    queue_depth: BTreeMap<&'static str, u64>,
+    /// Messages given up on, per queue.
+    dead_letters: BTreeMap<&'static str, u64>,
+    /// Voters who tried more than once.
+    duplicate_voters: u64,
+    duplicate_attempts: u64,
+    /// NAS and law pairs locked for wrong codes.
+    locked: u64,
+    registry: RegistryState,
+}
+
+/// The pipeline at a glance: queues, dead letters, duplicates, locks, the registry.
+/// Administrator only.
+#[utoipa::path(get, path = "/api/v1/admin/referendum/summary", tag = "referendum administration",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The summary", body = ReferendumSummary),
+        (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
+async fn referendum_summary(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> ApiResult<Json<ReferendumSummary>> {
     check_admin_token(&state.admin_token, &headers)?;
     let mut depth = BTreeMap::new();
     let mut dead = BTreeMap::new();
@@ -618,31 +848,52 @@ async fn summary(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
         state.tables.duplicate_totals().await.map_err(internal)?;
     let (_, locked) = state.registry.locks().await.map_err(internal)?;
     let registry = state.registry.state().await.map_err(internal)?;
-    let body = json!({
-        "queue_depth": depth,
-        "dead_letters": dead,
-        "duplicate_voters": duplicate_voters,
-        "duplicate_attempts": duplicate_attempts,
-        "locked": locked,
-        "registry": registry,
-    });
-    Ok(Json(body).into_response())
+    Ok(Json(ReferendumSummary {
+        queue_depth: depth,
+        dead_letters: dead,
+        duplicate_voters,
+        duplicate_attempts,
+        locked,
+        registry,
+    }))
 }
 
-async fn locks(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
+#[derive(Serialize, ToSchema)]
+struct LockList {
+    /// Up to 1,000 locks.
+    locks: Vec<CodeLock>,
+    total: u64,
+}
+
+/// The NAS and law pairs locked out for wrong codes. Administrator only.
+#[utoipa::path(get, path = "/api/v1/admin/locks", tag = "referendum administration",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The locks", body = LockList),
+        (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
+async fn locks(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<Json<LockList>> {
     check_admin_token(&state.admin_token, &headers)?;
     let (locks, total) = state.registry.locks().await.map_err(internal)?;
-    Ok(Json(json!({ "locks": locks, "total": total })).into_response())
+    Ok(Json(LockList { locks, total }))
 }
 
 /// Which lock to lift: the voter's NAS and law (the voter calls the help line),
 /// or a lock id from the listing.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LiftRequest {
+    #[schema(max_length = 32)]
     nas: Option<String>,
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     law_id: Option<String>,
+    /// 64 hex digits, as the listing shows it.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     lock_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct LockLifted {
+    lifted: bool,
+    lock_id: String,
 }
 
 fn lock_to_lift(hasher: &VoterHasher, request: &LiftRequest) -> Result<LockKey, ApiError> {
@@ -657,7 +908,17 @@ fn lock_to_lift(hasher: &VoterHasher, request: &LiftRequest) -> Result<LockKey, 
     }
 }
 
-async fn lift_lock(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+/// Lifts a code lock. Administrator only.
+#[utoipa::path(post, path = "/api/v1/admin/locks/lift", tag = "referendum administration",
+    request_body = LiftRequest, security(("bearer" = [])),
+    responses((status = 200, description = "Lifted", body = LockLifted),
+        (status = 404, description = "No such lock", body = ErrorBody),
+        (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
+async fn lift_lock(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<LockLifted>> {
     check_admin_token(&state.admin_token, &headers)?;
     let request: LiftRequest = parse_object(&body)?;
     let lock = lock_to_lift(&state.hasher, &request)?;
@@ -668,7 +929,10 @@ async fn lift_lock(State(state): State<Shared>, headers: HeaderMap, body: Bytes)
         ));
     }
     tracing::info!(lock_id = %lock, "code lock lifted by an administrator");
-    Ok(Json(json!({ "lifted": true, "lock_id": lock.to_hex() })).into_response())
+    Ok(Json(LockLifted {
+        lifted: true,
+        lock_id: lock.to_hex(),
+    }))
 }
 
 #[cfg(test)]
@@ -714,19 +978,19 @@ mod tests {
 
     #[test]
     fn statuses_name_the_outcome_and_duplicates_their_attempts() {
-        assert_eq!(status_json("r", None)["status"], "pending");
-        let duplicate = status_json("r", Some(MarkOutcome::Duplicate { attempts: 2 }));
+        assert_eq!(vote_status("r", None).status, "pending");
+        let duplicate = vote_status("r", Some(MarkOutcome::Duplicate { attempts: 2 }));
         assert_eq!(
-            (duplicate["status"].as_str(), duplicate["attempts"].as_u64()),
-            (Some("duplicate"), Some(2))
+            (duplicate.status.as_str(), duplicate.attempts),
+            ("duplicate", Some(2))
         );
+        let not_eligible = vote_status("r", Some(MarkOutcome::NotEligible));
+        assert_eq!(not_eligible.status, "not_eligible");
+        assert_eq!(vote_status("r", Some(MarkOutcome::Locked)).status, "locked");
+        let answer = serde_json::to_value(vote_status("r", None)).unwrap();
         assert_eq!(
-            status_json("r", Some(MarkOutcome::NotEligible))["status"],
-            "not_eligible"
-        );
-        assert_eq!(
-            status_json("r", Some(MarkOutcome::Locked))["status"],
-            "locked"
+            answer,
+            serde_json::json!({ "request_id": "r", "status": "pending" })
         );
     }
 }

@@ -4,27 +4,35 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{json, Value};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{reference_body, require_bearer, ApiResult, AppState};
+use super::edge::{reference_body, require_bearer, ApiResult, AppState};
+use super::openapi::ErrorBody;
+use super::params::{ChunkPath, JobGuardianPath};
+use crate::domain::ChunkState;
 use crate::service::operations::decrypt::Shares;
 use crate::service::remote_decryption::{self, RemoteChunk};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/jobs/{job}/guardians/{guardian}/chunks", get(waiting))
-        .route(
-            "/api/jobs/{job}/chunks/{index}/ciphertexts",
-            get(ciphertexts),
-        )
-        .route("/api/jobs/{job}/chunks/{index}/shares", post(upload))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(waiting))
+        .routes(routes!(ciphertexts))
+        .routes(routes!(upload))
 }
 
+/// The chunks of a decryption job waiting for this guardian's own machine. Guardian
+/// token only.
+#[utoipa::path(get, path = "/api/jobs/{job}/guardians/{guardian}/chunks", tag = "decryption",
+    params(JobGuardianPath), security(("bearer" = [])),
+    responses((status = 200, description = "Waiting chunks", body = Vec<RemoteChunk>),
+        (status = 409, description = "The job is not a running decryption", body = ErrorBody)))]
 async fn waiting(
     State(app): State<AppState>,
-    Path((job, guardian)): Path<(String, String)>,
+    Path(JobGuardianPath { job, guardian }): Path<JobGuardianPath>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Vec<RemoteChunk>>> {
     let token = require_bearer(&headers)?;
@@ -33,9 +41,14 @@ async fn waiting(
     ))
 }
 
+/// The ciphertexts a waiting chunk covers (reference JSON). Its guardian's token only.
+#[utoipa::path(get, path = "/api/jobs/{job}/chunks/{index}/ciphertexts", tag = "decryption",
+    params(ChunkPath), security(("bearer" = [])),
+    responses((status = 200, description = "Object ids with their contests' ciphertexts", body = Vec<Object>),
+        (status = 409, description = "The chunk is not waiting for a guardian", body = ErrorBody)))]
 async fn ciphertexts(
     State(app): State<AppState>,
-    Path((job, index)): Path<(String, u64)>,
+    Path(ChunkPath { job, index }): Path<ChunkPath>,
     headers: HeaderMap,
 ) -> ApiResult<([(HeaderName, &'static str); 1], String)> {
     let token = require_bearer(&headers)?;
@@ -46,16 +59,33 @@ async fn ciphertexts(
     ))
 }
 
+#[derive(Serialize, ToSchema)]
+struct UploadedShares {
+    job_id: String,
+    chunk: u64,
+    state: ChunkState,
+}
+
+/// A guardian uploads a chunk's shares with their proofs (reference JSON), checked before
+/// they are stored. Its guardian's token only.
+#[utoipa::path(post, path = "/api/jobs/{job}/chunks/{index}/shares", tag = "decryption",
+    params(ChunkPath),
+    request_body(content = Object, description = "Decryption shares (or compensated shares) with Chaum-Pedersen proofs"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Checked and stored", body = UploadedShares),
+        (status = 409, description = "The chunk is not waiting, or a proof does not verify", body = ErrorBody)))]
 async fn upload(
     State(app): State<AppState>,
-    Path((job, index)): Path<(String, u64)>,
+    Path(ChunkPath { job, index }): Path<ChunkPath>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<UploadedShares>> {
     let token = require_bearer(&headers)?;
     let shares: Shares = reference_body(&body)?;
     remote_decryption::upload_shares(&app, &job, index, token, shares).await?;
-    Ok(Json(
-        json!({ "job_id": job, "chunk": index, "state": "done" }),
-    ))
+    Ok(Json(UploadedShares {
+        job_id: job,
+        chunk: index,
+        state: ChunkState::Done,
+    }))
 }

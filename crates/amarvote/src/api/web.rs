@@ -58,7 +58,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 async fn catalog(Path(file): Path<String>) -> Response {
     match CATALOGS.iter().find(|(name, _)| *name == file) {
         Some((_, body)) => asset(body, "application/json; charset=utf-8"),
-        None => super::ApiError::new(
+        None => super::edge::ApiError::new(
             StatusCode::NOT_FOUND,
             "no message catalog of that name: en.json, fr.json or bn.json",
         )

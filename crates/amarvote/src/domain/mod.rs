@@ -46,6 +46,18 @@ macro_rules! string_enum {
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name { $(#[serde(rename = $text)] $variant),+ }
 
+        /// In the API's contract: one of the texts it is written as.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl $name {
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
@@ -220,6 +232,20 @@ pub struct ChunkTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_contract_names_each_state_as_it_is_written() {
+        let schema = serde_json::to_value(<JobState as utoipa::PartialSchema>::schema()).unwrap();
+        assert_eq!(
+            schema["enum"],
+            serde_json::json!(["running", "stopped", "finalizing", "done", "failed"])
+        );
+        let queue = serde_json::to_value(<QueueName as utoipa::PartialSchema>::schema()).unwrap();
+        assert!(queue["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&"compensated.decryption".into()));
+    }
 
     #[test]
     fn enums_round_trip_through_their_text() {

@@ -149,7 +149,7 @@ pub struct Counted {
 }
 
 /// Where the registry stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Readiness {
     /// No marker: never loaded, or lost (Redis restarted empty).
@@ -161,7 +161,7 @@ pub enum Readiness {
 }
 
 /// The marker and what it says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RegistryState {
     pub readiness: Readiness,
     /// Hashes loaded, as the loads reported them.
@@ -169,7 +169,7 @@ pub struct RegistryState {
 }
 
 /// A NAS locked out of one law for wrong codes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct CodeLock {
     pub lock_id: String,
     pub law_id: String,

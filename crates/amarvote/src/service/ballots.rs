@@ -27,20 +27,21 @@ use crate::sealing;
 /// The voter's marks: for each contest id, the selection ids chosen.
 pub type Choices = HashMap<String, Vec<String>>;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EncryptedBallot {
     pub ballot_id: String,
     /// The encryption's fingerprint, shown before the voter casts or challenges.
     pub crypto_hash: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Receipt {
     pub ballot_id: String,
     pub state: BallotState,
     pub tracking_code: String,
     /// For a challenged ballot: the choices it was opened to (and proved to contain).
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<std::collections::HashMap<String, Vec<String>>>)]
     pub revealed: Option<Choices>,
 }
 
@@ -552,7 +553,7 @@ async fn replayed(
     }))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BallotStatus {
     pub ballot_id: String,
     pub state: BallotState,

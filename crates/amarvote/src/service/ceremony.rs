@@ -24,21 +24,24 @@ use super::{App, ServiceError, ServiceResult};
 use crate::domain::{ElectionRow, ElectionState, GuardianRow, KeyBackupRow, KeyChallengeRow};
 
 /// Where the ceremony stands, as anyone may see it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CeremonyStatus {
     pub election_id: String,
     pub state: ElectionState,
     pub guardians: Vec<GuardianProgress>,
-    /// The announced public records, in sequence order.
+    /// The announced public records (ElectionGuard 1.0 `GuardianRecord`), in sequence order.
+    #[schema(value_type = Vec<Object>)]
     pub public_keys: Vec<GuardianRecord>,
     /// (sender, recipient) of each backup the recipient rejected and the sender has not
     /// answered: the sender's next step.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub rejected_backups: Vec<(String, String)>,
     /// (sender, recipient) of each rejected backup whose sender's answer verified.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub answered_challenges: Vec<(String, String)>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GuardianProgress {
     pub guardian_id: String,
     pub sequence_order: u64,
@@ -48,7 +51,7 @@ pub struct GuardianProgress {
 }
 
 /// A recipient's verdict on the backup one sender sent it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackupVerdict {
     pub sender: String,

@@ -15,23 +15,39 @@ use crate::election::{build_manifest, key_ceremony, ContestSpec};
 use crate::sealing;
 
 /// An administrator's description of an election.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "title": "City council",
+    "contests": [{ "title": "Mayor", "candidates": ["Alice", "Bob"] }],
+    "guardians": 3,
+    "quorum": 2
+}))]
 pub struct NewElection {
+    #[schema(min_length = 1, max_length = 256)]
     pub title: String,
+    #[schema(min_items = 1, max_items = 50)]
     pub contests: Vec<NewContest>,
+    /// How many guardians share the election key.
+    #[schema(minimum = 1, maximum = 16)]
     pub guardians: u32,
+    /// How many of them must take part to decrypt.
+    #[schema(minimum = 1, maximum = 16)]
     pub quorum: u32,
+    /// When voting opens (RFC 3339); at once by default.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub voting_start: Option<String>,
+    /// When voting closes (RFC 3339); a week after it opens by default.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub voting_end: Option<String>,
     /// Who runs the key ceremony: the server (convenience) or the guardians themselves.
     #[serde(default)]
     pub key_ceremony: KeyCeremonyMode,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyCeremonyMode {
     /// Keys generated on the server, each sealed under its guardian's passphrase.
@@ -41,17 +57,20 @@ pub enum KeyCeremonyMode {
     Guardians,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewContest {
+    #[schema(min_length = 1, max_length = 256)]
     pub title: String,
     /// Candidates; a referendum question leaves this empty and gets `Yes` and `No`.
     #[serde(default)]
+    #[schema(max_items = 50)]
     pub candidates: Vec<String>,
     #[serde(default)]
     pub referendum: bool,
     /// n of n-of-m (default 1).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 50, default = 1)]
     pub votes_allowed: u32,
 }
 
@@ -61,7 +80,7 @@ fn one() -> u32 {
 
 /// Handed out once, at creation: each guardian's API token, and its passphrase when the
 /// server generated its keys.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GuardianCredentials {
     pub guardian_id: String,
     pub token: String,
@@ -69,7 +88,7 @@ pub struct GuardianCredentials {
     pub passphrase: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedElection {
     pub election_id: String,
     pub state: ElectionState,

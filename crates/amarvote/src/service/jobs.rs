@@ -22,7 +22,7 @@ use crate::domain::{
 };
 
 /// What one chunk covers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "target", rename_all = "snake_case")]
 pub enum Target {
     /// The encrypted tally (one chunk per guardian share).
@@ -35,7 +35,7 @@ pub enum Target {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChunkSpec {
     #[serde(flatten)]
     pub target: Target,
@@ -367,7 +367,7 @@ async fn mark(app: &App, job_id: String, indexes: Vec<u64>) {
 }
 
 /// A job's progress, as `GET /api/jobs/{id}` shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStatus {
     pub job_id: String,
     pub election_id: String,
@@ -384,7 +384,7 @@ pub struct JobStatus {
     pub chunks: Vec<ChunkStatus>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChunkStatus {
     pub index: u64,
     pub queue: QueueName,

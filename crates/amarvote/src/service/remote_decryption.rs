@@ -18,7 +18,7 @@ use super::{App, ServiceError, ServiceResult};
 use crate::domain::{ChunkRow, ChunkState, JobRow, JobState};
 
 /// A chunk waiting for a guardian's own machine.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RemoteChunk {
     pub index: u64,
     #[serde(flatten)]

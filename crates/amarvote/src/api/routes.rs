@@ -1,0 +1,145 @@
+//! The routes of both APIs as one router per role, and the contract generated from them.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::Value;
+use utoipa::openapi::OpenApi;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+
+use super::edge::{json_errors, ApiError, AppState};
+use super::openapi::{add_edge_answers, add_links, Base};
+use super::{ballots, ceremony, elections, jobs, rate_limit, record, referendum};
+use super::{remote_decryption, web};
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// Always `ok`: the process answers.
+    status: String,
+}
+
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// Refreshes the shared-state gauges, then renders every metric.
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    for queue in crate::domain::QueueName::ALL {
+        let label = crate::metrics::QueueLabel {
+            queue: queue.as_str().into(),
+        };
+        if let Ok(depth) = app.queue.depth(queue).await {
+            app.metrics
+                .queue_depth
+                .get_or_create(&label)
+                .set(depth as i64);
+        }
+        if let Ok(dead) = app.queue.dead_letters(queue).await {
+            app.metrics
+                .dead_letters
+                .get_or_create(&label)
+                .set(dead as i64);
+        }
+    }
+    for state in [
+        crate::domain::JobState::Running,
+        crate::domain::JobState::Done,
+        crate::domain::JobState::Failed,
+        crate::domain::JobState::Stopped,
+    ] {
+        if let Ok(jobs) = app.store.jobs_in_state(state).await {
+            app.metrics
+                .jobs
+                .get_or_create(&crate::metrics::StateLabel {
+                    state: state.as_str().into(),
+                })
+                .set(jobs.len() as i64);
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}
+
+/// `/health` and `/metrics`, which every role serves.
+pub fn operations_routes() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+}
+
+/// The election API's routes with their descriptions (see [`super::openapi`]).
+fn election_routes() -> OpenApiRouter<AppState> {
+    unlimited_routes().merge(ballots::routes())
+}
+
+/// Every election route but the ballots', which are rate limited per client.
+fn unlimited_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(elections::routes())
+        .merge(ceremony::routes())
+        .merge(jobs::routes())
+        .merge(remote_decryption::routes())
+        .merge(record::routes())
+}
+
+/// The whole election API.
+pub fn router(app: AppState) -> Router {
+    let limiter = Arc::new(rate_limit::RateLimiter::new(app.settings.ballot_rate_limit));
+    let (unlimited, _) = unlimited_routes().split_for_parts();
+    let (ballots, _) = ballots::routes().split_for_parts();
+    operations_routes()
+        .route("/api/openapi.json", get(document))
+        .merge(unlimited)
+        .merge(ballots.route_layer(axum::middleware::from_fn_with_state(
+            (app.clone(), limiter),
+            rate_limit::limit_ballots,
+        )))
+        .merge(web::routes())
+        .fallback(|| async {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                retry_after: None,
+                message: "no such endpoint".into(),
+                field: None,
+            }
+        })
+        .layer(axum::middleware::from_fn(json_errors))
+        .with_state(app)
+}
+
+/// The whole contract: the election API and the referendum API, as the routers build them.
+pub fn contract() -> &'static OpenApi {
+    static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut document = Base::openapi();
+        document.merge(election_routes().into_openapi());
+        document.merge(referendum::routes().into_openapi());
+        add_edge_answers(&mut document);
+        document
+    })
+}
+
+/// The contract as served: the document with its links.
+pub fn contract_json() -> &'static Value {
+    static JSON: OnceLock<Value> = OnceLock::new();
+    JSON.get_or_init(|| {
+        let mut json = serde_json::to_value(contract()).expect("the contract serializes");
+        add_links(&mut json);
+        json
+    })
+}
+
+pub async fn document() -> impl IntoResponse {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    let text = TEXT.get_or_init(|| contract_json().to_string());
+    ([(header::CONTENT_TYPE, "application/json")], text.as_str())
+}
