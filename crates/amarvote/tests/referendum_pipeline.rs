@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amarvote::commands::referendum::embedded::{self, EmbeddedConfig, EmbeddedParts};
+use amarvote::commands::referendum::embedded::{self, EmbeddedConfig};
+use amarvote::commands::referendum::parts::Parts;
 use amarvote::domain::vote_messages::{encode, VoteMessage};
 use amarvote::domain::voter_hash::{Choice, LockKey, VoterHash};
 use amarvote::metrics::referendum::ReferendumMetrics;
@@ -22,7 +23,7 @@ const ADMIN: &str = "test-admin-token";
 struct Server {
     url: String,
     client: reqwest::Client,
-    parts: EmbeddedParts,
+    parts: Parts,
     _shutdown: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }

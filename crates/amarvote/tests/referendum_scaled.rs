@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use amarvote::adapters::vote_queue_amqp::AmqpVoteQueue;
 use amarvote::commands::referendum::loadgen::run;
-use amarvote::commands::referendum::scaled::ScaledParts;
+use amarvote::commands::referendum::parts::Parts;
 use amarvote::domain::vote_messages::{encode, VoteMessage};
 use amarvote::domain::voter_hash::{Choice, ElectionSecret, LockKey, VoterHash};
 use amarvote::metrics::referendum::ReferendumMetrics;
@@ -21,7 +21,7 @@ const ADMIN: &str = "scaled-admin-token";
 
 struct Scaled {
     url: String,
-    parts: ScaledParts,
+    parts: Parts,
     metrics: std::sync::Arc<ReferendumMetrics>,
     _shutdown: watch::Sender<bool>,
     _vhost: common::VhostGuard,
@@ -38,7 +38,7 @@ async fn start() -> Scaled {
     let database = common::postgres_url().await;
     let (amqp, vhost) = common::rabbitmq_vhost();
     let (redis, prefix) = common::redis_url_and_prefix();
-    let connect = || ScaledParts::connect(&database, &amqp, &redis, &prefix);
+    let connect = || Parts::scaled(&database, &amqp, &redis, &prefix);
     let (tx, rx) = watch::channel(false);
     let metrics = ReferendumMetrics::new();
     let ingest = connect().await.unwrap();

@@ -1,11 +1,16 @@
 //! One AMQP connection and its confirming publisher channel, opened on first use and
-//! reopened after a failure, and pipelined confirmed publishing on it: what the work
-//! queue and the referendum's vote queue share.
+//! reopened after a failure; pipelined confirmed publishing, consumers and queue counts on
+//! it: what the work queue and the referendum's vote queue share. Each queue adapter
+//! brings only its topology (the `declare` function every new connection runs).
 
 use std::future::Future;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use tokio::sync::Mutex;
 
 /// A message to publish with a confirm.
@@ -61,7 +66,7 @@ impl AmqpLink {
     }
 
     /// A channel of its own on the link, for a consumer.
-    pub async fn new_channel<F, Fut>(&self, declare: F) -> Result<Channel, lapin::Error>
+    async fn new_channel<F, Fut>(&self, declare: F) -> Result<Channel, lapin::Error>
     where
         F: FnOnce(Channel) -> Fut,
         Fut: Future<Output = Result<(), lapin::Error>>,
@@ -72,6 +77,51 @@ impl AmqpLink {
             .connection
             .create_channel()
             .await
+    }
+
+    /// A channel of its own consuming `queue`, with at most `prefetch` deliveries
+    /// unacknowledged at a time.
+    pub async fn consume<F, Fut>(
+        &self,
+        declare: F,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<(Channel, Consumer), lapin::Error>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = Result<(), lapin::Error>>,
+    {
+        let channel = self.new_channel(declare).await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
+    }
+
+    /// How many messages `queue` holds: a passive declare on a channel of its own.
+    pub async fn message_count<F, Fut>(&self, declare: F, queue: &str) -> Result<u64, lapin::Error>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = Result<(), lapin::Error>>,
+    {
+        let channel = self.new_channel(declare).await?;
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::default().passive(),
+                FieldTable::default(),
+            )
+            .await;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(u64::from(declared?.message_count()))
     }
 
     /// Sends every message before awaiting any confirm: one round trip for the batch.

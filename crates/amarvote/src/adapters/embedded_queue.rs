@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{Row, SqlitePool};
 use tokio::sync::Notify;
 
+use super::sqlite::{self, Durability};
 use crate::domain::{now_ms, QueueName};
 use crate::ports::queue::{Delivery, Published, QueueError, Settle, WorkQueue, MAX_ATTEMPTS};
 
@@ -44,15 +45,9 @@ pub struct EmbeddedQueue {
 impl EmbeddedQueue {
     /// Opens (or creates) the queue file; `visibility` is how long a claimed message stays hidden.
     pub async fn open(path: &Path, visibility: Duration) -> Result<EmbeddedQueue, QueueError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(sqlite::options(path, Durability::Recoverable))
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         // One process owns the embedded queue: whatever it had claimed before a restart

@@ -14,6 +14,7 @@ pub mod rabbitmq;
 pub mod registry_redis;
 pub mod registry_sqlite;
 pub mod sql_store;
+pub mod sqlite;
 pub mod vote_envelope;
 pub mod vote_queue_amqp;
 pub mod vote_queue_sqlite;

@@ -15,8 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer, ExchangeKind};
@@ -67,13 +66,6 @@ impl Broker {
         self.link.publisher(declare_topology).await.map_err(broker)
     }
 
-    async fn new_channel(&self) -> Result<Channel, QueueError> {
-        self.link
-            .new_channel(declare_topology)
-            .await
-            .map_err(broker)
-    }
-
     async fn forget_link(&self) {
         self.link.forget().await;
     }
@@ -99,34 +91,17 @@ impl Broker {
     }
 
     async fn consumer_channel(&self, queue: QueueName) -> Result<(Channel, Consumer), QueueError> {
-        let channel = self.new_channel().await?;
-        channel
-            .basic_qos(1, BasicQosOptions::default())
+        self.link
+            .consume(declare_topology, queue.as_str(), 1)
             .await
-            .map_err(broker)?;
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker)?;
-        Ok((channel, consumer))
+            .map_err(broker)
     }
 
     async fn passive_count(&self, name: &str) -> Result<u64, QueueError> {
-        let channel = self.new_channel().await?;
-        let declared = channel
-            .queue_declare(
-                name.into(),
-                QueueDeclareOptions::default().passive(),
-                FieldTable::default(),
-            )
-            .await;
-        let _ = channel.close(200, "done".into()).await;
-        Ok(u64::from(declared.map_err(broker)?.message_count()))
+        self.link
+            .message_count(declare_topology, name)
+            .await
+            .map_err(broker)
     }
 }
 

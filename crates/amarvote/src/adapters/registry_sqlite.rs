@@ -12,11 +12,11 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
+use super::sqlite::{self, Durability};
 use crate::domain::now_ms;
 use crate::domain::voter_hash::{LockKey, VoterHash};
 use crate::ports::voter_registry::{
@@ -71,12 +71,7 @@ pub struct SqliteRegistry {
 impl SqliteRegistry {
     /// Opens (or creates) the registry file; a file of an older format is refused.
     pub async fn open(path: &Path) -> Result<Self, RegistryError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
+        let options = sqlite::options(path, Durability::Acknowledged);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())

@@ -31,9 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Consumer};
 use tokio::sync::Mutex;
@@ -110,32 +108,17 @@ impl Broker {
         self.link.publisher(declare_topology).await.map_err(broker)
     }
 
-    async fn new_channel(&self) -> Result<Channel, VoteQueueError> {
-        self.link
-            .new_channel(declare_topology)
-            .await
-            .map_err(broker)
-    }
-
     async fn forget_link(&self) {
         self.link.forget().await;
     }
 
     async fn open_consumer(&self, stream: Stream) -> Result<Consumer, VoteQueueError> {
-        let channel = self.new_channel().await?;
-        channel
-            .basic_qos(prefetch(stream), BasicQosOptions::default())
+        let (_, consumer) = self
+            .link
+            .consume(declare_topology, stream.queue_name(), prefetch(stream))
             .await
             .map_err(broker)?;
-        channel
-            .basic_consume(
-                stream.queue_name().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker)
+        Ok(consumer)
     }
 
     /// Sends every message to `queue`, then awaits every confirm.
@@ -166,16 +149,10 @@ impl Broker {
     }
 
     async fn passive_count(&self, name: &str) -> Result<u64, VoteQueueError> {
-        let channel = self.new_channel().await?;
-        let declared = channel
-            .queue_declare(
-                name.into(),
-                QueueDeclareOptions::default().passive(),
-                FieldTable::default(),
-            )
-            .await;
-        let _ = channel.close(200, "done".into()).await;
-        Ok(u64::from(declared.map_err(broker)?.message_count()))
+        self.link
+            .message_count(declare_topology, name)
+            .await
+            .map_err(broker)
     }
 }
 

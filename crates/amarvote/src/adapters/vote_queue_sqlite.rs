@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::Notify;
 
+use super::sqlite::{self, Durability};
 use crate::domain::now_ms;
 use crate::ports::vote_queue::{Receipt, Stream, VoteDelivery, VoteQueue, VoteQueueError};
 
@@ -50,15 +51,9 @@ pub struct SqliteVoteQueue {
 impl SqliteVoteQueue {
     /// Opens (or creates) the queue file; a claimed message stays hidden for `visibility`.
     pub async fn open(path: &Path, visibility: Duration) -> Result<Self, VoteQueueError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options)
+            .connect_with(sqlite::options(path, Durability::Acknowledged))
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&writer).await?;
         let wakeups = Stream::ALL

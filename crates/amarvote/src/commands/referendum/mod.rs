@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 
 pub mod embedded;
 pub mod loadgen;
-pub mod scaled;
+pub mod parts;
 
 use super::lifecycle::{serve_http, shutdown_signal};
 
@@ -33,7 +33,7 @@ use crate::referendum::hashgen::{generate_hashes, read_shards};
 use crate::referendum::rebuild::rebuild;
 use crate::referendum::VoteLimits;
 use loadgen::LoadgenConfig;
-use scaled::ScaledParts;
+use parts::Parts;
 
 /// Hashes per registry load call.
 const LOAD_BATCH: usize = 100_000;
@@ -354,8 +354,8 @@ fn ops_routes(metrics: &ReferendumMetrics) -> Router {
         )
 }
 
-async fn connect(role: &RoleArgs) -> Result<ScaledParts> {
-    ScaledParts::connect(
+async fn connect(role: &RoleArgs) -> Result<Parts> {
+    Parts::scaled(
         &role.database_url,
         &role.amqp_url,
         &role.redis_url,

@@ -1,24 +1,9 @@
-//! The store port: elections, guardians, voters, ballots, jobs and their chunks.
-//!
-//! Every write that the exactly-once guarantees rest on is a single conditional
-//! statement or one transaction, so several API instances and workers may share a store.
+//! The ballot box: the eligibility list, encryption devices and their code chains, pending, cast and challenged ballots, read back in permutation order.
 
 use async_trait::async_trait;
 
-use crate::domain::{
-    BallotRow, BallotState, ChunkCounts, ChunkRow, ChunkState, ElectionRow, ElectionState,
-    GuardianRow, JobRow, JobState, KeyBackupRow, KeyChallengeRow,
-};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database failed; `transient` when trying again later may succeed (it was
-    /// unreachable, busy, or aborted the transaction).
-    #[error("database error: {message}")]
-    Backend { message: String, transient: bool },
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-}
+use super::error::StoreError;
+use crate::domain::{BallotRow, BallotState};
 
 /// Why a ballot could not be recorded.
 #[derive(Debug, thiserror::Error)]
@@ -109,78 +94,7 @@ pub enum DeviceError {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Stores a new election with its guardians and the server's own encryption device.
-    async fn insert_election(
-        &self,
-        election: &ElectionRow,
-        server_device: &DeviceRow,
-        guardians: &[GuardianRow],
-    ) -> Result<(), StoreError>;
-    async fn election(&self, id: &str) -> Result<Option<ElectionRow>, StoreError>;
-    /// The newest elections, at most `limit` of them.
-    async fn recent_elections(&self, limit: u64) -> Result<Vec<ElectionRow>, StoreError>;
-    async fn set_election_state(
-        &self,
-        id: &str,
-        from: ElectionState,
-        to: ElectionState,
-    ) -> Result<bool, StoreError>;
-    async fn guardians(&self, election_id: &str) -> Result<Vec<GuardianRow>, StoreError>;
-
-    /// Records a guardian's public key record, once; false if it already had one.
-    async fn announce_guardian(
-        &self,
-        election_id: &str,
-        guardian_id: &str,
-        public_json: &str,
-    ) -> Result<bool, StoreError>;
-    /// Stores a sender's backups, all or none; false if the sender had sent them already.
-    async fn insert_key_backups(
-        &self,
-        election_id: &str,
-        backups: &[KeyBackupRow],
-    ) -> Result<bool, StoreError>;
-    /// The election's backups: all of them, or those sent to one recipient.
-    async fn key_backups(
-        &self,
-        election_id: &str,
-        recipient: Option<&str>,
-    ) -> Result<Vec<KeyBackupRow>, StoreError>;
-    /// Records a recipient's verdict, unless an answered challenge settled that backup.
-    async fn set_key_backup_verified(
-        &self,
-        election_id: &str,
-        sender: &str,
-        recipient: &str,
-        verified: bool,
-    ) -> Result<(), StoreError>;
-    /// Stores a sender's answer to a rejected backup (the coordinate in clear, checked by
-    /// the caller) unless one is stored, and marks the backup verified, in one transaction.
-    async fn answer_key_backup_challenge(
-        &self,
-        election_id: &str,
-        answer: &KeyChallengeRow,
-    ) -> Result<(), StoreError>;
-    /// The answered challenges: all of them, or those for backups to one recipient.
-    async fn key_backup_challenges(
-        &self,
-        election_id: &str,
-        recipient: Option<&str>,
-    ) -> Result<Vec<KeyChallengeRow>, StoreError>;
-    /// Ends a key ceremony: stores the context and opens voting, once.
-    async fn open_after_ceremony(
-        &self,
-        election_id: &str,
-        context_json: &str,
-    ) -> Result<bool, StoreError>;
-    async fn set_decryption_grant(
-        &self,
-        election_id: &str,
-        guardian_id: &str,
-        grant: &[u8],
-    ) -> Result<(), StoreError>;
-
+pub trait BallotBox: Send + Sync + 'static {
     /// Adds voters by the hash of their one-time credential; returns how many were new.
     async fn insert_voters(
         &self,
@@ -254,70 +168,4 @@ pub trait Store: Send + Sync + 'static {
         limit: u64,
     ) -> Result<Vec<BallotRow>, StoreError>;
     async fn ballot_codes(&self, election_id: &str) -> Result<Vec<(String, String)>, StoreError>;
-
-    async fn put_artifact(
-        &self,
-        election_id: &str,
-        name: &str,
-        body: &[u8],
-    ) -> Result<(), StoreError>;
-    async fn artifact(&self, election_id: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    async fn artifact_names(
-        &self,
-        election_id: &str,
-        prefix: &str,
-    ) -> Result<Vec<String>, StoreError>;
-
-    /// Creates a job with its chunks, none published yet, in one transaction; false (and
-    /// nothing stored) if a job of the same kind is running for the election, or the
-    /// election is no longer in the state `election_in` (a job of the kind just finished).
-    async fn insert_job(
-        &self,
-        job: &JobRow,
-        chunks: &[ChunkRow],
-        election_in: Option<ElectionState>,
-    ) -> Result<bool, StoreError>;
-    async fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError>;
-    async fn jobs_in_state(&self, state: JobState) -> Result<Vec<JobRow>, StoreError>;
-    /// An election's jobs, newest first.
-    async fn election_jobs(&self, election_id: &str) -> Result<Vec<JobRow>, StoreError>;
-    async fn latest_job(
-        &self,
-        election_id: &str,
-        kind: crate::domain::JobKind,
-    ) -> Result<Option<JobRow>, StoreError>;
-    async fn set_job_state(
-        &self,
-        id: &str,
-        from: &[JobState],
-        to: JobState,
-        error: Option<&str>,
-    ) -> Result<bool, StoreError>;
-    async fn chunks(&self, job_id: &str) -> Result<Vec<ChunkRow>, StoreError>;
-    async fn chunk(&self, job_id: &str, index: u64) -> Result<Option<ChunkRow>, StoreError>;
-    async fn chunk_counts(&self, job_id: &str) -> Result<ChunkCounts, StoreError>;
-    /// The results of every done chunk, in chunk order.
-    async fn chunk_results(&self, job_id: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
-    async fn chunk_result(&self, job_id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError>;
-    async fn mark_published(&self, job_id: &str, indexes: &[u64]) -> Result<(), StoreError>;
-    /// Pending chunks of running jobs that no queue has been given yet (a crash between
-    /// commit and publish) or whose publication is older than `before`.
-    async fn unpublished_chunks(&self, published_before: i64) -> Result<Vec<ChunkRow>, StoreError>;
-    async fn start_chunk(&self, job_id: &str, index: u64) -> Result<(), StoreError>;
-    /// Stores a chunk's result unless it is already done; true if this call completed it.
-    async fn complete_chunk(
-        &self,
-        job_id: &str,
-        index: u64,
-        result: &[u8],
-    ) -> Result<bool, StoreError>;
-    async fn fail_chunk(
-        &self,
-        job_id: &str,
-        index: u64,
-        error: &str,
-        state: ChunkState,
-    ) -> Result<(), StoreError>;
-    /// Dead chunks back to pending (unpublished), for an operator's retry; returns how many.
-    async fn revive_dead_chunks(&self, job_id: &str) -> Result<u64, StoreError>;
 }

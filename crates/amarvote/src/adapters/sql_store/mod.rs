@@ -1,0 +1,763 @@
+//! The store on SQL: one implementation over sqlx's `Any` driver for both deployment
+//! scales — SQLite (the embedded default, one file in the data directory) and
+//! PostgreSQL. The SQL is the common dialect of both (`$n` parameters, `ON CONFLICT`,
+//! `RETURNING`); only the schema's binary type differs.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use super::sqlite::{self, Durability};
+use crate::domain::{
+    now_ms, BallotRow, BallotState, ChunkCounts, ChunkRow, ChunkState, ElectionRow, ElectionState,
+    GuardianRow, JobKind, JobRow, JobState, KeyBackupRow, KeyChallengeRow, QueueName,
+};
+use crate::ports::store::{
+    ArtifactStore, BallotBox, CastError, CastRules, CeremonyStore, ChainLink, DeviceError,
+    DeviceRow, ElectionStore, JobStore, StoreError, VoterStatus,
+};
+
+const SCHEMA: &str = include_str!("schema.sql");
+/// Raised whenever `schema.sql` changes in a way an existing database cannot follow.
+const SCHEMA_VERSION: i64 = 3;
+
+/// Which database a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of(url: &str) -> Result<Backend, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::Corrupt(format!(
+                "unsupported database URL (sqlite: or postgres:): {url}"
+            )))
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of(url)?;
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    // Ballots with receipts and counted votes live here.
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(sqlite::pragmas(Durability::Acknowledged).as_str())
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await?
+            }
+        };
+        let store = SqlStore { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let blob = if self.backend == Backend::Postgres {
+            "BYTEA"
+        } else {
+            "BLOB"
+        };
+        for statement in SCHEMA.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let statement = statement.replace(" BLOB", &format!(" {blob}"));
+            if let Err(e) = self.pool.execute(statement.as_str()).await {
+                // Two processes migrating at once may race on CREATE … IF NOT EXISTS in PostgreSQL.
+                if !e.to_string().contains("already exists") {
+                    return Err(e.into());
+                }
+            }
+        }
+        self.check_schema_version().await
+    }
+
+    /// Refuses a database made by an earlier schema (no in-place migration exists yet):
+    /// better a clear message at start than failing queries later.
+    async fn check_schema_version(&self) -> Result<(), StoreError> {
+        let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_version")
+            .fetch_all(&self.pool)
+            .await?;
+        if versions.is_empty() {
+            let elections: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM elections")
+                .fetch_one(&self.pool)
+                .await?;
+            if elections == 0 {
+                sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                    .bind(SCHEMA_VERSION)
+                    .execute(&self.pool)
+                    .await?;
+                return Ok(());
+            }
+        }
+        match versions.as_slice() {
+            [.., last] if versions.iter().all(|v| v == last) && *last == SCHEMA_VERSION => Ok(()),
+            _ => Err(StoreError::Corrupt(format!(
+                "this database was made by another amarvote version (schema {versions:?}, this one \
+                 needs {SCHEMA_VERSION}); export its records (amarvote record) and start on a new \
+                 data directory or database"
+            ))),
+        }
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+async fn insert_device(
+    tx: &mut Tx<'_>,
+    election_id: &str,
+    d: &DeviceRow,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO devices (election_id, device_id, device_hash, body, registered_by, last_code, ballots)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(election_id)
+    .bind(d.device_id as i64)
+    .bind(&d.device_hash)
+    .bind(&d.body)
+    .bind(&d.registered_by)
+    .bind(&d.last_code)
+    .bind(d.ballots as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Uses up the credential (a cast ballot) or counts one more challenge (a spoiled one).
+async fn use_credential(
+    tx: &mut Tx<'_>,
+    b: &BallotRow,
+    voter: &str,
+    max_challenges: u64,
+) -> Result<(), CastError> {
+    let used = if b.state == BallotState::Cast {
+        sqlx::query("UPDATE voters SET ballot_id = $1 WHERE election_id = $2 AND credential_hash = $3 AND ballot_id IS NULL")
+            .bind(&b.ballot_id)
+            .bind(&b.election_id)
+            .bind(voter)
+    } else {
+        sqlx::query("UPDATE voters SET challenges = challenges + 1 WHERE election_id = $2 AND credential_hash = $3 AND challenges < $1")
+            .bind(max_challenges as i64)
+            .bind(&b.election_id)
+            .bind(voter)
+    }
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::from)?
+    .rows_affected();
+    if used > 0 {
+        return Ok(());
+    }
+    let exists =
+        sqlx::query("SELECT 1 FROM voters WHERE election_id = $1 AND credential_hash = $2")
+            .bind(&b.election_id)
+            .bind(voter)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::from)?;
+    Err(match (exists, b.state) {
+        (None, _) => CastError::NotEligible,
+        (Some(_), BallotState::Cast) => CastError::AlreadyVoted,
+        (Some(_), _) => CastError::TooManyChallenges(max_challenges),
+    })
+}
+
+/// The code a device's next ballot continues: its last ballot's, or its own hash.
+async fn device_chain_end(
+    tx: &mut Tx<'_>,
+    election_id: &str,
+    device_id: u64,
+) -> Result<String, CastError> {
+    let row = sqlx::query(
+        "SELECT device_hash, last_code FROM devices WHERE election_id = $1 AND device_id = $2",
+    )
+    .bind(election_id)
+    .bind(device_id as i64)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(StoreError::from)?
+    .ok_or_else(|| {
+        StoreError::Corrupt(format!("election {election_id} has no device {device_id}"))
+    })?;
+    let last: Option<String> = row.try_get("last_code").map_err(StoreError::from)?;
+    match last {
+        Some(code) => Ok(code),
+        None => Ok(row.try_get("device_hash").map_err(StoreError::from)?),
+    }
+}
+
+/// The device whose chain a ballot seeded with `seed` continues: the voter's own device of
+/// that hash with no ballot yet, or the voter's device whose last ballot has that code.
+/// Seeds are public (codes and device hashes are published), so the device must be the
+/// submitting voter's: nobody else can extend, and so break, its chain.
+async fn device_continued_by(
+    tx: &mut Tx<'_>,
+    election_id: &str,
+    seed: &str,
+    voter: Option<&str>,
+) -> Result<u64, CastError> {
+    let device: Option<i64> = sqlx::query_scalar(
+        "SELECT device_id FROM devices WHERE election_id = $1 AND registered_by = $3
+         AND ((last_code IS NULL AND device_hash = $2) OR last_code = $2)",
+    )
+    .bind(election_id)
+    .bind(seed)
+    .bind(voter)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(StoreError::from)?;
+    device.map(|d| d as u64).ok_or(CastError::BrokenChain)
+}
+
+async fn extend_chain(
+    tx: &mut Tx<'_>,
+    election_id: &str,
+    device_id: u64,
+    code: &str,
+) -> Result<(), CastError> {
+    sqlx::query("UPDATE devices SET last_code = $1, ballots = ballots + 1 WHERE election_id = $2 AND device_id = $3")
+        .bind(code)
+        .bind(election_id)
+        .bind(device_id as i64)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::from)?;
+    Ok(())
+}
+
+fn is_unique_violation<T>(result: &Result<T, sqlx::Error>) -> bool {
+    matches!(result, Err(sqlx::Error::Database(d)) if d.is_unique_violation())
+}
+
+/// A tracking code that is already in the ballot box: the device chained a copy.
+fn map_code_conflict(e: sqlx::Error) -> CastError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => CastError::DuplicateBallot,
+        _ => StoreError::from(e).into(),
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("unknown {what} {value:?}"))
+}
+
+fn election_row(row: &AnyRow) -> Result<ElectionRow, StoreError> {
+    let state: String = row.try_get("state")?;
+    Ok(ElectionRow {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        state: ElectionState::parse(&state).ok_or_else(|| corrupt("election state", &state))?,
+        guardians: row.try_get::<i64, _>("guardians")? as u32,
+        quorum: row.try_get::<i64, _>("quorum")? as u32,
+        manifest_json: row.try_get("manifest")?,
+        context_json: row.try_get("context")?,
+        device_json: row.try_get("device")?,
+        shuffle_key: row.try_get("shuffle_key")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn guardian_row(row: &AnyRow) -> Result<GuardianRow, StoreError> {
+    Ok(GuardianRow {
+        election_id: row.try_get("election_id")?,
+        guardian_id: row.try_get("guardian_id")?,
+        sequence_order: row.try_get::<i64, _>("sequence_order")? as u64,
+        public_json: row.try_get("public_record")?,
+        sealed_secret: row.try_get("sealed_secret")?,
+        token_hash: row.try_get("token_hash")?,
+        decryption_grant: row.try_get("decryption_grant")?,
+    })
+}
+
+fn ballot_row(row: &AnyRow) -> Result<BallotRow, StoreError> {
+    let state: String = row.try_get("state")?;
+    Ok(BallotRow {
+        election_id: row.try_get("election_id")?,
+        ballot_id: row.try_get("ballot_id")?,
+        state: BallotState::parse(&state).ok_or_else(|| corrupt("ballot state", &state))?,
+        shuffle: row.try_get("shuffle")?,
+        code: row.try_get("code")?,
+        body: row.try_get("body")?,
+        sealed_nonces: row.try_get("sealed_nonces")?,
+        voter_hash: row.try_get("voter_hash")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn job_row(row: &AnyRow) -> Result<JobRow, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    Ok(JobRow {
+        id: row.try_get("id")?,
+        election_id: row.try_get("election_id")?,
+        kind: JobKind::parse(&kind).ok_or_else(|| corrupt("job kind", &kind))?,
+        state: JobState::parse(&state).ok_or_else(|| corrupt("job state", &state))?,
+        total_chunks: row.try_get::<i64, _>("total_chunks")? as u64,
+        params_json: row.try_get("params")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+        error: row.try_get("error")?,
+    })
+}
+
+fn chunk_row(row: &AnyRow) -> Result<ChunkRow, StoreError> {
+    let queue: String = row.try_get("queue")?;
+    let state: String = row.try_get("state")?;
+    Ok(ChunkRow {
+        job_id: row.try_get("job_id")?,
+        index: row.try_get::<i64, _>("chunk_index")? as u64,
+        queue: QueueName::parse(&queue).ok_or_else(|| corrupt("queue", &queue))?,
+        spec_json: row.try_get("spec")?,
+        state: ChunkState::parse(&state).ok_or_else(|| corrupt("chunk state", &state))?,
+        attempts: row.try_get::<i64, _>("attempts")? as u64,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        error: row.try_get("error")?,
+    })
+}
+
+const BALLOT_COLUMNS: &str =
+    "election_id, ballot_id, state, shuffle, code, body, sealed_nonces, voter_hash, created_at";
+const CHUNK_COLUMNS: &str =
+    "job_id, chunk_index, queue, spec, state, attempts, started_at, finished_at, error";
+const JOB_COLUMNS: &str =
+    "id, election_id, kind, state, total_chunks, params, created_at, finished_at, error";
+
+mod artifacts;
+mod ballot_box;
+mod ceremony;
+mod elections;
+mod jobs;
+
+/// Connection loss, a busy or locked database, and aborted transactions (serialization
+/// failures, deadlocks, a server shutting down) may pass; anything else is a refusal
+/// that will not. Codes: PostgreSQL SQLSTATEs, SQLite (extended) result codes.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("40001" | "40P01" | "57P01" | "5" | "6" | "261" | "262" | "517")
+        ),
+        _ => false,
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::Backend {
+            transient: is_transient(&err),
+            message: err.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::store::CodeChainer;
+
+    fn election(id: &str) -> ElectionRow {
+        ElectionRow {
+            id: id.into(),
+            title: "t".into(),
+            state: ElectionState::Open,
+            guardians: 1,
+            quorum: 1,
+            manifest_json: String::new(),
+            context_json: String::new(),
+            device_json: String::new(),
+            shuffle_key: vec![1],
+            created_at: 0,
+        }
+    }
+
+    fn device(id: u64, hash: &str, voter: Option<&str>) -> DeviceRow {
+        DeviceRow {
+            device_id: id,
+            device_hash: hash.into(),
+            body: format!("device {id} {hash}"),
+            registered_by: voter.map(str::to_string),
+            last_code: None,
+            ballots: 0,
+        }
+    }
+
+    async fn store_with_election(dir: &tempfile::TempDir) -> SqlStore {
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let store = SqlStore::connect(&url).await.unwrap();
+        store
+            .insert_election(&election("e"), &device(0, "h0", None), &[])
+            .await
+            .unwrap();
+        let voters: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+        store.insert_voters("e", &voters).await.unwrap();
+        store
+    }
+
+    fn ballot(i: i64, state: BallotState) -> BallotRow {
+        BallotRow {
+            election_id: "e".into(),
+            ballot_id: format!("b{i}"),
+            state,
+            shuffle: (i * 7) % 4,
+            code: None,
+            body: vec![i as u8],
+            sealed_nonces: None,
+            voter_hash: Some(format!("v{i}")),
+            created_at: 0,
+        }
+    }
+
+    fn rules(fingerprints: &[String]) -> CastRules<'_> {
+        CastRules {
+            fingerprints,
+            max_challenges: 2,
+        }
+    }
+
+    async fn counted_rows(store: &SqlStore, state: BallotState) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM ballots WHERE election_id = 'e' AND state = $1")
+            .bind(state.as_str())
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Casts or challenges pending ballot `i` through the server's chain.
+    async fn decide(store: &SqlStore, b: &BallotRow) -> Result<String, CastError> {
+        let chain: CodeChainer = &|previous: &str| (format!("{previous}+"), vec![0]);
+        let fingerprints = [format!("f{}", b.ballot_id)];
+        let link = ChainLink::Server {
+            device_id: 0,
+            chain,
+        };
+        store.record_ballot(b, link, &rules(&fingerprints)).await
+    }
+
+    fn tally_job(id: &str) -> JobRow {
+        JobRow {
+            id: id.into(),
+            election_id: "e".into(),
+            kind: JobKind::Tally,
+            state: JobState::Running,
+            total_chunks: 0,
+            params_json: "{}".into(),
+            created_at: 0,
+            finished_at: None,
+            error: None,
+        }
+    }
+
+    /// Four tally starts raced on an empty election: the first job finished (election
+    /// tallied, job done) before a second start reached the store. The second must be
+    /// refused although no tally job is running any more.
+    #[tokio::test]
+    async fn a_job_is_refused_once_one_of_its_kind_moved_the_election_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_election(&dir).await;
+        let closed = Some(ElectionState::Closed);
+        store
+            .set_election_state("e", ElectionState::Open, ElectionState::Closed)
+            .await
+            .unwrap();
+        assert!(store
+            .insert_job(&tally_job("j1"), &[], closed)
+            .await
+            .unwrap());
+        assert!(
+            !store
+                .insert_job(&tally_job("j2"), &[], closed)
+                .await
+                .unwrap(),
+            "one running"
+        );
+        store
+            .set_election_state("e", ElectionState::Closed, ElectionState::Tallied)
+            .await
+            .unwrap();
+        store
+            .set_job_state("j1", &[JobState::Running], JobState::Done, None)
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .insert_job(&tally_job("j3"), &[], closed)
+                .await
+                .unwrap(),
+            "moved on"
+        );
+        assert!(store.job("j3").await.unwrap().is_none(), "nothing stored");
+        let verify = JobRow {
+            kind: JobKind::Verify,
+            ..tally_job("j4")
+        };
+        assert!(
+            store.insert_job(&verify, &[], None).await.unwrap(),
+            "any state"
+        );
+    }
+
+    #[tokio::test]
+    async fn kept_ballot_counts_equal_the_rows_after_casts_spoils_pending_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_election(&dir).await;
+        for i in 0..9 {
+            store
+                .insert_pending_ballot(&ballot(i, BallotState::Pending))
+                .await
+                .unwrap();
+        }
+        for i in 0..7 {
+            let state = if i % 3 == 0 {
+                BallotState::Spoiled
+            } else {
+                BallotState::Cast
+            };
+            decide(&store, &ballot(i, state)).await.unwrap();
+        }
+        let again = decide(&store, &ballot(1, BallotState::Cast)).await;
+        assert!(matches!(again, Err(CastError::AlreadyVoted)), "{again:?}");
+        let theirs = BallotRow {
+            voter_hash: Some("v9".into()),
+            ..ballot(8, BallotState::Cast)
+        };
+        let stolen = decide(&store, &theirs).await;
+        assert!(matches!(stolen, Err(CastError::NotPending)), "{stolen:?}");
+        decide(&store, &ballot(7, BallotState::Cast)).await.unwrap();
+        for (state, expected) in [
+            (BallotState::Cast, 5),
+            (BallotState::Spoiled, 3),
+            (BallotState::Pending, 1),
+        ] {
+            let kept = store.count_ballots("e", state).await.unwrap();
+            assert_eq!(
+                (kept, counted_rows(&store, state).await),
+                (expected, expected as i64),
+                "{state}"
+            );
+        }
+        let server = &store.devices("e").await.unwrap()[0];
+        assert_eq!(server.ballots, 8);
+        assert_eq!(server.last_code.as_deref(), Some("h0++++++++"));
+    }
+
+    #[tokio::test]
+    async fn device_ballots_are_insert_only_chained_unique_and_challenges_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_election(&dir).await;
+        assert!(store
+            .register_device("e", &device(7, "h7", Some("v1")), 1)
+            .await
+            .unwrap());
+        assert!(!store
+            .register_device("e", &device(7, "h7", Some("v1")), 1)
+            .await
+            .unwrap());
+        let taken = store
+            .register_device("e", &device(7, "other", Some("v2")), 1)
+            .await;
+        assert!(matches!(taken, Err(DeviceError::Taken(7))));
+        let many = store
+            .register_device("e", &device(8, "h8", Some("v1")), 1)
+            .await;
+        assert!(matches!(many, Err(DeviceError::TooMany(1))));
+        let submit = |i: i64, state, seed: &'static str, code: &'static str, fingerprint: &str| {
+            let store = &store;
+            let fingerprints = [fingerprint.to_string()];
+            async move {
+                let b = BallotRow {
+                    voter_hash: Some("v1".into()),
+                    ..ballot(i, state)
+                };
+                let link = ChainLink::Device {
+                    seed,
+                    code,
+                    body: &[1],
+                };
+                store.record_ballot(&b, link, &rules(&fingerprints)).await
+            }
+        };
+        let spoiled = BallotState::Spoiled;
+        assert_eq!(submit(1, spoiled, "h7", "c1", "f1").await.unwrap(), "c1");
+        let fork = submit(2, spoiled, "h7", "c2", "f2").await;
+        assert!(matches!(fork, Err(CastError::BrokenChain)), "{fork:?}");
+        let unknown = submit(2, spoiled, "nowhere", "c2", "f2").await;
+        assert!(
+            matches!(unknown, Err(CastError::BrokenChain)),
+            "{unknown:?}"
+        );
+        let same_id = submit(1, spoiled, "c1", "c2", "f2").await;
+        assert!(
+            matches!(same_id, Err(CastError::DuplicateBallot)),
+            "{same_id:?}"
+        );
+        let copy = submit(2, spoiled, "c1", "c2", "f1").await;
+        assert!(matches!(copy, Err(CastError::CopiedBallot)), "{copy:?}");
+        assert_eq!(submit(2, spoiled, "c1", "c2", "f2").await.unwrap(), "c2");
+        let third = submit(3, spoiled, "c2", "c3", "f3").await;
+        assert!(
+            matches!(third, Err(CastError::TooManyChallenges(2))),
+            "{third:?}"
+        );
+        assert_eq!(
+            submit(3, BallotState::Cast, "c2", "c3", "f3")
+                .await
+                .unwrap(),
+            "c3"
+        );
+        let devices = store.devices("e").await.unwrap();
+        assert_eq!(
+            (devices[1].ballots, devices[1].last_code.as_deref()),
+            (3, Some("c3"))
+        );
+        assert_eq!(counted_rows(&store, spoiled).await, 2);
+        assert_eq!(store.count_ballots("e", spoiled).await.unwrap(), 2);
+        let status = store.voter("e", "v1").await.unwrap().unwrap();
+        assert_eq!(
+            (status.cast_ballot.as_deref(), status.challenges),
+            (Some("b3"), 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn reading_after_the_last_ballot_pages_through_the_permutation_ties_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_election(&dir).await;
+        for i in 0..10i64 {
+            store
+                .insert_pending_ballot(&ballot(i, BallotState::Pending))
+                .await
+                .unwrap();
+        }
+        let all = store
+            .ballots_page("e", BallotState::Pending, 0, 100)
+            .await
+            .unwrap();
+        let mut paged = store
+            .ballots_page("e", BallotState::Pending, 0, 3)
+            .await
+            .unwrap();
+        loop {
+            let last = paged.last().unwrap();
+            let next = store
+                .ballots_after(
+                    "e",
+                    BallotState::Pending,
+                    (last.shuffle, &last.ballot_id.clone()),
+                    3,
+                )
+                .await
+                .unwrap();
+            if next.is_empty() {
+                break;
+            }
+            paged.extend(next);
+        }
+        let ids = |rows: &[BallotRow]| rows.iter().map(|r| r.ballot_id.clone()).collect::<Vec<_>>();
+        assert_eq!(all.len(), 10);
+        assert_eq!(ids(&paged), ids(&all));
+        for offset in 0..=11 {
+            let page = store
+                .ballots_page("e", BallotState::Pending, offset, 3)
+                .await
+                .unwrap();
+            let start = (offset as usize).min(all.len());
+            let end = (start + 3).min(all.len());
+            assert_eq!(ids(&page), ids(&all[start..end]), "offset {offset}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answered_challenge_settles_a_backup_against_later_verdicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_election(&dir).await;
+        let backup = KeyBackupRow {
+            sender: "g1".into(),
+            recipient: "g2".into(),
+            body: "{}".into(),
+            verified: None,
+        };
+        store.insert_key_backups("e", &[backup]).await.unwrap();
+        let verified = || async { store.key_backups("e", Some("g2")).await.unwrap()[0].verified };
+        store
+            .set_key_backup_verified("e", "g1", "g2", false)
+            .await
+            .unwrap();
+        assert_eq!(verified().await, Some(false));
+        let answer = KeyChallengeRow {
+            sender: "g1".into(),
+            recipient: "g2".into(),
+            body: "{\"value\": 1}".into(),
+        };
+        store
+            .answer_key_backup_challenge("e", &answer)
+            .await
+            .unwrap();
+        assert_eq!(verified().await, Some(true));
+        store
+            .set_key_backup_verified("e", "g1", "g2", false)
+            .await
+            .unwrap();
+        assert_eq!(
+            verified().await,
+            Some(true),
+            "a late verdict does not undo the answer"
+        );
+        store
+            .answer_key_backup_challenge("e", &answer)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.key_backup_challenges("e", None).await.unwrap(),
+            vec![answer]
+        );
+        assert!(store
+            .key_backup_challenges("e", Some("g1"))
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
