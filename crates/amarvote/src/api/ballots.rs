@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use electionguard::ballot::{CiphertextBallot, EncryptionDevice};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::edge::{reference_body, require_bearer, ApiError, ApiJson, ApiResult, AppState};
+use super::edge::{reference_body, ApiError, ApiJson, ApiResult, AppState, Bearer};
 use super::openapi::ErrorBody;
 use super::params::{BallotPath, ElectionId, TrackingPath};
 use crate::domain::BallotState;
@@ -46,14 +46,13 @@ struct RegisteredDevice {
 async fn register_device(
     State(app): State<AppState>,
     Path(ElectionId { id }): Path<ElectionId>,
-    headers: HeaderMap,
+    Bearer(credential): Bearer,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<RegisteredDevice>)> {
-    let credential = require_bearer(&headers)?;
     let device: EncryptionDevice = reference_body(&body)?;
     let device_hash = device.hash().to_hex();
     let device_id = device.device_id;
-    let new = ballots::register_device(&app, &id, credential, device).await?;
+    let new = ballots::register_device(&app, &id, &credential, device).await?;
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -85,13 +84,12 @@ struct EncryptRequest {
 async fn encrypt(
     State(app): State<AppState>,
     Path(ElectionId { id }): Path<ElectionId>,
-    headers: HeaderMap,
+    Bearer(credential): Bearer,
     ApiJson(body): ApiJson<EncryptRequest>,
 ) -> ApiResult<(StatusCode, Json<EncryptedBallot>)> {
-    let credential = require_bearer(&headers)?;
     Ok((
         StatusCode::CREATED,
-        Json(ballots::encrypt(&app, &id, credential, body.choices).await?),
+        Json(ballots::encrypt(&app, &id, &credential, body.choices).await?),
     ))
 }
 
@@ -103,11 +101,9 @@ async fn encrypt(
 async fn cast(
     State(app): State<AppState>,
     Path(BallotPath { id, ballot }): Path<BallotPath>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
 ) -> ApiResult<Json<Receipt>> {
-    Ok(Json(
-        ballots::cast(&app, &id, &ballot, require_bearer(&headers)?).await?,
-    ))
+    Ok(Json(ballots::cast(&app, &id, &ballot, &token).await?))
 }
 
 /// Challenges a pending ballot (Benaloh): it is opened and proved, never counted.
@@ -119,11 +115,9 @@ async fn cast(
 async fn challenge(
     State(app): State<AppState>,
     Path(BallotPath { id, ballot }): Path<BallotPath>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
 ) -> ApiResult<Json<Receipt>> {
-    Ok(Json(
-        ballots::challenge(&app, &id, &ballot, require_bearer(&headers)?).await?,
-    ))
+    Ok(Json(ballots::challenge(&app, &id, &ballot, &token).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -147,10 +141,9 @@ async fn submit_ballot(
     State(app): State<AppState>,
     Path(ElectionId { id }): Path<ElectionId>,
     Query(query): Query<SubmitQuery>,
-    headers: HeaderMap,
+    Bearer(credential): Bearer,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Receipt>)> {
-    let credential = require_bearer(&headers)?;
     let spoil = match query.action.as_deref() {
         None | Some("cast") => false,
         Some("spoil") => true,
@@ -169,7 +162,7 @@ async fn submit_ballot(
     })?;
     Ok((
         StatusCode::CREATED,
-        Json(ballots::submit(&app, &id, credential, ballot, spoil).await?),
+        Json(ballots::submit(&app, &id, &credential, ballot, spoil).await?),
     ))
 }
 

@@ -5,7 +5,6 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use electionguard::key_ceremony::{
     ElectionPartialKeyBackup, ElectionPartialKeyChallenge, GuardianRecord,
@@ -15,7 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::edge::{reference_body, require_bearer, ApiResult, AppState};
+use super::edge::{reference_body, ApiResult, AppState, Bearer};
 use super::openapi::ErrorBody;
 use super::params::{ElectionId, GuardianPath};
 use crate::service::ceremony::{self, BackupVerdict, CeremonyStatus};
@@ -31,15 +30,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The guardian's token, checked before its body is read: a stranger's body is never parsed.
-async fn authorized_guardian<'h>(
+async fn authorized_guardian(
     app: &AppState,
     election: &str,
     guardian: &str,
-    headers: &'h HeaderMap,
-) -> ApiResult<&'h str> {
-    let token = require_bearer(headers)?;
+    token: &str,
+) -> ApiResult<()> {
     authorize_guardian(app, election, guardian, token).await?;
-    Ok(token)
+    Ok(())
 }
 
 /// Where the key ceremony stands, as anyone may see it.
@@ -84,12 +82,12 @@ impl CeremonyStep {
 async fn announce(
     State(app): State<AppState>,
     Path(GuardianPath { id, guardian }): Path<GuardianPath>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
     body: Bytes,
 ) -> ApiResult<Json<CeremonyStep>> {
-    let token = authorized_guardian(&app, &id, &guardian, &headers).await?;
+    authorized_guardian(&app, &id, &guardian, &token).await?;
     let record: GuardianRecord = reference_body(&body)?;
-    ceremony::announce(&app, &id, &guardian, token, record).await?;
+    ceremony::announce(&app, &id, &guardian, &token, record).await?;
     Ok(CeremonyStep::new(guardian, "announced"))
 }
 
@@ -104,12 +102,12 @@ async fn announce(
 async fn send_backups(
     State(app): State<AppState>,
     Path(GuardianPath { id, guardian }): Path<GuardianPath>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
     body: Bytes,
 ) -> ApiResult<Json<CeremonyStep>> {
-    let token = authorized_guardian(&app, &id, &guardian, &headers).await?;
+    authorized_guardian(&app, &id, &guardian, &token).await?;
     let backups: Vec<ElectionPartialKeyBackup> = reference_body(&body)?;
-    ceremony::send_backups(&app, &id, &guardian, token, backups).await?;
+    ceremony::send_backups(&app, &id, &guardian, &token, backups).await?;
     Ok(CeremonyStep::new(guardian, "backups_sent"))
 }
 
@@ -120,10 +118,9 @@ async fn send_backups(
 async fn backups(
     State(app): State<AppState>,
     Path(GuardianPath { id, guardian }): Path<GuardianPath>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
 ) -> ApiResult<ReferenceJson> {
-    let token = require_bearer(&headers)?;
-    let backups = ceremony::backups_for(&app, &id, &guardian, token).await?;
+    let backups = ceremony::backups_for(&app, &id, &guardian, &token).await?;
     Ok(reference_json(&backups))
 }
 
@@ -148,13 +145,13 @@ fn reference_json<T: serde::Serialize>(value: &T) -> ReferenceJson {
 async fn answer_challenge(
     State(app): State<AppState>,
     Path(GuardianPath { id, guardian }): Path<GuardianPath>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
     body: Bytes,
 ) -> ApiResult<Json<CeremonyStep>> {
-    let token = authorized_guardian(&app, &id, &guardian, &headers).await?;
+    authorized_guardian(&app, &id, &guardian, &token).await?;
     let answer: ElectionPartialKeyChallenge = reference_body(&body)?;
     let recipient = answer.designated_id.clone();
-    ceremony::answer_challenge(&app, &id, &guardian, token, answer).await?;
+    ceremony::answer_challenge(&app, &id, &guardian, &token, answer).await?;
     Ok(Json(CeremonyStep {
         guardian_id: guardian,
         step: "answered".into(),
@@ -170,10 +167,9 @@ async fn answer_challenge(
 async fn challenge_answers(
     State(app): State<AppState>,
     Path(GuardianPath { id, guardian }): Path<GuardianPath>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
 ) -> ApiResult<ReferenceJson> {
-    let token = require_bearer(&headers)?;
-    let answers = ceremony::challenges_for(&app, &id, &guardian, token).await?;
+    let answers = ceremony::challenges_for(&app, &id, &guardian, &token).await?;
     Ok(reference_json(&answers))
 }
 
@@ -186,11 +182,11 @@ async fn challenge_answers(
 async fn verdicts(
     State(app): State<AppState>,
     Path(GuardianPath { id, guardian }): Path<GuardianPath>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
     body: Bytes,
 ) -> ApiResult<Json<CeremonyStep>> {
-    let token = authorized_guardian(&app, &id, &guardian, &headers).await?;
+    authorized_guardian(&app, &id, &guardian, &token).await?;
     let verdicts: Vec<BackupVerdict> = super::edge::parse_body(&body)?;
-    ceremony::report_verdicts(&app, &id, &guardian, token, verdicts).await?;
+    ceremony::report_verdicts(&app, &id, &guardian, &token, verdicts).await?;
     Ok(CeremonyStep::new(guardian, "verdicts_recorded"))
 }

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -152,7 +153,7 @@ pub fn reference_body<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 }
 
 /// The bearer token of a request, if any.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -161,17 +162,13 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-pub fn require_bearer(headers: &HeaderMap) -> ApiResult<&str> {
+fn require_bearer(headers: &HeaderMap) -> ApiResult<&str> {
     bearer(headers).ok_or(ApiError {
         status: StatusCode::UNAUTHORIZED,
         retry_after: None,
         message: "missing Authorization: Bearer token".into(),
         field: None,
     })
-}
-
-pub fn require_admin(app: &App, headers: &HeaderMap) -> ApiResult<()> {
-    check_admin_token(&app.admin_token, headers)
 }
 
 /// The one administrator rule of every route: 401 without a bearer token, 403
@@ -222,4 +219,28 @@ pub async fn json_errors(request: Request, next: axum::middleware::Next) -> Resp
         }
     }
     rewritten
+}
+
+/// The administrator, proven by the bearer token before anything else of the request is
+/// read: 401 without a token, 403 with another.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> ApiResult<Admin> {
+        check_admin_token(&app.admin_token, &parts.headers).map(|()| Admin)
+    }
+}
+
+/// A bearer token (a voter's credential, a guardian's token), present but not yet checked:
+/// the use case decides whose it is. 401 without one.
+pub struct Bearer(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Bearer> {
+        require_bearer(&parts.headers).map(|token| Bearer(token.to_owned()))
+    }
 }

@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use electionguard::key_ceremony::GuardianRecord;
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::edge::{parse_body, require_admin, require_bearer, ApiError, ApiResult, AppState};
+use super::edge::{parse_body, Admin, ApiError, ApiResult, AppState, Bearer};
 use super::openapi::ErrorBody;
 use super::params::{ElectionId, GuardianPath};
 use crate::domain::{BallotState, ElectionState};
@@ -41,10 +41,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
     responses((status = 201, description = "Created", body = CreatedElection)))]
 async fn create(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _admin: Admin,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<CreatedElection>)> {
-    require_admin(&app, &headers)?;
     let request: NewElection = parse_body(&body)?;
     Ok((
         StatusCode::CREATED,
@@ -186,10 +185,9 @@ struct NamedCredential {
 async fn add_voters(
     State(app): State<AppState>,
     Path(ElectionId { id }): Path<ElectionId>,
-    headers: HeaderMap,
+    _admin: Admin,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<VoterCredentials>)> {
-    require_admin(&app, &headers)?;
     let request: VoterRequest = parse_body(&body)?;
     let count = match (&request.count, &request.voters) {
         (Some(count), None) => *count,
@@ -225,11 +223,7 @@ struct AdminSession {
 /// Lets a page check the administrator token before showing the administrator's pages.
 #[utoipa::path(get, path = "/api/admin", tag = "elections", security(("bearer" = [])),
     responses((status = 200, description = "The token is the administrator's", body = AdminSession)))]
-async fn admin_session(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-) -> ApiResult<Json<AdminSession>> {
-    require_admin(&app, &headers)?;
+async fn admin_session(_admin: Admin) -> ApiResult<Json<AdminSession>> {
     Ok(Json(AdminSession {
         role: "administrator".into(),
     }))
@@ -252,10 +246,9 @@ struct VoterSession {
 async fn voter_session(
     State(app): State<AppState>,
     Path(ElectionId { id }): Path<ElectionId>,
-    headers: HeaderMap,
+    Bearer(credential): Bearer,
 ) -> ApiResult<Json<VoterSession>> {
-    let credential = require_bearer(&headers)?;
-    let (_, status) = crate::service::ballots::eligible_voter(&app, &id, credential).await?;
+    let (_, status) = crate::service::ballots::eligible_voter(&app, &id, &credential).await?;
     Ok(Json(VoterSession {
         election_id: id,
         eligible: true,
@@ -277,9 +270,8 @@ struct ElectionStateChange {
 async fn close(
     State(app): State<AppState>,
     Path(ElectionId { id }): Path<ElectionId>,
-    headers: HeaderMap,
+    _admin: Admin,
 ) -> ApiResult<Json<ElectionStateChange>> {
-    require_admin(&app, &headers)?;
     elections::close(&app, &id).await?;
     Ok(Json(ElectionStateChange {
         election_id: id,
@@ -388,11 +380,10 @@ struct Consented {
 async fn consent(
     State(app): State<AppState>,
     Path(GuardianPath { id, guardian }): Path<GuardianPath>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
     body: Bytes,
 ) -> ApiResult<Json<Consented>> {
-    let token = require_bearer(&headers)?;
-    authorize_guardian(&app, &id, &guardian, token).await?;
+    authorize_guardian(&app, &id, &guardian, &token).await?;
     let request: ConsentRequest = parse_body(&body)?;
     let consent = match (request.passphrase, request.key_share, request.remote) {
         (Some(passphrase), None, false) => Consent::Passphrase(passphrase),
@@ -404,7 +395,7 @@ async fn consent(
             ))
         }
     };
-    elections::grant_decryption(&app, &id, &guardian, token, consent).await?;
+    elections::grant_decryption(&app, &id, &guardian, &token, consent).await?;
     Ok(Json(Consented {
         guardian_id: guardian,
         consented_to_decrypt: true,

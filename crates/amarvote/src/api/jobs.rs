@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures_util::stream::Stream;
@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::edge::{parse_body, require_admin, ApiResult, AppState};
+use super::edge::{parse_body, Admin, ApiResult, AppState};
 use super::openapi::ErrorBody;
 use super::params::{ElectionId, JobId};
 use crate::domain::{JobKind, JobState};
@@ -52,10 +52,9 @@ struct StartedJob {
 async fn start(
     State(app): State<AppState>,
     Path(ElectionId { id }): Path<ElectionId>,
-    headers: HeaderMap,
+    _admin: Admin,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<StartedJob>)> {
-    require_admin(&app, &headers)?;
     let StartJob { kind } = parse_body(&body)?;
     let job = jobs::start(&app, &id, kind).await?;
     Ok((
@@ -155,9 +154,8 @@ struct JobStateChange {
 async fn stop(
     State(app): State<AppState>,
     Path(JobId { job }): Path<JobId>,
-    headers: HeaderMap,
+    _admin: Admin,
 ) -> ApiResult<Json<JobStateChange>> {
-    require_admin(&app, &headers)?;
     jobs::stop(&app, &job).await?;
     Ok(Json(JobStateChange {
         job_id: job,
@@ -173,9 +171,8 @@ async fn stop(
 async fn resume(
     State(app): State<AppState>,
     Path(JobId { job }): Path<JobId>,
-    headers: HeaderMap,
+    _admin: Admin,
 ) -> ApiResult<(StatusCode, Json<JobStateChange>)> {
-    require_admin(&app, &headers)?;
     jobs::resume(&app, &job).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -1,9 +1,11 @@
-//! The HTTP API (axum). Handlers parse and authorize, call a use case in
-//! [`crate::service`], and answer; anything heavy is a job (202 + job id) done by the
-//! workers. Every error, here and in the referendum's routes, is one JSON shape
-//! `{"error": …, "status": …}` (with `"field"` when one field of the request is at
-//! fault, and `Retry-After` on a 429) with a 4xx or 5xx status; administrator
-//! routes answer 401 without a bearer token and 403 with a wrong one.
+//! The one HTTP edge of the election service and the referendum (axum). Handlers take
+//! typed extractors (the [`Admin`] and a [`Bearer`] token before anything else, typed path
+//! parameters, bodies that name the field at fault), call a use case, and answer typed
+//! bodies; anything heavy is a job (202 + job id) done by the workers. Every error is one
+//! JSON shape `{"error": …, "status": …}` (with `"field"` when one field of the request is
+//! at fault, and `Retry-After` on a 429); administrator routes answer 401 without a bearer
+//! token and 403 with a wrong one. The routes' descriptions are the contract
+//! (`/api/openapi.json`, [`openapi`]).
 
 // The route modules: utoipa's `path` macro writes the types it is given (parameters,
 // bodies) as qualified paths in the code it generates, which the workspace lint would flag.
@@ -32,7 +34,7 @@ mod tar;
 mod web;
 
 pub use edge::{
-    bearer, check_admin_token, json_errors, parse_body, reference_body, require_admin,
-    require_bearer, ApiError, ApiJson, ApiResult, AppState,
+    check_admin_token, json_errors, parse_body, reference_body, Admin, ApiError, ApiJson,
+    ApiResult, AppState, Bearer,
 };
 pub use routes::{contract, metrics, operations_routes, router};

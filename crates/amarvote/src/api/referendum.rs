@@ -42,8 +42,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::{Json, Router};
@@ -54,7 +55,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::edge::{check_admin_token, parse_body, ApiError};
+use super::edge::{check_admin_token, parse_body, Admin, ApiError};
 use super::openapi::ErrorBody;
 use super::rate_limit::{client_address, too_many_requests, RateLimiter};
 use crate::domain::vote_messages::{encode, VoteMessage};
@@ -132,6 +133,15 @@ impl IngestState {
 }
 
 pub(super) type Shared = Arc<IngestState>;
+
+/// The one administrator rule, against the referendum's token.
+impl FromRequestParts<Shared> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Admin, ApiError> {
+        check_admin_token(&state.admin_token, &parts.headers).map(|()| Admin)
+    }
+}
 type ApiResult<T> = Result<T, ApiError>;
 
 /// The referendum's routes with their descriptions (see [`super::openapi`]).
@@ -674,10 +684,9 @@ struct LawCreated {
         (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
 async fn create_law(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    _admin: Admin,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<LawCreated>)> {
-    check_admin_token(&state.admin_token, &headers)?;
     let request: LawRequest = parse_object(&body)?;
     let law_id = validate_law_id(&request.law_id).map_err(bad_input)?;
     if request.title.chars().count() > MAX_LAW_TITLE_CHARS {
@@ -763,10 +772,9 @@ struct RejectedRow {
         (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
 async fn load_voters(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    _admin: Admin,
     body: Bytes,
 ) -> ApiResult<Json<VotersLoaded>> {
-    check_admin_token(&state.admin_token, &headers)?;
     let request: VotersRequest = parse_object(&body)?;
     if request.voters.len() > MAX_VOTER_BATCH {
         return Err(ApiError::bad_field(
@@ -831,9 +839,8 @@ struct ReferendumSummary {
         (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
 async fn referendum_summary(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    _admin: Admin,
 ) -> ApiResult<Json<ReferendumSummary>> {
-    check_admin_token(&state.admin_token, &headers)?;
     let mut depth = BTreeMap::new();
     let mut dead = BTreeMap::new();
     for stream in Stream::ALL {
@@ -870,8 +877,7 @@ struct LockList {
     security(("bearer" = [])),
     responses((status = 200, description = "The locks", body = LockList),
         (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
-async fn locks(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<Json<LockList>> {
-    check_admin_token(&state.admin_token, &headers)?;
+async fn locks(State(state): State<Shared>, _admin: Admin) -> ApiResult<Json<LockList>> {
     let (locks, total) = state.registry.locks().await.map_err(internal)?;
     Ok(Json(LockList { locks, total }))
 }
@@ -916,10 +922,9 @@ fn lock_to_lift(hasher: &VoterHasher, request: &LiftRequest) -> Result<LockKey, 
         (status = 503, description = "Temporarily unavailable", body = ErrorBody)))]
 async fn lift_lock(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    _admin: Admin,
     body: Bytes,
 ) -> ApiResult<Json<LockLifted>> {
-    check_admin_token(&state.admin_token, &headers)?;
     let request: LiftRequest = parse_object(&body)?;
     let lock = lock_to_lift(&state.hasher, &request)?;
     if !state.registry.lift_lock(lock).await.map_err(internal)? {

@@ -3,14 +3,14 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderName};
+use axum::http::{header, HeaderName};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::edge::{reference_body, require_bearer, ApiResult, AppState};
+use super::edge::{reference_body, ApiResult, AppState, Bearer};
 use super::openapi::ErrorBody;
 use super::params::{ChunkPath, JobGuardianPath};
 use crate::domain::ChunkState;
@@ -33,11 +33,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
 async fn waiting(
     State(app): State<AppState>,
     Path(JobGuardianPath { job, guardian }): Path<JobGuardianPath>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
 ) -> ApiResult<Json<Vec<RemoteChunk>>> {
-    let token = require_bearer(&headers)?;
     Ok(Json(
-        remote_decryption::waiting_chunks(&app, &job, &guardian, token).await?,
+        remote_decryption::waiting_chunks(&app, &job, &guardian, &token).await?,
     ))
 }
 
@@ -49,10 +48,9 @@ async fn waiting(
 async fn ciphertexts(
     State(app): State<AppState>,
     Path(ChunkPath { job, index }): Path<ChunkPath>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
 ) -> ApiResult<([(HeaderName, &'static str); 1], String)> {
-    let token = require_bearer(&headers)?;
-    let objects = remote_decryption::chunk_ciphertexts(&app, &job, index, token).await?;
+    let objects = remote_decryption::chunk_ciphertexts(&app, &job, index, &token).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         electionguard::json::to_reference_json(&objects),
@@ -77,12 +75,11 @@ struct UploadedShares {
 async fn upload(
     State(app): State<AppState>,
     Path(ChunkPath { job, index }): Path<ChunkPath>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
     body: Bytes,
 ) -> ApiResult<Json<UploadedShares>> {
-    let token = require_bearer(&headers)?;
     let shares: Shares = reference_body(&body)?;
-    remote_decryption::upload_shares(&app, &job, index, token, shares).await?;
+    remote_decryption::upload_shares(&app, &job, index, &token, shares).await?;
     Ok(Json(UploadedShares {
         job_id: job,
         chunk: index,
