@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use amarvote::commands::demo_server::Client;
+use amarvote::commands::client::Client;
 use amarvote::domain::BallotState;
 use common::{submit_ballot, without_nonces, TestServer, VoterDevice};
 use electionguard::ballot::CiphertextBallot;

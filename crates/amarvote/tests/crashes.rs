@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use amarvote::commands::demo_server::{run_job, Client};
+use amarvote::commands::client::Client;
+use amarvote::commands::demo_server::run_job;
 use serde_json::json;
 
 /// The two tests must not overlap: one restarts the broker the other depends on.

@@ -5,8 +5,9 @@
 
 mod common;
 
+use amarvote::commands::client::Client;
 use amarvote::commands::demo::DemoArgs;
-use amarvote::commands::demo_server::{self, Client};
+use amarvote::commands::demo_server;
 use amarvote::domain::{BallotState, ChunkTask, QueueName};
 use serde_json::json;
 

@@ -12,7 +12,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use amarvote::commands::demo_server::{self, Client};
+use amarvote::commands::client::{Client, Refused};
+use amarvote::commands::demo_server;
 use amarvote::commands::guardian::Credential;
 use electionguard::group::ElementModQ;
 use electionguard::json::to_reference_json;
@@ -107,8 +108,9 @@ async fn guardians_run_the_ceremony_on_their_own_machines_and_decrypt_with_one_m
             &json!({ "choices": {} }),
         )
         .await;
-    assert!(
-        early.unwrap_err().to_string().contains("409"),
+    assert_eq!(
+        Refused::of(early.unwrap_err()).status,
+        409,
         "no voting before the joint key exists"
     );
 
@@ -261,21 +263,23 @@ async fn refused_forged_shares(client: &Client, election: &str, created: &Value)
         .as_u64()
         .expect("a chunk waits for guardian-2");
     let shares = format!("/api/jobs/{job}/chunks/{index}/shares");
-    let empty = client
-        .post_text(&shares, &token(1), r#"{"Direct":[]}"#.into())
-        .await
-        .unwrap_err()
-        .to_string();
+    let empty = Refused::of(
+        client
+            .post_text(&shares, &token(1), r#"{"Direct":[]}"#.into())
+            .await
+            .unwrap_err(),
+    );
     assert!(
-        empty.contains("400") && empty.contains("objects to decrypt"),
+        empty.status == 400 && empty.message.contains("objects to decrypt"),
         "{empty}"
     );
-    let stranger = client
-        .post_text(&shares, &token(0), r#"{"Direct":[]}"#.into())
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(stranger.contains("401"), "{stranger}");
+    let stranger = Refused::of(
+        client
+            .post_text(&shares, &token(0), r#"{"Direct":[]}"#.into())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(stranger.status, 401, "{stranger}");
 }
 
 /// Sends guardian `holder`'s key share under guardian `as_index`'s name; the error text.
@@ -324,7 +328,7 @@ async fn forged_announcements_misaddressed_backups_and_false_answers_are_refused
         ElectionKeyPair::generate("guardian-2", 2, 2),
     ];
     let record = |k: &ElectionKeyPair| to_reference_json(&GuardianRecord::from(&k.share()));
-    let refused = |r: anyhow::Result<Value>| r.unwrap_err().to_string();
+    let refused = |r: anyhow::Result<Value>| Refused::of(r.unwrap_err());
 
     let mut forged = GuardianRecord::from(&keys[0].share());
     forged.election_proofs[0].response = ElementModQ::random();
@@ -338,7 +342,7 @@ async fn forged_announcements_misaddressed_backups_and_false_answers_are_refused
             .await,
     );
     assert!(
-        answer.contains("400") && answer.contains("election_proofs"),
+        answer.status == 400 && answer.message.contains("election_proofs"),
         "{answer}"
     );
     let answer = refused(
@@ -350,7 +354,7 @@ async fn forged_announcements_misaddressed_backups_and_false_answers_are_refused
             )
             .await,
     );
-    assert!(answer.contains("401"), "{answer}");
+    assert!(answer.status == 401, "{answer}");
     let answer = refused(
         client
             .post_text(
@@ -361,7 +365,7 @@ async fn forged_announcements_misaddressed_backups_and_false_answers_are_refused
             .await,
     );
     assert!(
-        answer.contains("400") && answer.contains("sequence_order"),
+        answer.status == 400 && answer.message.contains("sequence_order"),
         "{answer}"
     );
     client
@@ -391,7 +395,7 @@ async fn forged_announcements_misaddressed_backups_and_false_answers_are_refused
             .await,
     );
     assert!(
-        answer.contains("409"),
+        answer.status == 409,
         "a guardian cannot swap its key: {answer}"
     );
 
@@ -410,7 +414,7 @@ async fn forged_announcements_misaddressed_backups_and_false_answers_are_refused
             .await,
     );
     assert!(
-        answer.contains("409") && answer.contains("not announced"),
+        answer.status == 409 && answer.message.contains("not announced"),
         "{answer}"
     );
     client
@@ -430,7 +434,10 @@ async fn forged_announcements_misaddressed_backups_and_false_answers_are_refused
             )
             .await,
     );
-    assert!(answer.contains("one backup per guardian"), "{answer}");
+    assert!(
+        answer.message.contains("one backup per guardian"),
+        "{answer}"
+    );
     let answer = refused(
         client
             .post_text(
@@ -440,7 +447,7 @@ async fn forged_announcements_misaddressed_backups_and_false_answers_are_refused
             )
             .await,
     );
-    assert!(answer.contains("owner_id"), "{answer}");
+    assert!(answer.message.contains("owner_id"), "{answer}");
     client
         .post_text(
             &path("guardian-1", "backups"),
@@ -467,7 +474,10 @@ async fn forged_announcements_misaddressed_backups_and_false_answers_are_refused
             )
             .await,
     );
-    assert!(answer.contains("no backup from guardian-9"), "{answer}");
+    assert!(
+        answer.message.contains("no backup from guardian-9"),
+        "{answer}"
+    );
     let verdicts = json!([{ "sender": "guardian-1", "verified": false }, { "sender": "guardian-2", "verified": true }]);
     client
         .post(
@@ -506,29 +516,30 @@ async fn forged_announcements_misaddressed_backups_and_false_answers_are_refused
             client
                 .post_text(&answer_path("guardian-1"), &token, to_reference_json(&body))
                 .await
+                .map(|_| ())
+                .map_err(Refused::of)
                 .unwrap_err()
-                .to_string()
         }
     };
     let true_answer = answer(&keys[0], &keys[1]);
     let denied = refused_answer(true_answer.clone(), token(1)).await;
-    assert!(denied.contains("401"), "{denied}");
+    assert!(denied.status == 401, "{denied}");
     let mut forged = true_answer.clone();
     forged.value = ElementModQ::random();
     let denied = refused_answer(forged, token(0)).await;
     assert!(
-        denied.contains("400") && denied.contains("value"),
+        denied.status == 400 && denied.message.contains("value"),
         "{denied}"
     );
     let impostor = ElectionKeyPair::generate("guardian-1", 1, 2);
     let denied = refused_answer(answer(&impostor, &keys[1]), token(0)).await;
     assert!(
-        denied.contains("400") && denied.contains("coefficient_commitments"),
+        denied.status == 400 && denied.message.contains("coefficient_commitments"),
         "an answer must match the announced commitments: {denied}"
     );
     let denied = refused_answer(answer(&keys[0], &keys[0]), token(0)).await;
     assert!(
-        denied.contains("409") && denied.contains("nothing to answer"),
+        denied.status == 409 && denied.message.contains("nothing to answer"),
         "{denied}"
     );
     client

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use amarvote::commands::demo_server::Client;
+use amarvote::commands::client::Client;
 use amarvote::domain::BallotState;
 use common::{status_of, submit_ballot, without_nonces, TestServer, VoterDevice};
 use electionguard::ballot::CiphertextBallot;

@@ -21,7 +21,8 @@ use futures_util::StreamExt;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use super::demo_server::{run_job, Client};
+use super::client::Client;
+use super::demo_server::run_job;
 use crate::domain::{now_ms, BallotRow, BallotState, JobKind};
 use crate::election::{random_ballot, ChoiceRng};
 use crate::service::ballots::shuffle_position;

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_election;
+pub mod client;
 pub mod demo;
 pub mod demo_server;
 pub mod guardian;

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::demo_server::{download_record, Client};
+use super::client::Client;
+use super::demo_server::download_record;
 
 #[derive(Args, Debug)]
 pub struct RecordArgs {

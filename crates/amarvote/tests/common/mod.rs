@@ -253,7 +253,7 @@ pub async fn postgres_rabbitmq() -> TestServer {
 
 /// Encrypts a one-contest ballot for `selection` on the server and casts it; the tracking code.
 pub async fn cast(
-    client: &amarvote::commands::demo_server::Client,
+    client: &amarvote::commands::client::Client,
     election: &str,
     credential: &str,
     selection: &str,
@@ -279,7 +279,7 @@ pub async fn cast(
 }
 
 /// The published counts of an election's first contest, in selection order.
-pub async fn votes(client: &amarvote::commands::demo_server::Client, election: &str) -> Vec<u64> {
+pub async fn votes(client: &amarvote::commands::client::Client, election: &str) -> Vec<u64> {
     let results = client
         .get(&format!("/api/elections/{election}/results"))
         .await
@@ -305,7 +305,7 @@ pub async fn restart_rabbitmq() {
 
 /// The first `count` guardians of a server-run ceremony consent with their passphrases.
 pub async fn consent(
-    client: &amarvote::commands::demo_server::Client,
+    client: &amarvote::commands::client::Client,
     election: &str,
     created: &serde_json::Value,
     count: usize,
@@ -409,7 +409,7 @@ impl VoterDevice {
 
 /// The administrator closes voting.
 pub async fn close_voting(
-    client: &amarvote::commands::demo_server::Client,
+    client: &amarvote::commands::client::Client,
     admin: &str,
     election: &str,
 ) {
@@ -503,7 +503,7 @@ pub async fn submit_ballot(
 
 /// Creates an election of one 1-of-3 contest with `voters` credentials.
 pub async fn small_election(
-    client: &amarvote::commands::demo_server::Client,
+    client: &amarvote::commands::client::Client,
     admin: &str,
     voters: u32,
 ) -> (String, Vec<String>, serde_json::Value) {
@@ -527,7 +527,7 @@ pub async fn small_election(
     )
 }
 
-pub async fn wait_done(client: &amarvote::commands::demo_server::Client, job: &str) {
+pub async fn wait_done(client: &amarvote::commands::client::Client, job: &str) {
     for _ in 0..600 {
         let status = client.get(&format!("/api/jobs/{job}")).await.unwrap();
         if status["state"] == "done" {

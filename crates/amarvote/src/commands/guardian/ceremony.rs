@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 use super::keystore::{
     open_keystore, passphrase, read_credential, save_keystore, Credential, KeystoreArgs,
 };
-use crate::commands::demo_server::Client;
+use crate::commands::client::Client;
 use crate::service::guardians::GuardianSecret;
 
 /// What a guardian needs to answer, while it waits, a rejection of one of its backups.

@@ -15,7 +15,7 @@ use electionguard::json::{from_json, to_reference_json};
 use electionguard::key_ceremony::{ElectionPublicKey, GuardianRecord};
 
 use super::keystore::{open_keystore, passphrase, read_credential, Credential, KeystoreArgs};
-use crate::commands::demo_server::Client;
+use crate::commands::client::Client;
 use crate::service::guardians::GuardianSecret;
 use crate::service::operations::decrypt::Shares;
 use crate::service::remote_decryption::{describe, RemoteChunk};

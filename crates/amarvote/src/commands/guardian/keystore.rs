@@ -8,7 +8,7 @@ use clap::Args;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::commands::demo_server::Client;
+use crate::commands::client::Client;
 use crate::sealing::{self, ServerKey};
 use crate::service::codec::{from_cbor, to_cbor};
 use crate::service::guardians::GuardianSecret;

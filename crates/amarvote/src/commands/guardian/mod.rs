@@ -12,7 +12,7 @@ mod keystore;
 
 pub use keystore::{open_keystore, ConsentArgs, Credential, KeystoreArgs};
 
-use super::demo_server::Client;
+use super::client::Client;
 use keystore::{passphrase, read_credential};
 
 #[derive(Subcommand, Debug)]
