@@ -19,7 +19,8 @@ use electionguard::tally::CiphertextTally;
 use electionguard::verify::verify_record;
 use rayon::prelude::*;
 
-use crate::election::{self, ChoiceRng, ElectionShape};
+use super::simulation::{self, ChoiceRng, ElectionShape};
+use crate::election;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -94,7 +95,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         spoil_rate: 0.0,
         seed: 7,
     };
-    let manifest = election::manifest(&shape);
+    let manifest = simulation::manifest(&shape);
     let ceremony = election::key_ceremony(shape.guardians, shape.quorum)?;
     let context = election::context(&manifest, &ceremony.public_keys, shape.quorum);
     let started = Instant::now();
@@ -106,7 +107,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let tables_built = started.elapsed();
     let mut rng = ChoiceRng::new(shape.seed);
     let plaintexts: Vec<_> = (1..=shape.ballots)
-        .map(|i| election::random_ballot(&manifest, i, &mut rng))
+        .map(|i| simulation::random_ballot(&manifest, i, &mut rng))
         .collect();
     let device = EncryptionDevice {
         device_id: 1,
@@ -135,11 +136,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .collect();
     let encrypt_n = per_ballot_ms(started, again.len());
 
-    let mut submitted = election::encrypt_ballots(&encryptor, &device, &plaintexts, 0, &|| ())?;
+    let mut submitted = simulation::encrypt_ballots(&encryptor, &device, &plaintexts, 0, &|| ())?;
     for b in &mut submitted {
         *b = b.submit(BallotBoxState::Cast);
     }
-    let ballot_box = election::declare_ballot_box(&device, &submitted);
+    let ballot_box = simulation::declare_ballot_box(&device, &submitted);
     let record = electionguard::record::ElectionRecord {
         constants: ElectionConstants::standard(),
         manifest: manifest.clone(),
@@ -193,7 +194,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "benchmark decryption shares failed verification"
     );
     let started = Instant::now();
-    election::decrypt(
+    simulation::decrypt(
         &ceremony,
         &[0, 1, 2],
         &[3, 4],

@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 
 use super::client::Client;
 use super::demo_server::run_job;
+use super::simulation::{random_ballot, ChoiceRng};
 use crate::domain::{now_ms, BallotRow, BallotState, JobKind};
-use crate::election::{random_ballot, ChoiceRng};
 use crate::service::ballots::shuffle_position;
 use crate::service::{App, ElectionCrypto, Settings};
 

@@ -10,8 +10,9 @@ use electionguard::encrypt::Encryptor;
 use electionguard::verify::verify_record;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::simulation::{self, ChoiceRng, ElectionShape};
 use crate::commands::verify::print_report;
-use crate::election::{self, ChoiceRng, ElectionShape};
+use crate::election;
 use crate::record_io::write_record;
 
 #[derive(Args, Debug)]
@@ -94,7 +95,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         "Election: {} guardians, quorum {}, {} missing at decryption; {} ballots of {} contest(s) × {} candidates",
         shape.guardians, shape.quorum, shape.missing, shape.ballots, shape.contests, shape.selections
     );
-    let manifest = election::manifest(&shape);
+    let manifest = simulation::manifest(&shape);
     let started = Instant::now();
     let ceremony = election::key_ceremony(shape.guardians, shape.quorum)?;
     let context = election::context(&manifest, &ceremony.public_keys, shape.quorum);
@@ -102,7 +103,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
     let mut rng = ChoiceRng::new(shape.seed);
     let plaintexts: Vec<_> = (1..=shape.ballots)
-        .map(|i| election::random_ballot(&manifest, i, &mut rng))
+        .map(|i| simulation::random_ballot(&manifest, i, &mut rng))
         .collect();
     let device = EncryptionDevice {
         device_id: 1,
@@ -120,16 +121,16 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
     let mut ballots =
-        election::encrypt_ballots(&encryptor, &device, &plaintexts, timestamp, &|| bar.inc(1))?;
+        simulation::encrypt_ballots(&encryptor, &device, &plaintexts, timestamp, &|| bar.inc(1))?;
     bar.finish_and_clear();
     phase("ballot encryption with proofs", started);
-    let expected = election::cast_or_spoil(&mut ballots, &plaintexts, shape.spoil_rate, &mut rng);
+    let expected = simulation::cast_or_spoil(&mut ballots, &plaintexts, shape.spoil_rate, &mut rng);
 
     let started = Instant::now();
-    let encrypted_tally = election::tally(&manifest, &ballots)?;
+    let encrypted_tally = simulation::tally(&manifest, &ballots)?;
     phase("homomorphic tally", started);
     let started = Instant::now();
-    let done = election::finish(
+    let done = simulation::finish(
         manifest,
         context,
         device,
@@ -156,7 +157,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_results(done: &election::CompletedElection) -> Result<()> {
+fn print_results(done: &simulation::CompletedElection) -> Result<()> {
     let tally = done.record.tally.as_ref().expect("decrypted");
     let cast = done
         .record

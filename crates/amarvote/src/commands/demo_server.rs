@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::client::Client;
 use super::demo::DemoArgs;
-use crate::election::{demo_contests, random_ballot, ChoiceRng};
+use super::simulation::{demo_contests, random_ballot, ChoiceRng};
 use crate::service::ballots::{choices_of, Choices};
 
 /// One voter: encrypts, maybe challenges (and checks what the server revealed), then casts.
@@ -207,7 +207,7 @@ async fn cast_all(
     election: &str,
     manifest: &Manifest,
     credentials: &[String],
-    shape: &crate::election::ElectionShape,
+    shape: &super::simulation::ElectionShape,
 ) -> Result<Vec<Vec<u64>>> {
     let mut rng = ChoiceRng::new(shape.seed);
     let plan: Vec<(String, Choices, bool)> = credentials

@@ -10,4 +10,5 @@ pub mod lifecycle;
 pub mod record;
 pub mod referendum;
 pub mod serve;
+pub mod simulation;
 pub mod verify;

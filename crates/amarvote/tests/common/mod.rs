@@ -386,8 +386,9 @@ impl VoterDevice {
         object_id: &str,
         seed: u64,
     ) -> electionguard::ballot::CiphertextBallot {
-        let mut rng = amarvote::election::ChoiceRng::new(seed);
-        let mut plaintext = amarvote::election::random_ballot(&self.crypto.manifest, 0, &mut rng);
+        let mut rng = amarvote::commands::simulation::ChoiceRng::new(seed);
+        let mut plaintext =
+            amarvote::commands::simulation::random_ballot(&self.crypto.manifest, 0, &mut rng);
         plaintext.object_id = object_id.to_string();
         let encryptor = electionguard::encrypt::Encryptor::with_key(
             &self.crypto.manifest,
