@@ -6,7 +6,7 @@
 //! row is "not eligible". A batch of decisions is one `BEGIN IMMEDIATE`
 //! transaction on a one-connection writer pool, so decisions are serialised and
 //! durable together and follow exactly the rules of the Redis script (see
-//! [`super::registry`]); status reads use a separate pool and never wait for
+//! [`crate::ports::voter_registry`]); status reads use a separate pool and never wait for
 //! writers. `synchronous = FULL`: a decision answered to a voter survives a
 //! power cut.
 

@@ -141,7 +141,7 @@ fn reference_json<T: serde::Serialize>(value: &T) -> ReferenceJson {
     request_body(content = Object, description = "An ElectionGuard 1.0 ElectionPartialKeyChallenge"),
     security(("bearer" = [])),
     responses((status = 200, description = "Answered and verified", body = CeremonyStep),
-        (status = 409, description = "No such rejection, or the answer does not verify", body = ErrorBody)))]
+        (status = 409, description = "No rejection of this backup waits for an answer", body = ErrorBody)))]
 async fn answer_challenge(
     State(app): State<AppState>,
     Path(GuardianPath { id, guardian }): Path<GuardianPath>,

@@ -43,17 +43,15 @@ pub(super) struct Base;
 /// The name of the bearer-token security scheme (administrator, guardian or voter token).
 pub const BEARER: &str = "bearer";
 
-/// Routes whose answers may be 429 (per-client rate limits).
-const RATE_LIMITED_PREFIXES: [&str; 2] = ["/api/v1/", "/api/elections/{id}/ballots"];
-
-pub(super) fn add_edge_answers(document: &mut OpenApi) {
+/// Adds what the edge answers; `limited` are the paths behind a per-client rate limit.
+pub(super) fn add_edge_answers(document: &mut OpenApi, limited: &[String]) {
     let components = document.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         BEARER,
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
     );
     for (path, item) in document.paths.paths.iter_mut() {
-        let limited = RATE_LIMITED_PREFIXES.iter().any(|p| path.starts_with(p));
+        let limited = limited.contains(path);
         for operation in [
             &mut item.get,
             &mut item.post,

@@ -31,7 +31,6 @@ pub enum Stream {
 impl Stream {
     pub const ALL: [Stream; 3] = [Stream::Validation, Stream::Aggregation, Stream::Review];
 
-    /// The broker queue name; its dead letters go to `<name>.dead`.
     /// How the stream's consuming stage batches it (and so the consumer's prefetch).
     pub fn batch_policy(self) -> BatchPolicy {
         match self {
@@ -53,6 +52,7 @@ impl Stream {
         }
     }
 
+    /// The broker queue name; its dead letters go to `<name>.dead`.
     pub fn queue_name(self) -> &'static str {
         match self {
             Stream::Validation => "votes.validation",

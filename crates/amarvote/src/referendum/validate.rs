@@ -8,7 +8,7 @@
 //! leads to a redelivery that reproduces the same decisions: a vote can be
 //! passed on twice (the aggregator's audit key absorbs that) but never lost.
 //! Which of a voter's attempts counts does not depend on the order batches are
-//! decided in (see [`super::registry`]), so any number of validators may run.
+//! decided in (see [`crate::ports::voter_registry`]), so any number of validators may run.
 //!
 //! When the registry is not ready (Redis came back empty, or voters were loaded
 //! but the voted state is not rebuilt), the batch is requeued untouched, the

@@ -14,14 +14,22 @@ impl JobStore for SqlStore {
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The election's state is checked in the insert itself: a job of the kind that
-        // finished between planning and here has moved the election on.
+        // finished between planning and here has moved the election on. A finalizer commits
+        // the election's new state before its job is done; on PostgreSQL `FOR SHARE` reads
+        // the newest committed state (or waits for one being written), so an insert that
+        // meets the finished job through the unique index cannot have read the old state.
+        // SQLite takes the write lock when the statement starts and reads the newest anyway.
+        let lock = match self.backend {
+            Backend::Postgres => " FOR SHARE",
+            Backend::Sqlite => "",
+        };
         let sql = match election_in {
             None => format!(
                 "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)"
             ),
             Some(_) => format!(
                 "INSERT INTO jobs ({JOB_COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, NULL, NULL
-                 WHERE EXISTS (SELECT 1 FROM elections WHERE id = $2 AND state = $8)"
+                 WHERE EXISTS (SELECT 1 FROM elections WHERE id = $2 AND state = $8{lock})"
             ),
         };
         let mut insert = sqlx::query(&sql)

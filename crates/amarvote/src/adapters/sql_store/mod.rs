@@ -369,20 +369,31 @@ mod elections;
 mod jobs;
 
 /// Connection loss, a busy or locked database, and aborted transactions (serialization
-/// failures, deadlocks, a server shutting down) may pass; anything else is a refusal
-/// that will not. Codes: PostgreSQL SQLSTATEs, SQLite (extended) result codes.
+/// failures, deadlocks, a server shutting down or starting) may pass; anything else is a
+/// refusal that will not. Codes: PostgreSQL SQLSTATE classes 08 (connection), 40
+/// (transaction rollback), 53 (insufficient resources), 57P (operator intervention) and
+/// 55P03 (lock not available); SQLite's BUSY and LOCKED, whatever their extended code.
 pub fn is_transient(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => matches!(
-            db.code().as_deref(),
-            Some("40001" | "40P01" | "57P01" | "5" | "6" | "261" | "262" | "517")
-        ),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| transient_code(&code)),
         _ => false,
     }
+}
+
+fn transient_code(code: &str) -> bool {
+    if let Ok(sqlite) = code.parse::<i64>() {
+        const BUSY: i64 = 5;
+        const LOCKED: i64 = 6;
+        return matches!(sqlite & 0xff, BUSY | LOCKED);
+    }
+    ["08", "40", "53", "57P"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || code == "55P03"
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -397,6 +408,20 @@ impl From<sqlx::Error> for StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_failures_worth_retrying_are_transient() {
+        for code in [
+            "40001", "40P01", "08006", "53300", "57P01", "55P03", "5", "517", "773", "6",
+        ] {
+            assert!(transient_code(code), "{code}");
+        }
+        // Unique and foreign-key violations, an unknown table, bad text, SQLite's
+        // constraint (plain and UNIQUE) and generic errors.
+        for code in ["23505", "23503", "42P01", "22P02", "19", "2067", "1"] {
+            assert!(!transient_code(code), "{code}");
+        }
+    }
     use crate::ports::store::CodeChainer;
 
     fn election(id: &str) -> ElectionRow {

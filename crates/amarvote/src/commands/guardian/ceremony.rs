@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 use super::keystore::{
     open_keystore, passphrase, read_credential, save_keystore, Credential, KeystoreArgs,
 };
-use crate::commands::client::Client;
+use crate::commands::client::{Client, Refused};
 use crate::service::guardians::GuardianSecret;
 
 /// What a guardian needs to answer, while it waits, a rejection of one of its backups.
@@ -52,7 +52,7 @@ impl Answerer<'_> {
             {
                 Ok(_) => println!("{me}: {recipient} rejected our backup; our answer (that coordinate, in clear) verified"),
                 // The server found the answer false: our backup was faulty.
-                Err(err) if err.to_string().contains("HTTP 400") => {
+                Err(err) if err.downcast_ref::<Refused>().is_some_and(|r| r.status == 400) => {
                     return Err(err.context(format!("{recipient} rejected our backup and the server refused our answer; the administrator must start a new election")));
                 }
                 // Anything else (the network, a verdict changed meanwhile): the next poll sees.
