@@ -104,7 +104,9 @@ async fn the_server_keeps_its_published_contract() {
 
     let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
     let run = tokio::process::Command::new(venv.join("bin/st"))
-        .args(["run", &url, "--no-color", "--workers", "2", "--seed", "1"])
+        // One worker: with two, schemathesis 4.32.5's coverage phase once failed inside the
+        // tool itself (a KeyError in its shared caches) on a loaded machine.
+        .args(["run", &url, "--no-color", "--workers", "1", "--seed", "1"])
         .args(["--max-examples", EXAMPLES_PER_OPERATION])
         .args(["--exclude-checks", "positive_data_acceptance"])
         .arg(format!("--header=Authorization: Bearer {}", admin.trim()))

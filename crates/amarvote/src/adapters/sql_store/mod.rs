@@ -385,15 +385,17 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
 }
 
 fn transient_code(code: &str) -> bool {
-    if let Ok(sqlite) = code.parse::<i64>() {
-        const BUSY: i64 = 5;
-        const LOCKED: i64 = 6;
-        return matches!(sqlite & 0xff, BUSY | LOCKED);
+    // A SQLSTATE is always five characters (often all digits); SQLite's codes are shorter.
+    if code.len() == 5 {
+        return ["08", "40", "53", "57P"]
+            .iter()
+            .any(|class| code.starts_with(class))
+            || code == "55P03";
     }
-    ["08", "40", "53", "57P"]
-        .iter()
-        .any(|class| code.starts_with(class))
-        || code == "55P03"
+    const BUSY: i64 = 5;
+    const LOCKED: i64 = 6;
+    code.parse::<i64>()
+        .is_ok_and(|sqlite| matches!(sqlite & 0xff, BUSY | LOCKED))
 }
 
 impl From<sqlx::Error> for StoreError {
