@@ -5,10 +5,10 @@
 
 mod common;
 
-use amarvote::commands::client::Client;
+use amarvote::commands::client::{Client, Refused};
 use amarvote::commands::demo::DemoArgs;
 use amarvote::commands::demo_server;
-use amarvote::domain::{BallotState, ChunkTask, QueueName};
+use amarvote::domain::{BallotState, ChunkTask, JobState, QueueName};
 use serde_json::json;
 
 fn demo_args(ballots: u32, record: Option<std::path::PathBuf>) -> DemoArgs {
@@ -355,4 +355,55 @@ async fn a_batch_published_to_rabbitmq_arrives_whole_and_in_order() {
         delivery.settle.ack().await.unwrap();
     }
     assert_eq!(queue.depth(QueueName::Verification).await.unwrap(), 0);
+}
+
+/// A stopped job is not resumed once another job of its kind has moved the election on:
+/// its finalization would overwrite what the other produced (the encrypted tally that a
+/// decryption reads). PostgreSQL + RabbitMQ with no worker running, so jobs wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_job_is_not_resumed_after_its_kind_moved_the_election_on() {
+    let (server, _workers_env) = common::postgres_rabbitmq_external_workers().await;
+    let client = Client::new(&server.url);
+    let (id, _, _) = common::small_election(&client, &server.admin, 1).await;
+    common::close_voting(&client, &server.admin, &id).await;
+    let jobs = format!("/api/elections/{id}/jobs");
+    let tally = json!({ "kind": "tally" });
+    let first = client
+        .post(&jobs, Some(&server.admin), &tally)
+        .await
+        .unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stop = format!("/api/jobs/{first}/stop");
+    client
+        .post(&stop, Some(&server.admin), &json!({}))
+        .await
+        .unwrap();
+    let second = client
+        .post(&jobs, Some(&server.admin), &tally)
+        .await
+        .unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The second finishes, as a worker would finish it.
+    let store = &server.app.store;
+    let job = store.job(&second).await.unwrap().unwrap();
+    store
+        .set_job_state(&second, &[JobState::Running], JobState::Finalizing, None)
+        .await
+        .unwrap();
+    amarvote::service::operations::finalize(&server.app, &job)
+        .await
+        .unwrap();
+    let resume = format!("/api/jobs/{first}/resume");
+    let refused = client.post(&resume, Some(&server.admin), &json!({})).await;
+    assert_eq!(Refused::of(refused.unwrap_err()).status, 409);
+    let first = store.job(&first).await.unwrap().unwrap();
+    assert_eq!(
+        first.state,
+        JobState::Stopped,
+        "the stopped job stays stopped"
+    );
 }

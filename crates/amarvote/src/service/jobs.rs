@@ -455,7 +455,11 @@ pub async fn stop(app: &App, job_id: &str) -> ServiceResult<()> {
 
 /// Resumes a stopped job, or retries a failed job's dead chunks; its pending chunks are published again.
 pub async fn resume(app: &App, job_id: &str) -> ServiceResult<()> {
-    existing_job(app, job_id).await?;
+    let job = existing_job(app, job_id).await?;
+    // Another job of its kind may have finished meanwhile and moved the election on; this
+    // one's finalization would then overwrite what that one produced.
+    let election = app.election(&job.election_id).await?;
+    require_state(election.state, needed_state(job.kind), job.kind)?;
     app.store.revive_dead_chunks(job_id).await?;
     if !app
         .store
