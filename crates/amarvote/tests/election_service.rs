@@ -368,25 +368,17 @@ async fn a_stopped_job_is_not_resumed_after_its_kind_moved_the_election_on() {
     common::close_voting(&client, &server.admin, &id).await;
     let jobs = format!("/api/elections/{id}/jobs");
     let tally = json!({ "kind": "tally" });
-    let first = client
-        .post(&jobs, Some(&server.admin), &tally)
-        .await
-        .unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let start_tally = || async {
+        let started = client.post(&jobs, Some(&server.admin), &tally).await;
+        started.unwrap()["job_id"].as_str().unwrap().to_string()
+    };
+    let first = start_tally().await;
     let stop = format!("/api/jobs/{first}/stop");
     client
         .post(&stop, Some(&server.admin), &json!({}))
         .await
         .unwrap();
-    let second = client
-        .post(&jobs, Some(&server.admin), &tally)
-        .await
-        .unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let second = start_tally().await;
     // The second finishes, as a worker would finish it.
     let store = &server.app.store;
     let job = store.job(&second).await.unwrap().unwrap();

@@ -29,17 +29,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(answer_challenge, challenge_answers))
 }
 
-/// The guardian's token, checked before its body is read: a stranger's body is never parsed.
-async fn authorized_guardian(
-    app: &AppState,
-    election: &str,
-    guardian: &str,
-    token: &str,
-) -> ApiResult<()> {
-    authorize_guardian(app, election, guardian, token).await?;
-    Ok(())
-}
-
 /// Where the key ceremony stands, as anyone may see it.
 #[utoipa::path(get, path = "/api/elections/{id}/ceremony", tag = "ceremony", params(ElectionId),
     responses((status = 200, description = "The ceremony", body = CeremonyStatus)))]
@@ -85,7 +74,8 @@ async fn announce(
     Bearer(token): Bearer,
     body: Bytes,
 ) -> ApiResult<Json<CeremonyStep>> {
-    authorized_guardian(&app, &id, &guardian, &token).await?;
+    // The guardian's token is checked before its body is read: a stranger's is never parsed.
+    authorize_guardian(&app, &id, &guardian, &token).await?;
     let record: GuardianRecord = reference_body(&body)?;
     ceremony::announce(&app, &id, &guardian, &token, record).await?;
     Ok(CeremonyStep::new(guardian, "announced"))
@@ -105,7 +95,8 @@ async fn send_backups(
     Bearer(token): Bearer,
     body: Bytes,
 ) -> ApiResult<Json<CeremonyStep>> {
-    authorized_guardian(&app, &id, &guardian, &token).await?;
+    // The guardian's token is checked before its body is read: a stranger's is never parsed.
+    authorize_guardian(&app, &id, &guardian, &token).await?;
     let backups: Vec<ElectionPartialKeyBackup> = reference_body(&body)?;
     ceremony::send_backups(&app, &id, &guardian, &token, backups).await?;
     Ok(CeremonyStep::new(guardian, "backups_sent"))
@@ -148,7 +139,8 @@ async fn answer_challenge(
     Bearer(token): Bearer,
     body: Bytes,
 ) -> ApiResult<Json<CeremonyStep>> {
-    authorized_guardian(&app, &id, &guardian, &token).await?;
+    // The guardian's token is checked before its body is read: a stranger's is never parsed.
+    authorize_guardian(&app, &id, &guardian, &token).await?;
     let answer: ElectionPartialKeyChallenge = reference_body(&body)?;
     let recipient = answer.designated_id.clone();
     ceremony::answer_challenge(&app, &id, &guardian, &token, answer).await?;
@@ -185,7 +177,8 @@ async fn verdicts(
     Bearer(token): Bearer,
     body: Bytes,
 ) -> ApiResult<Json<CeremonyStep>> {
-    authorized_guardian(&app, &id, &guardian, &token).await?;
+    // The guardian's token is checked before its body is read: a stranger's is never parsed.
+    authorize_guardian(&app, &id, &guardian, &token).await?;
     let verdicts: Vec<BackupVerdict> = super::edge::parse_body(&body)?;
     ceremony::report_verdicts(&app, &id, &guardian, &token, verdicts).await?;
     Ok(CeremonyStep::new(guardian, "verdicts_recorded"))
