@@ -255,3 +255,43 @@ async fn a_batch_travels_as_one_message_and_comes_back_whole_if_any_part_is_not_
     assert!(consume_n(&queue, 1, 1).await.is_empty());
     assert_eq!(queue.depth(Stream::Review).await.unwrap(), 0);
 }
+
+/// Roles of both systems started together on a fresh database, as an orchestrator starts
+/// them: every one comes up (the schemas are applied under one lock), and each system's
+/// version is recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_of_both_systems_starts_at_once_on_a_fresh_database() {
+    use amarvote::adapters::sql_store::SqlStore;
+    use amarvote::adapters::vote_tables::VoteTables;
+    let url = common::postgres_url().await;
+    let mut starts = tokio::task::JoinSet::new();
+    for role in 0..8 {
+        let url = url.clone();
+        starts.spawn(async move {
+            if role % 2 == 0 {
+                SqlStore::connect(&url)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            } else {
+                VoteTables::connect(&url)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        });
+    }
+    while let Some(started) = starts.join_next().await {
+        started
+            .unwrap()
+            .expect("a role failed to start beside the others");
+    }
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    for table in ["schema_version", "referendum_schema_version"] {
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 1, "{table}");
+    }
+}

@@ -13,6 +13,7 @@ pub mod embedded_queue;
 pub mod rabbitmq;
 pub mod registry_redis;
 pub mod registry_sqlite;
+pub mod sql_db;
 pub mod sql_store;
 pub mod sqlite;
 pub mod vote_envelope;

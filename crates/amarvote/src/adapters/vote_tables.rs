@@ -1,9 +1,7 @@
-//! The referendum's SQL tables, on SQLite or PostgreSQL through the shared
-//! [`SqlStore`] pool.
-//!
-//! `vote_results`, `vote_audit`, `vote_rejections`, `duplicate_attempts` and
-//! `referendum_sequence` are in the store's schema; `referendum_laws` is created
-//! here.
+//! The referendum's SQL tables, on SQLite or PostgreSQL, opened as the election's store
+//! opens its own ([`SqlDb`]), with their own schema and version (`vote_tables.sql`):
+//! `referendum_laws`, `vote_results`, `vote_audit`, `vote_rejections`,
+//! `duplicate_attempts` and `referendum_sequence`.
 //!
 //! `vote_audit` holds one row per voter: the attempt with the smallest ingestion
 //! sequence seen so far. An earlier attempt that arrives after a later one was
@@ -22,7 +20,8 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
-use super::sql_store::{is_transient, Backend, SqlStore};
+use super::sql_db::{is_transient, Backend, Schema, SqlDb, SqlDbError};
+use super::sqlite::Durability;
 use crate::domain::now_ms;
 use crate::domain::vote_messages::{ReviewMessage, ReviewReason, VoteMessage};
 use crate::domain::voter_hash::{Choice, VoterHash};
@@ -31,11 +30,17 @@ use crate::ports::vote_store::{
 };
 use crate::ports::voter_registry::{Counted, MarkOutcome};
 
-const LAWS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS referendum_laws (
-    law_id TEXT PRIMARY KEY,
-    title TEXT NOT NULL,
-    created_at BIGINT NOT NULL
-)";
+/// The referendum's tables.
+const SCHEMA: Schema = Schema {
+    system: "referendum",
+    sql: include_str!("vote_tables.sql"),
+    postgres_only: &["CREATE SEQUENCE IF NOT EXISTS referendum_batches"],
+    version_table: "referendum_schema_version",
+    version: 1,
+    data_table: "vote_audit",
+    // Before they had a version of their own, these tables had this shape already.
+    adopt_unversioned: true,
+};
 
 /// Hashes read per query when rebuilding the registry from the audit log.
 pub const AUDIT_PAGE: i64 = 10_000;
@@ -70,17 +75,19 @@ fn signed(value: u64) -> i64 {
 }
 
 impl VoteTables {
-    /// Uses the store's pool and creates the laws table if needed.
-    pub async fn new(store: &SqlStore) -> Result<Self, sqlx::Error> {
-        let pool = store.pool().clone();
-        sqlx::query(LAWS_SCHEMA).execute(&pool).await?;
-        let backend = store.backend();
-        if backend == Backend::Postgres {
-            sqlx::query("CREATE SEQUENCE IF NOT EXISTS referendum_batches")
-                .execute(&pool)
-                .await?;
-        }
-        Ok(VoteTables { pool, backend })
+    /// Connects and brings the referendum's tables up to date. A counted vote was
+    /// answered 202, so SQLite commits are synced.
+    pub async fn connect(url: &str) -> Result<Self, SqlDbError> {
+        let connections = match Backend::of(url)? {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 16,
+        };
+        let db = SqlDb::connect(url, Durability::Acknowledged, connections).await?;
+        db.apply(&SCHEMA).await?;
+        Ok(VoteTables {
+            pool: db.pool,
+            backend: db.backend,
+        })
     }
 
     async fn page(&self, sql: &str, after: Option<&str>) -> Result<Vec<AnyRow>, sqlx::Error> {
@@ -504,5 +511,40 @@ mod tests {
     fn values_list_numbers_parameters_row_by_row() {
         assert_eq!(values_list(2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(values_list(1, 1), "($1)");
+    }
+
+    async fn tables_in(url: &str) -> Vec<String> {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_referendum_and_the_election_each_make_only_their_own_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let votes = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+        VoteTables::connect(&votes).await.unwrap();
+        let referendum = [
+            "duplicate_attempts",
+            "referendum_laws",
+            "referendum_schema_version",
+            "referendum_sequence",
+            "vote_audit",
+            "vote_rejections",
+            "vote_results",
+        ];
+        assert_eq!(tables_in(&votes).await, referendum);
+        let election = format!("sqlite://{}?mode=rwc", dir.path().join("e.db").display());
+        crate::adapters::sql_store::SqlStore::connect(&election)
+            .await
+            .unwrap();
+        let made = tables_in(&election).await;
+        assert!(made.contains(&"elections".to_string()), "{made:?}");
+        assert!(
+            !made.iter().any(|t| referendum.contains(&t.as_str())),
+            "{made:?}"
+        );
     }
 }

@@ -193,24 +193,61 @@ pub struct JobRow {
     pub kind: JobKind,
     pub state: JobState,
     pub total_chunks: u64,
-    pub params_json: String,
+    /// Who decrypts (decryption and combine jobs; empty for the others).
+    pub params: DecryptParams,
     pub created_at: i64,
     pub finished_at: Option<i64>,
     pub error: Option<String>,
 }
 
-/// One unit of work: what it covers (`spec`, JSON) and where it stands.
+/// One unit of work: what it covers and where it stands.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChunkRow {
     pub job_id: String,
     pub index: u64,
     pub queue: QueueName,
-    pub spec_json: String,
+    pub spec: ChunkSpec,
     pub state: ChunkState,
     pub attempts: u64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub error: Option<String>,
+}
+
+/// What one chunk covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "target", rename_all = "snake_case")]
+pub enum Target {
+    /// The encrypted tally (one chunk per guardian share).
+    Tally,
+    /// Ballots of one state, by position in the permutation.
+    Ballots {
+        state: BallotState,
+        offset: u64,
+        limit: u64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChunkSpec {
+    #[serde(flatten)]
+    pub target: Target,
+    /// Decryption: the guardian computing the share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardian: Option<String>,
+    /// Compensated decryption: the missing guardian it stands in for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
+}
+
+/// Who decrypts: fixed when the decryption job is planned.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DecryptParams {
+    pub available: Vec<String>,
+    pub missing: Vec<String>,
+    /// The decryption job a combine job reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decrypt_job: Option<String>,
 }
 
 /// Counts of a job's chunks by state.

@@ -71,10 +71,13 @@ pub struct BatchPolicy {
     pub max_age: Duration,
 }
 
+/// A failure of the queue itself, its detail opaque to the stages.
 #[derive(Debug, thiserror::Error)]
 pub enum VoteQueueError {
+    /// The broker (RabbitMQ) failed or was unreachable.
     #[error("vote queue broker: {0}")]
     Broker(String),
+    /// The embedded queue's own file failed.
     #[error("vote queue store: {0}")]
     Store(String),
 }

@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::stage::{next_batch, receipts, ERROR_PAUSE};
+use super::stage::{next_batch, receipts, StageError, ERROR_PAUSE};
 use crate::domain::vote_messages::VoteMessage;
 use crate::metrics::referendum::{LawChoiceLabel, ReferendumMetrics};
-use crate::ports::vote_queue::{BatchPolicy, Stream, VoteDelivery, VoteQueue, VoteQueueError};
-use crate::ports::vote_store::{VoteStore, VoteStoreError};
-use crate::ports::voter_registry::{Counted, RegistryError, VoterRegistry};
+use crate::ports::vote_queue::{BatchPolicy, Stream, VoteDelivery, VoteQueue};
+use crate::ports::vote_store::VoteStore;
+use crate::ports::voter_registry::{Counted, VoterRegistry};
 
 /// Tries of one batch's transaction before it is requeued.
 pub const DB_TRIES: u32 = 3;
@@ -46,7 +46,7 @@ impl Aggregator {
             let settled = match batch {
                 Ok(batch) if batch.is_empty() => Ok(()),
                 Ok(batch) => self.process(batch).await,
-                Err(err) => Err(err),
+                Err(err) => Err(err.into()),
             };
             if let Err(err) = settled {
                 tracing::warn!(%err, "aggregation batch not settled; it will be redelivered");
@@ -56,7 +56,7 @@ impl Aggregator {
     }
 
     /// Counts, commits and settles one batch.
-    pub async fn process(&self, batch: Vec<VoteDelivery>) -> Result<(), VoteQueueError> {
+    pub async fn process(&self, batch: Vec<VoteDelivery>) -> Result<(), StageError> {
         let started = Instant::now();
         let size = batch.len();
         let (votes, deliveries, malformed) = parse(batch);
@@ -79,7 +79,7 @@ impl Aggregator {
                 self.queue
                     .requeue(Stream::Aggregation, receipts(deliveries))
                     .await?;
-                return Err(VoteQueueError::Store(err.to_string()));
+                return Err(err);
             }
         }
         self.metrics
@@ -87,7 +87,7 @@ impl Aggregator {
         Ok(())
     }
 
-    async fn write_with_retries(&self, votes: &[VoteMessage]) -> Result<(), WriteError> {
+    async fn write_with_retries(&self, votes: &[VoteMessage]) -> Result<(), StageError> {
         let mut backoff = FIRST_BACKOFF;
         let mut tries = 0;
         loop {
@@ -102,7 +102,7 @@ impl Aggregator {
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
                 }
-                Err(err) => return Err(WriteError::Store(err)),
+                Err(err) => return Err(err.into()),
             }
         }
     }
@@ -124,23 +124,15 @@ impl Aggregator {
     /// Tells the registry which attempt stands for each voter of the batch. A
     /// failure fails the batch: its redelivery changes nothing in the tables and
     /// confirms again, so registry and audit cannot stay apart.
-    async fn confirm(&self, standing: Vec<Counted>) -> Result<(), WriteError> {
+    async fn confirm(&self, standing: Vec<Counted>) -> Result<(), StageError> {
         self.registry.restore(standing).await.map_err(|err| {
             tracing::warn!(%err, "counted votes not confirmed to the registry");
-            WriteError::Registry(err)
+            StageError::Registry(err)
         })
     }
 }
 
 /// Why a batch was not counted; it is requeued either way.
-#[derive(Debug, thiserror::Error)]
-enum WriteError {
-    #[error(transparent)]
-    Store(VoteStoreError),
-    #[error("voter registry: {0}")]
-    Registry(RegistryError),
-}
-
 fn parse(batch: Vec<VoteDelivery>) -> (Vec<VoteMessage>, Vec<VoteDelivery>, Vec<VoteDelivery>) {
     let mut votes = Vec::with_capacity(batch.len());
     let mut deliveries = Vec::with_capacity(batch.len());

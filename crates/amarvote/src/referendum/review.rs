@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use super::stage::{next_batch, receipts, ERROR_PAUSE};
+use super::stage::{next_batch, receipts, StageError, ERROR_PAUSE};
 use crate::domain::vote_messages::{ReviewMessage, ReviewReason};
 use crate::domain::voter_hash::VoterHash;
 use crate::metrics::referendum::ReferendumMetrics;
-use crate::ports::vote_queue::{Stream, VoteDelivery, VoteQueue, VoteQueueError};
+use crate::ports::vote_queue::{Stream, VoteDelivery, VoteQueue};
 use crate::ports::vote_store::{merge_duplicates, VoteStore, VoteStoreError};
 use crate::ports::voter_registry::{MarkOutcome, VoterRegistry};
 
@@ -41,7 +41,7 @@ impl Reviewer {
             let settled = match batch {
                 Ok(batch) if batch.is_empty() => Ok(()),
                 Ok(batch) => self.process(batch).await,
-                Err(err) => Err(err),
+                Err(err) => Err(err.into()),
             };
             if let Err(err) = settled {
                 tracing::warn!(%err, "review batch not settled; it will be redelivered");
@@ -50,7 +50,7 @@ impl Reviewer {
         }
     }
 
-    pub async fn process(&self, batch: Vec<VoteDelivery>) -> Result<(), VoteQueueError> {
+    pub async fn process(&self, batch: Vec<VoteDelivery>) -> Result<(), StageError> {
         let started = Instant::now();
         let size = batch.len();
         let mut duplicates = Vec::new();
@@ -78,7 +78,7 @@ impl Reviewer {
             self.queue
                 .requeue(Stream::Review, receipts(readable))
                 .await?;
-            return Err(VoteQueueError::Store(err.to_string()));
+            return Err(err.into());
         }
         self.queue.ack(Stream::Review, receipts(readable)).await?;
         let outcomes = reviews

@@ -13,10 +13,23 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::metrics::referendum::{ReferendumMetrics, StreamLabel};
-
 use crate::ports::vote_queue::{
     BatchPolicy, Receipt, Stream, VoteDelivery, VoteQueue, VoteQueueError,
 };
+use crate::ports::vote_store::VoteStoreError;
+use crate::ports::voter_registry::RegistryError;
+
+/// Why a stage left a batch unsettled: it is requeued (or, if the queue itself failed,
+/// redelivered) and decided again. Each port's failure keeps its own name.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Queue(#[from] VoteQueueError),
+    #[error("voter registry: {0}")]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] VoteStoreError),
+}
 
 /// The longest single consume call, so shutdown is seen promptly.
 const CONSUME_SLICE: Duration = Duration::from_millis(100);

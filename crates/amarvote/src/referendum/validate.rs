@@ -22,20 +22,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::rebuild::rebuild;
-use super::stage::{next_batch, receipts, ERROR_PAUSE};
+use super::stage::{next_batch, receipts, StageError, ERROR_PAUSE};
 use crate::domain::vote_messages::{encode, ReviewMessage, ReviewReason, VoteMessage};
 use crate::metrics::referendum::ReferendumMetrics;
-use crate::ports::vote_queue::{Stream, VoteDelivery, VoteQueue, VoteQueueError};
+use crate::ports::vote_queue::{Stream, VoteDelivery, VoteQueue};
 use crate::ports::vote_store::VoteStore;
 use crate::ports::voter_registry::{Attempt, MarkOutcome, Readiness, RegistryError, VoterRegistry};
-
-#[derive(Debug, thiserror::Error)]
-enum ValidateError {
-    #[error(transparent)]
-    Queue(#[from] VoteQueueError),
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-}
 
 /// How long a validator waits before looking at a registry that was not ready again.
 const NOT_READY_PAUSE: Duration = Duration::from_secs(1);
@@ -133,7 +125,7 @@ impl Validator {
     }
 
     /// One batch; false if there was none.
-    async fn step(&self, shutdown: &watch::Receiver<bool>) -> Result<bool, VoteQueueError> {
+    async fn step(&self, shutdown: &watch::Receiver<bool>) -> Result<bool, StageError> {
         let batch = next_batch(
             &*self.queue,
             Stream::Validation,
@@ -148,7 +140,7 @@ impl Validator {
     }
 
     /// Decides, routes and settles one batch.
-    pub async fn process(&self, batch: Vec<VoteDelivery>) -> Result<(), VoteQueueError> {
+    pub async fn process(&self, batch: Vec<VoteDelivery>) -> Result<(), StageError> {
         let started = Instant::now();
         let size = batch.len();
         let Parsed { votes, malformed } = parse(batch);
@@ -169,7 +161,7 @@ impl Validator {
                     .ack(Stream::Validation, receipts(deliveries))
                     .await?
             }
-            Err(ValidateError::Registry(RegistryError::NotReady)) => {
+            Err(StageError::Registry(RegistryError::NotReady)) => {
                 self.queue
                     .requeue(Stream::Validation, receipts(deliveries))
                     .await?;
@@ -180,7 +172,7 @@ impl Validator {
                 self.queue
                     .requeue(Stream::Validation, receipts(deliveries))
                     .await?;
-                return Err(VoteQueueError::Broker(err.to_string()));
+                return Err(err);
             }
         }
         self.metrics
@@ -188,7 +180,7 @@ impl Validator {
         Ok(())
     }
 
-    async fn decide_and_route(&self, votes: &[VoteMessage]) -> Result<(), ValidateError> {
+    async fn decide_and_route(&self, votes: &[VoteMessage]) -> Result<(), StageError> {
         if votes.is_empty() {
             return Ok(());
         }

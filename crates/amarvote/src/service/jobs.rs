@@ -17,45 +17,9 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{App, ServiceError, ServiceResult};
 use crate::domain::{
-    new_id, now_ms, BallotState, ChunkCounts, ChunkRow, ChunkState, ChunkTask, ElectionState,
-    JobKind, JobRow, JobState, QueueName,
+    new_id, now_ms, BallotState, ChunkCounts, ChunkRow, ChunkSpec, ChunkState, ChunkTask,
+    DecryptParams, ElectionState, JobKind, JobRow, JobState, QueueName, Target,
 };
-
-/// What one chunk covers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "target", rename_all = "snake_case")]
-pub enum Target {
-    /// The encrypted tally (one chunk per guardian share).
-    Tally,
-    /// Ballots of one state, by position in the permutation.
-    Ballots {
-        state: BallotState,
-        offset: u64,
-        limit: u64,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ChunkSpec {
-    #[serde(flatten)]
-    pub target: Target,
-    /// Decryption: the guardian computing the share.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guardian: Option<String>,
-    /// Compensated decryption: the missing guardian it stands in for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub missing: Option<String>,
-}
-
-/// Who decrypts: fixed when the decryption job is planned.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct DecryptParams {
-    pub available: Vec<String>,
-    pub missing: Vec<String>,
-    /// The decryption job a combine job reads.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decrypt_job: Option<String>,
-}
 
 fn ranges(total: u64, size: u64) -> Vec<(u64, u64)> {
     let size = size.max(1);
@@ -80,7 +44,7 @@ fn chunk(job_id: &str, index: usize, queue: QueueName, spec: &ChunkSpec) -> Chun
         job_id: job_id.to_string(),
         index: index as u64,
         queue,
-        spec_json: serde_json::to_string(spec).expect("specs serialize"),
+        spec: spec.clone(),
         state: ChunkState::Pending,
         attempts: 0,
         started_at: None,
@@ -157,8 +121,7 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
                 .filter(|j| j.state == JobState::Done);
             let decrypt = decrypt
                 .ok_or_else(|| ServiceError::Conflict("no finished decryption job".into()))?;
-            let mut params: DecryptParams =
-                serde_json::from_str(&decrypt.params_json).map_err(anyhow::Error::from)?;
+            let mut params = decrypt.params.clone();
             params.decrypt_job = Some(decrypt.id);
             let spoiled = app
                 .store
@@ -239,7 +202,7 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
         kind,
         state: JobState::Running,
         total_chunks: rows.len() as u64,
-        params_json: serde_json::to_string(&params).expect("params serialize"),
+        params,
         created_at: now_ms(),
         finished_at: None,
         error: None,

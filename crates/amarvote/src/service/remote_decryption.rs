@@ -12,10 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::to_cbor;
 use super::guardians::authorize_guardian;
-use super::jobs::{ChunkSpec, Target};
 use super::operations::decrypt::{chunk_inputs, public_key, targets, Shares};
 use super::{App, ServiceError, ServiceResult};
-use crate::domain::{ChunkRow, ChunkState, JobRow, JobState};
+use crate::domain::{ChunkRow, ChunkSpec, ChunkState, JobRow, JobState, Target};
 
 /// A chunk waiting for a guardian's own machine.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -41,10 +40,6 @@ async fn running_job(app: &App, job_id: &str) -> ServiceResult<JobRow> {
     Ok(job)
 }
 
-fn spec_of(chunk: &ChunkRow) -> ServiceResult<ChunkSpec> {
-    serde_json::from_str(&chunk.spec_json).map_err(internal)
-}
-
 /// The chunks of a job still waiting for this guardian.
 pub async fn waiting_chunks(
     app: &App,
@@ -56,11 +51,11 @@ pub async fn waiting_chunks(
     authorize_guardian(app, &job.election_id, guardian_id, token).await?;
     let mut waiting = Vec::new();
     for chunk in app.store.chunks(job_id).await? {
-        let spec = spec_of(&chunk)?;
-        if chunk.state == ChunkState::Remote && spec.guardian.as_deref() == Some(guardian_id) {
+        if chunk.state == ChunkState::Remote && chunk.spec.guardian.as_deref() == Some(guardian_id)
+        {
             waiting.push(RemoteChunk {
                 index: chunk.index,
-                spec,
+                spec: chunk.spec,
             });
         }
     }
@@ -73,7 +68,7 @@ async fn guardian_chunk(
     job_id: &str,
     index: u64,
     token: &str,
-) -> ServiceResult<(JobRow, ChunkRow, ChunkSpec)> {
+) -> ServiceResult<(JobRow, ChunkRow)> {
     let job = running_job(app, job_id).await?;
     let chunk = app
         .store
@@ -85,10 +80,9 @@ async fn guardian_chunk(
                 "no chunk {index} waiting for a guardian in {job_id}"
             ))
         })?;
-    let spec = spec_of(&chunk)?;
-    let guardian = spec.guardian.clone().unwrap_or_default();
+    let guardian = chunk.spec.guardian.clone().unwrap_or_default();
     authorize_guardian(app, &job.election_id, &guardian, token).await?;
-    Ok((job, chunk, spec))
+    Ok((job, chunk))
 }
 
 /// What the guardian decrypts for a chunk: each object's contest ciphertexts.
@@ -98,8 +92,8 @@ pub async fn chunk_ciphertexts(
     index: u64,
     token: &str,
 ) -> ServiceResult<Vec<(String, Vec<ContestCiphertexts>)>> {
-    let (job, _, spec) = guardian_chunk(app, job_id, index, token).await?;
-    targets(app, &job.election_id, &spec.target)
+    let (job, chunk) = guardian_chunk(app, job_id, index, token).await?;
+    targets(app, &job.election_id, &chunk.spec.target)
         .await
         .map_err(internal)
 }
@@ -112,8 +106,8 @@ pub async fn upload_shares(
     token: &str,
     shares: Shares,
 ) -> ServiceResult<()> {
-    let (job, _, spec) = guardian_chunk(app, job_id, index, token).await?;
-    let inputs = chunk_inputs(app, &job.election_id, &spec)
+    let (job, chunk) = guardian_chunk(app, job_id, index, token).await?;
+    let inputs = chunk_inputs(app, &job.election_id, &chunk.spec)
         .await
         .map_err(internal)?;
     let available = public_key(&inputs.guardian).map_err(internal)?;

@@ -15,7 +15,6 @@ use tokio::sync::watch;
 
 use crate::domain::{ChunkState, ChunkTask, JobKind, JobState, QueueName};
 use crate::ports::queue::{backoff, Delivery, MAX_ATTEMPTS};
-use crate::service::jobs::ChunkSpec;
 use crate::service::operations::{do_chunk, maybe_finalize};
 use crate::service::App;
 
@@ -137,13 +136,11 @@ async fn process_task(app: &App, task: &ChunkTask) -> Result<Option<JobKind>, Fa
     if job.state != JobState::Running || chunk.state != ChunkState::Pending {
         return Ok(None);
     }
-    let spec: ChunkSpec = serde_json::from_str(&chunk.spec_json)
-        .map_err(|e| Failure::Poison(format!("chunk spec: {e}")))?;
     app.store
         .start_chunk(&job.id, chunk.index)
         .await
         .map_err(transient)?;
-    let result = do_chunk(app, &job, &spec)
+    let result = do_chunk(app, &job, &chunk.spec)
         .await
         .map_err(Failure::Transient)?;
     if app

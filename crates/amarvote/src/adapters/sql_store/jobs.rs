@@ -38,7 +38,7 @@ impl JobStore for SqlStore {
             .bind(job.kind.as_str())
             .bind(job.state.as_str())
             .bind(job.total_chunks as i64)
-            .bind(&job.params_json)
+            .bind(to_json(&job.params))
             .bind(job.created_at);
         if let Some(state) = election_in {
             insert = insert.bind(state.as_str());
@@ -77,7 +77,7 @@ impl JobStore for SqlStore {
                     .bind(&c.job_id)
                     .bind(c.index as i64)
                     .bind(c.queue.as_str())
-                    .bind(&c.spec_json)
+                    .bind(to_json(&c.spec))
                     .bind(c.state.as_str());
             }
             query.execute(&mut *tx).await?;

@@ -3,13 +3,11 @@
 //! PostgreSQL. The SQL is the common dialect of both (`$n` parameters, `ON CONFLICT`,
 //! `RETURNING`); only the schema's binary type differs.
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Executor, Row};
 
-use super::sqlite::{self, Durability};
+use super::sql_db::{is_transient, Backend, Schema, SqlDb, SqlDbError};
+use super::sqlite::Durability;
 use crate::domain::{
     now_ms, BallotRow, BallotState, ChunkCounts, ChunkRow, ChunkState, ElectionRow, ElectionState,
     GuardianRow, JobKind, JobRow, JobState, KeyBackupRow, KeyChallengeRow, QueueName,
@@ -19,30 +17,17 @@ use crate::ports::store::{
     DeviceRow, ElectionStore, JobStore, StoreError, VoterStatus,
 };
 
-const SCHEMA: &str = include_str!("schema.sql");
-/// Raised whenever `schema.sql` changes in a way an existing database cannot follow.
-const SCHEMA_VERSION: i64 = 3;
-
-/// Which database a URL names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    pub fn of(url: &str) -> Result<Backend, StoreError> {
-        if url.starts_with("sqlite:") {
-            Ok(Backend::Sqlite)
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(Backend::Postgres)
-        } else {
-            Err(StoreError::Corrupt(format!(
-                "unsupported database URL (sqlite: or postgres:): {url}"
-            )))
-        }
-    }
-}
+/// The election's tables.
+const SCHEMA: Schema = Schema {
+    system: "election",
+    sql: include_str!("schema.sql"),
+    postgres_only: &[],
+    version_table: "schema_version",
+    // Raised whenever `schema.sql` changes in a way an existing database cannot follow.
+    version: 3,
+    data_table: "elections",
+    adopt_unversioned: false,
+};
 
 #[derive(Clone)]
 pub struct SqlStore {
@@ -53,89 +38,17 @@ pub struct SqlStore {
 impl SqlStore {
     /// Connects and brings the schema up to date.
     pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
-        sqlx::any::install_default_drivers();
-        let backend = Backend::of(url)?;
-        let options = AnyConnectOptions::from_str(url)?;
-        let pool = match backend {
-            Backend::Sqlite => {
-                AnyPoolOptions::new()
-                    .max_connections(4)
-                    // Ballots with receipts and counted votes live here.
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute(sqlite::pragmas(Durability::Acknowledged).as_str())
-                                .await?;
-                            Ok(())
-                        })
-                    })
-                    .connect_with(options)
-                    .await?
-            }
-            Backend::Postgres => {
-                AnyPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect_with(options)
-                    .await?
-            }
+        let connections = match Backend::of(url)? {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 16,
         };
-        let store = SqlStore { pool, backend };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let blob = if self.backend == Backend::Postgres {
-            "BYTEA"
-        } else {
-            "BLOB"
-        };
-        for statement in SCHEMA.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            let statement = statement.replace(" BLOB", &format!(" {blob}"));
-            if let Err(e) = self.pool.execute(statement.as_str()).await {
-                // Two processes migrating at once may race on CREATE … IF NOT EXISTS in PostgreSQL.
-                if !e.to_string().contains("already exists") {
-                    return Err(e.into());
-                }
-            }
-        }
-        self.check_schema_version().await
-    }
-
-    /// Refuses a database made by an earlier schema (no in-place migration exists yet):
-    /// better a clear message at start than failing queries later.
-    async fn check_schema_version(&self) -> Result<(), StoreError> {
-        let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_version")
-            .fetch_all(&self.pool)
-            .await?;
-        if versions.is_empty() {
-            let elections: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM elections")
-                .fetch_one(&self.pool)
-                .await?;
-            if elections == 0 {
-                sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
-                    .bind(SCHEMA_VERSION)
-                    .execute(&self.pool)
-                    .await?;
-                return Ok(());
-            }
-        }
-        match versions.as_slice() {
-            [.., last] if versions.iter().all(|v| v == last) && *last == SCHEMA_VERSION => Ok(()),
-            _ => Err(StoreError::Corrupt(format!(
-                "this database was made by another amarvote version (schema {versions:?}, this one \
-                 needs {SCHEMA_VERSION}); export its records (amarvote record) and start on a new \
-                 data directory or database"
-            ))),
-        }
-    }
-
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
+        // Ballots with receipts live here.
+        let db = SqlDb::connect(url, Durability::Acknowledged, connections).await?;
+        db.apply(&SCHEMA).await?;
+        Ok(SqlStore {
+            pool: db.pool,
+            backend: db.backend,
+        })
     }
 }
 
@@ -323,6 +236,17 @@ fn ballot_row(row: &AnyRow) -> Result<BallotRow, StoreError> {
     })
 }
 
+/// A column that holds JSON, as the type it was written from.
+fn parse_json<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &str) -> Result<T, StoreError> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|_| corrupt(column, &text))
+}
+
+/// The JSON a typed column is written as.
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serializes")
+}
+
 fn job_row(row: &AnyRow) -> Result<JobRow, StoreError> {
     let kind: String = row.try_get("kind")?;
     let state: String = row.try_get("state")?;
@@ -332,7 +256,7 @@ fn job_row(row: &AnyRow) -> Result<JobRow, StoreError> {
         kind: JobKind::parse(&kind).ok_or_else(|| corrupt("job kind", &kind))?,
         state: JobState::parse(&state).ok_or_else(|| corrupt("job state", &state))?,
         total_chunks: row.try_get::<i64, _>("total_chunks")? as u64,
-        params_json: row.try_get("params")?,
+        params: parse_json(row, "params")?,
         created_at: row.try_get("created_at")?,
         finished_at: row.try_get("finished_at")?,
         error: row.try_get("error")?,
@@ -346,7 +270,7 @@ fn chunk_row(row: &AnyRow) -> Result<ChunkRow, StoreError> {
         job_id: row.try_get("job_id")?,
         index: row.try_get::<i64, _>("chunk_index")? as u64,
         queue: QueueName::parse(&queue).ok_or_else(|| corrupt("queue", &queue))?,
-        spec_json: row.try_get("spec")?,
+        spec: parse_json(row, "spec")?,
         state: ChunkState::parse(&state).ok_or_else(|| corrupt("chunk state", &state))?,
         attempts: row.try_get::<i64, _>("attempts")? as u64,
         started_at: row.try_get("started_at")?,
@@ -368,34 +292,13 @@ mod ceremony;
 mod elections;
 mod jobs;
 
-/// Connection loss, a busy or locked database, and aborted transactions (serialization
-/// failures, deadlocks, a server shutting down or starting) may pass; anything else is a
-/// refusal that will not. Codes: PostgreSQL SQLSTATE classes 08 (connection), 40
-/// (transaction rollback), 53 (insufficient resources), 57P (operator intervention) and
-/// 55P03 (lock not available); SQLite's BUSY and LOCKED, whatever their extended code.
-pub fn is_transient(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| transient_code(&code)),
-        _ => false,
+impl From<SqlDbError> for StoreError {
+    fn from(err: SqlDbError) -> Self {
+        match err {
+            SqlDbError::Database(err) => err.into(),
+            refused => StoreError::Corrupt(refused.to_string()),
+        }
     }
-}
-
-fn transient_code(code: &str) -> bool {
-    // A SQLSTATE is always five characters (often all digits); SQLite's codes are shorter.
-    if code.len() == 5 {
-        return ["08", "40", "53", "57P"]
-            .iter()
-            .any(|class| code.starts_with(class))
-            || code == "55P03";
-    }
-    const BUSY: i64 = 5;
-    const LOCKED: i64 = 6;
-    code.parse::<i64>()
-        .is_ok_and(|sqlite| matches!(sqlite & 0xff, BUSY | LOCKED))
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -411,19 +314,6 @@ impl From<sqlx::Error> for StoreError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_failures_worth_retrying_are_transient() {
-        for code in [
-            "40001", "40P01", "08006", "53300", "57P01", "55P03", "5", "517", "773", "6",
-        ] {
-            assert!(transient_code(code), "{code}");
-        }
-        // Unique and foreign-key violations, an unknown table, bad text, SQLite's
-        // constraint (plain and UNIQUE) and generic errors.
-        for code in ["23505", "23503", "42P01", "22P02", "19", "2067", "1"] {
-            assert!(!transient_code(code), "{code}");
-        }
-    }
     use crate::ports::store::CodeChainer;
 
     fn election(id: &str) -> ElectionRow {
@@ -511,7 +401,7 @@ mod tests {
             kind: JobKind::Tally,
             state: JobState::Running,
             total_chunks: 0,
-            params_json: "{}".into(),
+            params: Default::default(),
             created_at: 0,
             finished_at: None,
             error: None,

@@ -300,8 +300,7 @@ async fn rebuild_registry(args: RebuildArgs) -> Result<()> {
         (None, Some(data)) => format!("sqlite://{}?mode=rwc", data.join("referendum.db").display()),
         (None, None) => bail!("name the database: --database-url URL, or --data DIR"),
     };
-    let store = crate::adapters::sql_store::SqlStore::connect(&url).await?;
-    let tables = VoteTables::new(&store).await?;
+    let tables = VoteTables::connect(&url).await?;
     if registry.state().await?.readiness == Readiness::Missing {
         bail!(
             "the registry has no voters loaded: load the hashes first (amarvote referendum \

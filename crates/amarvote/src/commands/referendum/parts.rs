@@ -25,7 +25,6 @@ use tokio::task::JoinHandle;
 
 use crate::adapters::registry_redis::RedisRegistry;
 use crate::adapters::registry_sqlite::SqliteRegistry;
-use crate::adapters::sql_store::SqlStore;
 use crate::adapters::vote_queue_amqp::AmqpVoteQueue;
 use crate::adapters::vote_queue_sqlite::SqliteVoteQueue;
 use crate::adapters::vote_tables::VoteTables;
@@ -80,11 +79,11 @@ impl Parts {
         }
         let registry = SqliteRegistry::open(&files[1]).await?;
         let url = format!("sqlite://{}?mode=rwc", files[2].display());
-        let store = SqlStore::connect(&url).await?;
+        let tables = VoteTables::connect(&url).await?;
         Ok(Parts {
             queue: Arc::new(queue),
             registry: Arc::new(registry),
-            tables: Arc::new(VoteTables::new(&store).await?),
+            tables: Arc::new(tables),
             owner: Some(owner),
         })
     }
@@ -96,7 +95,7 @@ impl Parts {
         redis_url: &str,
         redis_prefix: &str,
     ) -> Result<Parts> {
-        let store = SqlStore::connect(database_url)
+        let tables = VoteTables::connect(database_url)
             .await
             .context("cannot open the database")?;
         let queue = AmqpVoteQueue::connect(amqp_url)
@@ -108,7 +107,7 @@ impl Parts {
         Ok(Parts {
             queue: Arc::new(queue),
             registry: Arc::new(registry),
-            tables: Arc::new(VoteTables::new(&store).await?),
+            tables: Arc::new(tables),
             owner: None,
         })
     }

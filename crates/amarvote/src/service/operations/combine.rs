@@ -13,9 +13,9 @@ use electionguard::key_ceremony::ElectionPublicKey;
 
 use super::decrypt::{public_key, targets, Shares};
 use crate::domain::artifacts::{COEFFICIENTS, PLAINTEXT_TALLY, SPOILED_PREFIX};
+use crate::domain::{ChunkSpec, Target};
 use crate::domain::{ElectionState, JobRow};
 use crate::service::codec::{from_cbor, to_cbor};
-use crate::service::jobs::{ChunkSpec, DecryptParams, Target};
 use crate::service::App;
 
 /// Every share the decryption job produced for `target`, by object id.
@@ -30,8 +30,7 @@ async fn shares_for(
     let mut direct: HashMap<String, Vec<DecryptionShare>> = HashMap::new();
     let mut compensated: HashMap<String, Vec<CompensatedDecryptionShare>> = HashMap::new();
     for c in app.store.chunks(decrypt_job).await? {
-        let spec: ChunkSpec = serde_json::from_str(&c.spec_json)?;
-        if &spec.target != target {
+        if &c.spec.target != target {
             continue;
         }
         let bytes = app
@@ -52,7 +51,7 @@ async fn shares_for(
 }
 
 pub async fn chunk(app: &App, job: &JobRow, spec: &ChunkSpec) -> anyhow::Result<Vec<u8>> {
-    let params: DecryptParams = serde_json::from_str(&job.params_json)?;
+    let params = job.params.clone();
     let decrypt_job = params
         .decrypt_job
         .clone()
@@ -107,7 +106,7 @@ pub async fn chunk(app: &App, job: &JobRow, spec: &ChunkSpec) -> anyhow::Result<
 }
 
 pub async fn finalize(app: &App, job: &JobRow) -> anyhow::Result<()> {
-    let params: DecryptParams = serde_json::from_str(&job.params_json)?;
+    let params = &job.params;
     let guardians = app.store.guardians(&job.election_id).await?;
     let available: Vec<ElectionPublicKey> = guardians
         .iter()

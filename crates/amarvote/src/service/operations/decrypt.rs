@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use super::tally::TALLY_ID;
 use crate::domain::artifacts::ENCRYPTED_TALLY;
+use crate::domain::{ChunkSpec, Target};
 use crate::domain::{ElectionState, GuardianRow, JobRow};
 use crate::service::codec::{from_cbor, to_cbor};
 use crate::service::guardians::open_grant;
-use crate::service::jobs::{ChunkSpec, Target};
 use crate::service::App;
 
 /// What a decryption chunk stores.

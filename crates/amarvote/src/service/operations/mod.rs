@@ -8,9 +8,9 @@ mod pages;
 mod tally;
 mod verify;
 
+use crate::domain::ChunkSpec;
 use crate::domain::{JobKind, JobRow, JobState};
 use crate::ports::queue::MAX_ATTEMPTS;
-use crate::service::jobs::ChunkSpec;
 use crate::service::App;
 
 /// The work of one chunk; its result is what the chunk stores.

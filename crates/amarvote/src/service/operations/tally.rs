@@ -7,8 +7,8 @@ use electionguard::tally::CiphertextTally;
 use super::pages::BallotPages;
 use crate::domain::artifacts::ENCRYPTED_TALLY;
 use crate::domain::{BallotState, ElectionState, JobRow};
+use crate::domain::{ChunkSpec, Target};
 use crate::service::codec::{from_cbor, to_cbor};
-use crate::service::jobs::{ChunkSpec, Target};
 use crate::service::App;
 
 pub const TALLY_ID: &str = "election-results";

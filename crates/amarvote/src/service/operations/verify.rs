@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::pages::BallotPages;
 use crate::domain::artifacts::VERIFICATION;
 use crate::domain::{BallotRow, JobRow};
+use crate::domain::{ChunkSpec, Target};
 use crate::service::codec::{from_cbor, to_cbor};
-use crate::service::jobs::{ChunkSpec, Target};
 use crate::service::{App, ElectionCrypto};
 
 /// What a verification job found: ballots checked, each check with its counts, and
