@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use amarvote::commands::client::Client;
 use amarvote::commands::demo_server::run_job;
-use serde_json::json;
+use amarvote::domain::JobKind;
 
 /// The two tests must not overlap: one restarts the broker the other depends on.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A job that hangs fails the test instead of hanging CI.
-async fn job(client: &Client, admin: &str, id: &str, kind: &str) {
+async fn job(client: &Client, admin: &str, id: &str, kind: JobKind) {
     tokio::time::timeout(Duration::from_secs(180), run_job(client, admin, id, kind))
         .await
         .unwrap_or_else(|_| panic!("the {kind} job did not finish in 3 minutes"))
@@ -27,52 +27,26 @@ const CHOICES: [&str; 3] = [
     "contest-1-selection-3",
 ];
 
-async fn election_with_ballots(
-    client: &Client,
-    admin: &str,
-    voters: usize,
-) -> (String, serde_json::Value) {
-    let contests = json!([{ "title": "C", "candidates": ["a", "b", "c"] }]);
-    let created = client
-        .post(
-            "/api/elections",
-            Some(admin),
-            &json!({ "title": "crash", "contests": contests, "guardians": 3, "quorum": 2 }),
-        )
-        .await
-        .unwrap();
-    let id = created["election_id"].as_str().unwrap().to_string();
-    let issued = client
-        .post(
-            &format!("/api/elections/{id}/voters"),
-            Some(admin),
-            &json!({ "count": voters }),
-        )
-        .await
-        .unwrap();
-    for (i, voter) in issued["credentials"].as_array().unwrap().iter().enumerate() {
-        let voter = voter.as_str().unwrap();
-        let pending = client
-            .post(
-                &format!("/api/elections/{id}/ballots/encrypt"),
-                Some(voter),
-                &json!({ "choices": { "contest-1": [CHOICES[i % 3]] } }),
-            )
-            .await
-            .unwrap();
-        let path = format!(
-            "/api/elections/{id}/ballots/{}/",
-            pending["ballot_id"].as_str().unwrap()
-        );
-        let action = if i % 10 == 9 { "challenge" } else { "cast" };
-        client
-            .post(&format!("{path}{action}"), Some(voter), &json!({}))
-            .await
-            .unwrap();
+async fn election_with_ballots(client: &Client, admin: &str, voters: usize) -> String {
+    let (id, credentials, created) = common::small_election(client, admin, voters as u32).await;
+    for (i, voter) in credentials.iter().enumerate() {
+        let choices = common::choosing(CHOICES[i % 3]);
+        let pending = client.encrypt_ballot(voter, &id, &choices).await.unwrap();
+        if i % 10 == 9 {
+            client
+                .challenge_ballot(voter, &id, &pending.ballot_id)
+                .await
+                .unwrap();
+        } else {
+            client
+                .cast_ballot(voter, &id, &pending.ballot_id)
+                .await
+                .unwrap();
+        }
     }
     common::close_voting(client, admin, &id).await;
     common::consent(client, &id, &created, 2).await;
-    (id, created)
+    id
 }
 
 fn expected(voters: usize) -> Vec<u64> {
@@ -105,12 +79,12 @@ async fn jobs_complete_exactly_while_workers_are_killed() {
     let (server, env) = common::postgres_rabbitmq_external_workers().await;
     let client = Client::new(&server.url);
     let voters = 60;
-    let (id, _) = election_with_ballots(&client, &server.admin, voters).await;
+    let id = election_with_ballots(&client, &server.admin, voters).await;
     let killer = tokio::spawn(keep_killing(env, 6, Duration::from_millis(700)));
-    job(&client, &server.admin, &id, "tally").await;
-    job(&client, &server.admin, &id, "decrypt").await;
+    job(&client, &server.admin, &id, JobKind::Tally).await;
+    job(&client, &server.admin, &id, JobKind::Decrypt).await;
     let mut worker = killer.await.unwrap();
-    job(&client, &server.admin, &id, "combine").await;
+    job(&client, &server.admin, &id, JobKind::Combine).await;
     worker.kill().unwrap();
     let _ = worker.wait();
     assert_eq!(common::votes(&client, &id).await, expected(voters));
@@ -122,16 +96,16 @@ async fn jobs_complete_exactly_across_a_rabbitmq_restart() {
     let (server, env) = common::postgres_rabbitmq_external_workers().await;
     let client = Client::new(&server.url);
     let voters = 40;
-    let (id, _) = election_with_ballots(&client, &server.admin, voters).await;
+    let id = election_with_ballots(&client, &server.admin, voters).await;
     let mut worker = common::spawn_worker(&env);
     let restart = tokio::spawn(async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         common::restart_rabbitmq().await;
     });
-    job(&client, &server.admin, &id, "tally").await;
+    job(&client, &server.admin, &id, JobKind::Tally).await;
     restart.await.unwrap();
-    job(&client, &server.admin, &id, "decrypt").await;
-    job(&client, &server.admin, &id, "combine").await;
+    job(&client, &server.admin, &id, JobKind::Decrypt).await;
+    job(&client, &server.admin, &id, JobKind::Combine).await;
     worker.kill().unwrap();
     let _ = worker.wait();
     assert_eq!(common::votes(&client, &id).await, expected(voters));

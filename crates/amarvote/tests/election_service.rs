@@ -8,7 +8,7 @@ mod common;
 use amarvote::commands::client::{Client, Refused};
 use amarvote::commands::demo::DemoArgs;
 use amarvote::commands::demo_server;
-use amarvote::domain::{BallotState, ChunkTask, JobState, QueueName};
+use amarvote::domain::{BallotState, ChunkTask, JobKind, JobState, QueueName};
 use serde_json::json;
 
 fn demo_args(ballots: u32, record: Option<std::path::PathBuf>) -> DemoArgs {
@@ -96,15 +96,11 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
         .await
         .unwrap();
     let started = client
-        .post(
-            &format!("/api/elections/{id}/jobs"),
-            Some(&server.admin),
-            &json!({ "kind": "tally" }),
-        )
+        .start_job(&server.admin, &id, JobKind::Tally)
         .await
         .unwrap();
-    let job = started["job_id"].as_str().unwrap();
-    for chunk in 0..started["total_chunks"].as_u64().unwrap() {
+    let job = started.job_id.as_str();
+    for chunk in 0..started.total_chunks {
         let task = serde_json::to_vec(&ChunkTask {
             job_id: job.to_string(),
             chunk,
@@ -119,10 +115,10 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
     }
     common::wait_done(&client, job).await;
     common::consent(&client, &id, &created, 2).await;
-    demo_server::run_job(&client, &server.admin, &id, "decrypt")
+    demo_server::run_job(&client, &server.admin, &id, JobKind::Decrypt)
         .await
         .unwrap();
-    demo_server::run_job(&client, &server.admin, &id, "combine")
+    demo_server::run_job(&client, &server.admin, &id, JobKind::Combine)
         .await
         .unwrap();
     assert_eq!(common::votes(&client, &id).await, vec![7, 7, 6]);
@@ -135,7 +131,7 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
             .unwrap(),
         1
     );
-    demo_server::run_job(&client, &server.admin, &id, "verify")
+    demo_server::run_job(&client, &server.admin, &id, JobKind::Verify)
         .await
         .unwrap();
     let report = client

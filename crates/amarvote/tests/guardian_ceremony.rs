@@ -15,6 +15,7 @@ use std::process::Command;
 use amarvote::commands::client::{Client, Refused};
 use amarvote::commands::demo_server;
 use amarvote::commands::guardian::Credential;
+use amarvote::domain::JobKind;
 use electionguard::group::ElementModQ;
 use electionguard::json::to_reference_json;
 use electionguard::key_ceremony::{
@@ -186,7 +187,7 @@ async fn guardians_run_the_ceremony_on_their_own_machines_and_decrypt_with_one_m
         .unwrap();
     succeeded(remote, "guardian-2 consent to decrypt on its own machine");
 
-    demo_server::run_job(&client, &server.admin, &id, "tally")
+    demo_server::run_job(&client, &server.admin, &id, JobKind::Tally)
         .await
         .unwrap();
     let decrypt_here = guardian(
@@ -196,7 +197,7 @@ async fn guardians_run_the_ceremony_on_their_own_machines_and_decrypt_with_one_m
         "passphrase 1",
     );
     let (job, here) = tokio::join!(
-        demo_server::run_job(&client, &server.admin, &id, "decrypt"),
+        demo_server::run_job(&client, &server.admin, &id, JobKind::Decrypt),
         async {
             refused_forged_shares(&client, &id, &created).await;
             tokio::process::Command::from(decrypt_here)
@@ -208,7 +209,7 @@ async fn guardians_run_the_ceremony_on_their_own_machines_and_decrypt_with_one_m
     let here = succeeded(here, "guardian-2 decrypting on its own machine");
     assert!(here.contains("on behalf of guardian-3"), "{here}");
     job.unwrap();
-    demo_server::run_job(&client, &server.admin, &id, "combine")
+    demo_server::run_job(&client, &server.admin, &id, JobKind::Combine)
         .await
         .unwrap();
     assert_eq!(common::votes(&client, &id).await, vec![2, 1, 0]);

@@ -734,12 +734,12 @@ async fn abusive_requests_are_bounded() {
         );
     }
 
-    let guardian = &created["guardians"][0];
+    let guardian = &created.guardians[0];
     let consent = format!(
         "/api/elections/{id}/guardians/{}/decryption-consent",
-        guardian["guardian_id"].as_str().unwrap()
+        guardian.guardian_id
     );
-    let token = guardian["token"].as_str().unwrap();
+    let token = guardian.token.as_str();
     let wrong: Vec<String> = (0..8)
         .map(|i| json!({ "passphrase": format!("guess-{i}") }).to_string())
         .collect();
@@ -749,7 +749,7 @@ async fn abusive_requests_are_bounded() {
     for (status, body) in futures_util::future::join_all(guesses).await {
         assert!(status == 401 || status == 429, "{status} {body}");
     }
-    let right = json!({ "passphrase": guardian["passphrase"] }).to_string();
+    let right = json!({ "passphrase": guardian.passphrase }).to_string();
     let (status, body) = status_of(
         &server,
         reqwest::Method::POST,

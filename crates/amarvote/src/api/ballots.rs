@@ -67,12 +67,12 @@ async fn register_device(
     ))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EncryptRequest {
+pub struct EncryptRequest {
     /// For each contest id, the selection ids chosen.
     #[schema(value_type = std::collections::HashMap<String, Vec<String>>)]
-    choices: Choices,
+    pub choices: Choices,
 }
 
 /// Encrypts a ballot on the server for a voter; it stays pending until cast or challenged.

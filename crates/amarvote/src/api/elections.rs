@@ -151,30 +151,30 @@ async fn manifest(
 
 /// Either a number of anonymous credentials or a voter list: one credential per
 /// entry, handed back beside its entry (the list itself is not stored).
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct VoterRequest {
-    #[serde(default)]
+pub struct VoterRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 100_000)]
-    count: Option<u32>,
-    #[serde(default)]
+    pub count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_items = 100_000)]
-    voters: Option<Vec<String>>,
+    pub voters: Option<Vec<String>>,
 }
 
-#[derive(Serialize, ToSchema)]
-struct VoterCredentials {
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct VoterCredentials {
     /// One-time voting credentials; only their hashes are stored.
-    credentials: Vec<String>,
+    pub credentials: Vec<String>,
     /// For a voter list: each entry beside its credential.
     #[serde(skip_serializing_if = "Option::is_none")]
-    voters: Option<Vec<NamedCredential>>,
+    pub voters: Option<Vec<NamedCredential>>,
 }
 
-#[derive(Serialize, ToSchema)]
-struct NamedCredential {
-    voter: String,
-    credential: String,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct NamedCredential {
+    pub voter: String,
+    pub credential: String,
 }
 
 /// Issues voting credentials. Administrator only.
@@ -256,10 +256,10 @@ async fn voter_session(
     }))
 }
 
-#[derive(Serialize, ToSchema)]
-struct ElectionStateChange {
-    election_id: String,
-    state: ElectionState,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ElectionStateChange {
+    pub election_id: String,
+    pub state: ElectionState,
 }
 
 /// Closes voting; the ballot box's record is published. Administrator only.
@@ -402,22 +402,22 @@ async fn consent(
     }))
 }
 
-#[derive(Serialize, ToSchema)]
-struct Results {
-    election_id: String,
-    contests: Vec<ContestResult>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Results {
+    pub election_id: String,
+    pub contests: Vec<ContestResult>,
 }
 
-#[derive(Serialize, ToSchema)]
-struct ContestResult {
-    contest_id: String,
-    selections: Vec<SelectionResult>,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ContestResult {
+    pub contest_id: String,
+    pub selections: Vec<SelectionResult>,
 }
 
-#[derive(Serialize, ToSchema)]
-struct SelectionResult {
-    selection_id: String,
-    votes: u64,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SelectionResult {
+    pub selection_id: String,
+    pub votes: u64,
 }
 
 /// The decrypted counts per contest and selection, once the results are published.

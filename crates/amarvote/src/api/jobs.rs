@@ -28,19 +28,19 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(resume))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StartJob {
-    kind: JobKind,
+pub struct StartJob {
+    pub kind: JobKind,
 }
 
-#[derive(Serialize, ToSchema)]
-struct StartedJob {
-    job_id: String,
-    kind: JobKind,
-    total_chunks: u64,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct StartedJob {
+    pub job_id: String,
+    pub kind: JobKind,
+    pub total_chunks: u64,
     /// Where to follow it.
-    status_url: String,
+    pub status_url: String,
 }
 
 /// Starts a job: planned and queued at once, done by the workers chunk by chunk.
@@ -140,10 +140,10 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-#[derive(Serialize, ToSchema)]
-struct JobStateChange {
-    job_id: String,
-    state: JobState,
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct JobStateChange {
+    pub job_id: String,
+    pub state: JobState,
 }
 
 /// Stops a running job: chunks in progress finish, no new ones start. Administrator only.

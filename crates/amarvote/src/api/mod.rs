@@ -10,13 +10,13 @@
 // The route modules: utoipa's `path` macro writes the types it is given (parameters,
 // bodies) as qualified paths in the code it generates, which the workspace lint would flag.
 #[allow(unused_qualifications)]
-mod ballots;
+pub mod ballots;
 #[allow(unused_qualifications)]
 mod ceremony;
 #[allow(unused_qualifications)]
-mod elections;
+pub mod elections;
 #[allow(unused_qualifications)]
-mod jobs;
+pub mod jobs;
 #[allow(unused_qualifications)]
 mod record;
 #[allow(unused_qualifications)]

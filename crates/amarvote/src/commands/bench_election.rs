@@ -19,13 +19,14 @@ use electionguard::encrypt::Encryptor;
 use electionguard::group::ElementModQ;
 use futures_util::StreamExt;
 use rayon::prelude::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::client::Client;
-use super::demo_server::run_job;
+use super::demo_server::{consent, run_job};
 use super::simulation::{random_ballot, ChoiceRng};
 use crate::domain::{now_ms, BallotRow, BallotState, JobKind};
 use crate::service::ballots::shuffle_position;
+use crate::service::elections::{KeyCeremonyMode, NewContest, NewElection};
 use crate::service::{App, ElectionCrypto, Settings};
 
 #[derive(Args, Debug)]
@@ -197,28 +198,28 @@ async fn serve(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) 
 
 async fn measure(args: &BenchElectionArgs, app: &Arc<App>, client: &Client) -> Result<Outcome> {
     let admin = app.admin_token.clone();
-    let contests = json!([{ "title": "Contest 1", "candidates": ["A", "B", "C", "D"] }]);
-    let created = client
-        .post(
-            "/api/elections",
-            Some(&admin),
-            &json!({ "title": "bench", "contests": contests, "guardians": 5, "quorum": 3 }),
-        )
-        .await?;
-    let election_id = created["election_id"]
-        .as_str()
-        .context("election id")?
-        .to_string();
+    let bench = NewElection {
+        title: "bench".into(),
+        contests: vec![NewContest {
+            title: "Contest 1".into(),
+            candidates: ["A", "B", "C", "D"].map(String::from).to_vec(),
+            referendum: false,
+            votes_allowed: 1,
+        }],
+        guardians: 5,
+        quorum: 3,
+        voting_start: None,
+        voting_end: None,
+        key_ceremony: KeyCeremonyMode::Server,
+    };
+    let created = client.create_election(&admin, &bench).await?;
+    let election_id = created.election_id.clone();
     let election = app.election(&election_id).await?;
     let crypto = app.crypto(&election).await?;
-    let voters = client
-        .post(
-            &format!("/api/elections/{election_id}/voters"),
-            Some(&admin),
-            &json!({ "count": args.cast.max(1) }),
-        )
-        .await?;
-    let credentials: Vec<String> = serde_json::from_value(voters["credentials"].clone())?;
+    let credentials = client
+        .issue_credentials(&admin, &election_id, args.cast.max(1))
+        .await?
+        .credentials;
 
     let pool = encrypt_pool(&crypto, args.cast.max(64) as usize);
     let mut expected = vec![0u64; crypto.manifest.contests[0].ballot_selections.len()];
@@ -247,50 +248,24 @@ async fn measure(args: &BenchElectionArgs, app: &Arc<App>, client: &Client) -> R
     .await?;
     let (job_p50_ms, job_p99_ms) = job_creation_latency(client, &admin, &election_id).await?;
 
-    client
-        .post(
-            &format!("/api/elections/{election_id}/close"),
-            Some(&admin),
-            &json!({}),
-        )
-        .await?;
+    client.close_voting(&admin, &election_id).await?;
     let started = Instant::now();
-    run_job(client, &admin, &election_id, "tally").await?;
+    run_job(client, &admin, &election_id, JobKind::Tally).await?;
     let tally_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    for g in created["guardians"]
-        .as_array()
-        .context("guardians")?
-        .iter()
-        .take(3)
-    {
-        let path = format!(
-            "/api/elections/{election_id}/guardians/{}/decryption-consent",
-            g["guardian_id"].as_str().unwrap_or_default()
-        );
-        client
-            .post(
-                &path,
-                g["token"].as_str(),
-                &json!({ "passphrase": g["passphrase"] }),
-            )
-            .await?;
-    }
+    consent(client, &election_id, &created, 3).await?;
     let consent_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    run_job(client, &admin, &election_id, "decrypt").await?;
+    run_job(client, &admin, &election_id, JobKind::Decrypt).await?;
     let decrypt_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    run_job(client, &admin, &election_id, "combine").await?;
+    run_job(client, &admin, &election_id, JobKind::Combine).await?;
     let combine_s = started.elapsed().as_secs_f64();
-    let results = client
-        .get(&format!("/api/elections/{election_id}/results"))
-        .await?;
-    let published: Vec<u64> = results["contests"][0]["selections"]
-        .as_array()
-        .context("selections")?
+    let results = client.results(&election_id).await?;
+    let published: Vec<u64> = results.contests[0]
+        .selections
         .iter()
-        .map(|s| s["votes"].as_u64().unwrap_or(u64::MAX))
+        .map(|s| s.votes)
         .collect();
     ensure!(
         published == expected,
@@ -469,24 +444,9 @@ async fn job_creation_latency(client: &Client, admin: &str, election: &str) -> R
     let mut times = Vec::new();
     for _ in 0..50 {
         let started = Instant::now();
-        let job = client
-            .post(
-                &format!("/api/elections/{election}/jobs"),
-                Some(admin),
-                &json!({ "kind": JobKind::Verify.as_str() }),
-            )
-            .await?;
+        let job = client.start_job(admin, election, JobKind::Verify).await?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
-        client
-            .post(
-                &format!(
-                    "/api/jobs/{}/stop",
-                    job["job_id"].as_str().unwrap_or_default()
-                ),
-                Some(admin),
-                &json!({}),
-            )
-            .await?;
+        client.stop_job(admin, &job.job_id).await?;
     }
     times.sort_by(f64::total_cmp);
     Ok((times[times.len() / 2], times[times.len() * 99 / 100]))

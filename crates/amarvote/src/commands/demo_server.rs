@@ -12,12 +12,16 @@ use anyhow::{bail, ensure, Context, Result};
 use electionguard::manifest::Manifest;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::client::Client;
 use super::demo::DemoArgs;
 use super::simulation::{demo_contests, random_ballot, ChoiceRng};
+use crate::api::elections::Results;
+use crate::domain::{JobKind, JobState};
 use crate::service::ballots::{choices_of, Choices};
+use crate::service::elections::{CreatedElection, KeyCeremonyMode, NewContest, NewElection};
+use crate::service::jobs::JobStatus;
 
 /// One voter: encrypts, maybe challenges (and checks what the server revealed), then casts.
 async fn vote(
@@ -27,71 +31,49 @@ async fn vote(
     choices: &Choices,
     challenge_first: bool,
 ) -> Result<String> {
-    let base = format!("/api/elections/{election}/ballots");
     if challenge_first {
-        let pending = client
-            .post(
-                &format!("{base}/encrypt"),
-                Some(credential),
-                &json!({ "choices": choices }),
-            )
-            .await?;
-        let id = pending["ballot_id"].as_str().context("ballot id")?;
+        let pending = client.encrypt_ballot(credential, election, choices).await?;
         let opened = client
-            .post(
-                &format!("{base}/{id}/challenge"),
-                Some(credential),
-                &json!({}),
-            )
+            .challenge_ballot(credential, election, &pending.ballot_id)
             .await?;
-        let revealed: Choices = serde_json::from_value(opened["revealed"].clone())?;
         ensure!(
-            &revealed == choices,
+            opened.revealed.as_ref() == Some(choices),
             "the challenged ballot did not open to the voter's choices"
         );
     }
-    let pending = client
-        .post(
-            &format!("{base}/encrypt"),
-            Some(credential),
-            &json!({ "choices": choices }),
-        )
-        .await?;
-    let id = pending["ballot_id"].as_str().context("ballot id")?;
+    let pending = client.encrypt_ballot(credential, election, choices).await?;
     let receipt = client
-        .post(&format!("{base}/{id}/cast"), Some(credential), &json!({}))
+        .cast_ballot(credential, election, &pending.ballot_id)
         .await?;
-    Ok(receipt["tracking_code"]
-        .as_str()
-        .context("tracking code")?
-        .to_string())
+    Ok(receipt.tracking_code)
 }
 
 /// Starts a job and follows it to its end with a progress bar; returns its final status.
-pub async fn run_job(client: &Client, admin: &str, election: &str, kind: &str) -> Result<Value> {
-    let started = client
-        .post(
-            &format!("/api/elections/{election}/jobs"),
-            Some(admin),
-            &json!({ "kind": kind }),
-        )
-        .await?;
-    let job = started["job_id"].as_str().context("job id")?.to_string();
-    let bar = ProgressBar::new(started["total_chunks"].as_u64().unwrap_or(1)).with_style(
+pub async fn run_job(
+    client: &Client,
+    admin: &str,
+    election: &str,
+    kind: JobKind,
+) -> Result<JobStatus> {
+    let started = client.start_job(admin, election, kind).await?;
+    let bar = ProgressBar::new(started.total_chunks).with_style(
         ProgressStyle::with_template(&format!(
             "  {kind:<8} {{bar:40}} {{pos}}/{{len}} chunks {{elapsed}}"
         ))
         .expect("template"),
     );
     loop {
-        let status = client.get(&format!("/api/jobs/{job}")).await?;
-        bar.set_position(status["processed_chunks"].as_u64().unwrap_or(0));
-        match status["state"].as_str() {
-            Some("done") => {
+        let status = client.job(&started.job_id).await?;
+        bar.set_position(status.processed_chunks);
+        match status.state {
+            JobState::Done => {
                 bar.finish_and_clear();
                 return Ok(status);
             }
-            Some("failed") => bail!("{kind} job failed: {}", status["error"]),
+            JobState::Failed => bail!(
+                "{kind} job failed: {}",
+                status.error.as_deref().unwrap_or("no reason given")
+            ),
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
@@ -123,26 +105,31 @@ pub async fn run(args: &DemoArgs, server: &str, admin: Option<&str>) -> Result<(
         shape.guardians, shape.quorum, shape.missing, shape.ballots
     );
     let started = Instant::now();
-    let contests: Vec<Value> = demo_contests(&shape)
+    let contests = demo_contests(&shape)
         .iter()
-        .map(|c| json!({ "title": c.title, "candidates": c.choices }))
+        .map(|c| NewContest {
+            title: c.title.clone(),
+            candidates: c.choices.clone(),
+            referendum: false,
+            votes_allowed: c.votes_allowed,
+        })
         .collect();
-    let created = client
-        .post("/api/elections", Some(admin), &json!({ "title": "AmarVote demonstration election", "contests": contests, "guardians": shape.guardians, "quorum": shape.quorum }))
-        .await?;
-    let election = created["election_id"]
-        .as_str()
-        .context("election id")?
-        .to_string();
+    let new_election = NewElection {
+        title: "AmarVote demonstration election".into(),
+        contests,
+        guardians: shape.guardians,
+        quorum: shape.quorum,
+        voting_start: None,
+        voting_end: None,
+        key_ceremony: KeyCeremonyMode::Server,
+    };
+    let created = client.create_election(admin, &new_election).await?;
+    let election = created.election_id.clone();
     phase("election created, key ceremony done", started);
-    let voters = client
-        .post(
-            &format!("/api/elections/{election}/voters"),
-            Some(admin),
-            &json!({ "count": shape.ballots }),
-        )
-        .await?;
-    let credentials: Vec<String> = serde_json::from_value(voters["credentials"].clone())?;
+    let credentials = client
+        .issue_credentials(admin, &election, shape.ballots)
+        .await?
+        .credentials;
     let manifest: Manifest = electionguard::json::from_json(
         &client
             .get_text(&format!("/api/elections/{election}/manifest"), None)
@@ -152,15 +139,9 @@ pub async fn run(args: &DemoArgs, server: &str, admin: Option<&str>) -> Result<(
     let started = Instant::now();
     let expected = cast_all(&client, &election, &manifest, &credentials, &shape).await?;
     phase("ballots encrypted, proved and cast", started);
-    client
-        .post(
-            &format!("/api/elections/{election}/close"),
-            Some(admin),
-            &json!({}),
-        )
-        .await?;
+    client.close_voting(admin, &election).await?;
     let started = Instant::now();
-    run_job(&client, admin, &election, "tally").await?;
+    run_job(&client, admin, &election, JobKind::Tally).await?;
     phase("tally job", started);
     consent(
         &client,
@@ -170,12 +151,10 @@ pub async fn run(args: &DemoArgs, server: &str, admin: Option<&str>) -> Result<(
     )
     .await?;
     let started = Instant::now();
-    run_job(&client, admin, &election, "decrypt").await?;
-    run_job(&client, admin, &election, "combine").await?;
+    run_job(&client, admin, &election, JobKind::Decrypt).await?;
+    run_job(&client, admin, &election, JobKind::Combine).await?;
     phase("decryption and combine jobs", started);
-    let results = client
-        .get(&format!("/api/elections/{election}/results"))
-        .await?;
+    let results = client.results(&election).await?;
     print_results(&results, &expected)?;
     if let Some(dir) = &args.record {
         download_record(&client, &election, dir).await?;
@@ -262,58 +241,49 @@ async fn cast_all(
     Ok(expected)
 }
 
-async fn consent(client: &Client, election: &str, created: &Value, present: u32) -> Result<()> {
-    let guardians = created["guardians"]
-        .as_array()
-        .context("guardian credentials")?;
-    for g in guardians.iter().take(present as usize) {
-        let (id, token) = (
-            g["guardian_id"].as_str().unwrap_or_default(),
-            g["token"].as_str().unwrap_or_default(),
-        );
+/// The first `present` guardians consent to decrypt with their passphrases.
+pub async fn consent(
+    client: &Client,
+    election: &str,
+    created: &CreatedElection,
+    present: u32,
+) -> Result<()> {
+    for g in created.guardians.iter().take(present as usize) {
+        let id = &g.guardian_id;
         client
             .post(
                 &format!("/api/elections/{election}/guardians/{id}/decryption-consent"),
-                Some(token),
-                &json!({ "passphrase": g["passphrase"] }),
+                Some(&g.token),
+                &json!({ "passphrase": g.passphrase }),
             )
             .await?;
     }
     Ok(())
 }
 
-fn print_results(results: &Value, expected: &[Vec<u64>]) -> Result<()> {
+fn print_results(results: &Results, expected: &[Vec<u64>]) -> Result<()> {
     println!("\nResults");
     println!(
         "  {:<12} {:<26} {:>8} {:>8}",
         "contest", "selection", "votes", "expected"
     );
     let mut all_match = true;
-    for (c, contest) in results["contests"]
-        .as_array()
-        .context("contests")?
-        .iter()
-        .enumerate()
-    {
-        for (s, selection) in contest["selections"]
-            .as_array()
-            .context("selections")?
-            .iter()
-            .enumerate()
-        {
-            let votes = selection["votes"].as_u64().unwrap_or(u64::MAX);
-            all_match &= expected.get(c).and_then(|e| e.get(s)) == Some(&votes);
+    for (c, contest) in results.contests.iter().enumerate() {
+        all_match &= expected.get(c).map(Vec::len) == Some(contest.selections.len());
+        for (s, selection) in contest.selections.iter().enumerate() {
+            let wanted = expected.get(c).and_then(|e| e.get(s));
+            all_match &= wanted == Some(&selection.votes);
             println!(
                 "  {:<12} {:<26} {:>8} {:>8}",
-                contest["contest_id"].as_str().unwrap_or(""),
-                selection["selection_id"].as_str().unwrap_or(""),
-                votes,
-                expected[c][s]
+                contest.contest_id,
+                selection.selection_id,
+                selection.votes,
+                wanted.map_or("-".to_string(), u64::to_string)
             );
         }
     }
     ensure!(
-        all_match,
+        all_match && results.contests.len() == expected.len(),
         "the published results differ from the votes cast"
     );
     println!("published results equal the votes cast");

@@ -12,11 +12,11 @@ pub mod crowd;
 
 use amarvote::adapters::rabbitmq::RabbitQueue;
 use amarvote::adapters::sql_store::SqlStore;
-use amarvote::domain::QueueName;
+use amarvote::domain::{JobState, QueueName};
 use amarvote::ports::{Store, WorkQueue};
 use amarvote::sealing::ServerKey;
+use amarvote::service::elections::{CreatedElection, KeyCeremonyMode, NewContest, NewElection};
 use amarvote::service::{App, Settings};
-use serde_json::json;
 use tokio::sync::watch;
 
 pub struct TestServer {
@@ -251,6 +251,11 @@ pub async fn postgres_rabbitmq() -> TestServer {
     start(app, None, Some(vhost)).await
 }
 
+/// A one-contest ballot's choices: `selection` in `contest-1`.
+pub fn choosing(selection: &str) -> amarvote::service::ballots::Choices {
+    [("contest-1".to_string(), vec![selection.to_string()])].into()
+}
+
 /// Encrypts a one-contest ballot for `selection` on the server and casts it; the tracking code.
 pub async fn cast(
     client: &amarvote::commands::client::Client,
@@ -258,37 +263,25 @@ pub async fn cast(
     credential: &str,
     selection: &str,
 ) -> String {
+    let choices = choosing(selection);
     let pending = client
-        .post(
-            &format!("/api/elections/{election}/ballots/encrypt"),
-            Some(credential),
-            &serde_json::json!({ "choices": { "contest-1": [selection] } }),
-        )
+        .encrypt_ballot(credential, election, &choices)
         .await
         .unwrap();
-    let id = pending["ballot_id"].as_str().unwrap();
     let receipt = client
-        .post(
-            &format!("/api/elections/{election}/ballots/{id}/cast"),
-            Some(credential),
-            &serde_json::json!({}),
-        )
+        .cast_ballot(credential, election, &pending.ballot_id)
         .await
         .unwrap();
-    receipt["tracking_code"].as_str().unwrap().to_string()
+    receipt.tracking_code
 }
 
 /// The published counts of an election's first contest, in selection order.
 pub async fn votes(client: &amarvote::commands::client::Client, election: &str) -> Vec<u64> {
-    let results = client
-        .get(&format!("/api/elections/{election}/results"))
-        .await
-        .unwrap();
-    results["contests"][0]["selections"]
-        .as_array()
-        .unwrap()
+    let results = client.results(election).await.unwrap();
+    results.contests[0]
+        .selections
         .iter()
-        .map(|s| s["votes"].as_u64().unwrap())
+        .map(|s| s.votes)
         .collect()
 }
 
@@ -307,23 +300,12 @@ pub async fn restart_rabbitmq() {
 pub async fn consent(
     client: &amarvote::commands::client::Client,
     election: &str,
-    created: &serde_json::Value,
-    count: usize,
+    created: &CreatedElection,
+    count: u32,
 ) {
-    for g in created["guardians"].as_array().unwrap().iter().take(count) {
-        let path = format!(
-            "/api/elections/{election}/guardians/{}/decryption-consent",
-            g["guardian_id"].as_str().unwrap()
-        );
-        client
-            .post(
-                &path,
-                g["token"].as_str(),
-                &serde_json::json!({ "passphrase": g["passphrase"] }),
-            )
-            .await
-            .unwrap();
-    }
+    amarvote::commands::demo_server::consent(client, election, created, count)
+        .await
+        .unwrap();
 }
 
 /// A two-second load-generator run: 2,000 votes from 1,500 voters, 10 % duplicates and
@@ -414,14 +396,7 @@ pub async fn close_voting(
     admin: &str,
     election: &str,
 ) {
-    client
-        .post(
-            &format!("/api/elections/{election}/close"),
-            Some(admin),
-            &json!({}),
-        )
-        .await
-        .unwrap();
+    client.close_voting(admin, election).await.unwrap();
 }
 
 /// Declares an encryption device (its reference JSON) with a voter's credential.
@@ -502,37 +477,43 @@ pub async fn submit_ballot(
     )
 }
 
-/// Creates an election of one 1-of-3 contest with `voters` credentials.
+/// Creates an election of one 1-of-3 contest (3 guardians, quorum 2) with `voters`
+/// credentials.
 pub async fn small_election(
     client: &amarvote::commands::client::Client,
     admin: &str,
     voters: u32,
-) -> (String, Vec<String>, serde_json::Value) {
-    let created = client
-        .post("/api/elections", Some(admin), &json!({ "title": "T", "contests": [{ "title": "C", "candidates": ["a", "b", "c"] }], "guardians": 3, "quorum": 2 }))
+) -> (String, Vec<String>, CreatedElection) {
+    let election = NewElection {
+        title: "T".into(),
+        contests: vec![NewContest {
+            title: "C".into(),
+            candidates: ["a", "b", "c"].map(String::from).to_vec(),
+            referendum: false,
+            votes_allowed: 1,
+        }],
+        guardians: 3,
+        quorum: 2,
+        voting_start: None,
+        voting_end: None,
+        key_ceremony: KeyCeremonyMode::Server,
+    };
+    let created = client.create_election(admin, &election).await.unwrap();
+    let id = created.election_id.clone();
+    let credentials = client
+        .issue_credentials(admin, &id, voters)
         .await
-        .unwrap();
-    let id = created["election_id"].as_str().unwrap().to_string();
-    let voters = client
-        .post(
-            &format!("/api/elections/{id}/voters"),
-            Some(admin),
-            &json!({ "count": voters }),
-        )
-        .await
-        .unwrap();
-    (
-        id,
-        serde_json::from_value(voters["credentials"].clone()).unwrap(),
-        created,
-    )
+        .unwrap()
+        .credentials;
+    (id, credentials, created)
 }
 
+/// Waits until a job is done, every chunk processed.
 pub async fn wait_done(client: &amarvote::commands::client::Client, job: &str) {
     for _ in 0..600 {
-        let status = client.get(&format!("/api/jobs/{job}")).await.unwrap();
-        if status["state"] == "done" {
-            assert_eq!(status["processed_chunks"], status["total_chunks"]);
+        let status = client.job(job).await.unwrap();
+        if status.state == JobState::Done {
+            assert_eq!(status.processed_chunks, status.total_chunks);
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,6 +1,10 @@
 //! The HTTP client of the commands that talk to a server (`demo --server`, `guardian`,
 //! `record`, `bench election`) and of the tests: JSON in and out, the bearer token, 429s
 //! waited out, and every other non-2xx answer an error that keeps its status.
+//! [`election`] adds the election API's operations, typed with the server's own request and
+//! response types.
+
+mod election;
 
 use std::time::Duration;
 
