@@ -8,7 +8,7 @@ mod common;
 use amarvote::commands::client::{Client, Refused};
 use amarvote::commands::demo::DemoArgs;
 use amarvote::commands::demo_server;
-use amarvote::domain::{BallotState, ChunkTask, JobKind, JobState, QueueName};
+use amarvote::domain::{BallotState, ChunkTask, JobId, JobKind, JobState, QueueName};
 use serde_json::json;
 
 fn demo_args(ballots: u32, record: Option<std::path::PathBuf>) -> DemoArgs {
@@ -89,12 +89,18 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
         .await;
     }
     common::close_voting(&client, &server.admin, &id).await;
-    server
-        .app
-        .queue
-        .publish(QueueName::Tally, b"{not a chunk task")
-        .await
-        .unwrap();
+    // Not a task; and a task naming no possible job (its id would reach the store's queries).
+    for poison in [
+        &b"{not a chunk task"[..],
+        br#"{"job_id":"../../jobs","chunk":0}"#,
+    ] {
+        server
+            .app
+            .queue
+            .publish(QueueName::Tally, poison)
+            .await
+            .unwrap();
+    }
     let started = client
         .start_job(&server.admin, &id, JobKind::Tally)
         .await
@@ -102,7 +108,7 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
     let job = started.job_id.as_str();
     for chunk in 0..started.total_chunks {
         let task = serde_json::to_vec(&ChunkTask {
-            job_id: job.to_string(),
+            job_id: JobId::parse(job).unwrap(),
             chunk,
         })
         .unwrap();
@@ -129,7 +135,7 @@ async fn redelivered_chunks_count_once_and_a_malformed_message_is_dead_lettered(
             .dead_letters(QueueName::Tally)
             .await
             .unwrap(),
-        1
+        2
     );
     demo_server::run_job(&client, &server.admin, &id, JobKind::Verify)
         .await

@@ -77,7 +77,7 @@ async fn list_elections(State(app): State<AppState>) -> ApiResult<Json<ElectionL
         .await?
         .into_iter()
         .map(|e| ElectionListing {
-            election_id: e.id,
+            election_id: e.id.into(),
             title: e.title,
             state: e.state,
             guardians: e.guardians,
@@ -118,7 +118,7 @@ async fn election(
     Ok(Json(ElectionSummary {
         manifest_hash: manifest_hash(&e)?,
         joint_public_key: context["elgamal_public_key"].as_str().map(str::to_owned),
-        election_id: e.id,
+        election_id: e.id.into(),
         title: e.title,
         state: e.state,
         guardians: e.guardians,

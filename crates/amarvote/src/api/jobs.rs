@@ -61,7 +61,7 @@ async fn start(
         StatusCode::ACCEPTED,
         Json(StartedJob {
             status_url: format!("/api/jobs/{}", job.id),
-            job_id: job.id,
+            job_id: job.id.into(),
             kind,
             total_chunks: job.total_chunks,
         }),

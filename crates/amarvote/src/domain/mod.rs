@@ -1,8 +1,11 @@
 //! The service's vocabulary: elections, ballots, jobs and their chunks, as the store keeps
 //! them; and the referendum's, a voter's keyed hash and the messages a vote travels as.
 
+pub mod ids;
 pub mod vote_messages;
 pub mod voter_hash;
+
+pub use ids::{check_id, hex, new_id, ElectionId, JobId};
 
 use serde::{Deserialize, Serialize};
 
@@ -12,32 +15,6 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// A random identifier with a readable prefix (`job-3f9a…`).
-pub fn new_id(prefix: &str) -> String {
-    let mut bytes = [0u8; 12];
-    openssl::rand::rand_bytes(&mut bytes).expect("the system random generator works");
-    format!("{prefix}-{}", hex(&bytes))
-}
-
-/// Checks an identifier that a voter or an administrator chose: it may become a file
-/// name, a key or a query parameter, so it is 1 to 64 of `a-z 0-9 _ -` and nothing else.
-/// Lower case only: on a case-insensitive file system `B-1` and `b-1` would be one file
-/// of the record. The error names the field.
-pub fn check_id(field: &str, value: &str) -> Result<(), String> {
-    let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
-    if (1..=64).contains(&value.len()) && value.chars().all(plain) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{field} must be 1 to 64 characters of a-z, 0-9, _ and -"
-        ))
-    }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 macro_rules! string_enum {
@@ -143,7 +120,7 @@ impl QueueName {
 /// An election as stored; the ElectionGuard documents are kept as reference JSON.
 #[derive(Clone, Debug)]
 pub struct ElectionRow {
-    pub id: String,
+    pub id: ElectionId,
     pub title: String,
     pub state: ElectionState,
     pub guardians: u32,
@@ -159,7 +136,7 @@ pub struct ElectionRow {
 /// A guardian's public record and its sealed private part.
 #[derive(Clone, Debug)]
 pub struct GuardianRow {
-    pub election_id: String,
+    pub election_id: ElectionId,
     pub guardian_id: String,
     pub sequence_order: u64,
     pub public_json: String,
@@ -172,7 +149,7 @@ pub struct GuardianRow {
 /// A ballot as stored: the ElectionGuard ballot in compact binary (CBOR) form.
 #[derive(Clone, Debug)]
 pub struct BallotRow {
-    pub election_id: String,
+    pub election_id: ElectionId,
     pub ballot_id: String,
     pub state: BallotState,
     /// Position in the keyed permutation; chunks are ranges of it.
@@ -188,8 +165,8 @@ pub struct BallotRow {
 /// A job as stored.
 #[derive(Clone, Debug, Serialize)]
 pub struct JobRow {
-    pub id: String,
-    pub election_id: String,
+    pub id: JobId,
+    pub election_id: ElectionId,
     pub kind: JobKind,
     pub state: JobState,
     pub total_chunks: u64,
@@ -203,7 +180,7 @@ pub struct JobRow {
 /// One unit of work: what it covers and where it stands.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChunkRow {
-    pub job_id: String,
+    pub job_id: JobId,
     pub index: u64,
     pub queue: QueueName,
     pub spec: ChunkSpec,
@@ -262,7 +239,7 @@ pub struct ChunkCounts {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkTask {
-    pub job_id: String,
+    pub job_id: JobId,
     pub chunk: u64,
 }
 
@@ -291,36 +268,6 @@ mod tests {
         }
         assert_eq!(JobState::parse("finalizing"), Some(JobState::Finalizing));
         assert_eq!(JobKind::parse("nonsense"), None);
-    }
-
-    #[test]
-    fn ids_are_unique_and_prefixed() {
-        let a = new_id("job");
-        assert!(a.starts_with("job-") && a.len() == 28);
-        assert_ne!(a, new_id("job"));
-    }
-    #[test]
-    fn identifiers_that_could_leave_a_directory_or_a_key_are_refused() {
-        for good in ["ballot-1", "a_b-9", &"x".repeat(64), &new_id("ballot")] {
-            assert_eq!(check_id("id", good), Ok(()), "{good}");
-        }
-        for bad in [
-            "",
-            "/../manifest",
-            "..",
-            "a/b",
-            "a\\b",
-            "a\0b",
-            "a b",
-            "é",
-            "a.json",
-            "Ballot-1",
-            &"x".repeat(65),
-            "a\nb",
-        ] {
-            let refused = check_id("object_id", bad).unwrap_err();
-            assert!(refused.starts_with("object_id "), "{bad:?}: {refused}");
-        }
     }
 }
 

@@ -268,7 +268,7 @@ pub async fn encrypt(
     .map_err(anyhow::Error::from)?
     .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
     let row = BallotRow {
-        election_id: election_id.to_string(),
+        election_id: election.id.clone(),
         ballot_id: ballot_id.clone(),
         state: BallotState::Pending,
         shuffle: shuffle_position(&election, &ballot_id),
@@ -495,7 +495,7 @@ pub async fn submit(
     let submitted = ballot.submit(box_state);
     let (seed, code) = (submitted.code_seed.to_hex(), submitted.code.to_hex());
     let row = BallotRow {
-        election_id: election_id.to_string(),
+        election_id: election.id.clone(),
         ballot_id: submitted.object_id.clone(),
         state,
         shuffle: shuffle_position(&election, &submitted.object_id),

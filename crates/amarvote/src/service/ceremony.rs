@@ -95,7 +95,7 @@ pub async fn status(app: &App, election_id: &str) -> ServiceResult<CeremonyStatu
         })
         .collect();
     Ok(CeremonyStatus {
-        election_id: election.id,
+        election_id: election.id.into(),
         state: election.state,
         guardians: progress,
         public_keys: guardians.iter().filter_map(announced).collect(),

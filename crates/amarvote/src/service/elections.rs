@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::codec::to_cbor;
 use super::guardians::{authorize_guardian, grant_purpose, guardian_purpose, GuardianSecret};
 use super::{credential_hash, new_credential, App, ServiceError, ServiceResult};
-use crate::domain::{new_id, now_ms, ElectionRow, ElectionState, GuardianRow};
+use crate::domain::{now_ms, ElectionId, ElectionRow, ElectionState, GuardianRow};
 use crate::election::{build_manifest, key_ceremony, ContestSpec};
 use crate::sealing;
 
@@ -220,7 +220,7 @@ fn contest_specs(request: &NewElection) -> ServiceResult<Vec<ContestSpec>> {
 pub async fn create(app: &App, request: NewElection) -> ServiceResult<CreatedElection> {
     let specs = contest_specs(&request)?;
     let (start, end) = voting_window(&request)?;
-    let id = new_id("election");
+    let id = ElectionId::random();
     let manifest = build_manifest(&id, &request.title, &specs, &start, &end);
     manifest
         .validate()
@@ -247,7 +247,7 @@ pub async fn create(app: &App, request: NewElection) -> ServiceResult<CreatedEle
         .insert_election(&election, &super::ballots::device_row(&device, None), &rows)
         .await?;
     Ok(CreatedElection {
-        election_id: id,
+        election_id: id.into(),
         state: election.state,
         manifest_hash: context.manifest_hash.to_hex(),
         joint_public_key: Some(context.elgamal_public_key.to_hex()),
@@ -267,13 +267,13 @@ fn server_device(election_id: &str) -> EncryptionDevice {
 
 /// An open election; a guardian-run ceremony clears its context until the joint key exists.
 fn election_row(
-    id: &str,
+    id: &ElectionId,
     request: &NewElection,
     manifest: &Manifest,
     device: &EncryptionDevice,
 ) -> ElectionRow {
     ElectionRow {
-        id: id.to_string(),
+        id: id.clone(),
         title: request.title.clone(),
         state: ElectionState::Open,
         guardians: request.guardians,
@@ -290,7 +290,7 @@ fn election_row(
 /// the guardians generate and announce them (see [`super::ceremony`]).
 async fn create_for_guardians(
     app: &App,
-    id: String,
+    id: ElectionId,
     request: &NewElection,
     manifest: &Manifest,
 ) -> ServiceResult<CreatedElection> {
@@ -321,7 +321,7 @@ async fn create_for_guardians(
         .insert_election(&election, &super::ballots::device_row(&device, None), &rows)
         .await?;
     Ok(CreatedElection {
-        election_id: id,
+        election_id: id.into(),
         state: election.state,
         manifest_hash: manifest.crypto_hash().to_hex(),
         joint_public_key: None,
@@ -331,7 +331,7 @@ async fn create_for_guardians(
 
 async fn seal_guardian(
     app: &App,
-    election_id: &str,
+    election_id: &ElectionId,
     key_pair: &ElectionKeyPair,
     ceremony: &crate::election::Ceremony,
     index: usize,
@@ -359,7 +359,7 @@ async fn seal_guardian(
         .map_err(anyhow::Error::from)?
     };
     let row = GuardianRow {
-        election_id: election_id.to_string(),
+        election_id: election_id.clone(),
         guardian_id: guardian_id.clone(),
         sequence_order: key_pair.sequence_order,
         public_json: to_reference_json(&GuardianRecord::from(&key_pair.share())),

@@ -17,8 +17,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{App, ServiceError, ServiceResult};
 use crate::domain::{
-    new_id, now_ms, BallotState, ChunkCounts, ChunkRow, ChunkSpec, ChunkState, ChunkTask,
-    DecryptParams, ElectionState, JobKind, JobRow, JobState, QueueName, Target,
+    now_ms, BallotState, ChunkCounts, ChunkRow, ChunkSpec, ChunkState, ChunkTask, DecryptParams,
+    ElectionState, JobId, JobKind, JobRow, JobState, QueueName, Target,
 };
 
 fn ranges(total: u64, size: u64) -> Vec<(u64, u64)> {
@@ -39,9 +39,9 @@ fn ballot_targets(state: BallotState, total: u64, size: u64) -> Vec<Target> {
         .collect()
 }
 
-fn chunk(job_id: &str, index: usize, queue: QueueName, spec: &ChunkSpec) -> ChunkRow {
+fn chunk(job_id: &JobId, index: usize, queue: QueueName, spec: &ChunkSpec) -> ChunkRow {
     ChunkRow {
-        job_id: job_id.to_string(),
+        job_id: job_id.clone(),
         index: index as u64,
         queue,
         spec: spec.clone(),
@@ -79,7 +79,7 @@ fn require_state(
 /// Plans and records a job, publishes its chunks, and returns at once.
 pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult<JobRow> {
     let election = app.election(election_id).await?;
-    let job_id = new_id("job");
+    let job_id = JobId::random();
     let (params, chunks) = match kind {
         JobKind::Tally => {
             require_state(election.state, needed_state(kind), kind)?;
@@ -122,7 +122,7 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
             let decrypt = decrypt
                 .ok_or_else(|| ServiceError::Conflict("no finished decryption job".into()))?;
             let mut params = decrypt.params.clone();
-            params.decrypt_job = Some(decrypt.id);
+            params.decrypt_job = Some(decrypt.id.into());
             let spoiled = app
                 .store
                 .count_ballots(election_id, BallotState::Spoiled)
@@ -198,7 +198,7 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
         .collect();
     let job = JobRow {
         id: job_id,
-        election_id: election_id.to_string(),
+        election_id: election.id.clone(),
         kind,
         state: JobState::Running,
         total_chunks: rows.len() as u64,
@@ -323,7 +323,7 @@ pub async fn publish(app: &App, chunks: &[ChunkRow]) {
     }
 }
 
-async fn mark(app: &App, job_id: String, indexes: Vec<u64>) {
+async fn mark(app: &App, job_id: JobId, indexes: Vec<u64>) {
     if let Err(e) = app.store.mark_published(&job_id, &indexes).await {
         tracing::warn!(job = %job_id, error = %e, "could not record publication; chunks will be published again");
     }
@@ -378,8 +378,8 @@ pub async fn status(app: &App, job_id: &str, with_chunks: bool) -> ServiceResult
         Vec::new()
     };
     Ok(JobStatus {
-        job_id: job.id,
-        election_id: job.election_id,
+        job_id: job.id.into(),
+        election_id: job.election_id.into(),
         kind: job.kind,
         state: job.state,
         total_chunks: total,

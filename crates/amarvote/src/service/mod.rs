@@ -19,7 +19,7 @@ use electionguard::elgamal::EncryptionKey;
 use electionguard::json::from_json;
 use electionguard::manifest::Manifest;
 
-use crate::domain::ElectionRow;
+use crate::domain::{ElectionId, ElectionRow};
 use crate::metrics::Metrics;
 use crate::ports::store::{CastError, StoreError};
 use crate::ports::{Store, WorkQueue};
@@ -141,7 +141,7 @@ pub struct App {
     pub passphrase_gate: PassphraseGate,
     /// One progress poller per followed job, for the event streams.
     pub job_feeds: jobs::JobFeeds,
-    crypto: Mutex<HashMap<String, Arc<ElectionCrypto>>>,
+    crypto: Mutex<HashMap<ElectionId, Arc<ElectionCrypto>>>,
 }
 
 impl App {

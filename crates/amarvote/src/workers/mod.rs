@@ -58,25 +58,23 @@ enum Failure {
 
 async fn handle(app: &App, queue: QueueName, delivery: Delivery) {
     let started = Instant::now();
-    let attempt = delivery.attempt;
-    let outcome = match serde_json::from_slice::<ChunkTask>(&delivery.body) {
-        Ok(task) => process_task(app, &task).await.map(|kind| (task, kind)),
-        Err(e) => Err(Failure::Poison(format!("malformed chunk message: {e}"))),
-    };
-    let settled = match outcome {
-        Ok((_, Some(kind))) => {
-            app.metrics.chunk_done(kind, started.elapsed());
-            crate::memory::return_freed_memory();
-            delivery.settle.ack().await
-        }
-        Ok((_, None)) => delivery.settle.ack().await,
-        Err(Failure::Poison(reason)) => {
-            tracing::warn!(queue = queue.as_str(), %reason, "dead-lettering a message");
-            app.metrics.chunk_failed(queue, "poison");
-            delivery.settle.dead_letter(&reason).await
-        }
-        Err(Failure::Transient(error)) => {
-            retry_or_bury(app, queue, &delivery.body, attempt, error, delivery.settle).await
+    // Parsed once: a message that is not a chunk task (or names no possible job) is poison.
+    let settled = match serde_json::from_slice::<ChunkTask>(&delivery.body) {
+        Ok(task) => match process_task(app, &task).await {
+            Ok(Some(kind)) => {
+                app.metrics.chunk_done(kind, started.elapsed());
+                crate::memory::return_freed_memory();
+                delivery.settle.ack().await
+            }
+            Ok(None) => delivery.settle.ack().await,
+            Err(Failure::Poison(reason)) => bury(app, queue, &reason, delivery.settle).await,
+            Err(Failure::Transient(error)) => {
+                retry_or_bury(app, queue, &task, delivery.attempt, error, delivery.settle).await
+            }
+        },
+        Err(e) => {
+            let reason = format!("malformed chunk message: {e}");
+            bury(app, queue, &reason, delivery.settle).await
         }
     };
     if let Err(e) = settled {
@@ -85,15 +83,25 @@ async fn handle(app: &App, queue: QueueName, delivery: Delivery) {
     }
 }
 
+async fn bury(
+    app: &App,
+    queue: QueueName,
+    reason: &str,
+    settle: Box<dyn crate::ports::queue::Settle>,
+) -> Result<(), crate::ports::queue::QueueError> {
+    tracing::warn!(queue = queue.as_str(), %reason, "dead-lettering a message");
+    app.metrics.chunk_failed(queue, "poison");
+    settle.dead_letter(reason).await
+}
+
 async fn retry_or_bury(
     app: &App,
     queue: QueueName,
-    body: &[u8],
+    task: &ChunkTask,
     attempt: u32,
     error: anyhow::Error,
     settle: Box<dyn crate::ports::queue::Settle>,
 ) -> Result<(), crate::ports::queue::QueueError> {
-    let task: ChunkTask = serde_json::from_slice(body).expect("parsed before");
     let message = format!("{error:#}");
     tracing::warn!(job = %task.job_id, chunk = task.chunk, attempt, error = %message, "chunk failed");
     app.metrics.chunk_failed(queue, "error");

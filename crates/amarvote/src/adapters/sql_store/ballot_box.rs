@@ -126,7 +126,7 @@ impl BallotBox for SqlStore {
         sqlx::query(&format!(
             "INSERT INTO ballots ({BALLOT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
-        .bind(&b.election_id)
+        .bind(b.election_id.as_str())
         .bind(&b.ballot_id)
         .bind(b.state.as_str())
         .bind(b.shuffle)
@@ -162,7 +162,7 @@ impl BallotBox for SqlStore {
         let open: Option<String> = sqlx::query_scalar(
             "UPDATE elections SET state = state WHERE id = $1 AND state = 'open' RETURNING id",
         )
-        .bind(&b.election_id)
+        .bind(b.election_id.as_str())
         .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::from)?;
@@ -181,7 +181,7 @@ impl BallotBox for SqlStore {
                 .bind(b.state.as_str())
                 .bind(&code)
                 .bind(&body)
-                .bind(&b.election_id)
+                .bind(b.election_id.as_str())
                 .bind(&b.ballot_id)
                 .bind(&b.voter_hash)
                 .execute(&mut *tx)
@@ -201,7 +201,7 @@ impl BallotBox for SqlStore {
                     "INSERT INTO ballots ({BALLOT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)
                      ON CONFLICT (election_id, ballot_id) DO NOTHING"
                 ))
-                .bind(&b.election_id)
+                .bind(b.election_id.as_str())
                 .bind(&b.ballot_id)
                 .bind(b.state.as_str())
                 .bind(b.shuffle)
@@ -224,7 +224,7 @@ impl BallotBox for SqlStore {
                 "INSERT INTO ballot_fingerprints (election_id, fingerprint, ballot_id) VALUES ($1, $2, $3)
                  ON CONFLICT (election_id, fingerprint) DO NOTHING",
             )
-            .bind(&b.election_id)
+            .bind(b.election_id.as_str())
             .bind(fingerprint)
             .bind(&b.ballot_id)
             .execute(&mut *tx)
@@ -236,7 +236,7 @@ impl BallotBox for SqlStore {
         }
         // The election row is locked above, so the counter adds no contention of its own.
         sqlx::query("UPDATE ballot_counts SET n = n + 1 WHERE election_id = $1 AND state = $2")
-            .bind(&b.election_id)
+            .bind(b.election_id.as_str())
             .bind(b.state.as_str())
             .execute(&mut *tx)
             .await

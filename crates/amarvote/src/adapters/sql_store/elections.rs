@@ -17,7 +17,7 @@ impl ElectionStore for SqlStore {
             "INSERT INTO elections (id, title, state, guardians, quorum, manifest, context, device, shuffle_key, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
-        .bind(&e.id)
+        .bind(e.id.as_str())
         .bind(&e.title)
         .bind(e.state.as_str())
         .bind(i64::from(e.guardians))
@@ -35,7 +35,7 @@ impl ElectionStore for SqlStore {
                 "INSERT INTO guardians (election_id, guardian_id, sequence_order, public_record, sealed_secret, token_hash)
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
-            .bind(&g.election_id)
+            .bind(g.election_id.as_str())
             .bind(&g.guardian_id)
             .bind(g.sequence_order as i64)
             .bind(&g.public_json)
@@ -47,7 +47,7 @@ impl ElectionStore for SqlStore {
         // Counted as ballots are cast, so that planning a job never counts the ballot table.
         for state in [BallotState::Cast, BallotState::Spoiled] {
             sqlx::query("INSERT INTO ballot_counts (election_id, state, n) VALUES ($1, $2, 0)")
-                .bind(&e.id)
+                .bind(e.id.as_str())
                 .bind(state.as_str())
                 .execute(&mut *tx)
                 .await?;

@@ -33,8 +33,8 @@ impl JobStore for SqlStore {
             ),
         };
         let mut insert = sqlx::query(&sql)
-            .bind(&job.id)
-            .bind(&job.election_id)
+            .bind(job.id.as_str())
+            .bind(job.election_id.as_str())
             .bind(job.kind.as_str())
             .bind(job.state.as_str())
             .bind(job.total_chunks as i64)
@@ -74,7 +74,7 @@ impl JobStore for SqlStore {
             let mut query = sqlx::query(&sql);
             for c in batch {
                 query = query
-                    .bind(&c.job_id)
+                    .bind(c.job_id.as_str())
                     .bind(c.index as i64)
                     .bind(c.queue.as_str())
                     .bind(to_json(&c.spec))

@@ -85,12 +85,12 @@ async fn use_credential(
     let used = if b.state == BallotState::Cast {
         sqlx::query("UPDATE voters SET ballot_id = $1 WHERE election_id = $2 AND credential_hash = $3 AND ballot_id IS NULL")
             .bind(&b.ballot_id)
-            .bind(&b.election_id)
+            .bind(b.election_id.as_str())
             .bind(voter)
     } else {
         sqlx::query("UPDATE voters SET challenges = challenges + 1 WHERE election_id = $2 AND credential_hash = $3 AND challenges < $1")
             .bind(max_challenges as i64)
-            .bind(&b.election_id)
+            .bind(b.election_id.as_str())
             .bind(voter)
     }
     .execute(&mut **tx)
@@ -102,7 +102,7 @@ async fn use_credential(
     }
     let exists =
         sqlx::query("SELECT 1 FROM voters WHERE election_id = $1 AND credential_hash = $2")
-            .bind(&b.election_id)
+            .bind(b.election_id.as_str())
             .bind(voter)
             .fetch_optional(&mut **tx)
             .await
@@ -196,7 +196,7 @@ fn corrupt(what: &str, value: &str) -> StoreError {
 fn election_row(row: &AnyRow) -> Result<ElectionRow, StoreError> {
     let state: String = row.try_get("state")?;
     Ok(ElectionRow {
-        id: row.try_get("id")?,
+        id: id_column(row, "id")?,
         title: row.try_get("title")?,
         state: ElectionState::parse(&state).ok_or_else(|| corrupt("election state", &state))?,
         guardians: row.try_get::<i64, _>("guardians")? as u32,
@@ -211,7 +211,7 @@ fn election_row(row: &AnyRow) -> Result<ElectionRow, StoreError> {
 
 fn guardian_row(row: &AnyRow) -> Result<GuardianRow, StoreError> {
     Ok(GuardianRow {
-        election_id: row.try_get("election_id")?,
+        election_id: id_column(row, "election_id")?,
         guardian_id: row.try_get("guardian_id")?,
         sequence_order: row.try_get::<i64, _>("sequence_order")? as u64,
         public_json: row.try_get("public_record")?,
@@ -224,7 +224,7 @@ fn guardian_row(row: &AnyRow) -> Result<GuardianRow, StoreError> {
 fn ballot_row(row: &AnyRow) -> Result<BallotRow, StoreError> {
     let state: String = row.try_get("state")?;
     Ok(BallotRow {
-        election_id: row.try_get("election_id")?,
+        election_id: id_column(row, "election_id")?,
         ballot_id: row.try_get("ballot_id")?,
         state: BallotState::parse(&state).ok_or_else(|| corrupt("ballot state", &state))?,
         shuffle: row.try_get("shuffle")?,
@@ -234,6 +234,12 @@ fn ballot_row(row: &AnyRow) -> Result<BallotRow, StoreError> {
         voter_hash: row.try_get("voter_hash")?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+/// A column that holds one of the service's ids: anything else is refused as corrupt.
+fn id_column<T: TryFrom<String>>(row: &AnyRow, column: &str) -> Result<T, StoreError> {
+    let text: String = row.try_get(column)?;
+    T::try_from(text.clone()).map_err(|_| corrupt(column, &text))
 }
 
 /// A column that holds JSON, as the type it was written from.
@@ -251,8 +257,8 @@ fn job_row(row: &AnyRow) -> Result<JobRow, StoreError> {
     let kind: String = row.try_get("kind")?;
     let state: String = row.try_get("state")?;
     Ok(JobRow {
-        id: row.try_get("id")?,
-        election_id: row.try_get("election_id")?,
+        id: id_column(row, "id")?,
+        election_id: id_column(row, "election_id")?,
         kind: JobKind::parse(&kind).ok_or_else(|| corrupt("job kind", &kind))?,
         state: JobState::parse(&state).ok_or_else(|| corrupt("job state", &state))?,
         total_chunks: row.try_get::<i64, _>("total_chunks")? as u64,
@@ -267,7 +273,7 @@ fn chunk_row(row: &AnyRow) -> Result<ChunkRow, StoreError> {
     let queue: String = row.try_get("queue")?;
     let state: String = row.try_get("state")?;
     Ok(ChunkRow {
-        job_id: row.try_get("job_id")?,
+        job_id: id_column(row, "job_id")?,
         index: row.try_get::<i64, _>("chunk_index")? as u64,
         queue: QueueName::parse(&queue).ok_or_else(|| corrupt("queue", &queue))?,
         spec: parse_json(row, "spec")?,
@@ -314,11 +320,12 @@ impl From<sqlx::Error> for StoreError {
 mod tests {
     use super::*;
 
+    use crate::domain::{ElectionId, JobId};
     use crate::ports::store::CodeChainer;
 
     fn election(id: &str) -> ElectionRow {
         ElectionRow {
-            id: id.into(),
+            id: ElectionId::parse(id).unwrap(),
             title: "t".into(),
             state: ElectionState::Open,
             guardians: 1,
@@ -356,7 +363,7 @@ mod tests {
 
     fn ballot(i: i64, state: BallotState) -> BallotRow {
         BallotRow {
-            election_id: "e".into(),
+            election_id: ElectionId::parse("e").unwrap(),
             ballot_id: format!("b{i}"),
             state,
             shuffle: (i * 7) % 4,
@@ -396,8 +403,8 @@ mod tests {
 
     fn tally_job(id: &str) -> JobRow {
         JobRow {
-            id: id.into(),
-            election_id: "e".into(),
+            id: JobId::parse(id).unwrap(),
+            election_id: ElectionId::parse("e").unwrap(),
             kind: JobKind::Tally,
             state: JobState::Running,
             total_chunks: 0,
