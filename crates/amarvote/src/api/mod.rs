@@ -37,4 +37,4 @@ pub use edge::{
     check_admin_token, json_errors, parse_body, reference_body, Admin, ApiError, ApiJson,
     ApiResult, AppState, Bearer,
 };
-pub use routes::{contract, metrics, operations_routes, router};
+pub use routes::{contract, contract_route, metrics, operations_routes, router, Served};

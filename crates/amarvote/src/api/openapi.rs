@@ -222,11 +222,11 @@ fn error_answer(description: &str) -> RefOr<Response> {
 
 #[cfg(test)]
 mod tests {
-    use crate::api::routes::{contract, contract_json};
+    use crate::api::routes::{contract, contract_json, Served};
 
     #[test]
     fn every_route_of_both_apis_is_in_the_contract() {
-        let paths = &contract().paths.paths;
+        let paths = &contract(Served::Both).paths.paths;
         for route in [
             "/api/elections",
             "/api/elections/{id}/jobs",
@@ -244,9 +244,28 @@ mod tests {
     }
 
     #[test]
+    fn each_role_publishes_the_contract_of_what_it_serves() {
+        let paths =
+            |served| -> Vec<String> { contract(served).paths.paths.keys().cloned().collect() };
+        let (election, referendum) = (paths(Served::Election), paths(Served::Referendum));
+        assert!(
+            election.iter().all(|p| !p.starts_with("/api/v1/")),
+            "{election:?}"
+        );
+        assert!(
+            referendum.iter().all(|p| p.starts_with("/api/v1/")),
+            "{referendum:?}"
+        );
+        assert!(!election.is_empty() && !referendum.is_empty());
+        let mut both = [election, referendum].concat();
+        both.sort();
+        assert_eq!(both, paths(Served::Both));
+    }
+
+    #[test]
     fn operation_ids_are_unique() {
         let mut seen = std::collections::BTreeSet::new();
-        for (path, item) in &contract().paths.paths {
+        for (path, item) in &contract(Served::Both).paths.paths {
             for operation in [&item.get, &item.post].into_iter().flatten() {
                 let id = operation.operation_id.clone().unwrap_or_default();
                 assert!(
@@ -259,7 +278,7 @@ mod tests {
 
     #[test]
     fn every_path_parameter_is_declared_and_every_error_has_the_one_shape() {
-        let document = contract_json();
+        let document = contract_json(Served::Both);
         for (path, item) in document["paths"].as_object().unwrap() {
             let named: Vec<&str> = path
                 .split('/')

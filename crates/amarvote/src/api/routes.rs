@@ -91,13 +91,13 @@ fn unlimited_routes() -> OpenApiRouter<AppState> {
         .merge(record::routes())
 }
 
-/// The whole election API.
+/// The whole election API (its contract is added where the process is assembled:
+/// [`contract_route`]).
 pub fn router(app: AppState) -> Router {
     let limiter = Arc::new(rate_limit::RateLimiter::new(app.settings.ballot_rate_limit));
     let (unlimited, _) = unlimited_routes().split_for_parts();
     let (ballots, _) = ballots::routes().split_for_parts();
     operations_routes()
-        .route("/api/openapi.json", get(document))
         .merge(unlimited)
         .merge(ballots.route_layer(axum::middleware::from_fn_with_state(
             (app.clone(), limiter),
@@ -116,10 +116,30 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
-/// The whole contract: the election API and the referendum API, as the routers build them.
-pub fn contract() -> &'static OpenApi {
-    static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
-    DOCUMENT.get_or_init(|| {
+/// Which APIs a process serves, and so which contract it publishes: the embedded server
+/// both, each scaled role its own (`api` the election's, `referendum ingest` the
+/// referendum's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    Both,
+    Election,
+    Referendum,
+}
+
+impl Served {
+    fn index(self) -> usize {
+        match self {
+            Served::Both => 0,
+            Served::Election => 1,
+            Served::Referendum => 2,
+        }
+    }
+}
+
+/// The contract of what `served` names, as the routers build it.
+pub fn contract(served: Served) -> &'static OpenApi {
+    static DOCUMENTS: [OnceLock<OpenApi>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    DOCUMENTS[served.index()].get_or_init(|| {
         let limited_routes = [
             ballots::routes().into_openapi(),
             referendum::routes().into_openapi(),
@@ -129,25 +149,35 @@ pub fn contract() -> &'static OpenApi {
             .flat_map(|routes| routes.paths.paths.keys().cloned())
             .collect();
         let mut document = Base::openapi();
-        document.merge(election_routes().into_openapi());
-        document.merge(referendum::routes().into_openapi());
+        if served != Served::Referendum {
+            document.merge(election_routes().into_openapi());
+        }
+        if served != Served::Election {
+            document.merge(referendum::routes().into_openapi());
+        }
         add_edge_answers(&mut document, &limited);
         document
     })
 }
 
 /// The contract as served: the document with its links.
-pub fn contract_json() -> &'static Value {
-    static JSON: OnceLock<Value> = OnceLock::new();
-    JSON.get_or_init(|| {
-        let mut json = serde_json::to_value(contract()).expect("the contract serializes");
+pub fn contract_json(served: Served) -> &'static Value {
+    static JSON: [OnceLock<Value>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    JSON[served.index()].get_or_init(|| {
+        let mut json = serde_json::to_value(contract(served)).expect("the contract serializes");
         add_links(&mut json);
         json
     })
 }
 
-pub async fn document() -> impl IntoResponse {
-    static TEXT: OnceLock<String> = OnceLock::new();
-    let text = TEXT.get_or_init(|| contract_json().to_string());
-    ([(header::CONTENT_TYPE, "application/json")], text.as_str())
+/// `/api/openapi.json`, publishing the contract of what `served` names.
+pub fn contract_route<S: Clone + Send + Sync + 'static>(served: Served) -> Router<S> {
+    static TEXT: [OnceLock<String>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let text = TEXT[served.index()]
+        .get_or_init(|| contract_json(served).to_string())
+        .as_str();
+    Router::new().route(
+        "/api/openapi.json",
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], text) }),
+    )
 }

@@ -13,6 +13,7 @@ use super::lifecycle::{serve_http, shutdown_signal};
 use crate::adapters::embedded_queue::EmbeddedQueue;
 use crate::adapters::rabbitmq::RabbitQueue;
 use crate::adapters::sql_store::SqlStore;
+use crate::api::{contract_route, Served};
 use crate::domain::QueueName;
 use crate::ports::{Store, WorkQueue};
 use crate::sealing::ServerKey;
@@ -165,7 +166,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         shutdown.clone(),
     )
     .await?;
-    let router = crate::api::router(app).merge(referendum.router);
+    let router = crate::api::router(app)
+        .merge(referendum.router)
+        .merge(contract_route(Served::Both));
     serve_http(args.listen, router, shutdown).await?;
     let _ = tokio::join!(workers, reconciler);
     for task in referendum.tasks {
@@ -207,7 +210,8 @@ pub async fn api(args: ScaledArgs) -> Result<()> {
         shutdown.clone(),
     ));
     tracing::info!(listen = %args.listen, "api serving");
-    serve_http(args.listen, crate::api::router(app), shutdown).await?;
+    let router = crate::api::router(app).merge(contract_route(Served::Election));
+    serve_http(args.listen, router, shutdown).await?;
     let _ = reconciler.await;
     Ok(())
 }

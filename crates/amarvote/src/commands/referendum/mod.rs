@@ -26,6 +26,7 @@ use super::lifecycle::{serve_http, shutdown_signal};
 use crate::adapters::registry_redis::RedisRegistry;
 use crate::adapters::registry_sqlite::SqliteRegistry;
 use crate::adapters::vote_tables::VoteTables;
+use crate::api::{contract_route, Served};
 use crate::domain::voter_hash::ElectionSecret;
 use crate::metrics::referendum::ReferendumMetrics;
 use crate::ports::voter_registry::{Readiness, VoterRegistry};
@@ -376,7 +377,8 @@ async fn ingest(args: IngestArgs) -> Result<()> {
     };
     let router = parts
         .ingest_router(&secret, args.admin_token, &limits, metrics.clone())
-        .merge(ops_routes(&metrics));
+        .merge(ops_routes(&metrics))
+        .merge(contract_route(Served::Referendum));
     tracing::info!(listen = %args.role.listen, "referendum ingest serving");
     serve_http(args.role.listen, router, shutdown_signal()).await
 }
