@@ -51,13 +51,14 @@ pub enum SqlDbError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error(
-        "this database's {system} tables were made by another amarvote version (schema \
-         {found:?}, this one needs {needed}); export its records and start on a new data \
-         directory or database"
+        "this database's {system} tables were made by another amarvote version ({found}; \
+         this one needs version {needed}): start on a new data directory or database (an \
+         election's record can be exported first: amarvote record)"
     )]
     OtherVersion {
         system: &'static str,
-        found: Vec<i64>,
+        /// "version N", or "no version recorded" for tables that hold data.
+        found: String,
         needed: i64,
     },
 }
@@ -73,13 +74,23 @@ pub struct Schema {
     pub postgres_only: &'static [&'static str],
     /// The one-column table that records the version (made by `sql`).
     pub version_table: &'static str,
+    /// Raised with every change to `sql`: a database already at this version is given
+    /// none of its statements (see [`SqlDb::apply`]).
     pub version: i64,
     /// A table whose rows mean the system holds data: a database with data but no
-    /// recorded version is refused unless `adopt_unversioned`.
+    /// recorded version is refused, unless `adopt` recognises it.
     pub data_table: &'static str,
-    /// True when the tables were unversioned before with this version's shape, so such a
-    /// database is stamped rather than refused.
-    pub adopt_unversioned: bool,
+    /// How a database made before these tables had a version of their own is recognised.
+    pub adopt: Option<Adopted>,
+}
+
+/// Tables made before they had a version of their own, recognised by another system's
+/// version marker in the same database: they are stamped `as_version` (and refused if
+/// that is not the version this build reads).
+pub struct Adopted {
+    pub marker_table: &'static str,
+    pub marker_version: i64,
+    pub as_version: i64,
 }
 
 /// A pool and the database it reaches.
@@ -90,16 +101,16 @@ pub struct SqlDb {
 }
 
 impl SqlDb {
-    /// Opens a pool of at most `connections`; SQLite files get the settings `durability`
-    /// names (see [`sqlite`]).
-    pub async fn connect(
-        url: &str,
-        durability: Durability,
-        connections: u32,
-    ) -> Result<SqlDb, SqlDbError> {
+    /// Opens a pool; SQLite files get the settings `durability` names (see [`sqlite`]).
+    pub async fn connect(url: &str, durability: Durability) -> Result<SqlDb, SqlDbError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of(url)?;
         let options = AnyConnectOptions::from_str(url)?;
+        // SQLite has one writer per file; PostgreSQL serves many.
+        let connections = match backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 16,
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(Duration::from_secs(30));
@@ -117,9 +128,16 @@ impl SqlDb {
     }
 
     /// Creates what is missing of `schema` and checks its version, in one transaction
-    /// serialized with every other amarvote process's.
+    /// serialized with every other amarvote process's. A database already at this version
+    /// gets no DDL: PostgreSQL's `CREATE INDEX IF NOT EXISTS` locks its table against
+    /// writes until the transaction ends, even when the index exists.
     pub async fn apply(&self, schema: &Schema) -> Result<(), SqlDbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = match self.backend {
+            // The write lock from the start: two processes stamping one file cannot both
+            // read an empty version table.
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         if self.backend == Backend::Postgres {
             // A bigint result: the Any driver cannot decode `void`.
             sqlx::query_scalar::<_, i64>(
@@ -129,12 +147,88 @@ impl SqlDb {
             .fetch_one(&mut *tx)
             .await?;
         }
-        for statement in self.statements(schema) {
-            tx.execute(statement.as_str()).await?;
+        let current = self.versions(&mut tx, schema.version_table).await?;
+        if current.as_deref() != Some(&[schema.version]) {
+            for statement in self.statements(schema) {
+                tx.execute(statement.as_str()).await?;
+            }
+            self.check_version(&mut tx, schema).await?;
         }
-        check_version(&mut tx, schema).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The versions a table records, or `None` when there is no such table.
+    async fn versions(&self, tx: &mut Tx<'_>, table: &str) -> Result<Option<Vec<i64>>, SqlDbError> {
+        let exists = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM pg_catalog.pg_tables \
+                 WHERE schemaname = current_schema() AND tablename = $1"
+            }
+        };
+        let tables: i64 = sqlx::query_scalar(exists)
+            .bind(table)
+            .fetch_one(&mut **tx)
+            .await?;
+        if tables == 0 {
+            return Ok(None);
+        }
+        let found = sqlx::query_scalar(&format!("SELECT version FROM {table}"))
+            .fetch_all(&mut **tx)
+            .await?;
+        Ok(Some(found))
+    }
+
+    /// Stamps new tables with the schema's version (or adopted ones with theirs), or
+    /// refuses tables another build made: better a clear message at start than failing
+    /// queries later.
+    async fn check_version(&self, tx: &mut Tx<'_>, schema: &Schema) -> Result<(), SqlDbError> {
+        let table = schema.version_table;
+        let mut found = self.versions(tx, table).await?.unwrap_or_default();
+        if found.is_empty() {
+            let stamp = match self.holds_data(tx, schema).await? {
+                false => Some(schema.version),
+                true => self.adopted_version(tx, schema).await?,
+            };
+            if let Some(version) = stamp {
+                sqlx::query(&format!("INSERT INTO {table} (version) VALUES ($1)"))
+                    .bind(version)
+                    .execute(&mut **tx)
+                    .await?;
+                found.push(version);
+            }
+        }
+        match found.as_slice() {
+            [] => Err(other_version(schema, "no version recorded".into())),
+            [first, ..] if found.iter().all(|v| v == first) && *first == schema.version => Ok(()),
+            [.., last] => Err(other_version(schema, format!("version {last}"))),
+        }
+    }
+
+    async fn holds_data(&self, tx: &mut Tx<'_>, schema: &Schema) -> Result<bool, SqlDbError> {
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {}", schema.data_table))
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(rows > 0)
+    }
+
+    /// The version unversioned tables with data are taken to have, if `schema.adopt`
+    /// recognises the database by its marker.
+    async fn adopted_version(
+        &self,
+        tx: &mut Tx<'_>,
+        schema: &Schema,
+    ) -> Result<Option<i64>, SqlDbError> {
+        let Some(adopt) = &schema.adopt else {
+            return Ok(None);
+        };
+        let marker = self.versions(tx, adopt.marker_table).await?;
+        Ok(marker
+            .filter(|found| !found.is_empty() && found.iter().all(|v| *v == adopt.marker_version))
+            .map(|_| adopt.as_version))
     }
 
     fn statements(&self, schema: &Schema) -> Vec<String> {
@@ -158,38 +252,14 @@ impl SqlDb {
     }
 }
 
-/// Stamps a new database with the schema's version, or refuses one another build made:
-/// better a clear message at start than failing queries later.
-async fn check_version(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    schema: &Schema,
-) -> Result<(), SqlDbError> {
-    let table = schema.version_table;
-    let found: Vec<i64> = sqlx::query_scalar(&format!("SELECT version FROM {table}"))
-        .fetch_all(&mut **tx)
-        .await?;
-    if found.is_empty() {
-        let holds_data: bool =
-            sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {}", schema.data_table))
-                .fetch_one(&mut **tx)
-                .await?
-                > 0;
-        if !holds_data || schema.adopt_unversioned {
-            sqlx::query(&format!("INSERT INTO {table} (version) VALUES ($1)"))
-                .bind(schema.version)
-                .execute(&mut **tx)
-                .await?;
-            return Ok(());
-        }
-    }
-    if !found.is_empty() && found.iter().all(|v| *v == schema.version) {
-        return Ok(());
-    }
-    Err(SqlDbError::OtherVersion {
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+fn other_version(schema: &Schema, found: String) -> SqlDbError {
+    SqlDbError::OtherVersion {
         system: schema.system,
         found,
         needed: schema.version,
-    })
+    }
 }
 
 /// Connection loss, a busy or locked database, and aborted transactions (serialization
@@ -234,14 +304,25 @@ mod tests {
         version_table: "toy_version",
         version: 2,
         data_table: "toys",
-        adopt_unversioned: false,
+        adopt: None,
     };
 
     async fn sqlite(dir: &tempfile::TempDir) -> SqlDb {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        SqlDb::connect(&url, Durability::Acknowledged, 2)
+        SqlDb::connect(&url, Durability::Acknowledged)
             .await
             .unwrap()
+    }
+
+    async fn run(db: &SqlDb, sql: &str) {
+        sqlx::query(sql).execute(&db.pool).await.unwrap();
+    }
+
+    fn refused_as(result: Result<(), SqlDbError>, expected: &str) {
+        match result {
+            Err(SqlDbError::OtherVersion { found, .. }) => assert_eq!(found, expected),
+            other => panic!("not refused as {expected}: {other:?}"),
+        }
     }
 
     #[test]
@@ -249,52 +330,64 @@ mod tests {
         assert_eq!(Backend::of("sqlite://x.db").unwrap(), Backend::Sqlite);
         assert_eq!(Backend::of("postgresql://h/db").unwrap(), Backend::Postgres);
         assert!(matches!(
-            Backend::of("mysql://h/db"),
+            Backend::of("mysql://u:secret@h/db"),
             Err(SqlDbError::UnsupportedUrl)
         ));
     }
 
     #[tokio::test]
-    async fn a_schema_applies_twice_and_refuses_another_version_or_unversioned_data() {
+    async fn a_schema_applies_twice_and_refuses_another_version() {
         let dir = tempfile::tempdir().unwrap();
         let db = sqlite(&dir).await;
         db.apply(&TOY).await.unwrap();
         db.apply(&TOY).await.unwrap();
-        let newer = Schema { version: 3, ..TOY };
-        let refused = db.apply(&newer).await.unwrap_err();
-        assert!(
-            matches!(&refused, SqlDbError::OtherVersion { found, needed: 3, .. } if found == &[2]),
-            "{refused}"
-        );
+        refused_as(db.apply(&Schema { version: 3, ..TOY }).await, "version 2");
+    }
 
-        sqlx::query("DELETE FROM toy_version")
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO toys (id, body) VALUES ('a', x'00')")
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        assert!(matches!(
-            db.apply(&TOY).await,
-            Err(SqlDbError::OtherVersion { .. })
-        ));
-        let adopting = Schema {
-            adopt_unversioned: true,
+    #[tokio::test]
+    async fn unversioned_tables_with_data_are_adopted_only_when_their_marker_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite(&dir).await;
+        run(
+            &db,
+            "CREATE TABLE toys (id TEXT PRIMARY KEY, body BLOB NOT NULL)",
+        )
+        .await;
+        run(&db, "INSERT INTO toys (id, body) VALUES ('a', x'00')").await;
+        refused_as(db.apply(&TOY).await, "no version recorded");
+
+        let adopting = |marker_version, as_version| Schema {
+            adopt: Some(Adopted {
+                marker_table: "other_version",
+                marker_version,
+                as_version,
+            }),
             ..TOY
         };
-        db.apply(&adopting).await.unwrap();
+        // No marker: made by a build older than the shape adoption assumes.
+        refused_as(db.apply(&adopting(3, 2)).await, "no version recorded");
+        run(&db, "CREATE TABLE other_version (version BIGINT NOT NULL)").await;
+        run(&db, "INSERT INTO other_version (version) VALUES (2)").await;
+        refused_as(db.apply(&adopting(3, 2)).await, "no version recorded");
+        // The marker names the build: adopted as the version that build made, refused if
+        // that is not this one (and nothing of the refused start is kept).
+        refused_as(db.apply(&adopting(2, 1)).await, "version 1");
+        db.apply(&adopting(2, 2)).await.unwrap();
         db.apply(&TOY).await.unwrap();
     }
 
     #[test]
     fn only_failures_worth_retrying_are_transient() {
         for code in [
-            "08006", "40001", "40P01", "53300", "57P01", "55P03", "5", "517", "6", "262",
+            "08006", "40001", "40P01", "53300", "57P01", "55P03", "5", "517", "773", "6", "262",
         ] {
             assert!(transient_code(code), "{code}");
         }
-        for code in ["23505", "42P01", "22001", "19", "2067", "1", "11"] {
+        // Unique and foreign-key violations, an unknown table, bad text, SQLite's
+        // constraint (plain and UNIQUE) and generic errors.
+        for code in [
+            "23505", "23503", "42P01", "22P02", "22001", "19", "2067", "1", "11",
+        ] {
             assert!(!transient_code(code), "{code}");
         }
     }

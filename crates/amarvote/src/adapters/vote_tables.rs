@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 
-use super::sql_db::{is_transient, Backend, Schema, SqlDb, SqlDbError};
+use super::sql_db::{is_transient, Adopted, Backend, Schema, SqlDb, SqlDbError};
 use super::sqlite::Durability;
 use crate::domain::now_ms;
 use crate::domain::vote_messages::{ReviewMessage, ReviewReason, VoteMessage};
@@ -38,8 +38,13 @@ const SCHEMA: Schema = Schema {
     version_table: "referendum_schema_version",
     version: 1,
     data_table: "vote_audit",
-    // Before they had a version of their own, these tables had this shape already.
-    adopt_unversioned: true,
+    // These tables were made with the election's schema until its version 3, whose
+    // tables have this shape; older ones are refused.
+    adopt: Some(Adopted {
+        marker_table: "schema_version",
+        marker_version: 3,
+        as_version: 1,
+    }),
 };
 
 /// Hashes read per query when rebuilding the registry from the audit log.
@@ -78,11 +83,7 @@ impl VoteTables {
     /// Connects and brings the referendum's tables up to date. A counted vote was
     /// answered 202, so SQLite commits are synced.
     pub async fn connect(url: &str) -> Result<Self, SqlDbError> {
-        let connections = match Backend::of(url)? {
-            Backend::Sqlite => 4,
-            Backend::Postgres => 16,
-        };
-        let db = SqlDb::connect(url, Durability::Acknowledged, connections).await?;
+        let db = SqlDb::connect(url, Durability::Acknowledged).await?;
         db.apply(&SCHEMA).await?;
         Ok(VoteTables {
             pool: db.pool,

@@ -26,7 +26,7 @@ use super::demo_server::{consent, run_job};
 use super::simulation::{random_ballot, ChoiceRng};
 use crate::domain::{now_ms, BallotRow, BallotState, JobKind};
 use crate::service::ballots::shuffle_position;
-use crate::service::elections::{KeyCeremonyMode, NewContest, NewElection};
+use crate::service::elections::{NewContest, NewElection};
 use crate::service::{App, ElectionCrypto, Settings};
 
 #[derive(Args, Debug)]
@@ -198,20 +198,8 @@ async fn serve(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) 
 
 async fn measure(args: &BenchElectionArgs, app: &Arc<App>, client: &Client) -> Result<Outcome> {
     let admin = app.admin_token.clone();
-    let bench = NewElection {
-        title: "bench".into(),
-        contests: vec![NewContest {
-            title: "Contest 1".into(),
-            candidates: ["A", "B", "C", "D"].map(String::from).to_vec(),
-            referendum: false,
-            votes_allowed: 1,
-        }],
-        guardians: 5,
-        quorum: 3,
-        voting_start: None,
-        voting_end: None,
-        key_ceremony: KeyCeremonyMode::Server,
-    };
+    let contest = NewContest::between("Contest 1", ["A", "B", "C", "D"]);
+    let bench = NewElection::server_run("bench", vec![contest], 5, 3);
     let created = client.create_election(&admin, &bench).await?;
     let election_id = created.election_id.clone();
     let election = app.election(&election_id).await?;

@@ -20,7 +20,7 @@ use super::simulation::{demo_contests, random_ballot, ChoiceRng};
 use crate::api::elections::Results;
 use crate::domain::{JobKind, JobState};
 use crate::service::ballots::{choices_of, Choices};
-use crate::service::elections::{CreatedElection, KeyCeremonyMode, NewContest, NewElection};
+use crate::service::elections::{CreatedElection, NewContest, NewElection};
 use crate::service::jobs::JobStatus;
 
 /// One voter: encrypts, maybe challenges (and checks what the server revealed), then casts.
@@ -108,21 +108,12 @@ pub async fn run(args: &DemoArgs, server: &str, admin: Option<&str>) -> Result<(
     let contests = demo_contests(&shape)
         .iter()
         .map(|c| NewContest {
-            title: c.title.clone(),
-            candidates: c.choices.clone(),
-            referendum: false,
             votes_allowed: c.votes_allowed,
+            ..NewContest::between(&c.title, c.choices.clone())
         })
         .collect();
-    let new_election = NewElection {
-        title: "AmarVote demonstration election".into(),
-        contests,
-        guardians: shape.guardians,
-        quorum: shape.quorum,
-        voting_start: None,
-        voting_end: None,
-        key_ceremony: KeyCeremonyMode::Server,
-    };
+    let title = "AmarVote demonstration election";
+    let new_election = NewElection::server_run(title, contests, shape.guardians, shape.quorum);
     let created = client.create_election(admin, &new_election).await?;
     let election = created.election_id.clone();
     phase("election created, key ceremony done", started);

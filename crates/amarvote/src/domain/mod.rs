@@ -163,7 +163,7 @@ pub struct BallotRow {
 }
 
 /// A job as stored.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct JobRow {
     pub id: JobId,
     pub election_id: ElectionId,
@@ -178,7 +178,7 @@ pub struct JobRow {
 }
 
 /// One unit of work: what it covers and where it stands.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ChunkRow {
     pub job_id: JobId,
     pub index: u64,
@@ -224,7 +224,7 @@ pub struct DecryptParams {
     pub missing: Vec<String>,
     /// The decryption job a combine job reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decrypt_job: Option<String>,
+    pub decrypt_job: Option<JobId>,
 }
 
 /// Counts of a job's chunks by state.

@@ -132,7 +132,7 @@ impl Aggregator {
     }
 }
 
-/// Why a batch was not counted; it is requeued either way.
+/// A batch split into its votes, their deliveries, and the unreadable messages.
 fn parse(batch: Vec<VoteDelivery>) -> (Vec<VoteMessage>, Vec<VoteDelivery>, Vec<VoteDelivery>) {
     let mut votes = Vec::with_capacity(batch.len());
     let mut deliveries = Vec::with_capacity(batch.len());

@@ -78,6 +78,33 @@ fn one() -> u32 {
     1
 }
 
+impl NewElection {
+    /// An election whose keys the server generates, voting open at once for a week.
+    pub fn server_run(title: &str, contests: Vec<NewContest>, guardians: u32, quorum: u32) -> Self {
+        NewElection {
+            title: title.to_owned(),
+            contests,
+            guardians,
+            quorum,
+            voting_start: None,
+            voting_end: None,
+            key_ceremony: KeyCeremonyMode::Server,
+        }
+    }
+}
+
+impl NewContest {
+    /// A one-vote contest between `candidates`.
+    pub fn between<S: Into<String>>(title: &str, candidates: impl IntoIterator<Item = S>) -> Self {
+        NewContest {
+            title: title.to_owned(),
+            candidates: candidates.into_iter().map(Into::into).collect(),
+            referendum: false,
+            votes_allowed: 1,
+        }
+    }
+}
+
 /// Handed out once, at creation: each guardian's API token, and its passphrase when the
 /// server generated its keys.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]

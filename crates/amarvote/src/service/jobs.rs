@@ -122,7 +122,7 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
             let decrypt = decrypt
                 .ok_or_else(|| ServiceError::Conflict("no finished decryption job".into()))?;
             let mut params = decrypt.params.clone();
-            params.decrypt_job = Some(decrypt.id.into());
+            params.decrypt_job = Some(decrypt.id);
             let spoiled = app
                 .store
                 .count_ballots(election_id, BallotState::Spoiled)

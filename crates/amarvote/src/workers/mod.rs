@@ -126,7 +126,11 @@ async fn retry_or_bury(
 /// Does the chunk unless it is already done or its job is not running; returns the
 /// job kind when work was done.
 async fn process_task(app: &App, task: &ChunkTask) -> Result<Option<JobKind>, Failure> {
-    let transient = |e: crate::ports::StoreError| Failure::Transient(e.into());
+    // Corrupt stored data will not mend by itself: such a chunk is poison at once.
+    let transient = |e: crate::ports::StoreError| match e {
+        crate::ports::StoreError::Corrupt(what) => Failure::Poison(what),
+        other => Failure::Transient(other.into()),
+    };
     let job = app
         .store
         .job(&task.job_id)

@@ -15,7 +15,7 @@ use amarvote::adapters::sql_store::SqlStore;
 use amarvote::domain::{JobState, QueueName};
 use amarvote::ports::{Store, WorkQueue};
 use amarvote::sealing::ServerKey;
-use amarvote::service::elections::{CreatedElection, KeyCeremonyMode, NewContest, NewElection};
+use amarvote::service::elections::{CreatedElection, NewContest, NewElection};
 use amarvote::service::{App, Settings};
 use tokio::sync::watch;
 
@@ -484,20 +484,8 @@ pub async fn small_election(
     admin: &str,
     voters: u32,
 ) -> (String, Vec<String>, CreatedElection) {
-    let election = NewElection {
-        title: "T".into(),
-        contests: vec![NewContest {
-            title: "C".into(),
-            candidates: ["a", "b", "c"].map(String::from).to_vec(),
-            referendum: false,
-            votes_allowed: 1,
-        }],
-        guardians: 3,
-        quorum: 2,
-        voting_start: None,
-        voting_end: None,
-        key_ceremony: KeyCeremonyMode::Server,
-    };
+    let contest = NewContest::between("C", ["a", "b", "c"]);
+    let election = NewElection::server_run("T", vec![contest], 3, 2);
     let created = client.create_election(admin, &election).await.unwrap();
     let id = created.election_id.clone();
     let credentials = client

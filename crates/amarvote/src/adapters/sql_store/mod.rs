@@ -23,10 +23,10 @@ const SCHEMA: Schema = Schema {
     sql: include_str!("schema.sql"),
     postgres_only: &[],
     version_table: "schema_version",
-    // Raised whenever `schema.sql` changes in a way an existing database cannot follow.
+    // Raised with every change to `schema.sql` (a database at this version gets no DDL).
     version: 3,
     data_table: "elections",
-    adopt_unversioned: false,
+    adopt: None,
 };
 
 #[derive(Clone)]
@@ -38,12 +38,8 @@ pub struct SqlStore {
 impl SqlStore {
     /// Connects and brings the schema up to date.
     pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
-        let connections = match Backend::of(url)? {
-            Backend::Sqlite => 4,
-            Backend::Postgres => 16,
-        };
         // Ballots with receipts live here.
-        let db = SqlDb::connect(url, Durability::Acknowledged, connections).await?;
+        let db = SqlDb::connect(url, Durability::Acknowledged).await?;
         db.apply(&SCHEMA).await?;
         Ok(SqlStore {
             pool: db.pool,
@@ -245,7 +241,8 @@ fn id_column<T: TryFrom<String>>(row: &AnyRow, column: &str) -> Result<T, StoreE
 /// A column that holds JSON, as the type it was written from.
 fn parse_json<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &str) -> Result<T, StoreError> {
     let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|_| corrupt(column, &text))
+    serde_json::from_str(&text)
+        .map_err(|e| StoreError::Corrupt(format!("the {column} column holds {text:?}: {e}")))
 }
 
 /// The JSON a typed column is written as.

@@ -2,7 +2,7 @@
 //! server's routes take and answer (so a change on one side fails to compile on the
 //! other). A refusal is a [`super::Refused`] with its status.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -28,12 +28,18 @@ impl Client {
     ) -> Result<T> {
         let request = self.http.post(self.url(path)).json(body);
         let response = self.send(request, Some(token), path).await?;
-        Ok(response.json().await?)
+        response
+            .json()
+            .await
+            .with_context(|| format!("{path}: the answer is not what the server's contract says"))
     }
 
     async fn read_typed<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let response = self.send(self.http.get(self.url(path)), None, path).await?;
-        Ok(response.json().await?)
+        response
+            .json()
+            .await
+            .with_context(|| format!("{path}: the answer is not what the server's contract says"))
     }
 
     /// Creates an election (the server runs or opens its key ceremony). Administrator.
