@@ -152,7 +152,9 @@ impl SqlDb {
             for statement in self.statements(schema) {
                 tx.execute(statement.as_str()).await?;
             }
-            self.check_version(&mut tx, schema).await?;
+            // A table the statements just made records nothing yet.
+            self.check_version(&mut tx, schema, current.unwrap_or_default())
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -182,12 +184,16 @@ impl SqlDb {
         Ok(Some(found))
     }
 
-    /// Stamps new tables with the schema's version (or adopted ones with theirs), or
-    /// refuses tables another build made: better a clear message at start than failing
-    /// queries later.
-    async fn check_version(&self, tx: &mut Tx<'_>, schema: &Schema) -> Result<(), SqlDbError> {
+    /// Given the versions recorded before the statements ran, stamps new tables with the
+    /// schema's version (or adopted ones with theirs), or refuses tables another build
+    /// made: better a clear message at start than failing queries later.
+    async fn check_version(
+        &self,
+        tx: &mut Tx<'_>,
+        schema: &Schema,
+        mut found: Vec<i64>,
+    ) -> Result<(), SqlDbError> {
         let table = schema.version_table;
-        let mut found = self.versions(tx, table).await?.unwrap_or_default();
         if found.is_empty() {
             let stamp = match self.holds_data(tx, schema).await? {
                 false => Some(schema.version),
