@@ -8,9 +8,10 @@ mod common;
 use std::collections::BTreeSet;
 
 use amarvote::commands::client::Client;
-use amarvote::domain::BallotState;
+use amarvote::domain::{BallotState, TALLY_SHARDS};
 use common::{submit_ballot, without_nonces, TestServer, VoterDevice};
 use electionguard::ballot::CiphertextBallot;
+use electionguard::tally::CiphertextTally;
 use proptest::prelude::*;
 
 const VOTERS: usize = 4;
@@ -264,6 +265,21 @@ async fn run(server: &TestServer, attempts: Vec<Attempt>) -> Result<(), TestCase
     };
     prop_assert_eq!(ids(true), model.cast.clone());
     prop_assert_eq!(ids(false), model.spoiled.clone());
+    // The running products kept at cast time hold exactly the cast ballots of the record.
+    let shards = store.tally_shards(&id, 0, TALLY_SHARDS).await.unwrap();
+    let held: u64 = shards.iter().map(|s| s.ballots).sum();
+    prop_assert_eq!(held, model.cast.len() as u64);
+    let mut of_products = CiphertextTally::empty("t", &record.manifest);
+    let products: Vec<&[u8]> = shards.iter().map(|s| s.product.as_slice()).collect();
+    of_products.append_inputs(&products).unwrap();
+    let mut of_ballots = CiphertextTally::empty("t", &record.manifest);
+    let cast: Vec<&CiphertextBallot> = record
+        .submitted_ballots
+        .iter()
+        .filter(|b| b.is_cast())
+        .collect();
+    of_ballots.append_all(&cast).unwrap();
+    prop_assert_eq!(of_products, of_ballots);
     let report = electionguard::verify::verify_record(&record);
     prop_assert!(
         report.passed(),

@@ -25,7 +25,7 @@ use electionguard::manifest::{
     BallotStyle, Candidate, ContestDescription, GeopoliticalUnit, InternationalizedText, Manifest,
     SelectionDescription,
 };
-use electionguard::tally::CiphertextTally;
+use electionguard::tally::{CiphertextTally, TallyError, TallyLayout};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -366,4 +366,65 @@ proptest! {
         }
         prop_assert_eq!(merged, tally_of(manifest, &ballots));
     }
+
+    #[test]
+    fn a_tally_of_compact_inputs_is_the_tally_of_whole_ballots(voters in voters(1..=5), dropped in 0..CONTESTS) {
+        let Election { key, manifest, context, .. } = election();
+        let encryptor = Encryptor::with_key(manifest, context, key.clone());
+        let mut ballots = cast_ballots(&encryptor, manifest, &voters);
+        // A ballot whose style lacks a contest adds nothing to that contest.
+        ballots[0].contests.remove(dropped);
+        let layout = TallyLayout::new(manifest);
+        let inputs: Vec<Vec<u8>> = ballots.iter().map(|b| layout.input_of(b).unwrap()).collect();
+        prop_assert!(inputs.iter().all(|i| i.len() == layout.input_len()));
+        let inputs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+        let mut compact = CiphertextTally::empty("tally", manifest);
+        compact.append_inputs(&inputs).unwrap();
+        prop_assert_eq!(&compact, &tally_of(manifest, &ballots));
+        // A running product taking in one ballot at a time is the same tally.
+        let running = inputs.iter().fold(None::<Vec<u8>>, |product, input| {
+            let parts: Vec<&[u8]> = product.as_deref().into_iter().chain([*input]).collect();
+            Some(layout.product(&parts).unwrap())
+        });
+        let mut of_product = CiphertextTally::empty("tally", manifest);
+        of_product.append_inputs(&[&running.unwrap()]).unwrap();
+        prop_assert_eq!(of_product, compact);
+    }
+}
+
+#[test]
+fn a_malformed_tally_input_adds_nothing_and_is_named() {
+    let Election {
+        key,
+        manifest,
+        context,
+        ..
+    } = election();
+    let encryptor = Encryptor::with_key(manifest, context, key.clone());
+    let ballots = cast_ballots(&encryptor, manifest, &[vec![Some(0); CONTESTS]]);
+    let layout = TallyLayout::new(manifest);
+    let good = layout.input_of(&ballots[0]).unwrap();
+    let short = &good[..good.len() - 1];
+    let mut above_p = good.clone();
+    above_p[..512].fill(0xFF);
+    let zero = vec![0u8; good.len()];
+    let empty = CiphertextTally::empty("tally", manifest);
+    for (bad, why) in [
+        (short, "its length is not this tally's"),
+        (&above_p[..], "a number is not in the group"),
+        (&zero[..], "a number is not in the group"),
+    ] {
+        let mut tally = empty.clone();
+        assert_eq!(
+            tally.append_inputs(&[&good, bad]),
+            Err(TallyError::BadInput(1, why))
+        );
+        assert_eq!(tally, empty, "a refused batch adds nothing");
+    }
+    let mut foreign = ballots[0].clone();
+    foreign.contests[0].object_id = "no-such-contest".into();
+    assert!(matches!(
+        layout.input_of(&foreign),
+        Err(TallyError::UnknownContest { .. })
+    ));
 }

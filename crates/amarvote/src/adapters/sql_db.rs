@@ -77,6 +77,9 @@ pub struct Schema {
     /// Raised with every change to `sql`: a database already at this version is given
     /// none of its statements (see [`SqlDb::apply`]).
     pub version: i64,
+    /// Older versions whose tables `sql` brings to this version by adding to them (new
+    /// tables only): such a database is restamped instead of refused.
+    pub upgrades_from: &'static [i64],
     /// A table whose rows mean the system holds data: a database with data but no
     /// recorded version is refused, unless `adopt` recognises it.
     pub data_table: &'static str,
@@ -89,7 +92,8 @@ pub struct Schema {
 /// that is not the version this build reads).
 pub struct Adopted {
     pub marker_table: &'static str,
-    pub marker_version: i64,
+    /// The versions of the marker that mean these tables' shape.
+    pub marker_versions: &'static [i64],
     pub as_version: i64,
 }
 
@@ -207,6 +211,13 @@ impl SqlDb {
                 found.push(version);
             }
         }
+        if !found.is_empty() && found.iter().all(|v| schema.upgrades_from.contains(v)) {
+            sqlx::query(&format!("UPDATE {table} SET version = $1"))
+                .bind(schema.version)
+                .execute(&mut **tx)
+                .await?;
+            found = vec![schema.version];
+        }
         match found.as_slice() {
             [] => Err(other_version(schema, "no version recorded".into())),
             [first, ..] if found.iter().all(|v| v == first) && *first == schema.version => Ok(()),
@@ -233,7 +244,9 @@ impl SqlDb {
         };
         let marker = self.versions(tx, adopt.marker_table).await?;
         Ok(marker
-            .filter(|found| !found.is_empty() && found.iter().all(|v| *v == adopt.marker_version))
+            .filter(|found| {
+                !found.is_empty() && found.iter().all(|v| adopt.marker_versions.contains(v))
+            })
             .map(|_| adopt.as_version))
     }
 
@@ -309,6 +322,7 @@ mod tests {
         postgres_only: &[],
         version_table: "toy_version",
         version: 2,
+        upgrades_from: &[],
         data_table: "toys",
         adopt: None,
     };
@@ -351,6 +365,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tables_of_a_version_it_upgrades_from_are_restamped_and_others_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite(&dir).await;
+        db.apply(&Schema { version: 1, ..TOY }).await.unwrap();
+        run(&db, "INSERT INTO toys (id, body) VALUES ('a', x'00')").await;
+        refused_as(
+            db.apply(&Schema {
+                version: 3,
+                upgrades_from: &[2],
+                ..TOY
+            })
+            .await,
+            "version 1",
+        );
+        db.apply(&Schema {
+            upgrades_from: &[1],
+            ..TOY
+        })
+        .await
+        .unwrap();
+        db.apply(&TOY).await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM toys")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 1, "an upgrade keeps what the tables hold");
+    }
+
+    #[tokio::test]
     async fn unversioned_tables_with_data_are_adopted_only_when_their_marker_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let db = sqlite(&dir).await;
@@ -362,23 +405,23 @@ mod tests {
         run(&db, "INSERT INTO toys (id, body) VALUES ('a', x'00')").await;
         refused_as(db.apply(&TOY).await, "no version recorded");
 
-        let adopting = |marker_version, as_version| Schema {
+        let adopting = |marker_versions, as_version| Schema {
             adopt: Some(Adopted {
                 marker_table: "other_version",
-                marker_version,
+                marker_versions,
                 as_version,
             }),
             ..TOY
         };
         // No marker: made by a build older than the shape adoption assumes.
-        refused_as(db.apply(&adopting(3, 2)).await, "no version recorded");
+        refused_as(db.apply(&adopting(&[3], 2)).await, "no version recorded");
         run(&db, "CREATE TABLE other_version (version BIGINT NOT NULL)").await;
         run(&db, "INSERT INTO other_version (version) VALUES (2)").await;
-        refused_as(db.apply(&adopting(3, 2)).await, "no version recorded");
+        refused_as(db.apply(&adopting(&[3], 2)).await, "no version recorded");
         // The marker names the build: adopted as the version that build made, refused if
         // that is not this one (and nothing of the refused start is kept).
-        refused_as(db.apply(&adopting(2, 1)).await, "version 1");
-        db.apply(&adopting(2, 2)).await.unwrap();
+        refused_as(db.apply(&adopting(&[2], 1)).await, "version 1");
+        db.apply(&adopting(&[3, 2], 2)).await.unwrap();
         db.apply(&TOY).await.unwrap();
     }
 

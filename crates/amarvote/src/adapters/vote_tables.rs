@@ -37,12 +37,14 @@ const SCHEMA: Schema = Schema {
     postgres_only: &["CREATE SEQUENCE IF NOT EXISTS referendum_batches"],
     version_table: "referendum_schema_version",
     version: 1,
+    upgrades_from: &[],
     data_table: "vote_audit",
     // These tables were made with the election's schema until its version 3, whose
-    // tables have this shape; older ones are refused.
+    // tables have this shape (as do those of its version 4, to which 3 upgrades); older
+    // ones are refused.
     adopt: Some(Adopted {
         marker_table: "schema_version",
-        marker_version: 3,
+        marker_versions: &[3, 4],
         as_version: 1,
     }),
 };

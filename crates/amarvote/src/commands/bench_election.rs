@@ -6,9 +6,12 @@
 //! server) with many concurrent clients; job-creation latency; and the time from
 //! "start tally" to published results for the whole ballot box. To fill a large ballot
 //! box quickly, ballots beyond those cast over HTTP are copies of a pool of encrypted
-//! ballots under new ids (their proofs stay valid: no proof covers the ballot id), stored
-//! straight through the store's cast transaction.
+//! ballots under new ids (their proofs stay valid: no proof covers the ballot id), linked
+//! into the server device's chain and imported through the store port in batches with
+//! their part of the running tally products. The tally, decryption and combine jobs then
+//! run exactly as in production.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +20,7 @@ use clap::Args;
 use electionguard::ballot::{BallotBoxState, CiphertextBallot};
 use electionguard::encrypt::Encryptor;
 use electionguard::group::ElementModQ;
+use electionguard::tally::TallyLayout;
 use futures_util::StreamExt;
 use rayon::prelude::*;
 use serde_json::Value;
@@ -24,7 +28,8 @@ use serde_json::Value;
 use super::client::Client;
 use super::demo_server::{consent, run_job};
 use super::simulation::{random_ballot, ChoiceRng};
-use crate::domain::{now_ms, BallotRow, BallotState, JobKind};
+use crate::domain::{now_ms, tally_shard, BallotRow, BallotState, JobKind};
+use crate::ports::TallyContribution;
 use crate::service::ballots::shuffle_position;
 use crate::service::elections::{NewContest, NewElection};
 use crate::service::{App, ElectionCrypto, Settings};
@@ -228,7 +233,7 @@ async fn measure(args: &BenchElectionArgs, app: &Arc<App>, client: &Client) -> R
         .for_each(|v| add_votes(&mut expected, v));
     seed(
         app,
-        &election,
+        (&election, &crypto),
         &pool,
         args.ballots - args.cast,
         &mut expected,
@@ -379,52 +384,133 @@ async fn cast_over_http(
     Ok(())
 }
 
-/// Fills the ballot box with `n` copies of pool ballots under new ids, through the store's cast transaction.
+/// Ballots imported per transaction when filling the ballot box.
+const SEED_BATCH: usize = 2000;
+
+/// Fills the ballot box with `n` copies of pool ballots under new ids (distinct ids, known
+/// plaintexts), linked into the server device's chain of codes and imported through the
+/// store port in batches, each with its part of the running tally products.
 async fn seed(
     app: &App,
-    election: &crate::domain::ElectionRow,
+    (election, crypto): (&crate::domain::ElectionRow, &ElectionCrypto),
     pool: &Pool,
     n: u32,
     expected: &mut [u64],
 ) -> Result<()> {
-    for i in 0..n as usize {
-        let k = i % pool.ballots.len();
-        let mut ballot = pool.ballots[k].clone();
-        ballot.object_id = format!("seeded-{i:07}");
-        ballot.crypto_hash = CiphertextBallot::compute_crypto_hash(
-            &ballot.object_id,
-            &ballot.manifest_hash,
-            &ballot.contests,
-        );
-        add_votes(expected, &pool.votes[k]);
-        let row = BallotRow {
-            election_id: election.id.clone(),
-            ballot_id: ballot.object_id.clone(),
-            state: BallotState::Pending,
-            shuffle: shuffle_position(election, &ballot.object_id),
-            code: None,
-            body: crate::service::codec::to_cbor(&ballot),
-            sealed_nonces: None,
-            voter_hash: None,
-            created_at: now_ms(),
-        };
-        app.store.insert_pending_ballot(&row).await?;
-        let row = BallotRow {
-            state: BallotState::Cast,
-            ..row
-        };
-        // Copies of the pool's ballots under new ids, on purpose: no copy check.
-        crate::service::ballots::link_pending(
-            app,
-            election,
-            row,
-            ballot,
-            BallotBoxState::Cast,
-            &[],
-        )
-        .await?;
+    let device_id = crate::service::ballots::server_device_id(election)?;
+    let device = app
+        .store
+        .devices(&election.id)
+        .await?
+        .into_iter()
+        .find(|d| d.device_id == device_id)
+        .context("the election has no server device")?;
+    let mut chain_end = device.last_code.unwrap_or(device.device_hash);
+    let inputs = pool
+        .ballots
+        .iter()
+        .map(|b| crypto.tally_layout.input_of(b))
+        .collect::<Result<Vec<_>, _>>()?;
+    let started = Instant::now();
+    for first in (0..n as usize).step_by(SEED_BATCH) {
+        let count = SEED_BATCH.min(n as usize - first);
+        let batch = seed_batch(election, pool, first, count, &chain_end);
+        let products = shard_products(&crypto.tally_layout, &inputs, &batch)?;
+        let folds: Vec<_> = products
+            .iter()
+            .map(|(_, _, product)| crate::service::ballots::folding(&crypto.tally_layout, product))
+            .collect();
+        let tally: Vec<TallyContribution> = products
+            .iter()
+            .zip(&folds)
+            .map(|((shard, ballots, _), fold)| TallyContribution {
+                shard: *shard,
+                ballots: *ballots,
+                fold,
+            })
+            .collect();
+        let rows: Vec<BallotRow> = batch.into_iter().map(|(_, row)| row).collect();
+        app.store
+            .import_cast_ballots(&election.id, device_id, &chain_end, &rows, &tally)
+            .await?;
+        chain_end = rows
+            .last()
+            .and_then(|r| r.code.clone())
+            .unwrap_or(chain_end);
+        for k in (first..first + count).map(|i| i % pool.ballots.len()) {
+            add_votes(expected, &pool.votes[k]);
+        }
+        if (first / SEED_BATCH) % 50 == 49 {
+            let done = first + count;
+            println!(
+                "  seeded {done} ballots ({:.0}/s)",
+                done as f64 / started.elapsed().as_secs_f64()
+            );
+        }
     }
     Ok(())
+}
+
+/// Ballots `first .. first + count` of the seeding, each with the pool ballot it copies,
+/// chained one to the next from `chain_end`.
+fn seed_batch(
+    election: &crate::domain::ElectionRow,
+    pool: &Pool,
+    first: usize,
+    count: usize,
+    chain_end: &str,
+) -> Vec<(usize, BallotRow)> {
+    let mut previous = ElementModQ::from_hex(chain_end).expect("stored codes are valid");
+    let timestamp = now_ms() / 1000;
+    (first..first + count)
+        .map(|i| {
+            let k = i % pool.ballots.len();
+            let mut ballot = pool.ballots[k].clone();
+            ballot.object_id = format!("seeded-{i:07}");
+            ballot.crypto_hash = CiphertextBallot::compute_crypto_hash(
+                &ballot.object_id,
+                &ballot.manifest_hash,
+                &ballot.contests,
+            );
+            ballot.code_seed = previous.clone();
+            ballot.timestamp = timestamp;
+            ballot.code =
+                CiphertextBallot::compute_code(&ballot.code_seed, timestamp, &ballot.crypto_hash);
+            previous = ballot.code.clone();
+            let ballot = ballot.submit(BallotBoxState::Cast);
+            let row = BallotRow {
+                election_id: election.id.clone(),
+                ballot_id: ballot.object_id.clone(),
+                state: BallotState::Cast,
+                shuffle: shuffle_position(election, &ballot.object_id),
+                code: Some(ballot.code.to_hex()),
+                body: crate::service::codec::to_cbor(&ballot),
+                sealed_nonces: None,
+                voter_hash: None,
+                created_at: now_ms(),
+            };
+            (k, row)
+        })
+        .collect()
+}
+
+/// Per shard the batch touches: its ballots and the product of their tally inputs.
+fn shard_products(
+    layout: &TallyLayout,
+    inputs: &[Vec<u8>],
+    batch: &[(usize, BallotRow)],
+) -> Result<Vec<(u64, u64, Vec<u8>)>> {
+    let mut by_shard: BTreeMap<u64, Vec<&[u8]>> = BTreeMap::new();
+    for (k, row) in batch {
+        by_shard
+            .entry(tally_shard(row.shuffle))
+            .or_default()
+            .push(&inputs[*k]);
+    }
+    by_shard
+        .into_par_iter()
+        .map(|(shard, parts)| Ok((shard, parts.len() as u64, layout.product(&parts)?)))
+        .collect()
 }
 
 /// Starts and at once stops 50 verification jobs: the API's answer time for a job.

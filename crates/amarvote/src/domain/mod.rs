@@ -203,6 +203,19 @@ pub enum Target {
         offset: u64,
         limit: u64,
     },
+    /// The running products of the cast ballots kept at cast time: shards
+    /// `first .. first + count` of [`TALLY_SHARDS`].
+    Shards { first: u64, count: u64 },
+}
+
+/// How many running products of the cast ballots an election keeps: a cast ballot joins
+/// the one its permutation position names, so a tally job has this much parallel work
+/// whatever the number of ballots.
+pub const TALLY_SHARDS: u64 = 16;
+
+/// The running product a cast ballot at permutation position `shuffle` joins.
+pub fn tally_shard(shuffle: i64) -> u64 {
+    shuffle.rem_euclid(TALLY_SHARDS as i64) as u64
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -9,5 +9,6 @@ pub mod voter_registry;
 
 pub use queue::{Delivery, WorkQueue};
 pub use store::{
-    CastError, CastRules, ChainLink, DeviceError, DeviceRow, Store, StoreError, VoterStatus,
+    CastError, CastRules, ChainLink, DeviceError, DeviceRow, ImportError, Store, StoreError,
+    TallyContribution, TallyFolder, TallyShardRow, VoterStatus,
 };

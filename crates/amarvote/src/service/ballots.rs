@@ -13,15 +13,20 @@ use electionguard::challenge::{open_challenged_ballot, verify_challenge};
 use electionguard::encrypt::Encryptor;
 use electionguard::group::ElementModQ;
 use electionguard::manifest::Manifest;
+use electionguard::tally::TallyLayout;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::codec::{from_cbor, to_cbor};
 use super::{credential_hash, App, ElectionCrypto, ServiceError, ServiceResult};
-use crate::domain::{check_id, new_id, now_ms, BallotRow, BallotState, ElectionRow, ElectionState};
+use crate::domain::{
+    check_id, new_id, now_ms, tally_shard, BallotRow, BallotState, ElectionRow, ElectionState,
+};
 use crate::election::BALLOT_STYLE;
-use crate::ports::{CastRules, ChainLink, DeviceError, DeviceRow, VoterStatus};
+use crate::ports::{
+    CastRules, ChainLink, DeviceError, DeviceRow, TallyContribution, TallyFolder, VoterStatus,
+};
 use crate::sealing;
 
 /// The voter's marks: for each contest id, the selection ids chosen.
@@ -221,7 +226,7 @@ pub async fn register_device(
 }
 
 /// The server's own encryption device: it links every ballot it encrypted.
-fn server_device_id(election: &ElectionRow) -> ServiceResult<u64> {
+pub(crate) fn server_device_id(election: &ElectionRow) -> ServiceResult<u64> {
     let device: EncryptionDevice = electionguard::json::from_json(&election.device_json)
         .map_err(|e| anyhow::anyhow!("election {}: device: {e}", election.id))?;
     Ok(device.device_id)
@@ -325,13 +330,40 @@ const MAX_PENDING_PER_VOTER: u64 = 5;
 /// cast or spoiled, in one transaction.
 async fn record(
     app: &App,
-    election: &ElectionRow,
+    (election, crypto): (&ElectionRow, &ElectionCrypto),
     row: BallotRow,
     ballot: CiphertextBallot,
     state: BallotBoxState,
 ) -> ServiceResult<String> {
     let prints = fingerprints(&ballot);
-    link_pending(app, election, row, ballot, state, &prints).await
+    link_pending(app, (election, crypto), row, ballot, state, &prints).await
+}
+
+/// A cast ballot's tally input (none for a spoiled one): its ciphertexts alone, made
+/// before the cast transaction, which only multiplies it into its shard's product.
+fn tally_input(
+    crypto: &ElectionCrypto,
+    ballot: &CiphertextBallot,
+    state: BallotState,
+) -> ServiceResult<Option<Vec<u8>>> {
+    if state != BallotState::Cast {
+        return Ok(None);
+    }
+    let input = crypto.tally_layout.input_of(ballot);
+    input
+        .map(Some)
+        .map_err(|e| ServiceError::BadRequest(e.to_string()))
+}
+
+/// How a tally input (of one ballot, or the product of many) joins a shard's running product.
+pub(crate) fn folding<'a>(
+    layout: &'a TallyLayout,
+    input: &'a [u8],
+) -> impl Fn(Option<&[u8]>) -> Result<Vec<u8>, String> + Send + Sync + 'a {
+    move |stored| {
+        let parts: Vec<&[u8]> = stored.into_iter().chain([input]).collect();
+        layout.product(&parts).map_err(|e| e.to_string())
+    }
 }
 
 /// Links a pending ballot into the server device's chain, refusing the given fingerprints
@@ -339,12 +371,14 @@ async fn record(
 /// this with none: it stores copies of a pool of ballots under new ids on purpose.
 pub(crate) async fn link_pending(
     app: &App,
-    election: &ElectionRow,
+    (election, crypto): (&ElectionRow, &ElectionCrypto),
     row: BallotRow,
     ballot: CiphertextBallot,
     state: BallotBoxState,
     prints: &[String],
 ) -> ServiceResult<String> {
+    let input = tally_input(crypto, &ballot, row.state)?;
+    let fold = input.as_deref().map(|i| folding(&crypto.tally_layout, i));
     let submitted = ballot.submit(state);
     let chain = move |previous: &str| {
         let mut linked = submitted.clone();
@@ -361,18 +395,26 @@ pub(crate) async fn link_pending(
         device_id: server_device_id(election)?,
         chain: &chain,
     };
-    let code = app
-        .store
-        .record_ballot(&row, link, &cast_rules(app, prints))
-        .await?;
+    let rules = cast_rules(app, prints, &row, fold.as_ref().map(|f| f as _));
+    let code = app.store.record_ballot(&row, link, &rules).await?;
     app.metrics.ballot_accepted(row.state.as_str());
     Ok(code)
 }
 
-fn cast_rules<'a>(app: &App, fingerprints: &'a [String]) -> CastRules<'a> {
+fn cast_rules<'a>(
+    app: &App,
+    fingerprints: &'a [String],
+    row: &BallotRow,
+    fold: Option<TallyFolder<'a>>,
+) -> CastRules<'a> {
     CastRules {
         fingerprints,
         max_challenges: app.settings.max_challenges_per_voter,
+        tally: fold.map(|fold| TallyContribution {
+            shard: tally_shard(row.shuffle),
+            ballots: 1,
+            fold,
+        }),
     }
 }
 
@@ -383,14 +425,14 @@ pub async fn cast(
     ballot_id: &str,
     credential: &str,
 ) -> ServiceResult<Receipt> {
-    let (election, _) = open_election(app, election_id).await?;
+    let (election, crypto) = open_election(app, election_id).await?;
     let row = pending_ballot(app, election_id, ballot_id, credential).await?;
     let ballot: CiphertextBallot = from_cbor(&row.body)?;
     let row = BallotRow {
         state: BallotState::Cast,
         ..row
     };
-    let code = record(app, &election, row, ballot, BallotBoxState::Cast).await?;
+    let code = record(app, (&election, &crypto), row, ballot, BallotBoxState::Cast).await?;
     Ok(Receipt {
         ballot_id: ballot_id.to_string(),
         state: BallotState::Cast,
@@ -431,7 +473,14 @@ pub async fn challenge(
         state: BallotState::Spoiled,
         ..row
     };
-    let code = record(app, &election, row, ballot, BallotBoxState::Spoiled).await?;
+    let code = record(
+        app,
+        (&election, &crypto),
+        row,
+        ballot,
+        BallotBoxState::Spoiled,
+    )
+    .await?;
     Ok(Receipt {
         ballot_id: ballot_id.to_string(),
         state: BallotState::Spoiled,
@@ -506,15 +555,18 @@ pub async fn submit(
         created_at: now_ms(),
     };
     let prints = fingerprints(&submitted);
+    let input = tally_input(&crypto, &submitted, state)?;
+    let fold = input.as_deref().map(|i| folding(&crypto.tally_layout, i));
     let body = to_cbor(&submitted);
     let link = ChainLink::Device {
         seed: &seed,
         code: &code,
         body: &body,
     };
+    let rules = cast_rules(app, &prints, &row, fold.as_ref().map(|f| f as _));
     let code = app
         .store
-        .record_ballot(&row, link, &cast_rules(app, &prints))
+        .record_ballot(&row, link, &rules)
         .await
         .inspect_err(|_| app.metrics.ballot_rejected("conflict"))?;
     app.metrics.ballot_accepted(state.as_str());

@@ -18,7 +18,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use super::{App, ServiceError, ServiceResult};
 use crate::domain::{
     now_ms, BallotState, ChunkCounts, ChunkRow, ChunkSpec, ChunkState, ChunkTask, DecryptParams,
-    ElectionState, JobId, JobKind, JobRow, JobState, QueueName, Target,
+    ElectionState, JobId, JobKind, JobRow, JobState, QueueName, Target, TALLY_SHARDS,
 };
 
 fn ranges(total: u64, size: u64) -> Vec<(u64, u64)> {
@@ -53,6 +53,40 @@ fn chunk(job_id: &JobId, index: usize, queue: QueueName, spec: &ChunkSpec) -> Ch
     }
 }
 
+/// Shards of running products per tally chunk: four chunks, for as many workers.
+const SHARDS_PER_CHUNK: u64 = 4;
+
+/// The running products kept at cast time when they hold every cast ballot; otherwise
+/// (a ballot box cast under an earlier version, which kept none) ranges of the ballots.
+async fn tally_targets(app: &App, election_id: &str) -> ServiceResult<Vec<Target>> {
+    let cast = app
+        .store
+        .count_ballots(election_id, BallotState::Cast)
+        .await?;
+    let shards = app.store.tally_shards(election_id, 0, TALLY_SHARDS).await?;
+    let held: u64 = shards.iter().map(|s| s.ballots).sum();
+    if held == cast {
+        let firsts = (0..TALLY_SHARDS).step_by(SHARDS_PER_CHUNK as usize);
+        return Ok(firsts
+            .map(|first| Target::Shards {
+                first,
+                count: SHARDS_PER_CHUNK,
+            })
+            .collect());
+    }
+    tracing::warn!(
+        election = election_id,
+        cast,
+        held,
+        "the running products do not hold every cast ballot: tallying the ballots themselves"
+    );
+    Ok(ballot_targets(
+        BallotState::Cast,
+        cast,
+        app.settings.chunk_size,
+    ))
+}
+
 /// The state an election must be in for a job of `kind` to start (any, for verification).
 fn needed_state(kind: JobKind) -> Option<ElectionState> {
     match kind {
@@ -83,19 +117,7 @@ pub async fn start(app: &App, election_id: &str, kind: JobKind) -> ServiceResult
     let (params, chunks) = match kind {
         JobKind::Tally => {
             require_state(election.state, needed_state(kind), kind)?;
-            let cast = app
-                .store
-                .count_ballots(election_id, BallotState::Cast)
-                .await?;
-            let targets = if cast == 0 {
-                vec![Target::Ballots {
-                    state: BallotState::Cast,
-                    offset: 0,
-                    limit: 0,
-                }]
-            } else {
-                ballot_targets(BallotState::Cast, cast, app.settings.chunk_size)
-            };
+            let targets = tally_targets(app, election_id).await?;
             let specs = targets.into_iter().map(|target| {
                 (
                     QueueName::Tally,

@@ -18,6 +18,7 @@ use electionguard::context::CiphertextElectionContext;
 use electionguard::elgamal::EncryptionKey;
 use electionguard::json::from_json;
 use electionguard::manifest::Manifest;
+use electionguard::tally::TallyLayout;
 
 use crate::domain::{ElectionId, ElectionRow};
 use crate::metrics::Metrics;
@@ -72,6 +73,8 @@ pub struct ElectionCrypto {
     pub context: CiphertextElectionContext,
     /// The 8-bit table, for verifying proofs.
     pub key: EncryptionKey,
+    /// Where each selection sits in a cast ballot's compact tally input.
+    pub tally_layout: TallyLayout,
     /// The 13-bit tables, built on the first server-side encryption: only a process that
     /// encrypts pays for them (~81 MB for K here, as much again for g once per process).
     encryption_key: OnceLock<EncryptionKey>,
@@ -81,6 +84,7 @@ impl ElectionCrypto {
     pub fn new(manifest: Manifest, context: CiphertextElectionContext) -> ElectionCrypto {
         let key = EncryptionKey::new(&context.elgamal_public_key);
         ElectionCrypto {
+            tally_layout: TallyLayout::new(&manifest),
             manifest,
             context,
             key,

@@ -178,5 +178,6 @@ pub fn describe(target: &Target) -> String {
         Target::Ballots { offset, limit, .. } => {
             format!("challenged ballots {offset}..{}", offset + limit)
         }
+        Target::Shards { first, count } => format!("tally shards {first}..{}", first + count),
     }
 }

@@ -233,9 +233,14 @@ pub fn spawn_worker(env: &[(String, String)]) -> std::process::Child {
 
 /// The scaled-out adapters: PostgreSQL and RabbitMQ, in this process.
 pub async fn postgres_rabbitmq() -> TestServer {
-    let database = postgres_url().await;
+    postgres_rabbitmq_on(&postgres_url().await, ServerKey::generate()).await
+}
+
+/// As [`postgres_rabbitmq`], on a database the test made (and may reach itself), with a
+/// server key a restarted server can have again.
+pub async fn postgres_rabbitmq_on(database: &str, key: ServerKey) -> TestServer {
     let (amqp, vhost) = rabbitmq_vhost();
-    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&database).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect(database).await.unwrap());
     let queue: Arc<dyn WorkQueue> = Arc::new(
         RabbitQueue::connect(&amqp)
             .await
@@ -244,7 +249,7 @@ pub async fn postgres_rabbitmq() -> TestServer {
     let app = Arc::new(App::new(
         store,
         queue,
-        ServerKey::generate(),
+        key,
         amarvote::service::new_credential(),
         settings(),
     ));

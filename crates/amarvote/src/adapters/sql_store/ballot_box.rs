@@ -4,6 +4,57 @@ use async_trait::async_trait;
 
 use super::*;
 
+/// Ballots per INSERT statement of an import: 9 parameters each, well inside both
+/// databases' limits on parameters per statement.
+const IMPORT_ROWS: usize = 200;
+
+async fn insert_ballots(
+    tx: &mut Tx<'_>,
+    election_id: &str,
+    rows: &[BallotRow],
+) -> Result<(), ImportError> {
+    let values: Vec<String> = (0..rows.len())
+        .map(|i| {
+            let p: Vec<String> = (1..=9).map(|k| format!("${}", i * 9 + k)).collect();
+            format!("({})", p.join(", "))
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO ballots ({BALLOT_COLUMNS}) VALUES {}",
+        values.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for b in rows {
+        query = query
+            .bind(election_id)
+            .bind(&b.ballot_id)
+            .bind(b.state.as_str())
+            .bind(b.shuffle)
+            .bind(&b.code)
+            .bind(&b.body)
+            .bind(None::<Vec<u8>>)
+            .bind(None::<String>)
+            .bind(b.created_at);
+    }
+    query.execute(&mut **tx).await.map_err(StoreError::from)?;
+    Ok(())
+}
+
+async fn count_ballots_in(
+    tx: &mut Tx<'_>,
+    election_id: &str,
+    state: BallotState,
+    n: u64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE ballot_counts SET n = n + $3 WHERE election_id = $1 AND state = $2")
+        .bind(election_id)
+        .bind(state.as_str())
+        .bind(n as i64)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl BallotBox for SqlStore {
     async fn insert_voters(
@@ -234,15 +285,106 @@ impl BallotBox for SqlStore {
                 return Err(CastError::CopiedBallot);
             }
         }
-        // The election row is locked above, so the counter adds no contention of its own.
-        sqlx::query("UPDATE ballot_counts SET n = n + 1 WHERE election_id = $1 AND state = $2")
-            .bind(b.election_id.as_str())
-            .bind(b.state.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
+        // The election row is locked above, so the counter and the running product add no
+        // contention of their own.
+        count_ballots_in(&mut tx, &b.election_id, b.state, 1).await?;
+        if b.state == BallotState::Cast {
+            let tally = rules.tally.as_ref().ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "cast ballot {} came without its part of the tally",
+                    b.ballot_id
+                ))
+            })?;
+            fold_into_shard(&mut tx, &b.election_id, tally).await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
         Ok(code)
+    }
+
+    async fn import_cast_ballots(
+        &self,
+        election_id: &str,
+        device_id: u64,
+        chain_start: &str,
+        ballots: &[BallotRow],
+        tally: &[TallyContribution<'_>],
+    ) -> Result<(), ImportError> {
+        if ballots
+            .iter()
+            .any(|b| b.state != BallotState::Cast || b.code.is_none())
+        {
+            return Err(ImportError::NotCast);
+        }
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let open =
+            sqlx::query("UPDATE elections SET state = state WHERE id = $1 AND state = 'open'")
+                .bind(election_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        if open.rows_affected() == 0 {
+            return Err(ImportError::NotOpen);
+        }
+        let end = device_chain_end(&mut tx, election_id, device_id)
+            .await
+            .map_err(|e| match e {
+                CastError::Store(e) => ImportError::Store(e),
+                _ => ImportError::BrokenChain(device_id),
+            })?;
+        if end != chain_start {
+            return Err(ImportError::BrokenChain(device_id));
+        }
+        for rows in ballots.chunks(IMPORT_ROWS) {
+            insert_ballots(&mut tx, election_id, rows).await?;
+        }
+        if let Some(last) = ballots.last().and_then(|b| b.code.as_deref()) {
+            sqlx::query("UPDATE devices SET last_code = $1, ballots = ballots + $2 WHERE election_id = $3 AND device_id = $4")
+                .bind(last)
+                .bind(ballots.len() as i64)
+                .bind(election_id)
+                .bind(device_id as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        }
+        count_ballots_in(
+            &mut tx,
+            election_id,
+            BallotState::Cast,
+            ballots.len() as u64,
+        )
+        .await?;
+        for contribution in tally {
+            fold_into_shard(&mut tx, election_id, contribution).await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn tally_shards(
+        &self,
+        election_id: &str,
+        first: u64,
+        count: u64,
+    ) -> Result<Vec<TallyShardRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT shard, ballots, product FROM tally_shards
+             WHERE election_id = $1 AND shard >= $2 AND shard < $3 ORDER BY shard",
+        )
+        .bind(election_id)
+        .bind(first as i64)
+        .bind((first + count) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TallyShardRow {
+                    shard: row.try_get::<i64, _>("shard")? as u64,
+                    ballots: row.try_get::<i64, _>("ballots")? as u64,
+                    product: row.try_get("product")?,
+                })
+            })
+            .collect()
     }
 
     async fn ballot(

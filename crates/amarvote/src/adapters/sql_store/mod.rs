@@ -14,7 +14,8 @@ use crate::domain::{
 };
 use crate::ports::store::{
     ArtifactStore, BallotBox, CastError, CastRules, CeremonyStore, ChainLink, DeviceError,
-    DeviceRow, ElectionStore, JobStore, StoreError, VoterStatus,
+    DeviceRow, ElectionStore, ImportError, JobStore, StoreError, TallyContribution, TallyShardRow,
+    VoterStatus,
 };
 
 /// The election's tables.
@@ -24,7 +25,10 @@ const SCHEMA: Schema = Schema {
     postgres_only: &[],
     version_table: "schema_version",
     // Raised with every change to `schema.sql` (a database at this version gets no DDL).
-    version: 3,
+    version: 4,
+    // Version 4 added `tally_shards`; a ballot box cast under version 3 has no running
+    // products, and its tally reads the ballots themselves (`service::jobs`).
+    upgrades_from: &[3],
     data_table: "elections",
     adopt: None,
 };
@@ -170,6 +174,40 @@ async fn extend_chain(
         .execute(&mut **tx)
         .await
         .map_err(StoreError::from)?;
+    Ok(())
+}
+
+/// Takes a contribution into its shard's running product. The caller holds the election's
+/// row lock, so no other transaction reads the same product meanwhile.
+async fn fold_into_shard(
+    tx: &mut Tx<'_>,
+    election_id: &str,
+    c: &TallyContribution<'_>,
+) -> Result<(), StoreError> {
+    let stored: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT product FROM tally_shards WHERE election_id = $1 AND shard = $2",
+    )
+    .bind(election_id)
+    .bind(c.shard as i64)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let product = (c.fold)(stored.as_deref()).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "election {election_id}: tally shard {}: {e}",
+            c.shard
+        ))
+    })?;
+    let statement = match stored {
+        Some(_) => "UPDATE tally_shards SET product = $3, ballots = ballots + $4 WHERE election_id = $1 AND shard = $2",
+        None => "INSERT INTO tally_shards (election_id, shard, product, ballots) VALUES ($1, $2, $3, $4)",
+    };
+    sqlx::query(statement)
+        .bind(election_id)
+        .bind(c.shard as i64)
+        .bind(product)
+        .bind(c.ballots as i64)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -372,11 +410,36 @@ mod tests {
         }
     }
 
-    fn rules(fingerprints: &[String]) -> CastRules<'_> {
+    /// A stand-in for the product of ciphertexts: one byte more per ballot taken in, so
+    /// a shard's product says how many ballots it took in.
+    fn appending(stored: Option<&[u8]>) -> Result<Vec<u8>, String> {
+        let mut product = stored.unwrap_or_default().to_vec();
+        product.push(1);
+        Ok(product)
+    }
+
+    fn rules<'a>(fingerprints: &'a [String], b: &BallotRow) -> CastRules<'a> {
         CastRules {
             fingerprints,
             max_challenges: 2,
+            tally: Some(TallyContribution {
+                shard: crate::domain::tally_shard(b.shuffle),
+                ballots: 1,
+                fold: &appending,
+            }),
         }
+    }
+
+    /// Cast ballots the shards say they hold, by their counts and by their products.
+    async fn held_by_shards(store: &SqlStore) -> (u64, usize) {
+        let shards = store
+            .tally_shards("e", 0, crate::domain::TALLY_SHARDS)
+            .await
+            .unwrap();
+        (
+            shards.iter().map(|s| s.ballots).sum(),
+            shards.iter().map(|s| s.product.len()).sum(),
+        )
     }
 
     async fn counted_rows(store: &SqlStore, state: BallotState) -> i64 {
@@ -395,7 +458,7 @@ mod tests {
             device_id: 0,
             chain,
         };
-        store.record_ballot(b, link, &rules(&fingerprints)).await
+        store.record_ballot(b, link, &rules(&fingerprints, b)).await
     }
 
     fn tally_job(id: &str) -> JobRow {
@@ -503,6 +566,74 @@ mod tests {
         let server = &store.devices("e").await.unwrap()[0];
         assert_eq!(server.ballots, 8);
         assert_eq!(server.last_code.as_deref(), Some("h0++++++++"));
+        assert_eq!(
+            held_by_shards(&store).await,
+            (5, 5),
+            "the cast ballots and no other"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_import_continues_the_chain_counts_and_folds_or_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_election(&dir).await;
+        let linked = |i: i64, previous: &str| BallotRow {
+            code: Some(format!("{previous}+")),
+            voter_hash: None,
+            ..ballot(i, BallotState::Cast)
+        };
+        let batch = [linked(0, "h0"), linked(1, "h0+")];
+        let tally = |ballots| TallyContribution {
+            shard: 3,
+            ballots,
+            fold: &appending,
+        };
+        let import = |chain_start: &'static str, rows: Vec<BallotRow>| {
+            let store = &store;
+            async move {
+                store
+                    .import_cast_ballots("e", 0, chain_start, &rows, &[tally(rows.len() as u64)])
+                    .await
+            }
+        };
+        let broken = import("elsewhere", batch.to_vec()).await;
+        assert!(
+            matches!(broken, Err(ImportError::BrokenChain(0))),
+            "{broken:?}"
+        );
+        let pending = import("h0", vec![ballot(5, BallotState::Pending)]).await;
+        assert!(matches!(pending, Err(ImportError::NotCast)), "{pending:?}");
+        assert_eq!(
+            held_by_shards(&store).await,
+            (0, 0),
+            "a refused import changes nothing"
+        );
+        import("h0", batch.to_vec()).await.unwrap();
+        let again = import("h0++", vec![linked(1, "h0++")]).await;
+        assert!(
+            matches!(again, Err(ImportError::Store(_))),
+            "a ballot id is imported once: {again:?}"
+        );
+        assert_eq!(
+            store.count_ballots("e", BallotState::Cast).await.unwrap(),
+            2
+        );
+        assert_eq!(
+            held_by_shards(&store).await,
+            (2, 1),
+            "one contribution of two ballots"
+        );
+        let server = &store.devices("e").await.unwrap()[0];
+        assert_eq!(
+            (server.ballots, server.last_code.as_deref()),
+            (2, Some("h0++"))
+        );
+        store
+            .set_election_state("e", ElectionState::Open, ElectionState::Closed)
+            .await
+            .unwrap();
+        let closed = import("h0++", vec![linked(2, "h0++")]).await;
+        assert!(matches!(closed, Err(ImportError::NotOpen)), "{closed:?}");
     }
 
     #[tokio::test]
@@ -538,7 +669,9 @@ mod tests {
                     code,
                     body: &[1],
                 };
-                store.record_ballot(&b, link, &rules(&fingerprints)).await
+                store
+                    .record_ballot(&b, link, &rules(&fingerprints, &b))
+                    .await
             }
         };
         let spoiled = BallotState::Spoiled;

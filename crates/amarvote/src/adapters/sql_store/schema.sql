@@ -64,6 +64,13 @@ CREATE TABLE IF NOT EXISTS ballot_fingerprints (
     ballot_id TEXT NOT NULL,
     PRIMARY KEY (election_id, fingerprint)
 );
+CREATE TABLE IF NOT EXISTS tally_shards (
+    election_id TEXT NOT NULL REFERENCES elections(id),
+    shard BIGINT NOT NULL,
+    ballots BIGINT NOT NULL,
+    product BLOB NOT NULL,
+    PRIMARY KEY (election_id, shard)
+);
 CREATE TABLE IF NOT EXISTS ballot_counts (
     election_id TEXT NOT NULL REFERENCES elections(id),
     state TEXT NOT NULL,

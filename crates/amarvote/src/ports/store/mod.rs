@@ -12,7 +12,8 @@ mod jobs;
 
 pub use artifacts::ArtifactStore;
 pub use ballot_box::{
-    BallotBox, CastError, CastRules, ChainLink, CodeChainer, DeviceError, DeviceRow, VoterStatus,
+    BallotBox, CastError, CastRules, ChainLink, CodeChainer, DeviceError, DeviceRow, ImportError,
+    TallyContribution, TallyFolder, TallyShardRow, VoterStatus,
 };
 pub use ceremony::CeremonyStore;
 pub use elections::ElectionStore;

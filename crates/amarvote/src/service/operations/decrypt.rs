@@ -44,6 +44,7 @@ pub async fn targets(
             let tally: CiphertextTally = from_cbor(&bytes)?;
             Ok(vec![(TALLY_ID.to_string(), tally_ciphertexts(&tally))])
         }
+        Target::Shards { .. } => anyhow::bail!("shards are tallied, not decrypted"),
         Target::Ballots {
             state,
             offset,
