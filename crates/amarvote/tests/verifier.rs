@@ -224,3 +224,111 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A share whose parts rebuild it (its guardian was missing) in the first selection of a
+/// plaintext: its index and the id of its first part's guardian.
+fn rebuilt_share(plaintext: &electionguard::decrypt::PlaintextTally) -> (usize, String) {
+    let selection = plaintext.contests[0].selections.get_index(0).unwrap().1;
+    let at = selection
+        .shares
+        .iter()
+        .position(|s| s.recovered_parts.is_some())
+        .expect("the reference record has a missing guardian");
+    let parts = selection.shares[at].recovered_parts.as_ref().unwrap();
+    (at, parts.keys().next().unwrap().clone())
+}
+
+/// Decryptions are checked in batches; whatever one tampering breaks, the batch fails and
+/// the check names that one selection and what is wrong with it, and nothing else.
+#[test]
+fn each_tampered_decryption_is_named_exactly_despite_batching() {
+    type Tamper = fn(&mut electionguard::decrypt::PlaintextTallySelection, usize, &str);
+    let cases: [(&str, Tamper, &str); 6] = [
+        (
+            "a part's proof response",
+            |s, at, part| {
+                let proof = &mut s.shares[at].recovered_parts.as_mut().unwrap()[part].proof;
+                proof.response = bump_q(&proof.response);
+            },
+            "compensated share of",
+        ),
+        (
+            "a part's share",
+            |s, at, part| {
+                let part = &mut s.shares[at].recovered_parts.as_mut().unwrap()[part];
+                part.share = bump_p(&part.share);
+            },
+            "compensated share of",
+        ),
+        (
+            "a rebuilt share",
+            |s, at, _| {
+                s.shares[at].share = bump_p(&s.shares[at].share);
+            },
+            "is not Π M_ℓ^w_ℓ of its parts",
+        ),
+        (
+            "a direct share's proof commitment, outside the group",
+            |s, at, _| {
+                let direct = if at == 0 { 1 } else { 0 };
+                let proof = s.shares[direct].proof.as_mut().unwrap();
+                proof.pad = proof.pad.mul(&order_two());
+            },
+            "not in the group",
+        ),
+        (
+            "the count, with its value",
+            |s, _, _| {
+                s.tally += 1;
+                s.value = electionguard::group::g_pow_p(&ElementModQ::from_u64(s.tally).unwrap());
+            },
+            "value is not β / Π M_i",
+        ),
+        (
+            "a recovery key",
+            |s, at, part| {
+                let part = &mut s.shares[at].recovered_parts.as_mut().unwrap()[part];
+                part.recovery_key = bump_p(&part.recovery_key);
+            },
+            "recovery key is not from the commitments",
+        ),
+    ];
+    for (what, tamper, expected) in cases {
+        for spoiled in [false, true] {
+            let mut record = reference();
+            let plaintext = match spoiled {
+                false => record.tally.as_mut().unwrap(),
+                true => &mut record.spoiled_ballots[0],
+            };
+            let (at, part) = rebuilt_share(plaintext);
+            let selection = plaintext.contests[0].selections.get_index_mut(0).unwrap().1;
+            let id = format!("{} selection {}", plaintext.object_id, selection.object_id);
+            tamper(selection, at, &part);
+            let report = verify_foreign(&record);
+            let check = match spoiled {
+                false => "tally decryption shares, compensated shares and counts",
+                true => "spoiled ballot decryptions",
+            };
+            assert_eq!(failed(&report), [check], "{what}");
+            let failures = &report
+                .checks
+                .iter()
+                .find(|c| c.name == check)
+                .unwrap()
+                .failures;
+            assert_eq!(failures.len(), 1, "{what}: {failures:?}");
+            assert!(
+                failures[0].starts_with(&id) && failures[0].contains(expected),
+                "{what}: {failures:?}"
+            );
+        }
+    }
+}
+
+/// p − 1: of order 2, so a value times it leaves the group of order q.
+fn order_two() -> ElementModP {
+    let mut hex = ElementModP::p_hex();
+    assert_eq!(hex.pop(), Some('F'), "p ends in F");
+    hex.push('E');
+    ElementModP::from_hex(&hex).unwrap()
+}

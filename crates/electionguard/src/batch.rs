@@ -15,11 +15,19 @@
 //!
 //! A batch that fails says nothing about which proof is wrong: the verifier then checks
 //! that batch's ballots one by one to name the culprit.
+//!
+//! Decryptions batch the same way ([`decryptions_hold`]): every share's Chaum–Pedersen
+//! proof (g^v = a·k^c and α^v = b·M^c), every missing guardian's share rebuilt from its
+//! parts (M = Π Mℓ^λℓ) and every count (g^t·Π M = β), in one product where a base that
+//! repeats (a guardian's key, a selection's α, a share in several equations) appears once.
+
+use std::collections::HashMap;
 
 use crate::ballot::CiphertextBallot;
-use crate::elgamal::EncryptionKey;
+use crate::elgamal::{ElGamalCiphertext, EncryptionKey};
 use crate::group::{g_pow_p, ElementModP, ElementModQ};
 use crate::multiexp::multi_exp;
+use crate::proof::ChaumPedersenProof;
 
 fn weight() -> ElementModQ {
     let mut bytes = [0u8; 8];
@@ -124,4 +132,142 @@ fn product_of_powers(terms: &[(&ElementModP, ElementModQ)]) -> ElementModP {
         .map(|(base, exponent)| (*base, exponent.bignum()))
         .collect();
     multi_exp(&terms)
+}
+
+/// A share M with its Chaum–Pedersen proof against key k (a guardian's public key, or the
+/// recovery key of a missing guardian at an available one's index).
+pub struct ProvedShare<'a> {
+    pub key: &'a ElementModP,
+    pub share: &'a ElementModP,
+    pub proof: &'a ChaumPedersenProof,
+}
+
+/// What vouches for one guardian's share of a selection.
+pub enum ShareEvidence<'a> {
+    /// The guardian's own proof (its `share` is the claimed share).
+    Proved(ProvedShare<'a>),
+    /// For a missing guardian: parts with their Lagrange coefficients, M = Π Mℓ^λℓ.
+    Rebuilt {
+        share: &'a ElementModP,
+        parts: Vec<(ProvedShare<'a>, &'a ElementModQ)>,
+    },
+}
+
+/// One selection's decryption: its ciphertext, each guardian's share, and the count a
+/// published plaintext claims (g^count·Π M = β), if any.
+pub struct DecryptionClaim<'a> {
+    pub ciphertext: &'a ElGamalCiphertext,
+    pub shares: Vec<ShareEvidence<'a>>,
+    pub count: Option<u64>,
+}
+
+/// Weighted terms of one product that must equal 1, a base passed by the same reference
+/// twice appearing once; and the values that must lie in the group of order q.
+#[derive(Default)]
+struct Terms<'a> {
+    terms: Vec<(&'a ElementModP, ElementModQ)>,
+    at: HashMap<*const ElementModP, usize>,
+    g: Option<ElementModQ>,
+    members: Vec<&'a ElementModP>,
+    residues: Vec<&'a ElementModP>,
+}
+
+impl<'a> Terms<'a> {
+    fn add(&mut self, base: &'a ElementModP, exponent: ElementModQ) {
+        match self.at.get(&(base as *const ElementModP)) {
+            Some(&i) => self.terms[i].1 = self.terms[i].1.add(&exponent),
+            None => {
+                self.at.insert(base as *const ElementModP, self.terms.len());
+                self.terms.push((base, exponent));
+            }
+        }
+    }
+
+    fn add_g(&mut self, exponent: ElementModQ) {
+        self.g = Some(match self.g.take() {
+            Some(g) => g.add(&exponent),
+            None => exponent,
+        });
+    }
+
+    /// g^v = a·k^c as a^w1·k^(c·w1)·g^(−v·w1), and α^v = b·M^c as b^w2·M^(c·w2)·α^(−v·w2);
+    /// `share_extra` joins M's exponent from the equations M takes part in besides.
+    fn proof(&mut self, alpha: &'a ElementModP, p: &ProvedShare<'a>, share_extra: ElementModQ) {
+        let (w1, w2) = (weight(), weight());
+        let (c, v) = (&p.proof.challenge, &p.proof.response);
+        self.add(&p.proof.pad, w1.clone());
+        self.add(p.key, c.mul(&w1));
+        self.add_g(v.mul(&w1).neg());
+        self.add(&p.proof.data, w2.clone());
+        self.add(p.share, c.mul(&w2).add(&share_extra));
+        self.add(alpha, v.mul(&w2).neg());
+        self.members.extend([p.key, p.share]);
+        self.residues
+            .extend([p.key, p.share, &p.proof.pad, &p.proof.data]);
+    }
+
+    fn holds(&self) -> bool {
+        let mut members = self.members.clone();
+        members.sort_by_key(|m| *m as *const ElementModP);
+        members.dedup_by_key(|m| *m as *const ElementModP);
+        let weighted: Vec<(&ElementModP, ElementModQ)> =
+            members.into_iter().map(|m| (m, weight())).collect();
+        let g = self.g.clone().unwrap_or_else(ElementModQ::zero);
+        self.residues.iter().all(|x| x.is_quadratic_residue())
+            && in_subgroup(&weighted)
+            && product_of_powers(&self.terms).mul(&g_pow_p(&g)) == ElementModP::one()
+    }
+}
+
+/// Whether every decryption in `claims` holds: each proof's challenge, each proof's two
+/// equations, each rebuilt share and each count, with every value in the group. On
+/// `false`, check the claims one by one to name what fails.
+pub fn decryptions_hold(claims: &[DecryptionClaim<'_>], extended_base_hash: &ElementModQ) -> bool {
+    let mut terms = Terms::default();
+    for claim in claims {
+        let (alpha, beta) = (&claim.ciphertext.pad, &claim.ciphertext.data);
+        let proved = claim.shares.iter().flat_map(|s| match s {
+            ShareEvidence::Proved(p) => vec![p],
+            ShareEvidence::Rebuilt { parts, .. } => parts.iter().map(|(p, _)| p).collect(),
+        });
+        for p in proved {
+            if !p
+                .proof
+                .challenge_holds(claim.ciphertext, p.share, extended_base_hash)
+            {
+                return false;
+            }
+        }
+        // g^t·Π M = β as Π M^w4·g^(t·w4)·β^(−w4).
+        let w4 = match claim.count {
+            Some(count) => {
+                let Ok(t) = ElementModQ::from_u64(count) else {
+                    return false;
+                };
+                let w4 = weight();
+                terms.add_g(t.mul(&w4));
+                terms.add(beta, w4.neg());
+                w4
+            }
+            None => ElementModQ::zero(),
+        };
+        for evidence in &claim.shares {
+            match evidence {
+                ShareEvidence::Proved(p) => terms.proof(alpha, p, w4.clone()),
+                // M = Π Mℓ^λℓ as M^w3·Π Mℓ^(−λℓ·w3).
+                ShareEvidence::Rebuilt { share, parts } => {
+                    let w3 = weight();
+                    for (p, coefficient) in parts {
+                        terms.proof(alpha, p, coefficient.mul(&w3).neg());
+                    }
+                    terms.add(share, w3.add(&w4));
+                    terms.members.push(share);
+                    terms.residues.push(share);
+                }
+            }
+        }
+        terms.members.extend([alpha, beta]);
+        terms.residues.extend([alpha, beta]);
+    }
+    terms.holds()
 }

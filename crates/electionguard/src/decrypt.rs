@@ -5,6 +5,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ballot::CiphertextBallot;
+use crate::batch::{decryptions_hold, DecryptionClaim, ProvedShare, ShareEvidence};
 use crate::elgamal::{ElGamalCiphertext, SecretKey};
 use crate::group::{ElementModP, ElementModQ};
 use crate::key_ceremony::{commitment_image, ElectionKeyPair, ElectionPublicKey};
@@ -112,7 +113,7 @@ pub struct CompensatedDecryptionShare {
 }
 
 /// A selection id, its share M = α^s, and the proof that M used the guardian's secret.
-type ProvedShare = (String, ElementModP, ChaumPedersenProof);
+type ShareWithProof = (String, ElementModP, ChaumPedersenProof);
 
 /// M = α^s with its Chaum-Pedersen proof, for every selection of every contest, keyed by
 /// contest and selection id: the computation both kinds of share have in common.
@@ -120,7 +121,7 @@ fn prove_shares<'a>(
     contests: &'a [ContestCiphertexts],
     secret: &SecretKey,
     extended_base_hash: &ElementModQ,
-) -> Vec<(&'a ContestCiphertexts, Vec<ProvedShare>)> {
+) -> Vec<(&'a ContestCiphertexts, Vec<ShareWithProof>)> {
     contests
         .iter()
         .map(|c| {
@@ -205,6 +206,17 @@ pub fn verify_decryption_share(
     if share.public_key != guardian.key {
         return Err("public_key: not the guardian's announced key".into());
     }
+    let claims = claims_of(contests, |contest, selection| {
+        let s = share.contests.get(contest)?.selections.get(selection)?;
+        Some(ProvedShare {
+            key: &guardian.key,
+            share: &s.share,
+            proof: s.proof.as_ref()?,
+        })
+    });
+    if share.contests.len() == contests.len() && holds(claims, extended_base_hash) {
+        return Ok(());
+    }
     check_selections(
         object_id,
         contests,
@@ -241,6 +253,17 @@ pub fn verify_compensated_share(
         ));
     }
     let recovery_key = recovery_public_key(available, missing);
+    let claims = claims_of(contests, |contest, selection| {
+        let s = share.contests.get(contest)?.selections.get(selection)?;
+        (s.recovery_key == recovery_key).then_some(ProvedShare {
+            key: &recovery_key,
+            share: &s.share,
+            proof: &s.proof,
+        })
+    });
+    if share.contests.len() == contests.len() && holds(claims, extended_base_hash) {
+        return Ok(());
+    }
     check_selections(
         object_id,
         contests,
@@ -259,6 +282,33 @@ pub fn verify_compensated_share(
             )
         },
     )
+}
+
+/// Every selection's share as a batch claim (no count), or `None` if one is missing.
+fn claims_of<'a>(
+    contests: &'a [ContestCiphertexts],
+    proved: impl Fn(&str, &str) -> Option<ProvedShare<'a>>,
+) -> Option<Vec<DecryptionClaim<'a>>> {
+    contests
+        .iter()
+        .flat_map(|c| c.selections.iter().map(move |s| (c, s)))
+        .map(|(contest, (selection, ciphertext))| {
+            Some(DecryptionClaim {
+                ciphertext,
+                shares: vec![ShareEvidence::Proved(proved(
+                    &contest.object_id,
+                    selection,
+                )?)],
+                count: None,
+            })
+        })
+        .collect()
+}
+
+/// Whether the claims hold as one batch; when not (or none could be made), the caller
+/// checks one by one to name what fails.
+fn holds(claims: Option<Vec<DecryptionClaim>>, extended_base_hash: &ElementModQ) -> bool {
+    claims.is_some_and(|claims| decryptions_hold(&claims, extended_base_hash))
 }
 
 /// Runs `check` on every selection; `None` from it means the share lacks that selection.

@@ -124,6 +124,24 @@ impl ChaumPedersenProof {
         }
     }
 
+    /// The cheap part of verification: c = H(Q̄, α, β, a, b, M).
+    pub(crate) fn challenge_holds(
+        &self,
+        message: &ElGamalCiphertext,
+        share: &ElementModP,
+        extended_base_hash: &ElementModQ,
+    ) -> bool {
+        let c = hash!(
+            extended_base_hash,
+            message.pad,
+            message.data,
+            self.pad,
+            self.data,
+            share
+        );
+        self.challenge == c
+    }
+
     /// Checks the share M of `message` against the public key k.
     pub fn verify(
         &self,

@@ -8,13 +8,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 use electionguard::ballot::{BallotBoxState, CiphertextBallot, EncryptionDevice};
 use electionguard::decrypt::{
-    compute_compensated_share, compute_decryption_share, tally_ciphertexts,
+    ballot_ciphertexts, compute_compensated_share, compute_decryption_share, tally_ciphertexts,
     verify_compensated_share, verify_decryption_share,
 };
 use electionguard::elgamal::EncryptionKey;
 use electionguard::encrypt::Encryptor;
 use electionguard::group::ElementModQ;
-use electionguard::record::ElectionConstants;
+use electionguard::record::{ElectionConstants, ElectionRecord};
 use electionguard::tally::CiphertextTally;
 use electionguard::verify::verify_record;
 use rayon::prelude::*;
@@ -80,6 +80,68 @@ fn measure_reference(python: &Path, script: &Path) -> Result<ReferenceFigures> {
     })
 }
 
+/// Ballots challenged in the challenged-ballot measurement.
+const CHALLENGED: usize = 10;
+
+/// What one challenged ballot costs on one thread.
+struct ChallengedFigures {
+    decrypt_ms: f64,
+    verify_ms: f64,
+}
+
+/// Challenges the record's first ballots, decrypts each (every share of every selection,
+/// placeholders included, and the combination) and times the verifier on the record with
+/// those decryptions against the same record without them.
+fn measure_challenged(
+    cast: &ElectionRecord,
+    ceremony: &election::Ceremony,
+) -> Result<ChallengedFigures> {
+    let qbar = &cast.context.crypto_extended_base_hash;
+    let challenged: Vec<CiphertextBallot> = cast.submitted_ballots[..CHALLENGED]
+        .iter()
+        .map(|b| b.submit(BallotBoxState::Spoiled))
+        .collect();
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let started = Instant::now();
+    let decrypted = one_thread.install(|| {
+        challenged
+            .iter()
+            .map(|b| {
+                let contests = ballot_ciphertexts(b);
+                let (id, manifest) = (&b.object_id, &cast.manifest);
+                simulation::decrypt(ceremony, &[0, 1, 2], &[3, 4], id, &contests, manifest, qbar)
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let decrypt_ms = per_ballot_ms(started, CHALLENGED);
+    let mut without = cast.clone();
+    without.submitted_ballots = challenged;
+    without.ballot_box = Some(simulation::declare_ballot_box(
+        &cast.devices[0],
+        &without.submitted_ballots,
+    ));
+    let with = ElectionRecord {
+        spoiled_ballots: decrypted,
+        coefficients: None,
+        ..without.clone()
+    };
+    let started = Instant::now();
+    one_thread.install(|| verify_record(&without));
+    let base = started.elapsed();
+    let started = Instant::now();
+    let report = one_thread.install(|| verify_record(&with));
+    let verify_ms =
+        (started.elapsed().saturating_sub(base)).as_secs_f64() * 1000.0 / CHALLENGED as f64;
+    anyhow::ensure!(
+        report.passed(),
+        "benchmark challenged ballots failed verification"
+    );
+    Ok(ChallengedFigures {
+        decrypt_ms,
+        verify_ms,
+    })
+}
+
 fn per_ballot_ms(started: Instant, count: usize) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0 / count as f64
 }
@@ -141,7 +203,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         *b = b.submit(BallotBoxState::Cast);
     }
     let ballot_box = simulation::declare_ballot_box(&device, &submitted);
-    let record = electionguard::record::ElectionRecord {
+    let record = ElectionRecord {
         constants: ElectionConstants::standard(),
         manifest: manifest.clone(),
         context: context.clone(),
@@ -204,6 +266,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         qbar,
     )?;
     let decrypt_all_ms = per_ballot_ms(started, 1);
+    let challenged = measure_challenged(&record, &ceremony)?;
     let reference = args
         .reference_python
         .as_deref()
@@ -239,6 +302,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     println!(
         "{:<44} {:>12} {:>9.2} ms",
         "whole decryption, 3 present and 2 missing", "", decrypt_all_ms
+    );
+    println!(
+        "{:<44} {:>9.2} ms",
+        "challenged ballot: decrypt (3 present, 2 missing)", challenged.decrypt_ms
+    );
+    println!(
+        "{:<44} {:>9.2} ms",
+        "challenged ballot: verify its decryption", challenged.verify_ms
     );
     match reference {
         Some(r) => println!(

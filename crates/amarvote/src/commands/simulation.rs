@@ -243,8 +243,10 @@ pub fn finish(
         &manifest,
         qbar,
     )?;
+    // Ballot by ballot on every core: within one, only the available guardians' shares
+    // run in parallel, too few to keep every core busy.
     let spoiled_ballots = ballots
-        .iter()
+        .par_iter()
         .filter(|b| b.is_spoiled())
         .map(|b| {
             decrypt(

@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use indexmap::IndexMap;
 use rayon::prelude::*;
 
 use crate::ballot::{
@@ -14,15 +13,16 @@ use crate::ballot::{
 };
 use crate::context::CiphertextElectionContext;
 use crate::context::{crypto_base_hash, crypto_extended_base_hash};
-use crate::decrypt::{
-    lagrange_coefficients, recovery_public_key, PlaintextTally, PlaintextTallySelection,
-};
 use crate::elgamal::{ElGamalCiphertext, EncryptionKey};
-use crate::group::{g_pow_p, ElementModP, ElementModQ};
+use crate::group::ElementModQ;
 use crate::key_ceremony::{joint_key, ElectionPublicKey};
 use crate::manifest::{ContestDescription, Manifest};
 use crate::record::{DeviceChain, ElectionConstants, ElectionRecord};
 use crate::tally::CiphertextTally;
+
+mod decryption;
+
+use decryption::{check_coefficients, check_plaintext, check_spoiled, Guardians};
 
 /// The outcome of one verification step.
 #[derive(Clone, Debug)]
@@ -145,10 +145,12 @@ pub fn verify_record_with(record: &ElectionRecord, policy: BallotBoxPolicy) -> V
             check_encrypted_tally(record, tally),
         );
     }
-    let by_id: IndexMap<String, ElectionPublicKey> = guardians
-        .iter()
-        .map(|g| (g.owner_id.clone(), g.clone()))
-        .collect();
+    let by_id = Guardians::new(
+        guardians
+            .iter()
+            .map(|g| (g.owner_id.clone(), g.clone()))
+            .collect(),
+    );
     if let (Some(tally), Some(encrypted)) = (&record.tally, &record.encrypted_tally) {
         let ciphertexts = tally_ciphertext_index(encrypted);
         report.add(
@@ -159,7 +161,7 @@ pub fn verify_record_with(record: &ElectionRecord, policy: BallotBoxPolicy) -> V
     if let Some(coefficients) = &record.coefficients {
         report.add(
             "Lagrange coefficients",
-            check_coefficients(record, coefficients, &by_id),
+            check_coefficients(record, coefficients, &by_id.keys),
         );
     }
     report.add("spoiled ballot decryptions", check_spoiled(record, &by_id));
@@ -671,198 +673,4 @@ fn tally_ciphertext_index(tally: &CiphertextTally) -> HashMap<(String, String), 
             })
         })
         .collect()
-}
-
-/// Checks each decrypted selection of a tally or spoiled ballot against its ciphertexts.
-fn check_plaintext(
-    record: &ElectionRecord,
-    plaintext: &PlaintextTally,
-    ciphertexts: &HashMap<(String, String), ElGamalCiphertext>,
-    guardians: &IndexMap<String, ElectionPublicKey>,
-) -> Vec<Outcome> {
-    let selections: Vec<(&String, &PlaintextTallySelection)> = plaintext
-        .contests
-        .values()
-        .flat_map(|c| c.selections.values().map(move |s| (&c.object_id, s)))
-        .collect();
-    let mut results: Vec<Outcome> = selections
-        .par_iter()
-        .map(|(contest, selection)| {
-            let at = |what: String| {
-                format!(
-                    "{} selection {}: {what}",
-                    plaintext.object_id, selection.object_id
-                )
-            };
-            let ciphertext = ciphertexts
-                .get(&((*contest).clone(), selection.object_id.clone()))
-                .ok_or_else(|| at("no such encrypted selection".into()))?;
-            check_decrypted_selection(record, selection, ciphertext, guardians).map_err(at)
-        })
-        .collect();
-    let expected = ciphertexts
-        .keys()
-        .filter(|(c, s)| is_manifest_selection(record, c, s))
-        .count();
-    results.push(ensure(selections.len() == expected, || {
-        format!(
-            "{}: {} selections decrypted, {expected} expected",
-            plaintext.object_id,
-            selections.len()
-        )
-    }));
-    results
-}
-
-fn is_manifest_selection(record: &ElectionRecord, contest: &str, selection: &str) -> bool {
-    record
-        .manifest
-        .contest(contest)
-        .is_some_and(|c| c.ballot_selections.iter().any(|s| s.object_id == selection))
-}
-
-fn check_decrypted_selection(
-    record: &ElectionRecord,
-    selection: &PlaintextTallySelection,
-    ciphertext: &ElGamalCiphertext,
-    guardians: &IndexMap<String, ElectionPublicKey>,
-) -> Result<(), String> {
-    let qbar = &record.context.crypto_extended_base_hash;
-    ensure(&selection.message == ciphertext, || {
-        "message is not the encrypted ciphertext".into()
-    })?;
-    let ids: HashSet<&String> = selection.shares.iter().map(|s| &s.guardian_id).collect();
-    ensure(
-        ids.len() == guardians.len() && guardians.keys().all(|g| ids.contains(g)),
-        || "not one share per guardian".into(),
-    )?;
-    let mut product = ElementModP::one();
-    for share in &selection.shares {
-        let guardian = &guardians[&share.guardian_id];
-        match (&share.proof, &share.recovered_parts) {
-            (Some(proof), None) => proof
-                .verify(ciphertext, &guardian.key, &share.share, qbar)
-                .map_err(|e| format!("share of {}: {e}", share.guardian_id))?,
-            (None, Some(parts)) => {
-                let coefficients = coefficients_for(parts.keys(), guardians)?;
-                let mut rebuilt = ElementModP::one();
-                for (available_id, part) in parts {
-                    let available = guardians
-                        .get(available_id)
-                        .ok_or_else(|| format!("unknown guardian {available_id}"))?;
-                    let at = |what: &str| {
-                        format!(
-                            "compensated share of {available_id} for {}: {what}",
-                            share.guardian_id
-                        )
-                    };
-                    ensure(
-                        part.recovery_key == recovery_public_key(available, guardian),
-                        || at("recovery key is not from the commitments"),
-                    )?;
-                    part.proof
-                        .verify(ciphertext, &part.recovery_key, &part.share, qbar)
-                        .map_err(|e| at(&e.to_string()))?;
-                    rebuilt = rebuilt.mul(&part.share.pow(&coefficients[available_id]));
-                }
-                ensure(rebuilt == share.share, || {
-                    format!(
-                        "share of {} is not Π M_ℓ^w_ℓ of its parts",
-                        share.guardian_id
-                    )
-                })?;
-            }
-            _ => {
-                return Err(format!(
-                    "share of {} has neither exactly a proof nor recovered parts",
-                    share.guardian_id
-                ))
-            }
-        }
-        product = product.mul(&share.share);
-    }
-    let value = ciphertext
-        .data
-        .mul(&product.inv().ok_or("shares multiply to zero")?);
-    ensure(value == selection.value, || "value is not β / Π M_i".into())?;
-    ensure(
-        g_pow_p(&ElementModQ::from_u64(selection.tally).map_err(|e| e.to_string())?) == value,
-        || format!("g^{} is not the decrypted value", selection.tally),
-    )
-}
-
-fn coefficients_for<'a>(
-    available: impl Iterator<Item = &'a String>,
-    guardians: &IndexMap<String, ElectionPublicKey>,
-) -> Result<IndexMap<String, ElementModQ>, String> {
-    let keys: Vec<ElectionPublicKey> = available
-        .map(|id| {
-            guardians
-                .get(id)
-                .cloned()
-                .ok_or_else(|| format!("unknown guardian {id}"))
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(lagrange_coefficients(&keys))
-}
-
-fn check_coefficients(
-    record: &ElectionRecord,
-    published: &crate::decrypt::LagrangeCoefficientsRecord,
-    guardians: &IndexMap<String, ElectionPublicKey>,
-) -> Vec<Outcome> {
-    let computed = match coefficients_for(published.coefficients.keys(), guardians) {
-        Ok(c) => c,
-        Err(e) => return vec![Err(format!("coefficients.json: {e}"))],
-    };
-    let mut results: Vec<Outcome> = published
-        .coefficients
-        .iter()
-        .map(|(id, w)| {
-            ensure(computed.get(id) == Some(w), || {
-                format!("coefficients.json: coefficient of {id} is wrong")
-            })
-        })
-        .collect();
-    results.push(ensure(
-        published.coefficients.len() >= record.context.quorum as usize,
-        || "coefficients.json: fewer available guardians than the quorum".into(),
-    ));
-    results
-}
-
-fn check_spoiled(
-    record: &ElectionRecord,
-    guardians: &IndexMap<String, ElectionPublicKey>,
-) -> Vec<Outcome> {
-    let spoiled: HashMap<&String, &CiphertextBallot> = record
-        .submitted_ballots
-        .iter()
-        .filter(|b| b.is_spoiled())
-        .map(|b| (&b.object_id, b))
-        .collect();
-    let mut results = Vec::new();
-    for plaintext in &record.spoiled_ballots {
-        let Some(ballot) = spoiled.get(&plaintext.object_id) else {
-            results.push(Err(format!(
-                "spoiled ballot {}: no such spoiled submitted ballot",
-                plaintext.object_id
-            )));
-            continue;
-        };
-        let ciphertexts = ballot
-            .contests
-            .iter()
-            .flat_map(|c| {
-                c.ballot_selections.iter().map(move |s| {
-                    (
-                        (c.object_id.clone(), s.object_id.clone()),
-                        s.ciphertext.clone(),
-                    )
-                })
-            })
-            .collect();
-        results.extend(check_plaintext(record, plaintext, &ciphertexts, guardians));
-    }
-    results
 }
