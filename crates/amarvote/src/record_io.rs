@@ -1,11 +1,15 @@
 //! Reading and writing an election record directory in the reference export layout.
 
+use std::collections::HashSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use electionguard::ballot::CiphertextBallot;
+use electionguard::decrypt::PlaintextTally;
 use electionguard::json::{from_json, to_reference_json};
 use electionguard::record::{layout, ElectionRecord};
+use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -25,20 +29,125 @@ fn read_optional<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 
 /// Every `.json` file of a sub-directory, parsed, in file-name order.
 fn read_all<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>> {
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    let mut paths: Vec<_> = fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
+    let mut paths: Vec<_> = json_files(dir)?.collect::<Result<_>>()?;
     paths.sort();
     paths.iter().map(|p| read_json(p)).collect()
 }
 
+/// The `.json` files of a sub-directory (none if it is absent), as the directory lists them.
+fn json_files(dir: &Path) -> Result<impl Iterator<Item = Result<PathBuf>>> {
+    let entries = match dir.is_dir() {
+        true => Some(fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?),
+        false => None,
+    };
+    let listing = dir.display().to_string();
+    Ok(entries.into_iter().flatten().filter_map(move |entry| {
+        let path = entry
+            .with_context(|| format!("cannot list {listing}"))
+            .map(|e| e.path());
+        match path {
+            Ok(p) if p.extension().is_some_and(|x| x == "json") => Some(Ok(p)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }))
+}
+
+/// A record's submitted ballots, read a batch at a time (files parsed on every core) in the
+/// order the directory lists them, each with the decryption the record publishes for it.
+/// What is held at once is one batch, the names of the decryption files, and no more.
+pub struct RecordBallots {
+    files: Box<dyn Iterator<Item = Result<PathBuf>>>,
+    total: u64,
+    spoiled_dir: PathBuf,
+    /// Decryption files not yet paired with their ballot.
+    decryptions: HashSet<String>,
+}
+
+/// One batch of submitted ballots, each with its published decryption if there is one.
+pub type BallotBatch = (Vec<CiphertextBallot>, Vec<Option<PlaintextTally>>);
+
+impl RecordBallots {
+    pub fn open(dir: &Path) -> Result<RecordBallots> {
+        let submitted = dir.join(layout::SUBMITTED_BALLOTS_DIR);
+        let total = json_files(&submitted)?.count() as u64;
+        let spoiled_dir = dir.join(layout::SPOILED_BALLOTS_DIR);
+        let decryptions = json_files(&spoiled_dir)?
+            .map(|p| {
+                Ok(p?
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned())
+            })
+            .collect::<Result<_>>()?;
+        Ok(RecordBallots {
+            files: Box::new(json_files(&submitted)?),
+            total,
+            spoiled_dir,
+            decryptions,
+        })
+    }
+
+    /// How many submitted ballots the record holds.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The next `size` ballots, or `None` once every one was read.
+    pub fn next_batch(&mut self, size: usize) -> Result<Option<BallotBatch>> {
+        let paths: Vec<PathBuf> = self.files.by_ref().take(size).collect::<Result<_>>()?;
+        if paths.is_empty() {
+            return Ok(None);
+        }
+        let ballots: Vec<CiphertextBallot> = paths
+            .par_iter()
+            .map(|p| read_json(p))
+            .collect::<Result<_>>()?;
+        // A decryption is found by the layout's name for the ballot's id among the files the
+        // directory listed, never by a path made from the id.
+        let names: Vec<Option<String>> = ballots
+            .iter()
+            .map(|b| {
+                let name = layout::spoiled_ballot(&b.object_id);
+                let file = name.rsplit_once('/').map_or(name.as_str(), |(_, f)| f);
+                self.decryptions.take(file)
+            })
+            .collect();
+        let decryptions = names
+            .par_iter()
+            .map(|name| {
+                name.as_ref()
+                    .map(|n| read_json(&self.spoiled_dir.join(n)))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some((ballots, decryptions)))
+    }
+
+    /// The decryptions no submitted ballot's id named, read once every ballot was read.
+    pub fn unpaired_decryptions(self) -> Result<Vec<PlaintextTally>> {
+        let mut names: Vec<String> = self.decryptions.into_iter().collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| read_json(&self.spoiled_dir.join(n)))
+            .collect()
+    }
+}
+
 /// Reads a published record; the required files must be there.
 pub fn read_record(dir: &Path) -> Result<ElectionRecord> {
+    Ok(ElectionRecord {
+        submitted_ballots: read_all(&dir.join(layout::SUBMITTED_BALLOTS_DIR))?,
+        spoiled_ballots: read_all(&dir.join(layout::SPOILED_BALLOTS_DIR))?,
+        ..read_record_head(dir)?
+    })
+}
+
+/// A record's small files: everything but its submitted ballots and the decryptions of
+/// its challenged ballots, which [`RecordBallots`] reads batch by batch.
+pub fn read_record_head(dir: &Path) -> Result<ElectionRecord> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
@@ -48,11 +157,11 @@ pub fn read_record(dir: &Path) -> Result<ElectionRecord> {
         context: read_json(&dir.join(layout::CONTEXT))?,
         devices: read_all(&dir.join(layout::DEVICES_DIR))?,
         guardians: read_all(&dir.join(layout::GUARDIANS_DIR))?,
-        submitted_ballots: read_all(&dir.join(layout::SUBMITTED_BALLOTS_DIR))?,
+        submitted_ballots: Vec::new(),
         encrypted_tally: read_optional(&dir.join(layout::ENCRYPTED_TALLY))?,
         coefficients: read_optional(&dir.join(layout::COEFFICIENTS))?,
         tally: read_optional(&dir.join(layout::TALLY))?,
-        spoiled_ballots: read_all(&dir.join(layout::SPOILED_BALLOTS_DIR))?,
+        spoiled_ballots: Vec::new(),
         ballot_box: read_optional(&dir.join(layout::BALLOT_BOX))?,
     })
 }

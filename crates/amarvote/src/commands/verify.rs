@@ -1,34 +1,109 @@
-//! `amarvote verify DIR`: the independent verifier over a published record.
+//! `amarvote verify DIR`: the independent verifier over a published record, read batch by
+//! batch so that a record of any size is verified without being held whole, every batch
+//! on every core.
 
+use std::io::IsTerminal;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use electionguard::verify::{verify_record_with, BallotBoxPolicy, VerificationReport};
+use electionguard::verify::{BallotBoxPolicy, RecordVerifier, VerificationReport, VERIFY_BATCH};
+use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::record_io::read_record;
+use crate::record_io::{read_record_head, RecordBallots};
 
 pub fn run(dir: &Path, foreign: bool) -> Result<()> {
     let started = Instant::now();
-    let record = read_record(dir)?;
+    let head = read_record_head(dir)?;
     let policy = if foreign {
         BallotBoxPolicy::Optional
     } else {
         BallotBoxPolicy::Required
     };
-    let report = verify_record_with(&record, policy);
+    let mut ballots = RecordBallots::open(dir)?;
+    let total = ballots.total();
+    let mut verifier = RecordVerifier::new(&head, policy);
+    verifier.expect(total as usize);
+    let mut progress = Progress::new(total);
+    while let Some((batch, decryptions)) = ballots.next_batch(VERIFY_BATCH)? {
+        let decryptions: Vec<_> = decryptions.iter().map(Option::as_ref).collect();
+        verifier.add(&batch, &decryptions);
+        progress.advance(batch.len() as u64);
+    }
+    for plaintext in ballots.unpaired_decryptions()? {
+        verifier.unmatched_decryption(&plaintext.object_id);
+    }
+    progress.finish();
+    let report = verifier.finish();
     print_report(&report);
+    let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{} ballots, {} guardians, verified in {:.2} s",
-        record.submitted_ballots.len(),
-        record.guardians.len(),
-        started.elapsed().as_secs_f64()
+        "{total} ballots, {} guardians, verified in {seconds:.2} s ({:.0} ballots/s)",
+        head.guardians.len(),
+        total as f64 / seconds
     );
     if !report.passed() {
         bail!("the record in {} failed verification", dir.display());
     }
     println!("record verified: every check passed");
     Ok(())
+}
+
+/// Progress through the ballots: a bar with the rate and the time left on a terminal, a
+/// plain line every few seconds otherwise (a log, a CI job).
+struct Progress {
+    bar: Option<ProgressBar>,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last_line: Instant,
+}
+
+/// How often the plain progress line is printed.
+const LINE_EVERY: Duration = Duration::from_secs(10);
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            let style = ProgressStyle::with_template(
+                "verifying {bar:40} {pos}/{len} ballots, {per_sec}, {eta} left",
+            )
+            .expect("a valid template");
+            bar.set_style(style);
+            bar
+        });
+        Progress {
+            bar,
+            total,
+            done: 0,
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+
+    fn advance(&mut self, ballots: u64) {
+        self.done += ballots;
+        match &self.bar {
+            Some(bar) => bar.set_position(self.done),
+            None if self.last_line.elapsed() >= LINE_EVERY => {
+                self.last_line = Instant::now();
+                let rate = self.done as f64 / self.started.elapsed().as_secs_f64();
+                let left = (self.total - self.done) as f64 / rate.max(f64::MIN_POSITIVE);
+                eprintln!(
+                    "verified {} of {} ballots ({rate:.0}/s, about {left:.0} s left)",
+                    self.done, self.total
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 pub fn print_report(report: &VerificationReport) {

@@ -314,39 +314,26 @@ pub(super) fn check_coefficients(
     results
 }
 
-/// Each challenged ballot's decryption against its ciphertexts, ballots on every core.
-pub(super) fn check_spoiled(record: &ElectionRecord, guardians: &Guardians) -> Vec<Outcome> {
-    let spoiled: HashMap<&String, &CiphertextBallot> = record
-        .submitted_ballots
+/// A challenged ballot's published decryption against the ballot's ciphertexts.
+pub(super) fn check_spoiled(
+    record: &ElectionRecord,
+    ballot: &CiphertextBallot,
+    plaintext: &PlaintextTally,
+    guardians: &Guardians,
+) -> Vec<Outcome> {
+    let ciphertexts = ballot
+        .contests
         .iter()
-        .filter(|b| b.is_spoiled())
-        .map(|b| (&b.object_id, b))
-        .collect();
-    record
-        .spoiled_ballots
-        .par_iter()
-        .flat_map_iter(|plaintext| {
-            let Some(ballot) = spoiled.get(&plaintext.object_id) else {
-                return vec![Err(format!(
-                    "spoiled ballot {}: no such spoiled submitted ballot",
-                    plaintext.object_id
-                ))];
-            };
-            let ciphertexts = ballot
-                .contests
-                .iter()
-                .flat_map(|c| {
-                    c.ballot_selections.iter().map(move |s| {
-                        (
-                            (c.object_id.clone(), s.object_id.clone()),
-                            s.ciphertext.clone(),
-                        )
-                    })
-                })
-                .collect();
-            check_plaintext(record, plaintext, &ciphertexts, guardians)
+        .flat_map(|c| {
+            c.ballot_selections.iter().map(move |s| {
+                (
+                    (c.object_id.clone(), s.object_id.clone()),
+                    s.ciphertext.clone(),
+                )
+            })
         })
-        .collect()
+        .collect();
+    check_plaintext(record, plaintext, &ciphertexts, guardians)
 }
 
 #[cfg(test)]
