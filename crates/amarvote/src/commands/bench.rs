@@ -40,19 +40,24 @@ pub struct BenchArgs {
 struct ReferenceFigures {
     encrypt_ms: f64,
     validate_ms: f64,
+    /// Its whole election (key ceremony to decrypted tally and challenged ballots), per
+    /// ballot, with [`CHALLENGED_SHARE`] of the ballots challenged.
+    election_ms: f64,
 }
 
-/// Runs the reference library's driver on the same election shape and reads its timings.
-fn measure_reference(python: &Path, script: &Path) -> Result<ReferenceFigures> {
+/// The share of challenged ballots in the whole-election comparison.
+const CHALLENGED_SHARE: &str = "0.1";
+/// Ballots of the reference's whole election (it takes about half a second a ballot here).
+const REFERENCE_ELECTION_BALLOTS: u32 = 20;
+/// Ballots of our demo's whole election in the comparison.
+const DEMO_BALLOTS: u32 = 400;
+
+/// Runs the reference driver with `args`; its summary (the last line it prints).
+fn reference_summary(python: &Path, script: &Path, args: &str) -> Result<serde_json::Value> {
     let out = tempfile::tempdir()?;
     let output = std::process::Command::new(python)
         .arg(script)
-        // The shape `run` measures, without the phases it does not compare.
-        .args(
-            "--guardians 5 --quorum 3 --missing 2 --ballots 20 --contests 1 --selections 4 \
-             --no-decrypt --no-export --no-checks"
-                .split_whitespace(),
-        )
+        .args(args.split_whitespace())
         .arg("--out")
         .arg(out.path())
         .output()
@@ -63,20 +68,56 @@ fn measure_reference(python: &Path, script: &Path) -> Result<ReferenceFigures> {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary: serde_json::Value = serde_json::from_str(
-        stdout
-            .lines()
-            .last()
-            .context("the reference driver printed nothing")?,
+    let last = stdout
+        .lines()
+        .last()
+        .context("the reference driver printed nothing")?;
+    Ok(serde_json::from_str(last)?)
+}
+
+/// `amarvote demo` (this binary) over the comparison's election; its whole time per ballot.
+fn demo_per_ballot_ms() -> Result<f64> {
+    let ballots = DEMO_BALLOTS.to_string();
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args(["demo", "--ballots", &ballots, "--spoil", CHALLENGED_SHARE])
+        .output()
+        .context("cannot run amarvote demo")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(output.status.success(), "amarvote demo failed: {stdout}");
+    let total: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("total ")?.strip_suffix(" s")?.parse().ok())
+        .context("amarvote demo printed no total")?;
+    Ok(total * 1000.0 / f64::from(DEMO_BALLOTS))
+}
+
+/// Runs the reference library's driver on the same election shape and reads its timings:
+/// encryption and validation alone, then a whole election with challenged ballots.
+fn measure_reference(python: &Path, script: &Path) -> Result<ReferenceFigures> {
+    let shape =
+        "--guardians 5 --quorum 3 --missing 2 --contests 1 --selections 4 --no-export --no-checks";
+    let summary = reference_summary(
+        python,
+        script,
+        &format!("{shape} --ballots 20 --no-decrypt"),
     )?;
     let median = |phase: &str| {
         summary["timings"][phase]["median_ms"]
             .as_f64()
             .with_context(|| format!("no {phase} timing in the reference driver's summary"))
     };
+    let election = reference_summary(
+        python,
+        script,
+        &format!("{shape} --ballots {REFERENCE_ELECTION_BALLOTS} --spoil {CHALLENGED_SHARE}"),
+    )?;
+    let total = election["timings"]["script_total_s"]
+        .as_f64()
+        .context("no script_total_s in the reference driver's summary")?;
     Ok(ReferenceFigures {
         encrypt_ms: median("encryption")?,
         validate_ms: median("ballot_box_submit_incl_proof_validation")?,
+        election_ms: total * 1000.0 / f64::from(REFERENCE_ELECTION_BALLOTS),
     })
 }
 
@@ -312,13 +353,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "challenged ballot: verify its decryption", challenged.verify_ms
     );
     match reference {
-        Some(r) => println!(
-            "reference library, same run (median of 20 ballots): encrypt {:.1} ms ({:.1}× ours on 1 thread), validate {:.1} ms ({:.1}× ours)",
-            r.encrypt_ms,
-            r.encrypt_ms / encrypt_1,
-            r.validate_ms,
-            r.validate_ms / verify_1
-        ),
+        Some(r) => {
+            println!(
+                "reference library, same run (median of 20 ballots): encrypt {:.1} ms ({:.1}× ours on 1 thread), validate {:.1} ms ({:.1}× ours)",
+                r.encrypt_ms,
+                r.encrypt_ms / encrypt_1,
+                r.validate_ms,
+                r.validate_ms / verify_1
+            );
+            let demo_ms = demo_per_ballot_ms()?;
+            println!(
+                "whole election, {CHALLENGED_SHARE} of ballots challenged, per ballot: amarvote demo --ballots {DEMO_BALLOTS} (record verified) {demo_ms:.1} ms, reference library ({REFERENCE_ELECTION_BALLOTS} ballots, no verifier) {:.1} ms: {:.1}× cheaper",
+                r.election_ms,
+                r.election_ms / demo_ms
+            );
+        }
         None => println!("anchors (../shared/ANCHORS.md): reference library 109–149 ms to encrypt, 160–190 ms to validate a ballot; AmarVote 78 ms to encrypt (--reference-python measures the reference in this run)"),
     }
     Ok(())

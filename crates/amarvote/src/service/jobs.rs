@@ -21,8 +21,14 @@ use crate::domain::{
     ElectionState, JobId, JobKind, JobRow, JobState, QueueName, Target, TALLY_SHARDS,
 };
 
+/// The most chunks one range of ballots is cut into: past it chunks grow instead, so that
+/// starting a job (its chunks are recorded in the answer's transaction) costs about the
+/// same for a million ballots as for a quarter of one. Each chunk still reads its ballots
+/// a page at a time.
+const MAX_CHUNKS: u64 = 256;
+
 fn ranges(total: u64, size: u64) -> Vec<(u64, u64)> {
-    let size = size.max(1);
+    let size = size.max(1).max(total.div_ceil(MAX_CHUNKS));
     (0..total.div_ceil(size))
         .map(|i| (i * size, size.min(total - i * size)))
         .collect()
@@ -570,5 +576,43 @@ async fn poll_job(app: Arc<App>, job_id: String, tx: Arc<watch::Sender<Option<St
             _ = tokio::time::sleep(POLL_EVERY) => {}
             _ = tx.closed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_every_ballot_once_in_at_most_the_most_chunks() {
+        for (total, size) in [
+            (0, 8),
+            (7, 8),
+            (8, 8),
+            (9, 8),
+            (1_000_000, 1000),
+            (256_001, 1000),
+        ] {
+            let cut = ranges(total, size);
+            assert!(
+                cut.len() as u64 <= MAX_CHUNKS,
+                "{total}: {} chunks",
+                cut.len()
+            );
+            let mut next = 0;
+            for (offset, limit) in cut {
+                assert!(
+                    offset == next && limit > 0,
+                    "{total}: a gap or an empty chunk"
+                );
+                next += limit;
+            }
+            assert_eq!(next, total);
+        }
+        assert_eq!(
+            ranges(9, 8),
+            [(0, 8), (8, 1)],
+            "the configured size below the cap"
+        );
     }
 }
