@@ -104,13 +104,14 @@ impl RecordBallots {
             .par_iter()
             .map(|p| read_json(p))
             .collect::<Result<_>>()?;
-        // A decryption is found by the layout's name for the ballot's id among the files the
-        // directory listed, never by a path made from the id.
+        // A decryption is found by the layout's name for the ballot's id, only for an id that
+        // makes a plain name of the layout, and only among the files the directory listed.
         let names: Vec<Option<String>> = ballots
             .iter()
             .map(|b| {
                 let name = layout::spoiled_ballot(&b.object_id);
-                let file = name.rsplit_once('/').map_or(name.as_str(), |(_, f)| f);
+                check_record_path(&name).ok()?;
+                let (_, file) = name.split_once('/')?;
                 self.decryptions.take(file)
             })
             .collect();

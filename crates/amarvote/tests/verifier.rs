@@ -332,3 +332,76 @@ fn order_two() -> ElementModP {
     hex.push('E');
     ElementModP::from_hex(&hex).unwrap()
 }
+
+/// `amarvote verify --foreign` over a record directory; whether it passed, and what it printed.
+fn verify_dir(dir: &Path) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_amarvote"))
+        .arg("verify")
+        .arg(dir)
+        .arg("--foreign")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.success(), printed)
+}
+
+/// The command pairs a challenged ballot with the decryption file named for its id: a file
+/// holding another ballot's decryption (however real) is refused, and so is a ballot whose
+/// decryption is missing from its file but published under another name.
+#[test]
+fn a_decryption_in_another_ballots_file_fails_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    write_record(dir.path(), &reference()).unwrap();
+    assert!(verify_dir(dir.path()).0, "the record as published verifies");
+    let spoiled = dir.path().join("spoiled_ballots");
+    let (first, second) = (
+        spoiled.join("spoiled_ballot_ballot-00001.json"),
+        spoiled.join("spoiled_ballot_ballot-00007.json"),
+    );
+    std::fs::copy(&second, &first).unwrap();
+    let (passed, printed) = verify_dir(dir.path());
+    assert!(!passed, "{printed}");
+    assert!(
+        printed.contains("[FAIL] spoiled ballot decryptions")
+            && printed.contains("spoiled ballot ballot-00007: no such spoiled submitted ballot"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn a_decryption_published_twice_or_a_selection_decrypted_twice_fails() {
+    let mut record = reference();
+    let again = record.spoiled_ballots[0].clone();
+    record.spoiled_ballots.push(again);
+    assert_only_fails(&record, "spoiled ballot decryptions");
+
+    // A selection listed under another's key, standing in for it.
+    let mut record = reference();
+    let contest = record
+        .tally
+        .as_mut()
+        .unwrap()
+        .contests
+        .get_index_mut(0)
+        .unwrap()
+        .1;
+    let (first_key, first) = contest
+        .selections
+        .get_index(0)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
+    let second_key = contest.selections.get_index(1).unwrap().0.clone();
+    assert_ne!(first_key, second_key);
+    contest.selections.insert(second_key, first);
+    let report = verify_foreign(&record);
+    assert_eq!(
+        failed(&report),
+        ["tally decryption shares, compensated shares and counts"]
+    );
+    let check = report.checks.iter().find(|c| !c.passed()).unwrap();
+    assert!(
+        check.failures.iter().any(|f| f.contains("is listed as")),
+        "{:?}",
+        check.failures
+    );
+}

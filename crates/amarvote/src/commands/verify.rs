@@ -89,7 +89,8 @@ impl Progress {
             None if self.last_line.elapsed() >= LINE_EVERY => {
                 self.last_line = Instant::now();
                 let rate = self.done as f64 / self.started.elapsed().as_secs_f64();
-                let left = (self.total - self.done) as f64 / rate.max(f64::MIN_POSITIVE);
+                let left =
+                    self.total.saturating_sub(self.done) as f64 / rate.max(f64::MIN_POSITIVE);
                 eprintln!(
                     "verified {} of {} ballots ({rate:.0}/s, about {left:.0} s left)",
                     self.done, self.total

@@ -23,8 +23,9 @@ use crate::domain::{
 
 /// The most chunks one range of ballots is cut into: past it chunks grow instead, so that
 /// starting a job (its chunks are recorded in the answer's transaction) costs about the
-/// same for a million ballots as for a quarter of one. Each chunk still reads its ballots
-/// a page at a time.
+/// same for a million ballots as for a quarter of one. Verification and tally chunks read
+/// their ballots a page at a time; a challenged-ballot chunk of decryption reads its range
+/// whole, which at 256 chunks is one in 256 of the challenged ballots.
 const MAX_CHUNKS: u64 = 256;
 
 fn ranges(total: u64, size: u64) -> Vec<(u64, u64)> {

@@ -15,6 +15,9 @@ use crate::service::App;
 
 /// Messages older than the queue's TTL (1 h) may have expired: publish those chunks again.
 const REPUBLISH_AFTER_MS: i64 = 65 * 60 * 1000;
+/// A job's starter publishes its chunks right after answering; one never published this
+/// long after (a crash between commit and publish, the queue down) is the reconciler's.
+const FIRST_PUBLISH_MS: i64 = 5_000;
 /// A job left finalizing this long lost its finalizer.
 const STALLED_FINALIZE_MS: i64 = 30_000;
 
@@ -58,7 +61,7 @@ pub async fn expire_pending_ballots(app: &App) -> anyhow::Result<u64> {
 pub async fn pass(app: &App) -> anyhow::Result<usize> {
     let orphans = app
         .store
-        .unpublished_chunks(now_ms() - REPUBLISH_AFTER_MS)
+        .unpublished_chunks(now_ms() - REPUBLISH_AFTER_MS, now_ms() - FIRST_PUBLISH_MS)
         .await?;
     if !orphans.is_empty() {
         tracing::info!(chunks = orphans.len(), "publishing chunks no queue has");

@@ -27,6 +27,7 @@ struct Trace {
     code: Link,
     seed: Link,
     cast: bool,
+    spoiled: bool,
 }
 
 /// Every ballot seen so far, in arrival order, and each contest's fingerprint.
@@ -34,8 +35,9 @@ struct Trace {
 pub(super) struct Traces {
     ballots: Vec<Trace>,
     /// Fingerprint, ballot (its place in `ballots`), contest (its place in `contests`).
-    prints: Vec<([u8; 32], u32, u16)>,
+    prints: Vec<([u8; 32], u32, u32)>,
     contests: Vec<String>,
+    contest_at: HashMap<String, u32>,
 }
 
 impl Traces {
@@ -50,16 +52,19 @@ impl Traces {
             code: link(&ballot.code),
             seed: link(&ballot.code_seed),
             cast: ballot.is_cast(),
+            spoiled: ballot.is_spoiled(),
         });
         for (contest, print) in ballot.contests.iter().zip(prints) {
-            let index = match self.contests.iter().position(|c| *c == contest.object_id) {
-                Some(i) => i,
+            let index = match self.contest_at.get(&contest.object_id) {
+                Some(&i) => i,
                 None => {
+                    let i = self.contests.len() as u32;
                     self.contests.push(contest.object_id.clone());
-                    self.contests.len() - 1
+                    self.contest_at.insert(contest.object_id.clone(), i);
+                    i
                 }
             };
-            self.prints.push((print, at, index as u16));
+            self.prints.push((print, at, index));
         }
     }
 
@@ -92,7 +97,7 @@ impl Traces {
         let mut results = vec![Ok(()); self.prints.len()];
         for (i, pair) in self.prints.windows(2).enumerate() {
             if pair[0].0 == pair[1].0 {
-                let name = |(_, ballot, contest): &([u8; 32], u32, u16)| {
+                let name = |(_, ballot, contest): &([u8; 32], u32, u32)| {
                     (
                         &self.ballots[*ballot as usize].id,
                         &self.contests[*contest as usize],
@@ -162,7 +167,7 @@ impl Traces {
 
     fn declared_counts(&self, declared: &BallotBox) -> Vec<Outcome> {
         let cast = self.ballots.iter().filter(|b| b.cast).count() as u64;
-        let spoiled = self.ballots.len() as u64 - cast;
+        let spoiled = self.ballots.iter().filter(|b| b.spoiled).count() as u64;
         [
             ("cast", declared.cast, cast),
             ("spoiled", declared.spoiled, spoiled),

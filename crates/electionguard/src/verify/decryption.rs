@@ -61,18 +61,45 @@ pub(super) fn check_plaintext(
                 .collect()
         })
         .collect();
-    let expected = ciphertexts
+    results.push(check_coverage(record, plaintext, ciphertexts));
+    results
+}
+
+/// Every selection of the manifest is decrypted once, each under its own id: a selection
+/// listed twice (under another's key) cannot stand in for one left out.
+fn check_coverage(
+    record: &ElectionRecord,
+    plaintext: &PlaintextTally,
+    ciphertexts: &HashMap<(String, String), ElGamalCiphertext>,
+) -> Outcome {
+    let at = &plaintext.object_id;
+    let mut decrypted: HashSet<(&str, &str)> = HashSet::new();
+    for (key, contest) in &plaintext.contests {
+        ensure(*key == contest.object_id, || {
+            format!("{at}: contest {} is listed as {key}", contest.object_id)
+        })?;
+        for (key, selection) in &contest.selections {
+            ensure(*key == selection.object_id, || {
+                format!("{at}: selection {} is listed as {key}", selection.object_id)
+            })?;
+            ensure(
+                decrypted.insert((&contest.object_id, &selection.object_id)),
+                || format!("{at}: selection {} is decrypted twice", selection.object_id),
+            )?;
+        }
+    }
+    let expected: HashSet<(&str, &str)> = ciphertexts
         .keys()
         .filter(|(c, s)| is_manifest_selection(record, c, s))
-        .count();
-    results.push(ensure(selections.len() == expected, || {
+        .map(|(c, s)| (c.as_str(), s.as_str()))
+        .collect();
+    ensure(decrypted == expected, || {
         format!(
-            "{}: {} selections decrypted, {expected} expected",
-            plaintext.object_id,
-            selections.len()
+            "{at}: {} selections decrypted, not the {} of the manifest",
+            decrypted.len(),
+            expected.len()
         )
-    }));
-    results
+    })
 }
 
 /// Selections per batch of decryption proofs: enough to share the squarings, few enough

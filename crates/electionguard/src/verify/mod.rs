@@ -115,11 +115,16 @@ pub fn verify_record(record: &ElectionRecord) -> VerificationReport {
 /// ballot box declaration fails.
 pub fn verify_record_with(record: &ElectionRecord, policy: BallotBoxPolicy) -> VerificationReport {
     let mut verifier = RecordVerifier::new(record, policy);
-    let mut decryptions: HashMap<&str, &PlaintextTally> = record
-        .spoiled_ballots
-        .iter()
-        .map(|p| (p.object_id.as_str(), p))
-        .collect();
+    // Each ballot is paired with the first decryption of its id; any other is refused.
+    let mut decryptions: HashMap<&str, &PlaintextTally> = HashMap::new();
+    for plaintext in &record.spoiled_ballots {
+        if decryptions
+            .insert(&plaintext.object_id, plaintext)
+            .is_some()
+        {
+            verifier.unmatched_decryption(&plaintext.object_id);
+        }
+    }
     for batch in record.submitted_ballots.chunks(VERIFY_BATCH) {
         let found: Vec<Option<&PlaintextTally>> = batch
             .iter()
@@ -127,10 +132,8 @@ pub fn verify_record_with(record: &ElectionRecord, policy: BallotBoxPolicy) -> V
             .collect();
         verifier.add(batch, &found);
     }
-    for plaintext in &record.spoiled_ballots {
-        if decryptions.contains_key(plaintext.object_id.as_str()) {
-            verifier.unmatched_decryption(&plaintext.object_id);
-        }
+    for id in decryptions.keys() {
+        verifier.unmatched_decryption(id);
     }
     verifier.finish()
 }
@@ -215,6 +218,7 @@ impl<'r> RecordVerifier<'r> {
     /// A batch of submitted ballots, each with the decryption the record publishes under
     /// its id (`None` where it publishes none).
     pub fn add(&mut self, ballots: &[CiphertextBallot], decryptions: &[Option<&PlaintextTally>]) {
+        assert_eq!(ballots.len(), decryptions.len(), "one entry per ballot");
         let (record, key, by_id) = (self.record, &self.key, &self.by_id);
         let proofs: Vec<Outcome> = ballots
             .par_chunks(BATCH_SIZE)
@@ -236,15 +240,18 @@ impl<'r> RecordVerifier<'r> {
             .par_iter()
             .zip(decryptions)
             .filter_map(|(ballot, plaintext)| Some((ballot, (*plaintext)?)))
-            .flat_map_iter(|(ballot, plaintext)| match ballot.is_spoiled() {
-                true => check_spoiled(record, ballot, plaintext, by_id),
-                false => vec![Err(no_spoiled_ballot(&plaintext.object_id))],
+            .flat_map_iter(|(ballot, plaintext)| {
+                match ballot.is_spoiled() && plaintext.object_id == ballot.object_id {
+                    true => check_spoiled(record, ballot, plaintext, by_id),
+                    false => vec![Err(no_spoiled_ballot(&plaintext.object_id))],
+                }
             })
             .collect();
         self.spoiled.extend(decrypted);
     }
 
-    /// A published decryption of a challenged ballot the record does not hold.
+    /// A published decryption of a challenged ballot the record does not hold (or holds
+    /// another decryption of).
     pub fn unmatched_decryption(&mut self, id: &str) {
         self.spoiled.extend([Err(no_spoiled_ballot(id))]);
     }

@@ -315,6 +315,13 @@ impl BallotBox for SqlStore {
         {
             return Err(ImportError::NotCast);
         }
+        let held: u64 = tally.iter().map(|c| c.ballots).sum();
+        if held != ballots.len() as u64 {
+            return Err(ImportError::TallyMismatch {
+                held,
+                imported: ballots.len() as u64,
+            });
+        }
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         let open =
             sqlx::query("UPDATE elections SET state = state WHERE id = $1 AND state = 'open'")

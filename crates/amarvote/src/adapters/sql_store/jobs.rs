@@ -235,14 +235,24 @@ impl JobStore for SqlStore {
         Ok(())
     }
 
-    async fn unpublished_chunks(&self, published_before: i64) -> Result<Vec<ChunkRow>, StoreError> {
+    async fn unpublished_chunks(
+        &self,
+        published_before: i64,
+        made_before: i64,
+    ) -> Result<Vec<ChunkRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {} FROM job_chunks c JOIN jobs j ON j.id = c.job_id
-             WHERE j.state = 'running' AND c.state = 'pending' AND (c.published_at IS NULL OR c.published_at < $1)
+             WHERE j.state = 'running' AND c.state = 'pending'
+             AND ((c.published_at IS NULL AND j.created_at < $2) OR c.published_at < $1)
              ORDER BY c.job_id, c.chunk_index LIMIT 10000",
-            CHUNK_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ")
+            CHUNK_COLUMNS
+                .split(", ")
+                .map(|c| format!("c.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
         .bind(published_before)
+        .bind(made_before)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(chunk_row).collect()

@@ -603,6 +603,19 @@ mod tests {
         );
         let pending = import("h0", vec![ballot(5, BallotState::Pending)]).await;
         assert!(matches!(pending, Err(ImportError::NotCast)), "{pending:?}");
+        let short = store
+            .import_cast_ballots("e", 0, "h0", &batch, &[tally(1)])
+            .await;
+        assert!(
+            matches!(
+                short,
+                Err(ImportError::TallyMismatch {
+                    held: 1,
+                    imported: 2
+                })
+            ),
+            "{short:?}"
+        );
         assert_eq!(
             held_by_shards(&store).await,
             (0, 0),

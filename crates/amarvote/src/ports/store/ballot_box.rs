@@ -91,6 +91,8 @@ pub enum ImportError {
     BrokenChain(u64),
     #[error("only cast ballots with codes are imported")]
     NotCast,
+    #[error("the tally contributions hold {held} ballots, the import {imported}")]
+    TallyMismatch { held: u64, imported: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -39,9 +39,14 @@ pub trait JobStore: Send + Sync + 'static {
     async fn chunk_results(&self, job_id: &str) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     async fn chunk_result(&self, job_id: &str, index: u64) -> Result<Option<Vec<u8>>, StoreError>;
     async fn mark_published(&self, job_id: &str, indexes: &[u64]) -> Result<(), StoreError>;
-    /// Pending chunks of running jobs that no queue has been given yet (a crash between
-    /// commit and publish) or whose publication is older than `before`.
-    async fn unpublished_chunks(&self, published_before: i64) -> Result<Vec<ChunkRow>, StoreError>;
+    /// Pending chunks of running jobs published before `published_before`, or never
+    /// published though their job was made before `made_before` (its starter has had its
+    /// time to publish them).
+    async fn unpublished_chunks(
+        &self,
+        published_before: i64,
+        made_before: i64,
+    ) -> Result<Vec<ChunkRow>, StoreError>;
     async fn start_chunk(&self, job_id: &str, index: u64) -> Result<(), StoreError>;
     /// Stores a chunk's result unless it is already done; true if this call completed it.
     async fn complete_chunk(
