@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{ensure, BallotBoxPolicy, Outcome};
+use super::outcome::{ensure, BallotBoxPolicy, Outcome};
 use crate::ballot::{CiphertextBallot, EncryptionDevice};
 use crate::group::ElementModQ;
 use crate::record::{BallotBox, DeviceChain};

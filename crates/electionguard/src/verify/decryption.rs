@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use indexmap::IndexMap;
 use rayon::prelude::*;
 
-use super::{ensure, Outcome};
+use super::outcome::{ensure, Outcome};
 use crate::ballot::CiphertextBallot;
 use crate::batch::{decryptions_hold, DecryptionClaim, ProvedShare, ShareEvidence};
 use crate::decrypt::{

@@ -21,10 +21,13 @@ use crate::tally::CiphertextTally;
 
 mod ballot_box;
 mod decryption;
+mod outcome;
 
 use ballot_box::Traces;
 
 use decryption::{check_coefficients, check_plaintext, check_spoiled, Guardians};
+pub use outcome::BallotBoxPolicy;
+use outcome::{ensure, Outcome};
 
 /// The outcome of one verification step.
 #[derive(Clone, Debug)]
@@ -83,27 +86,6 @@ impl VerificationReport {
             notes,
         });
     }
-}
-
-type Outcome = Result<(), String>;
-
-fn ensure(ok: bool, message: impl FnOnce() -> String) -> Outcome {
-    if ok {
-        Ok(())
-    } else {
-        Err(message())
-    }
-}
-
-/// Whether a record must declare its ballot box (`ballot_box.json`) to pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BallotBoxPolicy {
-    /// Completeness must be proven: a record without a declaration fails.
-    Required,
-    /// For records of producers that publish no declaration (the reference library,
-    /// MITRE's example): a missing declaration and chain gaps become notes ("not
-    /// proven: …"). A declaration that is there is checked all the same.
-    Optional,
 }
 
 /// Runs every check of the record; the record must declare its ballot box.
