@@ -81,11 +81,7 @@ impl Role {
 }
 
 async fn wait_up(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("{base}/health")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "{base} did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_started(http, base, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -173,12 +173,23 @@ impl Keys {
     }
 }
 
+/// No request waits on a silent connection (a partition, a half-open socket) for more
+/// than [`RESPONSE_TIMEOUT`]: it fails, the caller retries, the manager reconnects.
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn link_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(RESPONSE_TIMEOUT)
+        .set_connection_timeout(CONNECT_TIMEOUT)
+}
+
 impl RedisRegistry {
     /// Connects to `url` (e.g. `redis://127.0.0.1:6379`); the connection
     /// reconnects by itself after transient failures.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, RegistryError> {
         let client = redis::Client::open(url)?;
-        let connection = ConnectionManager::new(client).await?;
+        let connection = ConnectionManager::new_with_config(client, link_config()).await?;
         Ok(Self::new(connection, prefix))
     }
 

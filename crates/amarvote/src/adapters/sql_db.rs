@@ -17,7 +17,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 
 use super::sqlite::{self, Durability};
 
@@ -127,6 +127,12 @@ impl SqlDb {
             }),
             Backend::Postgres => pool,
         };
+        if backend == Backend::Postgres {
+            // One attempt first: an unreachable server fails now, with its reason, where the
+            // pool would try again until its acquire timeout and then only say "timed out".
+            let probe = sqlx::AnyConnection::connect_with(&options).await?;
+            let _ = probe.close().await;
+        }
         let pool = pool.connect_with(options).await?;
         Ok(SqlDb { pool, backend })
     }

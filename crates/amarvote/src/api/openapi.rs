@@ -196,6 +196,11 @@ fn add_operation_answers(operation: &mut Operation, limited: bool) {
             "Too many requests from this client; see `Retry-After`.",
         ));
     }
+    answers.push((
+        "503",
+        "The process is starting and waits for a service it needs (named in `error`); see \
+         `Retry-After`.",
+    ));
     for (status, description) in answers {
         operation
             .responses

@@ -11,4 +11,5 @@ pub mod record;
 pub mod referendum;
 pub mod serve;
 pub mod simulation;
+pub mod startup;
 pub mod verify;

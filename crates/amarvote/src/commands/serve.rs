@@ -10,12 +10,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::lifecycle::{serve_http, shutdown_signal};
+use super::startup::{Dependencies, StartArgs, Unavailable};
 use crate::adapters::embedded_queue::EmbeddedQueue;
 use crate::adapters::rabbitmq::RabbitQueue;
 use crate::adapters::sql_store::SqlStore;
 use crate::api::{contract_route, Served};
 use crate::domain::QueueName;
-use crate::ports::{Store, WorkQueue};
+use crate::ports::{Store, StoreError, WorkQueue};
 use crate::sealing::ServerKey;
 use crate::service::{App, Settings};
 
@@ -88,6 +89,8 @@ pub struct ScaledArgs {
     pub chunk_size: u64,
     #[command(flatten)]
     pub limits: BallotLimits,
+    #[command(flatten)]
+    pub start: StartArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -177,41 +180,69 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn scaled_app(args: &ScaledArgs) -> Result<Arc<App>> {
-    // Refused before any connection: a weak secret must not reach a migration.
+/// The server key, once it and the admin token are found strong: checked before the role
+/// listens or connects, so that a weak secret never reaches a migration.
+fn strong_secrets(args: &ScaledArgs) -> Result<ServerKey> {
     let key = ServerKey::from_hex_strong(&args.server_key).context("AMARVOTE_SERVER_KEY")?;
     crate::sealing::check_admin_token(&args.admin_token).context("AMARVOTE_ADMIN_TOKEN")?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqlStore::connect(&args.database_url)
-            .await
-            .context("cannot open the database")?,
-    );
-    let queue: Arc<dyn WorkQueue> = Arc::new(
-        RabbitQueue::connect(&args.amqp_url)
-            .await
-            .context("cannot reach RabbitMQ")?,
-    );
+    Ok(key)
+}
+
+async fn scaled_app(
+    args: &ScaledArgs,
+    key: ServerKey,
+    deps: &mut Dependencies,
+) -> Result<Arc<App>> {
+    let database = args.database_url.as_str();
+    let store = deps
+        .open("PostgreSQL", || async move {
+            SqlStore::connect(database).await.map_err(store_unavailable)
+        })
+        .await?;
+    let amqp = args.amqp_url.as_str();
+    super::startup::check_amqp_url(amqp)?;
+    let queue = deps
+        .open("RabbitMQ", || async move {
+            RabbitQueue::connect(amqp)
+                .await
+                .map_err(Unavailable::transient)
+        })
+        .await?;
     Ok(Arc::new(App::new(
-        store,
-        queue,
+        Arc::new(store) as Arc<dyn Store>,
+        Arc::new(queue) as Arc<dyn WorkQueue>,
         key,
         args.admin_token.clone(),
         args.limits.settings(args.chunk_size),
     )))
 }
 
+/// A database that cannot be reached yet is waited for; one that refuses (tables of
+/// another version, a malformed URL) is not.
+fn store_unavailable(err: StoreError) -> Unavailable {
+    match err {
+        StoreError::Backend {
+            transient: true, ..
+        } => Unavailable::transient(err),
+        refused => Unavailable::refused(refused),
+    }
+}
+
 /// The API role: HTTP only, plus the reconciler (any number of API instances may run).
 pub async fn api(args: ScaledArgs) -> Result<()> {
-    let app = scaled_app(&args).await?;
+    let key = strong_secrets(&args)?;
     let shutdown = shutdown_signal();
+    let (gate, mut deps, http) = args.start.begin(args.listen, &shutdown).await?;
+    tracing::info!(listen = %args.listen, "api starting");
+    let app = scaled_app(&args, key, &mut deps).await?;
     let reconciler = tokio::spawn(crate::workers::reconciler::run(
         app.clone(),
         Duration::from_secs(2),
         shutdown.clone(),
     ));
+    gate.open(crate::api::router(app).merge(contract_route(Served::Election)));
     tracing::info!(listen = %args.listen, "api serving");
-    let router = crate::api::router(app).merge(contract_route(Served::Election));
-    serve_http(args.listen, router, shutdown).await?;
+    http.await?;
     let _ = reconciler.await;
     Ok(())
 }
@@ -226,11 +257,16 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
             .map(|q| QueueName::parse(q).with_context(|| format!("unknown queue {q}")))
             .collect::<Result<_>>()?
     };
-    let app = scaled_app(&args.scaled).await?;
+    let key = strong_secrets(&args.scaled)?;
     let shutdown = shutdown_signal();
-    let ops = crate::api::operations_routes().with_state(app.clone());
-    let http = tokio::spawn(serve_http(args.scaled.listen, ops, shutdown.clone()));
+    let (gate, mut deps, http) = args
+        .scaled
+        .start
+        .begin(args.scaled.listen, &shutdown)
+        .await?;
+    let app = scaled_app(&args.scaled, key, &mut deps).await?;
+    gate.open(crate::api::operations_routes().with_state(app.clone()));
     crate::workers::run(app, queues, shutdown).await;
-    http.await??;
+    http.await?;
     Ok(())
 }

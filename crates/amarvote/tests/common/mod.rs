@@ -231,6 +231,34 @@ pub fn spawn_worker(env: &[(String, String)]) -> std::process::Child {
         .expect("the amarvote binary starts")
 }
 
+/// What a role's `/health` answers: `None` while nothing listens, else the status and
+/// whether the role is still starting (the start gate's 503, naming what it waits for).
+pub async fn health(http: &reqwest::Client, base: &str) -> Option<(u16, Option<String>)> {
+    let response = http.get(format!("{base}/health")).send().await.ok()?;
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let starting = body["error"]
+        .as_str()
+        .filter(|e| status == 503 && e.starts_with("starting: "))
+        .map(str::to_owned);
+    Some((status, starting))
+}
+
+/// Waits until a role listens and has left its start (its services are open).
+pub async fn wait_started(http: &reqwest::Client, base: &str, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some((_, None)) = health(http, base).await {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{base} did not start within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The scaled-out adapters: PostgreSQL and RabbitMQ, in this process.
 pub async fn postgres_rabbitmq() -> TestServer {
     postgres_rabbitmq_on(&postgres_url().await, ServerKey::generate()).await

@@ -16,16 +16,22 @@ use axum::Router;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 pub mod embedded;
 pub mod loadgen;
 pub mod parts;
 
-use super::lifecycle::{serve_http, shutdown_signal};
+use super::lifecycle::shutdown_signal;
+use super::startup::Unavailable;
 
 use crate::adapters::registry_redis::RedisRegistry;
 use crate::adapters::registry_sqlite::SqliteRegistry;
+use crate::adapters::sql_db::{is_transient, SqlDbError};
+use crate::adapters::vote_queue_amqp::AmqpVoteQueue;
 use crate::adapters::vote_tables::VoteTables;
+use crate::api::start_gate::StartGate;
 use crate::api::{contract_route, Served};
 use crate::domain::voter_hash::ElectionSecret;
 use crate::metrics::referendum::ReferendumMetrics;
@@ -123,6 +129,8 @@ pub struct RoleArgs {
     /// Address for the API, or for a worker's /health and /metrics.
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub start: super::startup::StartArgs,
 }
 
 #[derive(Args, Debug)]
@@ -354,55 +362,94 @@ fn ops_routes(metrics: &ReferendumMetrics) -> Router {
         )
 }
 
-async fn connect(role: &RoleArgs) -> Result<Parts> {
-    Parts::scaled(
-        &role.database_url,
-        &role.amqp_url,
-        &role.redis_url,
-        &role.prefix,
-    )
-    .await
+/// Listens at once, then opens the role's services, waiting for any not up yet.
+async fn connect(
+    role: &RoleArgs,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(Parts, StartGate, JoinHandle<()>)> {
+    let (gate, mut deps, http) = role.start.begin(role.listen, shutdown).await?;
+    let database = role.database_url.as_str();
+    let tables = deps
+        .open("PostgreSQL", || async move {
+            VoteTables::connect(database)
+                .await
+                .map_err(tables_unavailable)
+        })
+        .await?;
+    let amqp = role.amqp_url.as_str();
+    crate::commands::startup::check_amqp_url(amqp)?;
+    let queue = deps
+        .open("RabbitMQ", || async move {
+            AmqpVoteQueue::connect(amqp)
+                .await
+                .map_err(Unavailable::transient)
+        })
+        .await?;
+    let (redis, prefix) = (role.redis_url.as_str(), role.prefix.as_str());
+    redis::Client::open(redis).context("REDIS_URL")?;
+    let registry = deps
+        .open("Redis", || async move {
+            RedisRegistry::connect(redis, prefix)
+                .await
+                .map_err(Unavailable::transient)
+        })
+        .await?;
+    Ok((Parts::shared(tables, queue, registry), gate, http))
+}
+
+/// A database that cannot be reached yet is waited for; one that refuses is not.
+fn tables_unavailable(err: SqlDbError) -> Unavailable {
+    match &err {
+        SqlDbError::Database(e) if is_transient(e) => Unavailable::transient(err),
+        _ => Unavailable::refused(err),
+    }
 }
 
 async fn ingest(args: IngestArgs) -> Result<()> {
     // Secrets are checked before any connection is made.
     crate::sealing::check_admin_token(&args.admin_token).context("AMARVOTE_ADMIN_TOKEN")?;
     let secret = ElectionSecret::read_file(&args.secret_file)?;
-    let parts = connect(&args.role).await?;
+    let shutdown = shutdown_signal();
+    let (parts, gate, http) = connect(&args.role, &shutdown).await?;
     let metrics = ReferendumMetrics::new();
     let limits = VoteLimits {
         per_client: args.limits.vote_rate_limit,
         trusted_proxies: args.trusted_proxies,
         ..VoteLimits::default()
     };
-    let router = parts
-        .ingest_router(&secret, args.admin_token, &limits, metrics.clone())
-        .merge(ops_routes(&metrics))
-        .merge(contract_route(Served::Referendum));
+    gate.open(
+        parts
+            .ingest_router(&secret, args.admin_token, &limits, metrics.clone())
+            .merge(ops_routes(&metrics))
+            .merge(contract_route(Served::Referendum)),
+    );
     tracing::info!(listen = %args.role.listen, "referendum ingest serving");
-    serve_http(args.role.listen, router, shutdown_signal()).await
+    http.await?;
+    Ok(())
 }
 
 async fn validate(args: ValidateArgs) -> Result<()> {
-    let parts = connect(&args.role).await?;
-    let metrics = ReferendumMetrics::new();
     let shutdown = shutdown_signal();
+    let (parts, gate, http) = connect(&args.role, &shutdown).await?;
+    let metrics = ReferendumMetrics::new();
     let limits = VoteLimits {
         max_wrong_codes: args.codes.max_wrong_codes,
         ..VoteLimits::default()
     };
-    let worker = parts.spawn_validator(&limits, metrics.clone(), shutdown.clone());
-    serve_http(args.role.listen, ops_routes(&metrics), shutdown).await?;
+    let worker = parts.spawn_validator(&limits, metrics.clone(), shutdown);
+    gate.open(ops_routes(&metrics));
+    http.await?;
     worker.await?;
     Ok(())
 }
 
 async fn aggregate(args: RoleArgs) -> Result<()> {
-    let parts = connect(&args).await?;
-    let metrics = ReferendumMetrics::new();
     let shutdown = shutdown_signal();
-    let workers = parts.spawn_aggregator(metrics.clone(), shutdown.clone());
-    serve_http(args.listen, ops_routes(&metrics), shutdown).await?;
+    let (parts, gate, http) = connect(&args, &shutdown).await?;
+    let metrics = ReferendumMetrics::new();
+    let workers = parts.spawn_aggregator(metrics.clone(), shutdown);
+    gate.open(ops_routes(&metrics));
+    http.await?;
     for worker in workers {
         worker.await?;
     }

@@ -88,7 +88,7 @@ impl Parts {
         })
     }
 
-    /// Connects to the scaled deployment's services.
+    /// Connects to the scaled deployment's services, each tried once.
     pub async fn scaled(
         database_url: &str,
         amqp_url: &str,
@@ -104,12 +104,17 @@ impl Parts {
         let registry = RedisRegistry::connect(redis_url, redis_prefix)
             .await
             .context("cannot reach Redis")?;
-        Ok(Parts {
+        Ok(Parts::shared(tables, queue, registry))
+    }
+
+    /// The scaled deployment's services, opened by a role that waits for them.
+    pub fn shared(tables: VoteTables, queue: AmqpVoteQueue, registry: RedisRegistry) -> Parts {
+        Parts {
             queue: Arc::new(queue),
             registry: Arc::new(registry),
             tables: Arc::new(tables),
             owner: None,
-        })
+        }
     }
 
     /// The ingestion routes.
