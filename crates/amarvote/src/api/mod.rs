@@ -30,6 +30,7 @@ pub mod http_server;
 pub mod openapi;
 mod params;
 pub mod rate_limit;
+pub mod request_metrics;
 mod routes;
 pub mod start_gate;
 mod tar;

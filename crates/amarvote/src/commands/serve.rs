@@ -14,6 +14,7 @@ use super::startup::{Dependencies, StartArgs, Unavailable};
 use crate::adapters::embedded_queue::EmbeddedQueue;
 use crate::adapters::rabbitmq::RabbitQueue;
 use crate::adapters::sql_store::SqlStore;
+use crate::api::request_metrics::timed;
 use crate::api::{contract_route, Served};
 use crate::domain::QueueName;
 use crate::ports::{Store, StoreError, WorkQueue};
@@ -169,10 +170,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         shutdown.clone(),
     )
     .await?;
+    let timing = app.metrics.http.clone();
     let router = crate::api::router(app)
         .merge(referendum.router)
         .merge(contract_route(Served::Both));
-    serve_http(args.listen, router, shutdown).await?;
+    serve_http(args.listen, timed(router, timing), shutdown).await?;
     let _ = tokio::join!(workers, reconciler);
     for task in referendum.tasks {
         let _ = task.await;
@@ -240,7 +242,9 @@ pub async fn api(args: ScaledArgs) -> Result<()> {
         Duration::from_secs(2),
         shutdown.clone(),
     ));
-    gate.open(crate::api::router(app).merge(contract_route(Served::Election)));
+    let timing = app.metrics.http.clone();
+    let router = crate::api::router(app).merge(contract_route(Served::Election));
+    gate.open(timed(router, timing));
     tracing::info!(listen = %args.listen, "api serving");
     http.await?;
     let _ = reconciler.await;
@@ -265,7 +269,8 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         .begin(args.scaled.listen, &shutdown)
         .await?;
     let app = scaled_app(&args.scaled, key, &mut deps).await?;
-    gate.open(crate::api::operations_routes().with_state(app.clone()));
+    let ops = crate::api::operations_routes().with_state(app.clone());
+    gate.open(timed(ops, app.metrics.http.clone()));
     crate::workers::run(app, queues, shutdown).await;
     http.await?;
     Ok(())

@@ -36,6 +36,66 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// A request as counted: the route's template (never the path itself, whose ids would make
+/// a series each), the method and the answer's status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+/// How long each route takes to answer, by method and status: the HTTP edge of every role.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    duration: Family<RequestLabel, Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            duration: Family::new_with_constructor(request_histogram as fn() -> Histogram),
+        }
+    }
+}
+
+impl HttpMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "amarvote_http_request_duration_seconds",
+            "Time from a request's arrival to its answer, by route template, method and status",
+            self.duration.clone(),
+        );
+    }
+
+    pub fn observe(&self, request: &RequestLabel, took: Duration) {
+        self.duration
+            .get_or_create(request)
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// The resident memory of this process, read when it is scraped.
+#[derive(Clone, Default)]
+pub struct ProcessMetrics {
+    resident_bytes: Gauge,
+}
+
+impl ProcessMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "amarvote_process_resident_memory_bytes",
+            "Resident memory of this process",
+            self.resident_bytes.clone(),
+        );
+    }
+
+    /// Reads the resident memory now, for the scrape under way.
+    pub fn refresh(&self) {
+        self.resident_bytes.set(resident_memory_bytes() as i64);
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     chunk_seconds: Family<OperationLabel, Histogram>,
@@ -47,13 +107,20 @@ pub struct Metrics {
     pub queue_depth: Family<QueueLabel, Gauge>,
     pub dead_letters: Family<QueueLabel, Gauge>,
     pub jobs: Family<StateLabel, Gauge>,
-    resident_bytes: Gauge,
+    process: ProcessMetrics,
+    /// Every route of the election's API and of the referendum's, when served here.
+    pub http: HttpMetrics,
     /// The referendum pipeline's metrics, under the names the operators' dashboards use.
     pub referendum: std::sync::Arc<referendum::ReferendumMetrics>,
 }
 
 fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 16))
+}
+
+/// 0.5 ms to 16 s: an answer is fast, or something is wrong.
+fn request_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 impl Metrics {
@@ -70,7 +137,8 @@ impl Metrics {
             queue_depth: Family::default(),
             dead_letters: Family::default(),
             jobs: Family::default(),
-            resident_bytes: Gauge::default(),
+            process: ProcessMetrics::default(),
+            http: HttpMetrics::default(),
             referendum: referendum::ReferendumMetrics::new(),
         };
         registry.register(
@@ -114,11 +182,8 @@ impl Metrics {
             m.dead_letters.clone(),
         );
         registry.register("amarvote_jobs", "Jobs by state", m.jobs.clone());
-        registry.register(
-            "amarvote_process_resident_memory_bytes",
-            "Resident memory of this process",
-            m.resident_bytes.clone(),
-        );
+        m.process.register(&mut registry);
+        m.http.register(&mut registry);
         m.referendum.register(&mut registry);
         Metrics { registry, ..m }
     }
@@ -174,7 +239,7 @@ impl Metrics {
 
     /// The text exposition format, with the process's resident memory read now.
     pub fn render(&self) -> String {
-        self.resident_bytes.set(resident_memory_bytes() as i64);
+        self.process.refresh();
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a string does not fail");
         out

@@ -45,6 +45,8 @@ pub struct ReferendumMetrics {
     pub batch_size: Family<StageLabel, Histogram>,
     pub batch_seconds: Family<StageLabel, Histogram>,
     pub submission_seconds: Histogram,
+    /// From a vote's 202 to the validator's decision on it.
+    pub validation_seconds: Histogram,
     pub queue_depth: Family<StreamLabel, Gauge>,
     /// 1 while this process's validator finds the registry ready, 0 while it
     /// holds votes because the registry is missing or not yet rebuilt; -1
@@ -71,6 +73,7 @@ impl Default for ReferendumMetrics {
             batch_size: Family::new_with_constructor(batch_size_histogram as fn() -> Histogram),
             batch_seconds: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
             submission_seconds: seconds_histogram(),
+            validation_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             queue_depth: Family::default(),
             registry_ready: {
                 let gauge = Gauge::default();
@@ -134,6 +137,11 @@ impl ReferendumMetrics {
             "vote_submission_seconds",
             "Time from a vote's arrival to its 202 answer",
             self.submission_seconds.clone(),
+        );
+        registry.register(
+            "vote_validation_seconds",
+            "Time from a vote's 202 to its validator's decision",
+            self.validation_seconds.clone(),
         );
         registry.register(
             "vote_queue_depth",

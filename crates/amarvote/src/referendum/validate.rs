@@ -194,11 +194,18 @@ impl Validator {
             .publish(Stream::Aggregation, &routed.aggregation)
             .await?;
         self.queue.publish(Stream::Review, &routed.review).await?;
-        self.count(&outcomes);
+        self.count(votes, &outcomes);
         Ok(())
     }
 
-    fn count(&self, outcomes: &[MarkOutcome]) {
+    fn count(&self, votes: &[VoteMessage], outcomes: &[MarkOutcome]) {
+        let now = crate::domain::now_ms();
+        for vote in votes {
+            let waited_ms = (now - vote.received_at).max(0);
+            self.metrics
+                .validation_seconds
+                .observe(waited_ms as f64 / 1000.0);
+        }
         for outcome in outcomes {
             self.metrics.validated(status_name(*outcome)).inc();
             if matches!(outcome, MarkOutcome::Duplicate { .. }) {

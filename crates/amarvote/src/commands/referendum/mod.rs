@@ -31,10 +31,12 @@ use crate::adapters::registry_sqlite::SqliteRegistry;
 use crate::adapters::sql_db::{is_transient, SqlDbError};
 use crate::adapters::vote_queue_amqp::AmqpVoteQueue;
 use crate::adapters::vote_tables::VoteTables;
+use crate::api::request_metrics::timed;
 use crate::api::start_gate::StartGate;
 use crate::api::{contract_route, Served};
 use crate::domain::voter_hash::ElectionSecret;
 use crate::metrics::referendum::ReferendumMetrics;
+use crate::metrics::{HttpMetrics, ProcessMetrics};
 use crate::ports::voter_registry::{Readiness, VoterRegistry};
 use crate::referendum::hashgen::{generate_hashes, read_shards};
 use crate::referendum::rebuild::rebuild;
@@ -328,13 +330,18 @@ async fn rebuild_registry(args: RebuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// `/health` and `/metrics` for a role.
-fn ops_routes(metrics: &ReferendumMetrics) -> Router {
+/// A role's routes with its `/health` and `/metrics` (the referendum's metrics, its answers'
+/// durations and its resident memory), every answer timed.
+fn role_routes(routes: Router, metrics: &ReferendumMetrics) -> Router {
+    let timing = HttpMetrics::default();
+    let process = ProcessMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    timing.register(&mut registry);
+    process.register(&mut registry);
     let registry = Arc::new(registry);
     let ready = metrics.registry_ready.clone();
-    Router::new()
+    let routes = routes
         .route(
             "/health",
             get(move || {
@@ -353,13 +360,15 @@ fn ops_routes(metrics: &ReferendumMetrics) -> Router {
             "/metrics",
             get(move || {
                 let registry = registry.clone();
+                process.refresh();
                 async move {
                     let mut text = String::new();
                     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
                     text
                 }
             }),
-        )
+        );
+    timed(routes, timing)
 }
 
 /// Listens at once, then opens the role's services, waiting for any not up yet.
@@ -417,12 +426,12 @@ async fn ingest(args: IngestArgs) -> Result<()> {
         trusted_proxies: args.trusted_proxies,
         ..VoteLimits::default()
     };
-    gate.open(
+    gate.open(role_routes(
         parts
             .ingest_router(&secret, args.admin_token, &limits, metrics.clone())
-            .merge(ops_routes(&metrics))
             .merge(contract_route(Served::Referendum)),
-    );
+        &metrics,
+    ));
     tracing::info!(listen = %args.role.listen, "referendum ingest serving");
     http.await?;
     Ok(())
@@ -437,7 +446,7 @@ async fn validate(args: ValidateArgs) -> Result<()> {
         ..VoteLimits::default()
     };
     let worker = parts.spawn_validator(&limits, metrics.clone(), shutdown);
-    gate.open(ops_routes(&metrics));
+    gate.open(role_routes(Router::new(), &metrics));
     http.await?;
     worker.await?;
     Ok(())
@@ -448,7 +457,7 @@ async fn aggregate(args: RoleArgs) -> Result<()> {
     let (parts, gate, http) = connect(&args, &shutdown).await?;
     let metrics = ReferendumMetrics::new();
     let workers = parts.spawn_aggregator(metrics.clone(), shutdown);
-    gate.open(ops_routes(&metrics));
+    gate.open(role_routes(Router::new(), &metrics));
     http.await?;
     for worker in workers {
         worker.await?;
