@@ -360,7 +360,25 @@ fn a_refusal_is_not_waited_for_and_patience_ends() {
     let database = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(common::postgres_url());
-    let (text, took) = run(database, "amqp://guest:guest@127.0.0.1:not-a-port/", "300");
+    let (text, took) = run(
+        database.clone(),
+        "amqp://guest:guest@127.0.0.1:not-a-port/",
+        "300",
+    );
     assert!(text.contains("AMQP_URL"), "{text}");
+    assert!(
+        took < Duration::from_secs(5),
+        "checked before any wait: {took:?}"
+    );
+    // A broker that refuses the login will refuse it again: no wait either.
+    let (text, took) = run(
+        database,
+        "amqp://guest:wrong-password@127.0.0.1:5672/%2f",
+        "300",
+    );
+    assert!(
+        text.contains("cannot open RabbitMQ") && !text.contains("gave up"),
+        "{text}"
+    );
     assert!(took < Duration::from_secs(20), "{took:?}");
 }

@@ -191,17 +191,12 @@ where
 /// partition, a half-open connection) is noticed within two of them, and the deliveries
 /// this link held are redelivered to another consumer.
 const HEARTBEAT_SECONDS: u16 = 10;
-/// How long a connection may take to open where the URL says nothing.
-const CONNECT_TIMEOUT_MS: u64 = 10_000;
 
-/// `url` with [`HEARTBEAT_SECONDS`] and [`CONNECT_TIMEOUT_MS`] where it names neither;
-/// `None` for a URL lapin cannot read (its own connect then says why).
+/// `url` with [`HEARTBEAT_SECONDS`] where it names no heartbeat; `None` for a URL lapin
+/// cannot read (its own connect then says why).
 fn with_link_defaults(url: &str) -> Option<AMQPUri> {
     let mut uri: AMQPUri = url.parse().ok()?;
     uri.query.heartbeat.get_or_insert(HEARTBEAT_SECONDS);
-    uri.query
-        .connection_timeout
-        .get_or_insert(CONNECT_TIMEOUT_MS);
     Some(uri)
 }
 
@@ -252,15 +247,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_link_has_heartbeats_and_a_connect_timeout_unless_its_url_says_otherwise() {
+    fn a_link_has_heartbeats_unless_its_url_says_otherwise() {
         let plain = with_link_defaults("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
         assert_eq!(plain.query.heartbeat, Some(HEARTBEAT_SECONDS));
-        assert_eq!(plain.query.connection_timeout, Some(CONNECT_TIMEOUT_MS));
-        let chosen =
-            with_link_defaults("amqp://127.0.0.1:5672/v?heartbeat=30&connection_timeout=500")
-                .unwrap();
+        let chosen = with_link_defaults("amqp://127.0.0.1:5672/v?heartbeat=30").unwrap();
         assert_eq!(chosen.query.heartbeat, Some(30));
-        assert_eq!(chosen.query.connection_timeout, Some(500));
         assert_eq!(chosen.vhost, "v");
         assert!(with_link_defaults("amqp://127.0.0.1:port/").is_none());
     }

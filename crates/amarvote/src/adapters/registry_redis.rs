@@ -177,11 +177,18 @@ impl Keys {
 /// than [`RESPONSE_TIMEOUT`]: it fails, the caller retries, the manager reconnects.
 const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A (re)connection is tried this often, at most a second apart, then fails: the caller
+/// decides how long to wait (a role at start: `--dependency-wait`), not the driver, whose
+/// default retries for minutes.
+const CONNECT_RETRIES: usize = 2;
+const LONGEST_RETRY_MS: u64 = 1_000;
 
 fn link_config() -> redis::aio::ConnectionManagerConfig {
     redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(RESPONSE_TIMEOUT)
         .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_number_of_retries(CONNECT_RETRIES)
+        .set_max_delay(LONGEST_RETRY_MS)
 }
 
 impl RedisRegistry {

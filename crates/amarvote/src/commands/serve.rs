@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::lifecycle::{serve_http, shutdown_signal};
-use super::startup::{Dependencies, StartArgs, Unavailable};
+use super::startup::{broker_unavailable, check_amqp_url, Dependencies, StartArgs, Unavailable};
 use crate::adapters::embedded_queue::EmbeddedQueue;
 use crate::adapters::rabbitmq::RabbitQueue;
 use crate::adapters::sql_store::SqlStore;
@@ -182,11 +182,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The server key, once it and the admin token are found strong: checked before the role
-/// listens or connects, so that a weak secret never reaches a migration.
+/// The server key, once it and the admin token are found strong and the broker's URL well
+/// formed: checked before the role listens or connects, so that a weak secret never reaches
+/// a migration and a malformed URL is not waited for.
 fn strong_secrets(args: &ScaledArgs) -> Result<ServerKey> {
     let key = ServerKey::from_hex_strong(&args.server_key).context("AMARVOTE_SERVER_KEY")?;
     crate::sealing::check_admin_token(&args.admin_token).context("AMARVOTE_ADMIN_TOKEN")?;
+    check_amqp_url(&args.amqp_url)?;
     Ok(key)
 }
 
@@ -202,12 +204,9 @@ async fn scaled_app(
         })
         .await?;
     let amqp = args.amqp_url.as_str();
-    super::startup::check_amqp_url(amqp)?;
     let queue = deps
         .open("RabbitMQ", || async move {
-            RabbitQueue::connect(amqp)
-                .await
-                .map_err(Unavailable::transient)
+            RabbitQueue::connect(amqp).await.map_err(broker_unavailable)
         })
         .await?;
     Ok(Arc::new(App::new(

@@ -22,6 +22,8 @@ use crate::api::start_gate::StartGate;
 /// The first pause between tries, doubled after each failure up to [`LONGEST_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(250);
 const LONGEST_PAUSE: Duration = Duration::from_secs(5);
+/// The longest one try to open a service may take.
+const LONGEST_ATTEMPT: Duration = Duration::from_secs(15);
 
 /// How a scaled role starts beside services that may not be up yet.
 #[derive(Args, Debug, Clone)]
@@ -88,6 +90,28 @@ pub fn check_amqp_url(url: &str) -> Result<()> {
         .map_err(|e| anyhow!("AMQP_URL: {e}"))
 }
 
+/// A broker that refuses the login, the virtual host or the queues' arguments will refuse
+/// them again: refused at once. Anything else (unreachable, starting, closing) is waited
+/// for. AMQP names its refusals (`ACCESS_REFUSED`, `NOT_ALLOWED`, `PRECONDITION_FAILED`) and
+/// Redis its (`WRONGPASS`, `NOAUTH`) in the error's text, which is all the adapters keep.
+pub fn broker_unavailable(error: impl std::fmt::Display) -> Unavailable {
+    const REFUSALS: [&str; 6] = [
+        "ACCESS-REFUSED",
+        "NOT-ALLOWED",
+        "PRECONDITION-FAILED",
+        "WRONGPASS",
+        "NOAUTH",
+        "AUTHENTICATION FAILED",
+    ];
+    let text = error.to_string();
+    let said = text.to_uppercase().replace('_', "-");
+    if REFUSALS.iter().any(|refusal| said.contains(refusal)) {
+        Unavailable::refused(anyhow!(text))
+    } else {
+        Unavailable::transient(anyhow!(text))
+    }
+}
+
 /// Opens a role's services, each tried again with backoff while it is not there, for at
 /// most `patience` in all; shutdown ends the wait.
 pub struct Dependencies {
@@ -116,7 +140,7 @@ impl Dependencies {
         self.gate.waiting_for(service);
         let mut pause = FIRST_PAUSE;
         loop {
-            let failure = match connect().await {
+            let failure = match self.attempt(connect()).await? {
                 Ok(opened) => {
                     tracing::info!(service, "connected");
                     return Ok(opened);
@@ -141,15 +165,33 @@ impl Dependencies {
         }
     }
 
-    async fn pause(&mut self, pause: Duration) -> Result<()> {
-        if *self.shutdown.borrow() {
-            return Err(anyhow!("stopped before its services were reached"));
-        }
+    /// One try, within [`LONGEST_ATTEMPT`] and what is left of the patience: a service that
+    /// accepts the connection and then says nothing (a half-open link, a host cut off) is a
+    /// failed try, not a wait without end. Shutdown ends it.
+    async fn attempt<T>(
+        &mut self,
+        connecting: impl std::future::Future<Output = Result<T, Unavailable>>,
+    ) -> Result<Result<T, Unavailable>> {
+        let left = self.patience.saturating_sub(self.started.elapsed());
+        let limit = LONGEST_ATTEMPT.min(left).max(Duration::from_millis(100));
         tokio::select! {
-            _ = tokio::time::sleep(pause) => Ok(()),
-            _ = self.shutdown.changed() => Err(anyhow!("stopped before its services were reached")),
+            tried = tokio::time::timeout(limit, connecting) => Ok(tried.unwrap_or_else(|_| {
+                Err(Unavailable::transient(anyhow!("no answer within {} ms", limit.as_millis())))
+            })),
+            _ = self.shutdown.wait_for(|stop| *stop) => Err(stopped()),
         }
     }
+
+    async fn pause(&mut self, pause: Duration) -> Result<()> {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => Ok(()),
+            _ = self.shutdown.wait_for(|stop| *stop) => Err(stopped()),
+        }
+    }
+}
+
+fn stopped() -> anyhow::Error {
+    anyhow!("stopped before its services were reached")
 }
 
 /// Doubled, up to [`LONGEST_PAUSE`], with up to a quarter more so that roles restarted
@@ -210,6 +252,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(opened, 3);
+    }
+
+    #[test]
+    fn a_broker_that_refuses_the_login_is_not_waited_for() {
+        for refused in [
+            "protocol error: ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN",
+            "AMQP soft error: NOT-ALLOWED: vhost amarvote not found",
+            "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'tally'",
+            "WRONGPASS: invalid username-password pair or user is disabled.",
+        ] {
+            assert!(!broker_unavailable(refused).transient, "{refused}");
+        }
+        for late in [
+            "Connection refused (os error 111)",
+            "connection closed by the broker",
+        ] {
+            assert!(broker_unavailable(late).transient, "{late}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_try_that_never_answers_is_cut_off_by_the_patience() {
+        let gate = StartGate::default();
+        let (_tx, rx) = watch::channel(false);
+        let mut deps = Dependencies::new(&gate, Duration::from_millis(300), &rx);
+        let started = Instant::now();
+        let hangs = || std::future::pending::<Result<(), Unavailable>>();
+        let gave_up = deps.open("RabbitMQ", hangs).await.unwrap_err();
+        assert!(format!("{gave_up:#}").contains("no answer"), "{gave_up:#}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

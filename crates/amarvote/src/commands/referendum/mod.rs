@@ -24,7 +24,7 @@ pub mod loadgen;
 pub mod parts;
 
 use super::lifecycle::shutdown_signal;
-use super::startup::Unavailable;
+use super::startup::{broker_unavailable, Unavailable};
 
 use crate::adapters::registry_redis::RedisRegistry;
 use crate::adapters::registry_sqlite::SqliteRegistry;
@@ -376,6 +376,14 @@ async fn connect(
     role: &RoleArgs,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(Parts, StartGate, JoinHandle<()>)> {
+    let (amqp, redis, prefix) = (
+        role.amqp_url.as_str(),
+        role.redis_url.as_str(),
+        role.prefix.as_str(),
+    );
+    // Malformed URLs are refused before any wait.
+    crate::commands::startup::check_amqp_url(amqp)?;
+    redis::Client::open(redis).context("REDIS_URL")?;
     let (gate, mut deps, http) = role.start.begin(role.listen, shutdown).await?;
     let database = role.database_url.as_str();
     let tables = deps
@@ -385,22 +393,18 @@ async fn connect(
                 .map_err(tables_unavailable)
         })
         .await?;
-    let amqp = role.amqp_url.as_str();
-    crate::commands::startup::check_amqp_url(amqp)?;
     let queue = deps
         .open("RabbitMQ", || async move {
             AmqpVoteQueue::connect(amqp)
                 .await
-                .map_err(Unavailable::transient)
+                .map_err(broker_unavailable)
         })
         .await?;
-    let (redis, prefix) = (role.redis_url.as_str(), role.prefix.as_str());
-    redis::Client::open(redis).context("REDIS_URL")?;
     let registry = deps
         .open("Redis", || async move {
             RedisRegistry::connect(redis, prefix)
                 .await
-                .map_err(Unavailable::transient)
+                .map_err(broker_unavailable)
         })
         .await?;
     Ok((Parts::shared(tables, queue, registry), gate, http))
