@@ -21,7 +21,7 @@ pub type AppState = Arc<App>;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
-    /// For a 429: when the client may try again (`Retry-After`).
+    /// For a 429 or a 503: when the client may try again (`Retry-After`).
     pub retry_after: Option<std::time::Duration>,
     /// The request field at fault, when there is one.
     pub field: Option<&'static str>,
@@ -81,6 +81,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
             ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ServiceError::Unavailable(inner) => {
+                tracing::warn!(error = %inner, "answered 503: the database failed, perhaps for a moment");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ServiceError::Internal(inner) => {
                 tracing::error!(error = %format!("{inner:#}"), "internal error");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -88,6 +92,7 @@ impl From<ServiceError> for ApiError {
         };
         let retry_after = match &e {
             ServiceError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ServiceError::Unavailable(_) => Some(std::time::Duration::from_secs(1)),
             _ => None,
         };
         let message = match e {
@@ -242,5 +247,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Bearer> {
         require_bearer(&parts.headers).map(|token| Bearer(token.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_out_of_reach_answers_503_with_a_time_to_try_again() {
+        let unavailable = ServiceError::Unavailable(crate::ports::store::StoreError::Backend {
+            message: "connection refused".into(),
+            transient: true,
+        });
+        let response = ApiError::from(unavailable).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 }

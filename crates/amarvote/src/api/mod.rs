@@ -3,8 +3,8 @@
 //! parameters, bodies that name the field at fault), call a use case, and answer typed
 //! bodies; anything heavy is a job (202 + job id) done by the workers. Every error is one
 //! JSON shape `{"error": …, "status": …}` (with `"field"` when one field of the request is
-//! at fault, and `Retry-After` on a 429 and on the 503 of a role still waiting for its
-//! services, [`start_gate`]); administrator routes answer 401 without a bearer
+//! at fault, and `Retry-After` on a 429 and on a 503: a role still waiting for its
+//! services, [`start_gate`], or a database out of reach for now); administrator routes answer 401 without a bearer
 //! token and 403 with a wrong one. The routes' descriptions are the contract
 //! (`/api/openapi.json`, [`openapi`]).
 

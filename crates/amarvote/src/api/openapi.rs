@@ -198,8 +198,8 @@ fn add_operation_answers(operation: &mut Operation, limited: bool) {
     }
     answers.push((
         "503",
-        "The process is starting and waits for a service it needs (named in `error`); see \
-         `Retry-After`.",
+        "The process is starting and waits for a service it needs (named in `error`), or its \
+         database is busy or out of reach for now; see `Retry-After`.",
     ));
     for (status, description) in answers {
         operation

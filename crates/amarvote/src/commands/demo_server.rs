@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::client::Client;
+use super::client::{Client, Refused, Unanswered};
 use super::demo::DemoArgs;
 use super::simulation::{demo_contests, random_ballot, ChoiceRng};
 use crate::api::elections::Results;
@@ -24,28 +24,105 @@ use crate::service::elections::{CreatedElection, NewContest, NewElection};
 use crate::service::jobs::JobStatus;
 
 /// One voter: encrypts, maybe challenges (and checks what the server revealed), then casts.
+/// A device that loses an answer (a server killed behind the load balancer) sends again
+/// what is safe to send again: an encryption or a challenge is made anew (a lost pending
+/// ballot is never counted), and a cast whose answer was lost is checked on the server.
 async fn vote(
     client: &Client,
     election: &str,
     credential: &str,
     choices: &Choices,
     challenge_first: bool,
-) -> Result<String> {
+) -> Result<()> {
     if challenge_first {
-        let pending = client.encrypt_ballot(credential, election, choices).await?;
-        let opened = client
-            .challenge_ballot(credential, election, &pending.ballot_id)
-            .await?;
+        let (opened, _) = until_answered(|| async {
+            let pending = client.encrypt_ballot(credential, election, choices).await?;
+            client
+                .challenge_ballot(credential, election, &pending.ballot_id)
+                .await
+        })
+        .await;
         ensure!(
-            opened.revealed.as_ref() == Some(choices),
+            opened?.revealed.as_ref() == Some(choices),
             "the challenged ballot did not open to the voter's choices"
         );
     }
-    let pending = client.encrypt_ballot(credential, election, choices).await?;
-    let receipt = client
-        .cast_ballot(credential, election, &pending.ballot_id)
-        .await?;
-    Ok(receipt.tracking_code)
+    let (pending, _) =
+        until_answered(|| client.encrypt_ballot(credential, election, choices)).await;
+    let ballot = pending?.ballot_id;
+    match until_answered(|| client.cast_ballot(credential, election, &ballot)).await {
+        (Ok(_), _) => Ok(()),
+        // A repeat refused after a lost answer: the lost cast may have been the success.
+        (Err(e), true) if e.downcast_ref::<Refused>().is_some_and(|r| r.status == 409) => {
+            let path = format!("/api/elections/{election}/voters/me");
+            let me = client.get_authorized(&path, credential).await?;
+            ensure!(me["cast"] == true, "{e:#}");
+            Ok(())
+        }
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// How often a write whose answer was lost is sent again: three more, so that a voter's
+/// encryptions stay under the five pending ballots a credential may hold.
+const UNANSWERED_TRIES: u32 = 3;
+
+/// Sends a write again while its answer is lost (up to [`UNANSWERED_TRIES`] more times);
+/// says whether an answer was lost, so that the caller can read a refusal of a repeat
+/// ("already cast", "not open") as the lost success it may be.
+async fn until_answered<T, Fut>(mut send: impl FnMut() -> Fut) -> (Result<T>, bool)
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut lost = false;
+    for _ in 0..UNANSWERED_TRIES {
+        match send().await {
+            Err(e) if e.is::<Unanswered>() => lost = true,
+            answer => return (answer, lost),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    (send().await, lost)
+}
+
+/// Closes voting; a repeat refused after a lost answer is checked on the server.
+async fn close_voting(client: &Client, admin: &str, election: &str) -> Result<()> {
+    match until_answered(|| client.close_voting(admin, election)).await {
+        (Ok(_), _) => Ok(()),
+        (Err(e), true) => {
+            let summary = client.get(&format!("/api/elections/{election}")).await?;
+            ensure!(summary["state"] != "open", "{e:#}");
+            Ok(())
+        }
+        (Err(e), false) => Err(e),
+    }
+}
+
+/// Starts a job of `kind`, unless a start whose answer was lost already made one: after a
+/// lost answer the election's jobs are read first, so no job is started twice.
+async fn start_job(client: &Client, admin: &str, election: &str, kind: JobKind) -> Result<String> {
+    let mut lost = false;
+    for _ in 0..=UNANSWERED_TRIES {
+        if lost {
+            let list = client
+                .get(&format!("/api/elections/{election}/jobs"))
+                .await?;
+            let jobs = list["jobs"].as_array().cloned().unwrap_or_default();
+            if let Some(job) = jobs.iter().find(|j| j["kind"] == kind.as_str()) {
+                return Ok(job["job_id"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        match client.start_job(admin, election, kind).await {
+            Ok(started) => return Ok(started.job_id),
+            Err(e) if e.is::<Unanswered>() => lost = true,
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!(
+        "the {kind} job could not be started: no answer from {}",
+        client.base()
+    )
 }
 
 /// Starts a job and follows it to its end with a progress bar; returns its final status.
@@ -55,15 +132,15 @@ pub async fn run_job(
     election: &str,
     kind: JobKind,
 ) -> Result<JobStatus> {
-    let started = client.start_job(admin, election, kind).await?;
-    let bar = ProgressBar::new(started.total_chunks).with_style(
+    let job_id = start_job(client, admin, election, kind).await?;
+    let bar = ProgressBar::new(client.job(&job_id).await?.total_chunks).with_style(
         ProgressStyle::with_template(&format!(
             "  {kind:<8} {{bar:40}} {{pos}}/{{len}} chunks {{elapsed}}"
         ))
         .expect("template"),
     );
     loop {
-        let status = client.job(&started.job_id).await?;
+        let status = client.job(&job_id).await?;
         bar.set_position(status.processed_chunks);
         match status.state {
             JobState::Done => {
@@ -116,11 +193,14 @@ pub async fn run(args: &DemoArgs, server: &str, admin: Option<&str>) -> Result<(
     let new_election = NewElection::server_run(title, contests, shape.guardians, shape.quorum);
     let created = client.create_election(admin, &new_election).await?;
     let election = created.election_id.clone();
-    phase("election created, key ceremony done", started);
-    let credentials = client
-        .issue_credentials(admin, &election, shape.ballots)
-        .await?
-        .credentials;
+    phase(
+        &format!("election {election} created, key ceremony done"),
+        started,
+    );
+    // Credentials issued by a request whose answer was lost are never used: harmless.
+    let (issued, _) =
+        until_answered(|| client.issue_credentials(admin, &election, shape.ballots)).await;
+    let credentials = issued?.credentials;
     let manifest: Manifest = electionguard::json::from_json(
         &client
             .get_text(&format!("/api/elections/{election}/manifest"), None)
@@ -130,7 +210,7 @@ pub async fn run(args: &DemoArgs, server: &str, admin: Option<&str>) -> Result<(
     let started = Instant::now();
     let expected = cast_all(&client, &election, &manifest, &credentials, &shape).await?;
     phase("ballots encrypted, proved and cast", started);
-    client.close_voting(admin, &election).await?;
+    close_voting(&client, admin, &election).await?;
     let started = Instant::now();
     run_job(&client, admin, &election, JobKind::Tally).await?;
     phase("tally job", started);
@@ -161,13 +241,14 @@ pub async fn run(args: &DemoArgs, server: &str, admin: Option<&str>) -> Result<(
     Ok(())
 }
 
-/// A server just started may not listen yet: wait up to 30 s for `/health`.
+/// A server just started may not listen yet: wait up to 60 s for `/health`.
 async fn wait_until_up(client: &Client) -> Result<()> {
-    for _ in 0..300 {
-        if client.get("/health").await.is_ok() {
-            return Ok(());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match tokio::time::timeout_at(deadline.into(), client.get("/health")).await {
+            Ok(Ok(_)) => return Ok(()),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("no server answers at {}", client.base())
 }
@@ -213,13 +294,13 @@ async fn cast_all(
                 .expect("template"),
         ),
     );
-    let results: Vec<Result<String>> = futures_util::stream::iter(plan)
+    let results: Vec<Result<()>> = futures_util::stream::iter(plan)
         .map(|(credential, choices, challenge)| {
             let (client, bar) = (client.clone(), bar.clone());
             async move {
-                let code = vote(&client, election, &credential, &choices, challenge).await;
+                let voted = vote(&client, election, &credential, &choices, challenge).await;
                 bar.inc(1);
-                code
+                voted
             }
         })
         .buffer_unordered(8)
@@ -240,14 +321,15 @@ pub async fn consent(
     present: u32,
 ) -> Result<()> {
     for g in created.guardians.iter().take(present as usize) {
-        let id = &g.guardian_id;
-        client
-            .post(
-                &format!("/api/elections/{election}/guardians/{id}/decryption-consent"),
-                Some(&g.token),
-                &json!({ "passphrase": g.passphrase }),
-            )
-            .await?;
+        let path = format!(
+            "/api/elections/{election}/guardians/{}/decryption-consent",
+            g.guardian_id
+        );
+        let body = json!({ "passphrase": g.passphrase });
+        // A consent given again replaces the first: safe to repeat.
+        until_answered(|| client.post(&path, Some(&g.token), &body))
+            .await
+            .0?;
     }
     Ok(())
 }

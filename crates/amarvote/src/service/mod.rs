@@ -42,13 +42,24 @@ pub enum ServiceError {
         message: String,
         retry_after: std::time::Duration,
     },
+    /// The database failed in a way that may pass (out of reach, restarting, busy, a
+    /// transaction aborted): the request may succeed if sent again shortly. Whether a
+    /// write that failed this way took effect can be unknown (the connection may have been
+    /// cut while its commit was acknowledged), so a client repeats only what is safe to.
+    #[error("the database is busy or out of reach; try again shortly")]
+    Unavailable(#[source] StoreError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
-        ServiceError::Internal(e.into())
+        match e {
+            StoreError::Backend {
+                transient: true, ..
+            } => ServiceError::Unavailable(e),
+            other => ServiceError::Internal(other.into()),
+        }
     }
 }
 
@@ -282,4 +293,29 @@ pub fn new_credential() -> String {
 /// Compares secrets in constant time.
 pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && openssl::memcmp::eq(a.as_bytes(), b.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_out_of_reach_is_unavailable_and_a_refusal_stays_internal() {
+        let unreachable = StoreError::Backend {
+            message: "connection refused".into(),
+            transient: true,
+        };
+        assert!(matches!(
+            ServiceError::from(unreachable),
+            ServiceError::Unavailable(_)
+        ));
+        let refused = StoreError::Backend {
+            message: "syntax error".into(),
+            transient: false,
+        };
+        assert!(matches!(
+            ServiceError::from(refused),
+            ServiceError::Internal(_)
+        ));
+    }
 }

@@ -27,7 +27,7 @@ impl Client {
         body: &B,
     ) -> Result<T> {
         let request = self.http.post(self.url(path)).json(body);
-        let response = self.send(request, Some(token), path).await?;
+        let response = self.send(request, Some(token), path, false).await?;
         response
             .json()
             .await
@@ -35,7 +35,9 @@ impl Client {
     }
 
     async fn read_typed<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let response = self.send(self.http.get(self.url(path)), None, path).await?;
+        let response = self
+            .send(self.http.get(self.url(path)), None, path, true)
+            .await?;
         response
             .json()
             .await

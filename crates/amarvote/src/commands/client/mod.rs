@@ -1,6 +1,7 @@
 //! The HTTP client of the commands that talk to a server (`demo --server`, `guardian`,
 //! `record`, `bench election`) and of the tests: JSON in and out, the bearer token, 429s
-//! waited out, and every other non-2xx answer an error that keeps its status.
+//! waited out, reads sent again while they get no answer, a write that got none an
+//! [`Unanswered`] error, and every other non-2xx answer a [`Refused`] that keeps its status.
 //! [`election`] adds the election API's operations, typed with the server's own request and
 //! response types.
 
@@ -33,6 +34,21 @@ impl Refused {
     }
 }
 
+/// A request the server may never have acted on: the connection failed or was cut, or the
+/// answer was 502/503/504 (a proxy without a live server behind it, or a server waiting for
+/// its database). Reads are tried again by [`Client`] itself; a caller that writes decides
+/// whether sending again is safe.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: no answer from {base}: {reason}")]
+pub struct Unanswered {
+    pub what: String,
+    pub base: String,
+    pub reason: String,
+}
+
+/// How long a read is tried again while it gets no answer.
+const READ_PATIENCE: Duration = Duration::from_secs(60);
+
 /// A thin JSON client that turns every non-2xx answer into an error quoting the server.
 #[derive(Clone)]
 pub struct Client {
@@ -53,49 +69,76 @@ impl Client {
         }
     }
 
-    /// Sends a request, with the bearer token if any; a non-2xx answer is an error
-    /// quoting the server's message. A 429 is retried after the server's `Retry-After`
-    /// (or a growing pause when it names none), up to `MAX_THROTTLED_RETRIES` times.
+    /// Sends a request, with the bearer token if any; a non-2xx answer is a [`Refused`]
+    /// quoting the server's message. A 429 is retried after the server's `Retry-After` (or
+    /// a growing pause when it names none), up to `MAX_THROTTLED_RETRIES` times. A request
+    /// that gets no answer (see [`no_answer`]) is sent again if it is a `read`, for up to
+    /// `READ_PATIENCE`; otherwise it is an [`Unanswered`] error.
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
         token: Option<&str>,
         what: &str,
+        read: bool,
     ) -> Result<reqwest::Response> {
         let request = match token {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        let mut attempt = 0;
-        let response = loop {
-            let again = request.try_clone();
-            let response = request_of(again, &self.base)?
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {}", self.base))?;
-            if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS
-                || attempt == MAX_THROTTLED_RETRIES
-            {
-                break response;
+        let started = std::time::Instant::now();
+        let mut unanswered = 0;
+        loop {
+            let again = request_of(request.try_clone(), &self.base)?;
+            let (reason, pause) = match self.send_once(again).await {
+                Ok(response) if no_answer(&response) => {
+                    let pause = throttled_pause(&response, unanswered);
+                    (refusal(response, what).await.message, pause)
+                }
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) => return Err(refusal(response, what).await.into()),
+                Err(e) if is_lost(&e) => (
+                    format!("{e:#}"),
+                    Duration::from_millis(250 << unanswered.min(4)),
+                ),
+                Err(e) => return Err(e).with_context(|| format!("cannot reach {}", self.base)),
+            };
+            if !read || started.elapsed() + pause > READ_PATIENCE {
+                let base = self.base.clone();
+                return Err(Unanswered {
+                    what: what.to_owned(),
+                    base,
+                    reason,
+                }
+                .into());
             }
-            tokio::time::sleep(throttled_pause(&response, attempt)).await;
-            attempt += 1;
-        };
-        let status = response.status();
-        if !status.is_success() {
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            return Err(Refused {
-                what: what.to_owned(),
-                status: status.as_u16(),
-                message: body["error"]
-                    .as_str()
-                    .unwrap_or("no error message")
-                    .to_owned(),
-                field: body["field"].as_str().map(str::to_owned),
+            if unanswered == 0 {
+                let base = &self.base;
+                tracing::warn!(%what, %reason, "no answer from {base}; trying again for 60 s");
             }
-            .into());
+            tokio::time::sleep(pause).await;
+            unanswered += 1;
         }
-        Ok(response)
+    }
+
+    /// One request, with 429s waited out.
+    async fn send_once(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut throttled = 0;
+        loop {
+            let again = request
+                .try_clone()
+                .expect("the request was cloned once already");
+            let response = again.send().await?;
+            if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS
+                || throttled == MAX_THROTTLED_RETRIES
+            {
+                return Ok(response);
+            }
+            tokio::time::sleep(throttled_pause(&response, throttled)).await;
+            throttled += 1;
+        }
     }
 
     /// The server's address.
@@ -109,7 +152,7 @@ impl Client {
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Value> {
         let request = self.http.post(self.url(path)).json(body);
-        let response = self.send(request, token, path).await?;
+        let response = self.send(request, token, path, false).await?;
         Ok(response.json().await.unwrap_or(Value::Null))
     }
 
@@ -120,7 +163,7 @@ impl Client {
             .post(self.url(path))
             .header("content-type", "application/json")
             .body(body);
-        let response = self.send(request, Some(token), path).await?;
+        let response = self.send(request, Some(token), path, false).await?;
         Ok(response.json().await.unwrap_or(Value::Null))
     }
 
@@ -134,7 +177,7 @@ impl Client {
 
     async fn get_json(&self, path: &str, token: Option<&str>) -> Result<Value> {
         let response = self
-            .send(self.http.get(self.url(path)), token, path)
+            .send(self.http.get(self.url(path)), token, path, true)
             .await?;
         Ok(response.json().await.unwrap_or(Value::Null))
     }
@@ -142,7 +185,7 @@ impl Client {
     /// The body as text (reference JSON, kept exactly as the server wrote it).
     pub async fn get_text(&self, path: &str, token: Option<&str>) -> Result<String> {
         let response = self
-            .send(self.http.get(self.url(path)), token, path)
+            .send(self.http.get(self.url(path)), token, path, true)
             .await?;
         Ok(response.text().await?)
     }
@@ -150,6 +193,32 @@ impl Client {
 
 /// How often a client waits out a 429 before it gives up.
 const MAX_THROTTLED_RETRIES: u32 = 10;
+
+/// 502, 503 and 504: a proxy with no live server behind it, a gateway that timed out, or a
+/// server that cannot reach its database or is still starting. Nothing was refused.
+fn no_answer(response: &reqwest::Response) -> bool {
+    matches!(response.status().as_u16(), 502..=504)
+}
+
+/// A transport failure a later try may not meet: the connection could not be made, was
+/// cut, or timed out. (An unusable URL, say, is not one.)
+fn is_lost(error: &reqwest::Error) -> bool {
+    error.is_connect() || error.is_timeout() || error.is_request() || error.is_body()
+}
+
+/// The server's refusal, with its message when it gave one in the one error shape.
+async fn refusal(response: reqwest::Response, what: &str) -> Refused {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    Refused {
+        what: what.to_owned(),
+        status,
+        message: body["error"]
+            .as_str()
+            .map_or_else(|| format!("HTTP {status}"), str::to_owned),
+        field: body["field"].as_str().map(str::to_owned),
+    }
+}
 
 fn request_of(
     request: Option<reqwest::RequestBuilder>,
@@ -171,4 +240,97 @@ fn throttled_pause(response: &reqwest::Response, attempt: u32) -> Duration {
     let mut jitter = [0u8; 1];
     openssl::rand::rand_bytes(&mut jitter).expect("the system random generator works");
     base + base.mul_f64(f64::from(jitter[0]) / 2550.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A server on loopback that answers its first `failures` requests 502 (as a proxy with
+    /// no live server behind it does), then 200 `{}`; returns its address and a counter.
+    async fn flaky_server(failures: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                read_request(&mut socket).await;
+                let (status, body) = if counter.fetch_add(1, Ordering::SeqCst) < failures {
+                    ("502 Bad Gateway", "")
+                } else {
+                    ("200 OK", "{}")
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        (base, seen)
+    }
+
+    /// Reads one whole request (headers and `content-length` bytes of body), so that the
+    /// answer never races the client's writing.
+    async fn read_request(socket: &mut tokio::net::TcpStream) {
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 1024];
+        loop {
+            if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                if seen.len() >= end + 4 + length {
+                    return;
+                }
+            }
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_without_answer_is_sent_again_and_a_write_is_not() {
+        let (base, seen) = flaky_server(2).await;
+        let client = Client::new(&base);
+        client.get("/anything").await.unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), 3, "two 502s, then the answer");
+
+        let (base, seen) = flaky_server(1).await;
+        let error = Client::new(&base)
+            .post("/cast", None, &serde_json::json!({}))
+            .await
+            .unwrap_err();
+        let unanswered = error.downcast::<Unanswered>().unwrap();
+        assert_eq!(unanswered.reason, "HTTP 502");
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1,
+            "a write is never sent twice by itself"
+        );
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_unanswered_not_refused() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let error = Client::new(&format!("http://127.0.0.1:{port}"))
+            .post("/cast", None, &serde_json::json!({}))
+            .await
+            .unwrap_err();
+        assert!(error.is::<Unanswered>(), "{error:#}");
+    }
 }
