@@ -15,7 +15,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::tls::ServerTls;
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
@@ -43,6 +45,18 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_with(listener, router, limits, None, shutdown).await;
+}
+
+/// As [`serve`], over TLS when `tls` is given: each connection's handshake runs in its own
+/// task, within the header read timeout, so a slow or silent client holds up no other.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    tls: Option<ServerTls>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -74,13 +88,16 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
             });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        let (tls, watcher) = (tls.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let _ = connection.await;
+            let Some(io) = secured(stream, tls.as_ref(), peer, &limits).await else {
+                return;
+            };
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+            let _ = watcher.watch(connection).await;
             drop(permit);
         });
     }
@@ -94,13 +111,30 @@ pub async fn serve(
 }
 
 /// Binds `listen` and serves until shutdown.
-pub async fn bind_and_serve(
-    listen: SocketAddr,
-    router: Router,
-    limits: ConnectionLimits,
-    shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let listener = TcpListener::bind(listen).await?;
-    serve(listener, router, limits, shutdown).await;
-    Ok(())
+/// A connection's byte stream, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The connection as HTTP reads it: the TCP stream itself, or the TLS session on it once
+/// the handshake is done (`None` when it fails or outlasts the header read timeout).
+async fn secured(
+    stream: TcpStream,
+    tls: Option<&ServerTls>,
+    peer: SocketAddr,
+    limits: &ConnectionLimits,
+) -> Option<Box<dyn Stream>> {
+    let Some(ServerTls(acceptor)) = tls else {
+        return Some(Box::new(stream));
+    };
+    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(session)) => Some(Box::new(session)),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
 }

@@ -34,6 +34,8 @@ pub mod request_metrics;
 mod routes;
 pub mod start_gate;
 mod tar;
+/// TLS on the HTTP edge.
+pub mod tls;
 mod web;
 
 pub use edge::{

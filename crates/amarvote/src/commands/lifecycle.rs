@@ -25,9 +25,12 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 pub async fn serve_http(
     listen: SocketAddr,
     router: axum::Router,
+    tls: Option<crate::api::tls::ServerTls>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    crate::api::http_server::bind_and_serve(listen, router, Default::default(), shutdown)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    crate::api::http_server::serve_with(listener, router, Default::default(), tls, shutdown).await;
+    Ok(())
 }

@@ -12,4 +12,5 @@ pub mod referendum;
 pub mod serve;
 pub mod simulation;
 pub mod startup;
+pub mod tls;
 pub mod verify;

@@ -38,6 +38,8 @@ pub struct ServeArgs {
     pub vote_rate: crate::commands::referendum::VoteRateArgs,
     #[command(flatten)]
     pub codes: crate::commands::referendum::CodeLockArgs,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
 }
 
 /// Limits on what voters' clients may do, as flags or environment variables.
@@ -174,7 +176,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let router = crate::api::router(app)
         .merge(referendum.router)
         .merge(contract_route(Served::Both));
-    serve_http(args.listen, timed(router, timing), shutdown).await?;
+    let tls = args.tls.server(args.listen)?;
+    serve_http(args.listen, timed(router, timing), tls, shutdown).await?;
     let _ = tokio::join!(workers, reconciler);
     for task in referendum.tasks {
         let _ = task.await;

@@ -32,6 +32,8 @@ pub struct StartArgs {
     /// or Redis that is not reachable yet; it answers 503 on every path meanwhile.
     #[arg(long, env = "AMARVOTE_DEPENDENCY_WAIT", default_value_t = 300)]
     pub dependency_wait: u64,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
 }
 
 impl StartArgs {
@@ -43,14 +45,16 @@ impl StartArgs {
         listen: SocketAddr,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<(StartGate, Dependencies, JoinHandle<()>)> {
+        let tls = self.tls.server(listen)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let gate = StartGate::default();
-        let http = tokio::spawn(crate::api::http_server::serve(
+        let http = tokio::spawn(crate::api::http_server::serve_with(
             listener,
             gate.router(),
             Default::default(),
+            tls,
             shutdown.clone(),
         ));
         let wait = Duration::from_secs(self.dependency_wait);

@@ -6,8 +6,10 @@
 //! `/health`), `api1` and `api2` (`amarvote api` and `referendum ingest`), `wk1` and `wk2`
 //! (`amarvote worker` and `referendum validate`), `agg` (`referendum aggregate`), and
 //! `cli`, where this test's voters, guardians and administrator run and reach only the
-//! load balancer. Each phase starts an election (`amarvote demo --server`, which fails
-//! unless the published results equal its ballots and the exported record verifies) and a
+//! load balancer, over HTTPS (a CA of the test's own; HAProxy re-encrypts to the API
+//! hosts, and every role serves HTTPS). Each phase starts an election (`amarvote demo
+//! --server`, which fails unless the published results equal its ballots and the exported
+//! record verifies) and a
 //! crowd of referendum voters (two attempts each, resubmitting what got no answer), applies
 //! one fault, heals it, and then checks both: the first answered vote of each voter stands,
 //! every other attempt is a duplicate, the totals are the counted choices. The time each
@@ -141,6 +143,7 @@ impl Cluster {
     fn start(net: Arc<Network>, dir: &Path) -> Cluster {
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).unwrap();
+        let ca = certificates(dir);
         let postgres = Postgres::start(&net, dir, DATA, "amarvote");
         let rabbit = Rabbit::start(&net, dir, DATA);
         let redis = Redis::start(&net, dir, DATA);
@@ -151,7 +154,7 @@ impl Cluster {
             net,
             dir: dir.to_owned(),
             logs,
-            env: role_environment(&secret),
+            env: role_environment(&secret, dir),
             postgres,
             rabbit,
             redis,
@@ -159,6 +162,7 @@ impl Cluster {
             roles: Vec::new(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
                 .build()
                 .unwrap(),
             laws: Vec::new(),
@@ -191,7 +195,7 @@ impl Cluster {
     async fn all_alive(&mut self, within: Duration) {
         let started = Instant::now();
         for role in &ROLES {
-            let url = format!("http://{}:{}", role.host.ip(), role.port);
+            let url = format!("https://{}:{}", role.host.ip(), role.port);
             loop {
                 self.role(role.key).still_running();
                 if let Some((200, _)) = common::health(&self.http, &url).await {
@@ -210,11 +214,11 @@ impl Cluster {
     }
 
     fn election_url(&self) -> String {
-        format!("http://{}:8080", LB.ip())
+        format!("https://{}:8080", LB.ip())
     }
 
     fn referendum_url(&self) -> String {
-        format!("http://{}:8081", LB.ip())
+        format!("https://{}:8081", LB.ip())
     }
 
     /// Creates a law with its voters, through the load balancer.
@@ -287,6 +291,7 @@ impl Cluster {
                 "--record",
             ])
             .arg(&record)
+            .env("AMARVOTE_CA_FILE", self.dir.join("tls/ca.pem"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&errors).unwrap())
@@ -310,9 +315,29 @@ impl Cluster {
     }
 }
 
-/// What every role is given: the data host's services, the secrets, the load balancer as
-/// the one trusted proxy, and a short AMQP heartbeat so that a cut-off peer is noticed soon.
-fn role_environment(secret: &Path) -> Vec<(&'static str, String)> {
+/// The cluster's own CA and one server certificate for every host that serves HTTPS (the
+/// load balancer and every role), written under `tls/`; HAProxy takes the certificate and
+/// key in one file. Returns the CA, PEM.
+fn certificates(dir: &Path) -> Vec<u8> {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let authority = common::tls::Authority::new();
+    let addresses: Vec<std::net::IpAddr> = [LB, API1, API2, WK1, WK2, AGG]
+        .iter()
+        .map(|h| h.ip().parse().unwrap())
+        .collect();
+    let server = authority.issue(&addresses);
+    std::fs::write(tls.join("ca.pem"), authority.ca_pem()).unwrap();
+    std::fs::write(tls.join("server.pem"), &server.cert).unwrap();
+    std::fs::write(tls.join("server.key"), &server.key).unwrap();
+    std::fs::write(tls.join("haproxy.pem"), [server.cert, server.key].concat()).unwrap();
+    authority.ca_pem()
+}
+
+/// What every role is given: the data host's services, the secrets, its HTTPS certificate,
+/// the load balancer as the one trusted proxy, and a short AMQP heartbeat so that a
+/// cut-off peer is noticed soon.
+fn role_environment(secret: &Path, dir: &Path) -> Vec<(&'static str, String)> {
     let data = DATA.ip();
     let server_key = amarvote::service::new_credential() + &amarvote::service::new_credential();
     vec![
@@ -333,6 +358,14 @@ fn role_environment(secret: &Path) -> Vec<(&'static str, String)> {
             secret.display().to_string(),
         ),
         ("AMARVOTE_VOTE_RATE_LIMIT", "1000000".to_owned()),
+        (
+            "AMARVOTE_TLS_CERT",
+            dir.join("tls/server.pem").display().to_string(),
+        ),
+        (
+            "AMARVOTE_TLS_KEY",
+            dir.join("tls/server.key").display().to_string(),
+        ),
         ("RUST_LOG", "info".to_owned()),
     ]
 }

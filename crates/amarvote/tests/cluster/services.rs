@@ -302,15 +302,20 @@ impl Redis {
 }
 
 /// HAProxy in front of the API hosts: `:8080` balances the election API, `:8081` the
-/// referendum's ingestion, each server checked on `/health` twice a second.
+/// referendum's ingestion, each server checked on `/health` twice a second. Both sides are
+/// TLS: clients reach it with the certificate of `tls/haproxy.pem`, and it reaches the API
+/// hosts checking theirs against `tls/ca.pem`.
 pub fn haproxy(net: &Network, lb: &Host, apis: &[Host], dir: &Path, logs: &Path) -> Process {
+    let ca = dir.join("tls/ca.pem");
     let servers = |port: u16| -> String {
         apis.iter()
             .map(|h| {
                 format!(
-                    "  server {} {}:{port} check inter 500ms fall 2 rise 2\n",
+                    "  server {} {}:{port} ssl verify required ca-file {} check check-ssl \
+                     inter 500ms fall 2 rise 2\n",
                     h.name,
-                    h.ip()
+                    h.ip(),
+                    ca.display()
                 )
             })
             .collect()
@@ -319,11 +324,12 @@ pub fn haproxy(net: &Network, lb: &Host, apis: &[Host], dir: &Path, logs: &Path)
         "global\n  maxconn 4000\n\
          defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 15s\n\
          \x20 retries 2\n  option redispatch\n  option forwardfor\n  option httpchk GET /health\n\
-         frontend election\n  bind {lb}:8080\n  default_backend api\n\
+         frontend election\n  bind {lb}:8080 ssl crt {crt}\n  default_backend api\n\
          backend api\n{api}\
-         frontend referendum\n  bind {lb}:8081\n  default_backend ingest\n\
+         frontend referendum\n  bind {lb}:8081 ssl crt {crt}\n  default_backend ingest\n\
          backend ingest\n{ingest}",
         lb = lb.ip(),
+        crt = dir.join("tls/haproxy.pem").display(),
         api = servers(8080),
         ingest = servers(8081),
     );

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod crowd;
+pub mod tls;
 
 use amarvote::adapters::rabbitmq::RabbitQueue;
 use amarvote::adapters::sql_store::SqlStore;

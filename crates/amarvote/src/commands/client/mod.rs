@@ -57,12 +57,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of the server at `base`; it trusts the public roots and the CA that
+    /// `AMARVOTE_CA_FILE` names, if any (panics naming the file when it cannot be read).
     pub fn new(base: &str) -> Client {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
-            .timeout(Duration::from_secs(120))
-            .build()
-            .expect("client");
+            .timeout(Duration::from_secs(120));
+        if let Some(root) = extra_root().unwrap_or_else(|e| panic!("{e:#}")) {
+            http = http.add_root_certificate(root);
+        }
+        let http = http.build().expect("client");
         Client {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -189,6 +193,22 @@ impl Client {
             .await?;
         Ok(response.text().await?)
     }
+}
+
+/// The CA named by `AMARVOTE_CA_FILE`, for a client to trust besides the public roots.
+pub fn extra_root() -> Result<Option<reqwest::Certificate>> {
+    let Some(path) = std::env::var_os("AMARVOTE_CA_FILE") else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(&path)
+        .with_context(|| format!("cannot read AMARVOTE_CA_FILE {}", path.to_string_lossy()))?;
+    let root = reqwest::Certificate::from_pem(&pem).with_context(|| {
+        format!(
+            "AMARVOTE_CA_FILE {} is not a PEM certificate",
+            path.to_string_lossy()
+        )
+    })?;
+    Ok(Some(root))
 }
 
 /// How often a client waits out a 429 before it gives up.
