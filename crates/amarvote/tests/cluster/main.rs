@@ -315,14 +315,14 @@ impl Cluster {
     }
 }
 
-/// The cluster's own CA and one server certificate for every host that serves HTTPS (the
-/// load balancer and every role), written under `tls/`; HAProxy takes the certificate and
+/// The cluster's own CA and one server certificate for every host that serves TLS (the
+/// data host's PostgreSQL, the load balancer and every role), written under `tls/`; HAProxy takes the certificate and
 /// key in one file. Returns the CA, PEM.
 fn certificates(dir: &Path) -> Vec<u8> {
     let tls = dir.join("tls");
     std::fs::create_dir_all(&tls).unwrap();
     let authority = common::tls::Authority::new();
-    let addresses: Vec<std::net::IpAddr> = [LB, API1, API2, WK1, WK2, AGG]
+    let addresses: Vec<std::net::IpAddr> = [DATA, LB, API1, API2, WK1, WK2, AGG]
         .iter()
         .map(|h| h.ip().parse().unwrap())
         .collect();
@@ -343,7 +343,10 @@ fn role_environment(secret: &Path, dir: &Path) -> Vec<(&'static str, String)> {
     vec![
         (
             "DATABASE_URL",
-            format!("postgres://postgres@{data}:5432/amarvote"),
+            format!(
+                "postgres://postgres@{data}:5432/amarvote?sslmode=verify-full&sslrootcert={}",
+                dir.join("tls/ca.pem").display()
+            ),
         ),
         (
             "AMQP_URL",

@@ -113,7 +113,8 @@ pub fn postgres_bin(program: &str) -> PathBuf {
     PathBuf::from(format!("/usr/lib/postgresql/{newest}/bin/{program}"))
 }
 
-/// The data host's PostgreSQL: a cluster of the test's own, owned by `postgres`.
+/// The data host's PostgreSQL: a cluster of the test's own, owned by `postgres`, that
+/// takes connections from the test's subnet over TLS only (`tls/server.pem`, its key).
 pub struct Postgres {
     data: PathBuf,
     host: Host,
@@ -121,7 +122,8 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Makes the cluster (`initdb`), lets the test's subnet in, starts it and creates `database`.
+    /// Makes the cluster (`initdb`), lets the test's subnet in over TLS, starts it and
+    /// creates `database`.
     pub fn start(net: &Network, dir: &Path, host: Host, database: &str) -> Postgres {
         let data = dir.join("pgdata");
         std::fs::create_dir_all(&data).unwrap();
@@ -137,10 +139,25 @@ impl Postgres {
                 .arg(&data)
                 .stdout(Stdio::null()),
         );
+        // The test's subnet only over TLS, with the cluster's server certificate.
         let hba = data.join("pg_hba.conf");
         let mut rules = std::fs::read_to_string(&hba).unwrap();
-        rules.push_str("host all all 10.213.0.0/24 trust\n");
+        rules.push_str("hostssl all all 10.213.0.0/24 trust\n");
         std::fs::write(&hba, rules).unwrap();
+        for (from, to) in [("server.pem", "server.crt"), ("server.key", "server.key")] {
+            std::fs::copy(dir.join("tls").join(from), data.join(to)).unwrap();
+        }
+        must(
+            Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key")),
+        );
+        must(
+            Command::new("chmod")
+                .arg("600")
+                .arg(data.join("server.key")),
+        );
         let mut postgres = Postgres {
             data,
             host,
@@ -162,7 +179,14 @@ impl Postgres {
                 "-c",
                 &format!("unix_socket_directories={}", self.data.display()),
             ])
-            .args(["-c", "max_connections=300", "-c", "fsync=off"]);
+            .args([
+                "-c",
+                "max_connections=300",
+                "-c",
+                "fsync=off",
+                "-c",
+                "ssl=on",
+            ]);
         self.running = Some(Process::spawn("postgres", command, logs));
         wait_port(net, &self.host, 5432, Duration::from_secs(30), "PostgreSQL");
     }
