@@ -117,7 +117,7 @@ impl Client {
             }
             if unanswered == 0 {
                 let base = &self.base;
-                tracing::warn!(%what, %reason, "no answer from {base}; trying again for 60 s");
+                tracing::warn!(%what, %reason, "no answer from {base}; trying again for up to {READ_PATIENCE:?}");
             }
             tokio::time::sleep(pause).await;
             unanswered += 1;
