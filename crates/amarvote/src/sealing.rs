@@ -6,6 +6,11 @@
 //! the API opens the secret once and reseals it under the server key alone (a grant) that
 //! the workers can open, one chunk at a time. Every sealed blob is bound to its purpose
 //! (the associated data), so a blob cannot be replayed in another role.
+//!
+//! Rotation: a [`ServerKey`] seals under its current key and opens under the current key or
+//! any retired one it was given ([`ServerKey::retiring`]), so a deployment moves to a new key
+//! without resealing what is stored; a retired key is dropped once nothing sealed under it is
+//! needed (docs/operations.md, "Rotating the server key").
 
 use std::path::Path;
 
@@ -30,10 +35,48 @@ pub enum SealError {
     WrongKey,
 }
 
-/// The server's own sealing key (32 bytes), zeroized when dropped and never printed.
-pub struct ServerKey(Zeroizing<[u8; 32]>);
+/// The server's own sealing key (32 bytes), and the retired keys it still opens with;
+/// zeroized when dropped and never printed.
+pub struct ServerKey {
+    current: Zeroizing<[u8; 32]>,
+    retired: Vec<Zeroizing<[u8; 32]>>,
+}
+
+impl std::fmt::Debug for ServerKey {
+    /// Redacted: how many retired keys, never a key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerKey")
+            .field("retired", &self.retired.len())
+            .finish_non_exhaustive()
+    }
+}
 
 impl ServerKey {
+    fn new(current: Zeroizing<[u8; 32]>) -> ServerKey {
+        ServerKey {
+            current,
+            retired: Vec::new(),
+        }
+    }
+
+    /// This key, opening also what `retired` sealed (their own retired keys included).
+    /// Refused if a retired key is the current one: a rotation that changed nothing.
+    pub fn retiring(mut self, retired: Vec<ServerKey>) -> anyhow::Result<ServerKey> {
+        for old in retired {
+            if old.current == self.current {
+                anyhow::bail!("a retired server key is the current one");
+            }
+            self.retired.push(old.current);
+            self.retired.extend(old.retired);
+        }
+        Ok(self)
+    }
+
+    /// The current key first, then the retired ones.
+    fn all(&self) -> impl Iterator<Item = &[u8; 32]> {
+        std::iter::once(&*self.current).chain(self.retired.iter().map(|k| &**k))
+    }
+
     pub fn from_hex(text: &str) -> anyhow::Result<ServerKey> {
         let bytes: Vec<u8> = (0..text.len())
             .step_by(2)
@@ -46,19 +89,19 @@ impl ServerKey {
         let key: [u8; 32] = bytes
             .try_into()
             .map_err(|_| anyhow::anyhow!("the server key must be 32 bytes (64 hex digits)"))?;
-        Ok(ServerKey(Zeroizing::new(key)))
+        Ok(ServerKey::new(Zeroizing::new(key)))
     }
 
     /// The key of a file sealed on a guardian's own machine, where there is no server
     /// secret: the passphrase alone (through Argon2id) protects it.
     pub fn local() -> ServerKey {
-        ServerKey(Zeroizing::new([0u8; 32]))
+        ServerKey::new(Zeroizing::new([0u8; 32]))
     }
 
     pub fn generate() -> ServerKey {
         let mut key = Zeroizing::new([0u8; 32]);
         openssl::rand::rand_bytes(key.as_mut()).expect("the system random generator works");
-        ServerKey(key)
+        ServerKey::new(key)
     }
 
     /// The server key of a deployment, refused when weak: it must be 64 hex digits of a
@@ -66,7 +109,7 @@ impl ServerKey {
     pub fn from_hex_strong(text: &str) -> anyhow::Result<ServerKey> {
         let key = ServerKey::from_hex(text.trim())
             .map_err(|e| anyhow::anyhow!("{e}; make one with: openssl rand -hex 32"))?;
-        let distinct: std::collections::HashSet<u8> = key.0.iter().copied().collect();
+        let distinct: std::collections::HashSet<u8> = key.current.iter().copied().collect();
         // A random 32-byte key has ~30 distinct bytes; fewer than 16 happens with
         // probability far below 2^-100, so this refuses only made-up keys.
         if distinct.len() < 16 {
@@ -91,19 +134,37 @@ impl ServerKey {
                 .with_context(|| format!("{} holds no usable server key", path.display()));
         }
         let key = ServerKey::generate();
-        let hex = Zeroizing::new(crate::domain::hex(key.0.as_ref()));
+        let hex = Zeroizing::new(crate::domain::hex(key.current.as_ref()));
         write_private(path, hex.as_bytes())?;
         Ok(key)
     }
 
+    /// The current key's derivation: what new seals use.
     fn derive(&self, label: &[u8], material: &[u8]) -> Zeroizing<[u8; 32]> {
-        let mut mac = <Hmac<Sha256>>::new_from_slice(self.0.as_ref()).expect("any key length");
-        mac.update(label);
-        mac.update(material);
-        let mut out = Zeroizing::new([0u8; 32]);
-        out.copy_from_slice(&mac.finalize().into_bytes());
-        out
+        derive(&self.current, label, material)
     }
+
+    /// Opens `sealed` with the key each of the server's keys derives, current first.
+    fn open_with_any(
+        &self,
+        sealed: &[u8],
+        label: &[u8],
+        material: &[u8],
+        purpose: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        self.all()
+            .find_map(|key| open_with_key(sealed, &derive(key, label, material), purpose).ok())
+            .ok_or(SealError::WrongKey)
+    }
+}
+
+fn derive(server: &[u8; 32], label: &[u8], material: &[u8]) -> Zeroizing<[u8; 32]> {
+    let mut mac = <Hmac<Sha256>>::new_from_slice(server).expect("any key length");
+    mac.update(label);
+    mac.update(material);
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&mac.finalize().into_bytes());
+    out
 }
 
 /// Refuses a token that could be guessed: shorter than 32 characters or made of few.
@@ -262,11 +323,13 @@ pub fn open_with_passphrase(
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, SealError> {
     let salt = header(sealed, WITH_PASSPHRASE)?;
-    let key = server.derive(
+    let stretched = stretch(passphrase, &salt);
+    server.open_with_any(
+        sealed,
         b"amarvote-seal-passphrase-v1",
-        stretch(passphrase, &salt).as_ref(),
-    );
-    open_with_key(sealed, &key, purpose)
+        stretched.as_ref(),
+        purpose,
+    )
 }
 
 /// Seals under the server key alone (grants, pending ballots' nonces).
@@ -282,8 +345,7 @@ pub fn open(
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, SealError> {
     let salt = header(sealed, SERVER_ONLY)?;
-    let key = server.derive(b"amarvote-seal-server-v1", &salt);
-    open_with_key(sealed, &key, purpose)
+    server.open_with_any(sealed, b"amarvote-seal-server-v1", &salt, purpose)
 }
 
 /// A random passphrase of 20 characters from an unambiguous alphabet (about 100 bits).
@@ -346,6 +408,40 @@ mod tests {
         assert_eq!(
             open(&server, "grant", &sealed[..10]),
             Err(SealError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_rotated_key_opens_what_its_retired_keys_sealed_and_seals_under_the_new_one() {
+        let old_hex = crate::domain::hex(&[7u8; 32]);
+        let old = || ServerKey::from_hex(&old_hex).unwrap();
+        let grant = seal(&old(), "grant", b"share");
+        let guardian = seal_with_passphrase(&old(), "pass", "guardian:e1:g1", b"secret");
+        let new = ServerKey::generate();
+        let new_hex = crate::domain::hex(new.current.as_ref());
+        let rotated = new.retiring(vec![old()]).unwrap();
+        assert_eq!(
+            open(&rotated, "grant", &grant).unwrap().as_slice(),
+            b"share"
+        );
+        let opened = open_with_passphrase(&rotated, "pass", "guardian:e1:g1", &guardian);
+        assert_eq!(opened.unwrap().as_slice(), b"secret");
+        assert_eq!(
+            open_with_passphrase(&rotated, "wrong", "guardian:e1:g1", &guardian),
+            Err(SealError::WrongKey),
+            "the passphrase is still needed"
+        );
+        let fresh = seal(&rotated, "grant", b"later");
+        assert_eq!(open(&old(), "grant", &fresh), Err(SealError::WrongKey));
+        let new_alone = ServerKey::from_hex(&new_hex).unwrap();
+        assert_eq!(
+            open(&new_alone, "grant", &fresh).unwrap().as_slice(),
+            b"later"
+        );
+        assert_eq!(open(&new_alone, "grant", &grant), Err(SealError::WrongKey));
+        assert!(
+            old().retiring(vec![old()]).is_err(),
+            "a rotation to the same key"
         );
     }
 

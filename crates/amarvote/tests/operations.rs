@@ -2,8 +2,9 @@
 //! metric the rules and the dashboard name is exported by a live process, the Kubernetes
 //! manifests validate, every role has a Deployment (probes, limits, a disruption budget,
 //! secrets that exist) whose arguments the binary accepts, the autoscalers name real
-//! Deployments and queues, and the Compose file's roles start the binary with arguments it
-//! accepts.
+//! Deployments and queues, the Compose file's roles start the binary with arguments it
+//! accepts, and every link the manifests set up is TLS (the HTTP edge, PostgreSQL,
+//! RabbitMQ, Redis).
 
 mod common;
 
@@ -233,6 +234,64 @@ fn every_role_has_a_deployment_that_runs_it_safely() {
         }
     }
     assert!(scaled >= 2, "workers and validators scale on their queues");
+}
+
+/// The environment a Deployment's container sets by value.
+fn env_values(container: &Yaml) -> Vec<(String, Option<String>)> {
+    container["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_owned();
+            (name, e["value"].as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
+#[test]
+fn every_link_the_manifests_set_up_is_tls() {
+    use amarvote::adapters::link_tls::{exposure, Exposure};
+    let docs = manifests();
+    let mut urls = 0;
+    for (_, secret) in docs
+        .iter()
+        .filter(|(_, d)| d["kind"].as_str() == Some("Secret"))
+    {
+        for (key, value) in secret["stringData"].as_hash().unwrap() {
+            let (key, url) = (key.as_str().unwrap(), value.as_str().unwrap());
+            if key.ends_with("-url") {
+                assert_eq!(exposure(url), Exposure::Encrypted, "{key}: {url}");
+                urls += 1;
+            }
+        }
+    }
+    assert!(
+        urls >= 3,
+        "the database, broker and Redis URLs are in a Secret"
+    );
+    for (_, deployment) in docs
+        .iter()
+        .filter(|(_, d)| d["kind"].as_str() == Some("Deployment"))
+    {
+        let name = deployment["metadata"]["name"].as_str().unwrap();
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let env = env_values(container);
+        let set = |var: &str| env.iter().any(|(n, v)| n == var && v.is_some());
+        assert!(
+            set("AMARVOTE_TLS_CERT") && set("AMARVOTE_TLS_KEY"),
+            "{name} serves HTTPS"
+        );
+        assert!(
+            !set("AMARVOTE_PLAINTEXT_BEYOND_LOOPBACK"),
+            "{name} allows plain text"
+        );
+        assert_eq!(
+            container["readinessProbe"]["httpGet"]["scheme"].as_str(),
+            Some("HTTPS"),
+            "{name}: the probe speaks the edge's protocol"
+        );
+    }
 }
 
 #[test]

@@ -644,4 +644,11 @@ async fn a_small_loadgen_run_reconciles_exactly() {
         .unwrap();
     assert_eq!(report.sent, 2_000);
     assert!(report.reconciled(), "{report:?}");
+    let windows = &report.windows;
+    assert!(
+        windows.len() >= 2,
+        "a line per second of sending: {windows:?}"
+    );
+    let answered: usize = windows.iter().map(|w| w.answered).sum();
+    assert_eq!(answered, report.sent, "every answer falls in one window");
 }

@@ -2,7 +2,9 @@
 //! the test's own) serves a whole election to `amarvote demo --server https://…` that
 //! trusts that CA through `AMARVOTE_CA_FILE`; a client that does not trust the CA, and a
 //! plain-HTTP request to the HTTPS port, get nothing; a key file that is not one ends the
-//! start naming it, before anything listens.
+//! start naming it, before anything listens; a role refuses at once a plain-text link
+//! beyond loopback (to its database, broker or Redis, or plain HTTP on a public address),
+//! naming it, and an authority file that is not one.
 
 mod common;
 
@@ -123,5 +125,83 @@ fn a_key_that_is_not_one_ends_the_start_naming_the_certificate() {
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "refused at once"
+    );
+}
+
+/// Starts `args` with `env` and returns what it said once it exited (within 20 s).
+fn refused_at_start(args: &[&str], env: &[(&str, &str)]) -> String {
+    let started = Instant::now();
+    let server_key: String = (0u8..32).map(|b| format!("{:02x}", b * 7)).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_amarvote"))
+        .args(args)
+        .env_clear()
+        .env("AMARVOTE_SERVER_KEY", server_key)
+        .env(
+            "AMARVOTE_ADMIN_TOKEN",
+            "a-strong-admin-token-of-forty-characters-x",
+        )
+        .env("AMARVOTE_REFERENDUM_SECRET_FILE", "/nonexistent")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} started");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "refused at once"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_plain_link_beyond_loopback_is_refused_at_start_by_name() {
+    let local_db = ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/x");
+    let local_amqp = ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    let said = refused_at_start(
+        &["worker", "--listen", "127.0.0.1:0"],
+        &[
+            ("DATABASE_URL", "postgres://pg:hunter2@10.255.255.1/db"),
+            local_amqp,
+        ],
+    );
+    assert!(
+        said.contains("DATABASE_URL would carry plain text to 10.255.255.1"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("hunter2"),
+        "the URL's password is never quoted: {said}"
+    );
+    let said = refused_at_start(
+        &["referendum", "validate", "--listen", "127.0.0.1:0"],
+        &[
+            local_db,
+            local_amqp,
+            ("REDIS_URL", "redis://10.255.255.2:6379"),
+        ],
+    );
+    assert!(
+        said.contains("REDIS_URL would carry plain text to 10.255.255.2"),
+        "{said}"
+    );
+    let said = refused_at_start(&["api", "--listen", "0.0.0.0:0"], &[local_db, local_amqp]);
+    assert!(
+        said.contains("refusing to serve plain HTTP on 0.0.0.0"),
+        "{said}"
+    );
+    let said = refused_at_start(
+        &["api", "--listen", "127.0.0.1:0"],
+        &[
+            local_db,
+            (
+                "AMQP_URL",
+                "amqps://guest:guest@10.255.255.3:5671/%2f?cacertfile=/nonexistent/ca.pem",
+            ),
+        ],
+    );
+    assert!(
+        said.contains("AMQP_URL: cacertfile=/nonexistent/ca.pem"),
+        "{said}"
     );
 }

@@ -2,6 +2,9 @@
 //! reopened after a failure; pipelined confirmed publishing, consumers and queue counts on
 //! it: what the work queue and the referendum's vote queue share. Each queue adapter
 //! brings only its topology (the `declare` function every new connection runs).
+//!
+//! An `amqps://` URL gets TLS, the broker's certificate checked against the public roots
+//! and the authority its `cacertfile` names (see [`super::link_tls`]).
 
 use std::future::Future;
 
@@ -9,10 +12,13 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{BasicProperties, Channel, Connect, Connection, ConnectionProperties, Consumer};
 use tokio::sync::Mutex;
+
+use super::link_tls::LinkUrl;
 
 /// A message to publish with a confirm.
 pub struct Outgoing<'a> {
@@ -43,14 +49,14 @@ struct Link {
 }
 
 pub struct AmqpLink {
-    url: String,
+    url: LinkUrl,
     link: Mutex<Option<Link>>,
 }
 
 impl AmqpLink {
-    pub fn new(url: &str) -> AmqpLink {
+    pub fn new(url: LinkUrl) -> AmqpLink {
         AmqpLink {
-            url: url.to_owned(),
+            url,
             link: Mutex::new(None),
         }
     }
@@ -157,7 +163,7 @@ impl AmqpLink {
 
 /// The live link in `slot`, connecting first if there is none or it went down.
 async fn open<'a, F, Fut>(
-    url: &str,
+    url: &LinkUrl,
     slot: &'a mut Option<Link>,
     declare: F,
 ) -> Result<&'a Link, lapin::Error>
@@ -169,11 +175,7 @@ where
         .as_ref()
         .is_some_and(|l| l.connection.status().connected() && l.publisher.status().connected());
     if !live {
-        let properties = ConnectionProperties::default();
-        let connection = match with_link_defaults(url) {
-            Some(uri) => Connection::connect_uri(uri, properties).await?,
-            None => Connection::connect(url, properties).await?,
-        };
+        let connection = connect(url).await?;
         let publisher = connection.create_channel().await?;
         declare(publisher.clone()).await?;
         publisher
@@ -185,6 +187,20 @@ where
         });
     }
     Ok(slot.as_ref().expect("opened above"))
+}
+
+/// A new connection to the broker, over TLS for `amqps://`, trusting the URL's authority.
+async fn connect(url: &LinkUrl) -> Result<Connection, lapin::Error> {
+    let properties = ConnectionProperties::default();
+    let Some(uri) = with_link_defaults(&url.url) else {
+        return Connection::connect(&url.url, properties).await;
+    };
+    let tls = OwnedTLSConfig {
+        identity: None,
+        cert_chain: url.ca_pem.clone(),
+    };
+    let runtime = lapin::runtime::default_runtime()?;
+    uri.connect_with_config(properties, tls, runtime).await
 }
 
 /// Seconds between heartbeats where the URL names none: a broker that goes silent (a

@@ -10,6 +10,7 @@
 
 pub mod amqp_link;
 pub mod embedded_queue;
+pub mod link_tls;
 pub mod rabbitmq;
 pub mod registry_redis;
 pub mod registry_sqlite;

@@ -4,6 +4,7 @@
 use redis::aio::ConnectionManager;
 use redis::{RedisWrite, Script, ToRedisArgs};
 
+use super::link_tls::LinkUrl;
 use crate::domain::now_ms;
 use crate::domain::voter_hash::{LockKey, VoterHash};
 use crate::ports::voter_registry::*;
@@ -191,11 +192,28 @@ fn link_config() -> redis::aio::ConnectionManagerConfig {
         .set_max_delay(LONGEST_RETRY_MS)
 }
 
+/// A client for `url`: `rediss://` gets TLS, the server's certificate checked against the
+/// authority the URL's `cacertfile` names, or the public roots where it names none.
+pub fn client(url: &str) -> Result<redis::Client, RegistryError> {
+    let link =
+        LinkUrl::parse(url).map_err(|e| RegistryError::Backend(format!("REDIS_URL: {e}")))?;
+    Ok(match link.ca_pem {
+        None => redis::Client::open(link.url)?,
+        Some(pem) => redis::Client::build_with_tls(
+            link.url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.into_bytes()),
+            },
+        )?,
+    })
+}
+
 impl RedisRegistry {
     /// Connects to `url` (e.g. `redis://127.0.0.1:6379`); the connection
     /// reconnects by itself after transient failures.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, RegistryError> {
-        let client = redis::Client::open(url)?;
+        let client = client(url)?;
         let connection = ConnectionManager::new_with_config(client, link_config()).await?;
         Ok(Self::new(connection, prefix))
     }

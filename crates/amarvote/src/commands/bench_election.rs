@@ -290,7 +290,7 @@ fn encrypt_pool(crypto: &ElectionCrypto, n: usize) -> Pool {
     let encryptor = Encryptor::with_key(
         &crypto.manifest,
         &crypto.context,
-        crypto.encryption_key().clone(),
+        electionguard::elgamal::EncryptionKey::for_encryption(&crypto.context.elgamal_public_key),
     );
     let ballots = plaintexts
         .par_iter()

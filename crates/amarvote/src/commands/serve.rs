@@ -81,6 +81,15 @@ pub struct ScaledArgs {
     /// The server key shared by every process (64 hex digits): it seals guardian secrets.
     #[arg(long, env = "AMARVOTE_SERVER_KEY", hide_env_values = true)]
     pub server_key: String,
+    /// Server keys being rotated out (comma-separated, 64 hex digits each): what they
+    /// sealed still opens, nothing new is sealed with them.
+    #[arg(
+        long,
+        env = "AMARVOTE_RETIRED_SERVER_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub retired_server_keys: Vec<String>,
     /// The administrator's bearer token.
     #[arg(long, env = "AMARVOTE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
@@ -189,10 +198,37 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 /// formed: checked before the role listens or connects, so that a weak secret never reaches
 /// a migration and a malformed URL is not waited for.
 fn strong_secrets(args: &ScaledArgs) -> Result<ServerKey> {
-    let key = ServerKey::from_hex_strong(&args.server_key).context("AMARVOTE_SERVER_KEY")?;
+    let key = server_keys(&args.server_key, &args.retired_server_keys)?;
     crate::sealing::check_admin_token(&args.admin_token).context("AMARVOTE_ADMIN_TOKEN")?;
     check_amqp_url(&args.amqp_url)?;
     Ok(key)
+}
+
+/// The current server key with the retired ones it still opens with, each found strong.
+fn server_keys(current: &str, retired: &[String]) -> Result<ServerKey> {
+    let key = ServerKey::from_hex_strong(current).context("AMARVOTE_SERVER_KEY")?;
+    let retired = retired
+        .iter()
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| ServerKey::from_hex_strong(k))
+        .collect::<Result<Vec<_>>>()
+        .context("AMARVOTE_RETIRED_SERVER_KEYS")?;
+    if !retired.is_empty() {
+        tracing::info!(
+            retired = retired.len(),
+            "server key rotation: retired keys open, the current one seals"
+        );
+    }
+    key.retiring(retired)
+        .context("AMARVOTE_RETIRED_SERVER_KEYS")
+}
+
+/// The links an election role opens, for [`StartArgs::begin`] to check.
+fn links(args: &ScaledArgs) -> [(&'static str, &str); 2] {
+    [
+        ("DATABASE_URL", args.database_url.as_str()),
+        ("AMQP_URL", args.amqp_url.as_str()),
+    ]
 }
 
 async fn scaled_app(
@@ -236,7 +272,10 @@ fn store_unavailable(err: StoreError) -> Unavailable {
 pub async fn api(args: ScaledArgs) -> Result<()> {
     let key = strong_secrets(&args)?;
     let shutdown = shutdown_signal();
-    let (gate, mut deps, http) = args.start.begin(args.listen, &shutdown).await?;
+    let (gate, mut deps, http) = args
+        .start
+        .begin(args.listen, &links(&args), &shutdown)
+        .await?;
     tracing::info!(listen = %args.listen, "api starting");
     let app = scaled_app(&args, key, &mut deps).await?;
     let reconciler = tokio::spawn(crate::workers::reconciler::run(
@@ -268,7 +307,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     let (gate, mut deps, http) = args
         .scaled
         .start
-        .begin(args.scaled.listen, &shutdown)
+        .begin(args.scaled.listen, &links(&args.scaled), &shutdown)
         .await?;
     let app = scaled_app(&args.scaled, key, &mut deps).await?;
     let ops = crate::api::operations_routes().with_state(app.clone());
@@ -276,4 +315,26 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     crate::workers::run(app, queues, shutdown).await;
     http.await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retired_server_keys_are_checked_like_the_current_one() {
+        let current = crate::domain::hex(&std::array::from_fn::<u8, 32, _>(|i| i as u8));
+        let old = crate::domain::hex(&std::array::from_fn::<u8, 32, _>(|i| 100 + i as u8));
+        assert!(server_keys(&current, &[old.clone(), String::new()]).is_ok());
+        let weak = server_keys(&current, &["00".repeat(32)]).unwrap_err();
+        assert!(
+            format!("{weak:#}").contains("AMARVOTE_RETIRED_SERVER_KEYS"),
+            "{weak:#}"
+        );
+        let same = server_keys(&current, std::slice::from_ref(&current)).unwrap_err();
+        assert!(
+            format!("{same:#}").contains("is the current one"),
+            "{same:#}"
+        );
+    }
 }

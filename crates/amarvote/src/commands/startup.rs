@@ -17,6 +17,7 @@ use clap::Args;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::adapters::link_tls::LinkUrl;
 use crate::api::start_gate::StartGate;
 
 /// The first pause between tries, doubled after each failure up to [`LONGEST_PAUSE`].
@@ -38,13 +39,16 @@ pub struct StartArgs {
 
 impl StartArgs {
     /// Listens on `listen` at once (503 until the gate opens) and makes the waiter that
-    /// opens the role's services; an address that cannot be bound fails here, not after
-    /// the wait.
+    /// opens the role's services; an address that cannot be bound, or a link (`(its
+    /// variable, its URL)`) that would carry plain text beyond loopback, fails here, not
+    /// after the wait.
     pub async fn begin(
         &self,
         listen: SocketAddr,
+        links: &[(&str, &str)],
         shutdown: &watch::Receiver<bool>,
     ) -> Result<(StartGate, Dependencies, JoinHandle<()>)> {
+        self.tls.check_links(links)?;
         let tls = self.tls.server(listen)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -87,9 +91,12 @@ impl Unavailable {
     }
 }
 
-/// A malformed AMQP URL is refused before any wait (no broker will ever answer it).
+/// A malformed AMQP URL, or an authority file it names that cannot be read, is refused
+/// before any wait (no broker will ever answer it).
 pub fn check_amqp_url(url: &str) -> Result<()> {
-    url.parse::<lapin::uri::AMQPUri>()
+    let link = LinkUrl::parse(url).map_err(|e| anyhow!("AMQP_URL: {e}"))?;
+    link.url
+        .parse::<lapin::uri::AMQPUri>()
         .map(drop)
         .map_err(|e| anyhow!("AMQP_URL: {e}"))
 }

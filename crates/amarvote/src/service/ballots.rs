@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::codec::{from_cbor, to_cbor};
-use super::{credential_hash, App, ElectionCrypto, ServiceError, ServiceResult};
+use super::{credential_hash, App, ElectionCrypto, ServiceError, ServiceResult, WideKeys};
 use crate::domain::{
     check_id, new_id, now_ms, tally_shard, BallotRow, BallotState, ElectionRow, ElectionState,
 };
@@ -260,11 +260,12 @@ pub async fn encrypt(
     let ballot_id = new_id("ballot");
     let plaintext = plaintext_from_choices(&crypto.manifest, &ballot_id, &choices)?;
     let worker = crypto.clone();
+    let wide_key = app.wide_keys.slot(&election.id);
     let ballot = tokio::task::spawn_blocking(move || {
         let encryptor = Encryptor::with_key(
             &worker.manifest,
             &worker.context,
-            worker.encryption_key().clone(),
+            WideKeys::fill(&wide_key, &worker).clone(),
         );
         let seed = worker.context.manifest_hash.clone();
         encryptor.encrypt(&plaintext, &seed, &ElementModQ::random(), now_ms() / 1000)

@@ -11,7 +11,7 @@ pub mod jobs;
 pub mod operations;
 pub mod remote_decryption;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use electionguard::context::CiphertextElectionContext;
@@ -78,6 +78,10 @@ pub type ServiceResult<T> = Result<T, ServiceError>;
 /// Elections whose parsed documents and tables a process keeps at once.
 const CACHED_ELECTIONS: usize = 8;
 
+/// Elections whose wide encryption tables (~81 MB each) a process keeps at once, the most
+/// recently used: an API encrypting for many elections stays within its memory limit.
+const WIDE_TABLE_ELECTIONS: usize = 2;
+
 /// An election's manifest, context and joint-key table, parsed once per process.
 pub struct ElectionCrypto {
     pub manifest: Manifest,
@@ -86,9 +90,6 @@ pub struct ElectionCrypto {
     pub key: EncryptionKey,
     /// Where each selection sits in a cast ballot's compact tally input.
     pub tally_layout: TallyLayout,
-    /// The 13-bit tables, built on the first server-side encryption: only a process that
-    /// encrypts pays for them (~81 MB for K here, as much again for g once per process).
-    encryption_key: OnceLock<EncryptionKey>,
 }
 
 impl ElectionCrypto {
@@ -99,14 +100,35 @@ impl ElectionCrypto {
             manifest,
             context,
             key,
-            encryption_key: OnceLock::new(),
         }
     }
+}
 
-    /// The key with wide tables; blocks ~1 s the first time in this process.
-    pub fn encryption_key(&self) -> &EncryptionKey {
-        self.encryption_key
-            .get_or_init(|| EncryptionKey::for_encryption(&self.context.elgamal_public_key))
+/// The joint key with 13-bit tables for the few elections a process encrypts for, built
+/// on first use (~1 s, once per election even when requests race) and dropped when
+/// [`WIDE_TABLE_ELECTIONS`] more recent ones need room.
+#[derive(Default)]
+pub struct WideKeys(Mutex<VecDeque<(ElectionId, Arc<OnceLock<EncryptionKey>>)>>);
+
+impl WideKeys {
+    /// The slot of `election`'s wide key, now the most recent; fill it with [`Self::fill`].
+    pub fn slot(&self, election: &ElectionId) -> Arc<OnceLock<EncryptionKey>> {
+        let mut slots = self.0.lock().expect("not poisoned");
+        let slot = match slots.iter().position(|(id, _)| id == election) {
+            Some(at) => slots.remove(at).expect("found").1,
+            None => Arc::default(),
+        };
+        slots.push_front((election.clone(), slot.clone()));
+        slots.truncate(WIDE_TABLE_ELECTIONS);
+        slot
+    }
+
+    /// The wide key in `slot`, built from `crypto` if it is not there yet (blocks ~1 s).
+    pub fn fill<'a>(
+        slot: &'a OnceLock<EncryptionKey>,
+        crypto: &ElectionCrypto,
+    ) -> &'a EncryptionKey {
+        slot.get_or_init(|| EncryptionKey::for_encryption(&crypto.context.elgamal_public_key))
     }
 }
 
@@ -157,6 +179,8 @@ pub struct App {
     /// One progress poller per followed job, for the event streams.
     pub job_feeds: jobs::JobFeeds,
     crypto: Mutex<HashMap<ElectionId, Arc<ElectionCrypto>>>,
+    /// Wide encryption tables of the elections this process encrypts for.
+    pub wide_keys: WideKeys,
 }
 
 impl App {
@@ -177,6 +201,7 @@ impl App {
             passphrase_gate: PassphraseGate::default(),
             job_feeds: jobs::JobFeeds::default(),
             crypto: Mutex::new(HashMap::new()),
+            wide_keys: WideKeys::default(),
         }
     }
 
@@ -205,7 +230,6 @@ impl App {
         .map_err(anyhow::Error::from)??;
         let built = Arc::new(built);
         let mut cached = self.crypto.lock().expect("not poisoned");
-        // Bounded: an entry may hold its election's ~81 MB encryption table.
         if cached.len() >= CACHED_ELECTIONS {
             cached.clear();
         }
@@ -298,6 +322,26 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wide_keys_are_kept_for_the_most_recent_elections_only() {
+        let keys = WideKeys::default();
+        let (a, b, c) = (
+            ElectionId::random(),
+            ElectionId::random(),
+            ElectionId::random(),
+        );
+        let first_a = keys.slot(&a);
+        let first_b = keys.slot(&b);
+        assert!(
+            Arc::ptr_eq(&first_a, &keys.slot(&a)),
+            "a kept, and now the most recent"
+        );
+        keys.slot(&c);
+        assert!(Arc::ptr_eq(&first_a, &keys.slot(&a)), "a still kept");
+        assert!(!Arc::ptr_eq(&first_b, &keys.slot(&b)), "b made room for c");
+        assert_eq!(keys.0.lock().unwrap().len(), WIDE_TABLE_ELECTIONS);
+    }
 
     #[test]
     fn a_database_out_of_reach_is_unavailable_and_a_refusal_stays_internal() {

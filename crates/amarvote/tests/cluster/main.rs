@@ -7,7 +7,9 @@
 //! (`amarvote worker` and `referendum validate`), `agg` (`referendum aggregate`), and
 //! `cli`, where this test's voters, guardians and administrator run and reach only the
 //! load balancer, over HTTPS (a CA of the test's own; HAProxy re-encrypts to the API
-//! hosts, and every role serves HTTPS). Each phase starts an election (`amarvote demo
+//! hosts, and every role serves HTTPS). Every link that crosses hosts is TLS: PostgreSQL
+//! (`sslmode=verify-full`, `hostssl` only), RabbitMQ (AMQPS only) and Redis (TLS only).
+//! Each phase starts an election (`amarvote demo
 //! --server`, which fails unless the published results equal its ballots and the exported
 //! record verifies) and a
 //! crowd of referendum voters (two attempts each, resubmitting what got no answer), applies
@@ -34,7 +36,7 @@ use common::crowd;
 use hosts::{Host, Network};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
-use services::{Postgres, Process, Rabbit, Redis};
+use services::{Postgres, Process, Rabbit, Redis, AMQPS_PORT};
 
 const DATA: Host = Host::new("data", 10);
 const LB: Host = Host::new("lb", 20);
@@ -213,6 +215,20 @@ impl Cluster {
         }
     }
 
+    /// Waits until the load balancer's own checks found an API host of each system up.
+    async fn balanced(&self, within: Duration) {
+        let started = Instant::now();
+        for url in [self.election_url(), self.referendum_url()] {
+            while !matches!(common::health(&self.http, &url).await, Some((200, _))) {
+                assert!(
+                    started.elapsed() < within,
+                    "{url} has no server up after {within:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
     fn election_url(&self) -> String {
         format!("https://{}:8080", LB.ip())
     }
@@ -334,25 +350,33 @@ fn certificates(dir: &Path) -> Vec<u8> {
     authority.ca_pem()
 }
 
-/// What every role is given: the data host's services, the secrets, its HTTPS certificate,
+/// What every role is given: the data host's services over TLS (each checked against the
+/// test's own authority), the secrets, its HTTPS certificate,
 /// the load balancer as the one trusted proxy, and a short AMQP heartbeat so that a
 /// cut-off peer is noticed soon.
 fn role_environment(secret: &Path, dir: &Path) -> Vec<(&'static str, String)> {
     let data = DATA.ip();
+    let ca = dir.join("tls/ca.pem");
     let server_key = amarvote::service::new_credential() + &amarvote::service::new_credential();
     vec![
         (
             "DATABASE_URL",
             format!(
                 "postgres://postgres@{data}:5432/amarvote?sslmode=verify-full&sslrootcert={}",
-                dir.join("tls/ca.pem").display()
+                ca.display()
             ),
         ),
         (
             "AMQP_URL",
-            format!("amqp://guest:guest@{data}:5672/%2f?heartbeat={HEARTBEAT_S}"),
+            format!(
+                "amqps://guest:guest@{data}:{AMQPS_PORT}/%2f?heartbeat={HEARTBEAT_S}&cacertfile={}",
+                ca.display()
+            ),
         ),
-        ("REDIS_URL", format!("redis://{data}:6379")),
+        (
+            "REDIS_URL",
+            format!("rediss://{data}:6379/?cacertfile={}", ca.display()),
+        ),
         ("AMARVOTE_SERVER_KEY", server_key),
         ("AMARVOTE_ADMIN_TOKEN", ADMIN.to_owned()),
         ("AMARVOTE_TRUSTED_PROXIES", LB.ip()),
@@ -697,6 +721,7 @@ async fn scenario(net: Arc<Network>, dir: PathBuf) {
     let started = Instant::now();
     let mut cluster = Cluster::start(net, &dir);
     cluster.all_alive(Duration::from_secs(120)).await;
+    cluster.balanced(Duration::from_secs(30)).await;
     eprintln!("cluster up in {:.1?}", started.elapsed());
     worker_partition(&mut cluster).await;
     lossy_worker(&mut cluster).await;

@@ -227,6 +227,28 @@ fn as_postgres(command: &mut Command) -> &mut Command {
 pub const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 const RABBITMQCTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 
+/// The port of the data host's RabbitMQ, which takes AMQP over TLS only.
+pub const AMQPS_PORT: u16 = 5671;
+
+/// A node configuration with one listener, TLS on [`AMQPS_PORT`], its certificate from
+/// `tls/` (clients are not asked for one: they log in).
+fn amqps_only(host: &Host, tls: &Path) -> String {
+    format!(
+        "loopback_users = none\n\
+         listeners.tcp = none\n\
+         listeners.ssl.default = {ip}:{AMQPS_PORT}\n\
+         ssl_options.cacertfile = {ca}\n\
+         ssl_options.certfile = {cert}\n\
+         ssl_options.keyfile = {key}\n\
+         ssl_options.verify = verify_none\n\
+         ssl_options.fail_if_no_peer_cert = false\n",
+        ip = host.ip(),
+        ca = tls.join("ca.pem").display(),
+        cert = tls.join("server.pem").display(),
+        key = tls.join("server.key").display(),
+    )
+}
+
 /// The data host's RabbitMQ node: its own node name, data directory and listener.
 pub struct Rabbit {
     dir: PathBuf,
@@ -237,16 +259,10 @@ pub struct Rabbit {
 impl Rabbit {
     pub fn start(net: &Network, dir: &Path, host: Host) -> Rabbit {
         let logs = dir.join("logs");
+        let tls = dir.join("tls");
         let dir = dir.join("rabbitmq");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("rabbitmq.conf"),
-            format!(
-                "loopback_users = none\nlisteners.tcp.default = {}:5672\n",
-                host.ip()
-            ),
-        )
-        .unwrap();
+        std::fs::write(dir.join("rabbitmq.conf"), amqps_only(&host, &tls)).unwrap();
         std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
         let mut rabbit = Rabbit {
             dir,
@@ -273,7 +289,13 @@ impl Rabbit {
         let mut command = net.on(&self.host, RABBITMQ_SERVER);
         self.with_env(&mut command);
         self.running = Some(Process::spawn("rabbitmq", command, logs));
-        wait_port(net, &self.host, 5672, Duration::from_secs(90), "RabbitMQ");
+        wait_port(
+            net,
+            &self.host,
+            AMQPS_PORT,
+            Duration::from_secs(90),
+            "RabbitMQ",
+        );
     }
 
     /// Stops the node as an operator would (`rabbitmqctl stop`: durable queues and
@@ -306,10 +328,26 @@ impl Redis {
         redis
     }
 
+    /// Redis on TLS only (`--port 0`), its certificate from `tls/`.
     fn run(&mut self, net: &Network) {
+        let tls = self.dir.join("tls");
         let mut command = net.on(&self.host, "redis-server");
         command
-            .args(["--bind", &self.host.ip(), "--port", "6379", "--save", ""])
+            .args([
+                "--bind",
+                &self.host.ip(),
+                "--port",
+                "0",
+                "--tls-port",
+                "6379",
+            ])
+            .arg("--tls-cert-file")
+            .arg(tls.join("server.pem"))
+            .arg("--tls-key-file")
+            .arg(tls.join("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(tls.join("ca.pem"))
+            .args(["--tls-auth-clients", "no", "--save", ""])
             .args(["--appendonly", "no", "--protected-mode", "no", "--dir"])
             .arg(&self.dir);
         self.running = Some(Process::spawn("redis", command, &self.dir.join("logs")));

@@ -358,6 +358,7 @@ pub fn small_loadgen(
         invalid_rate: 0.05,
         concurrency: 32,
         drain_timeout: Duration::from_secs(60),
+        window: Duration::from_secs(1),
     }
 }
 

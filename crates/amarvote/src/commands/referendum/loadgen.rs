@@ -42,6 +42,8 @@ pub struct LoadgenConfig {
     pub concurrency: usize,
     /// How long to wait for the pipeline to drain.
     pub drain_timeout: Duration,
+    /// How often to print the latest window's figures while sending (a soak's per-minute line).
+    pub window: Duration,
 }
 
 /// One planned vote.
@@ -63,7 +65,47 @@ pub struct LoadgenReport {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// The figures of each reporting window, in order.
+    pub windows: Vec<WindowFigures>,
     pub mismatches: Vec<String>,
+}
+
+/// What one reporting window saw: the answers that came back in it and their latency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowFigures {
+    /// Seconds from the start of sending to the window's end.
+    pub ends_at_s: f64,
+    pub answered: usize,
+    /// Requests that got no 202.
+    pub failed: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl WindowFigures {
+    fn close(ends_at_s: f64, mut answers: Vec<(Duration, bool)>) -> Self {
+        answers.sort_unstable();
+        let latencies: Vec<Duration> = answers.iter().map(|(latency, _)| *latency).collect();
+        WindowFigures {
+            ends_at_s,
+            answered: answers.len(),
+            failed: answers.iter().filter(|(_, accepted)| !accepted).count(),
+            p50_ms: percentile_ms(&latencies, 50.0),
+            p95_ms: percentile_ms(&latencies, 95.0),
+            p99_ms: percentile_ms(&latencies, 99.0),
+        }
+    }
+}
+
+impl std::fmt::Display for WindowFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "at {:.0} s: {} answers ({} without 202), p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+            self.ends_at_s, self.answered, self.failed, self.p50_ms, self.p95_ms, self.p99_ms
+        )
+    }
 }
 
 impl LoadgenReport {
@@ -235,8 +277,39 @@ impl Client {
 struct Sent {
     request_ids: Vec<Option<String>>,
     latencies: Vec<Duration>,
+    windows: Vec<WindowFigures>,
     failed: usize,
     seconds: f64,
+}
+
+/// The answers of the window still open; the reporter closes one every `every`.
+type OpenWindow = Arc<Mutex<Vec<(Duration, bool)>>>;
+
+/// Prints a line per window until `sending` ends, then closes the last (partial) one.
+async fn report_windows(
+    open: OpenWindow,
+    every: Duration,
+    start: tokio::time::Instant,
+    sending: tokio::sync::watch::Receiver<bool>,
+) -> Vec<WindowFigures> {
+    let mut sending = sending;
+    let mut closed = Vec::new();
+    let mut ticks = tokio::time::interval_at(start + every, every);
+    loop {
+        let last = tokio::select! {
+            _ = ticks.tick() => false,
+            _ = sending.changed() => true,
+        };
+        let answers = std::mem::take(&mut *open.lock().unwrap_or_else(PoisonError::into_inner));
+        if !(last && answers.is_empty()) {
+            let window = WindowFigures::close(start.elapsed().as_secs_f64(), answers);
+            println!("{window}");
+            closed.push(window);
+        }
+        if last {
+            return closed;
+        }
+    }
 }
 
 async fn send_all(
@@ -248,13 +321,22 @@ async fn send_all(
     let next = Arc::new(AtomicUsize::new(0));
     let results = Arc::new(Mutex::new(vec![None; planned.len()]));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(planned.len())));
+    let open: OpenWindow = Arc::default();
     let interval = Duration::from_secs_f64(1.0 / config.rate.max(1e-9));
     let start = tokio::time::Instant::now();
+    let (sending_done, sending) = tokio::sync::watch::channel(false);
+    let reporter = tokio::spawn(report_windows(
+        open.clone(),
+        config.window.max(Duration::from_secs(1)),
+        start,
+        sending,
+    ));
     let workers: Vec<_> = (0..config.concurrency.max(1))
         .map(|_| {
             let (client, referendum, planned) =
                 (client.clone(), referendum.clone(), planned.clone());
             let (next, results, latencies) = (next.clone(), results.clone(), latencies.clone());
+            let open = open.clone();
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -273,6 +355,9 @@ async fn send_all(
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .push(elapsed);
+                    open.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((elapsed, request_id.is_some()));
                     results.lock().unwrap_or_else(PoisonError::into_inner)[i] = request_id;
                 }
             })
@@ -282,12 +367,15 @@ async fn send_all(
         let _ = worker.await;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let _ = sending_done.send(true);
+    let windows = reporter.await.unwrap_or_default();
     let request_ids = std::mem::take(&mut *results.lock().unwrap_or_else(PoisonError::into_inner));
     let latencies = std::mem::take(&mut *latencies.lock().unwrap_or_else(PoisonError::into_inner));
     let failed = request_ids.iter().filter(|id| id.is_none()).count();
     Sent {
         request_ids,
         latencies,
+        windows,
         failed,
         seconds,
     }
@@ -513,6 +601,7 @@ pub async fn run(config: &LoadgenConfig) -> Result<LoadgenReport> {
         p50_ms: percentile_ms(&latencies, 50.0),
         p95_ms: percentile_ms(&latencies, 95.0),
         p99_ms: percentile_ms(&latencies, 99.0),
+        windows: sent.windows,
         mismatches,
     })
 }
@@ -532,6 +621,7 @@ mod tests {
             invalid_rate,
             concurrency: 1,
             drain_timeout: Duration::from_secs(1),
+            window: Duration::from_secs(60),
         }
     }
 
@@ -560,6 +650,19 @@ mod tests {
                 assert!(earlier, "a repeat follows its voter's first vote");
             }
         }
+    }
+
+    #[test]
+    fn a_window_counts_its_answers_and_those_without_a_202() {
+        let answers = (1..=100)
+            .map(|ms| (Duration::from_millis(ms), ms % 10 != 0))
+            .collect();
+        let window = WindowFigures::close(60.0, answers);
+        assert_eq!((window.answered, window.failed), (100, 10));
+        assert_eq!((window.p50_ms, window.p95_ms), (51.0, 95.0));
+        assert!(window
+            .to_string()
+            .starts_with("at 60 s: 100 answers (10 without 202)"));
     }
 
     #[test]

@@ -201,6 +201,9 @@ pub struct LoadgenArgs {
     /// Seconds to wait for the pipeline to drain.
     #[arg(long, default_value_t = 120)]
     pub drain_timeout: u64,
+    /// Seconds between the lines that report the latest window's answers and latency.
+    #[arg(long, default_value_t = 60)]
+    pub report_every: u64,
 }
 
 /// Runs a referendum subcommand.
@@ -383,9 +386,14 @@ async fn connect(
     );
     // Malformed URLs are refused before any wait.
     crate::commands::startup::check_amqp_url(amqp)?;
-    redis::Client::open(redis).context("REDIS_URL")?;
-    let (gate, mut deps, http) = role.start.begin(role.listen, shutdown).await?;
+    crate::adapters::registry_redis::client(redis).context("REDIS_URL")?;
     let database = role.database_url.as_str();
+    let links = [
+        ("DATABASE_URL", database),
+        ("AMQP_URL", amqp),
+        ("REDIS_URL", redis),
+    ];
+    let (gate, mut deps, http) = role.start.begin(role.listen, &links, shutdown).await?;
     let tables = deps
         .open("PostgreSQL", || async move {
             VoteTables::connect(database)
@@ -496,6 +504,7 @@ async fn run_loadgen(args: LoadgenArgs) -> Result<()> {
         invalid_rate: args.invalid_rate,
         concurrency: args.concurrency,
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        window: Duration::from_secs(args.report_every),
     };
     let report = loadgen::run(&config).await?;
     println!(
