@@ -59,15 +59,25 @@ impl ServerKey {
         }
     }
 
-    /// This key, opening also what `retired` sealed (their own retired keys included).
-    /// Refused if a retired key is the current one: a rotation that changed nothing.
+    /// This key, opening also what `retired` sealed (their own retired keys included, each
+    /// once). Refused if a retired key is the current one: a rotation that changed nothing.
     pub fn retiring(mut self, retired: Vec<ServerKey>) -> anyhow::Result<ServerKey> {
-        for old in retired {
-            if old.current == self.current {
-                anyhow::bail!("a retired server key is the current one");
+        let count = retired.iter().map(|k| 1 + k.retired.len()).sum::<usize>();
+        // Sized once, so that no key is left behind in a reallocated buffer.
+        let mut keys = Vec::with_capacity(self.retired.len() + count);
+        keys.append(&mut self.retired);
+        for mut old in retired {
+            keys.push(std::mem::take(&mut old.current));
+            keys.append(&mut old.retired);
+        }
+        if keys.contains(&self.current) {
+            anyhow::bail!("a retired server key is the current one");
+        }
+        self.retired = Vec::with_capacity(keys.len());
+        for key in keys {
+            if !self.retired.contains(&key) {
+                self.retired.push(key);
             }
-            self.retired.push(old.current);
-            self.retired.extend(old.retired);
         }
         Ok(self)
     }

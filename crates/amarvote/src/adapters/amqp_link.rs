@@ -49,16 +49,32 @@ struct Link {
 }
 
 pub struct AmqpLink {
-    url: LinkUrl,
+    url: AmqpUrl,
     link: Mutex<Option<Link>>,
 }
 
+/// A broker URL read once: its AMQP fields (a heartbeat added where it names none) and
+/// the authority its `cacertfile` names.
+#[derive(Clone)]
+struct AmqpUrl {
+    uri: AMQPUri,
+    ca_pem: Option<String>,
+}
+
 impl AmqpLink {
-    pub fn new(url: LinkUrl) -> AmqpLink {
-        AmqpLink {
-            url,
+    /// A link to the broker at `url`, not connected yet; a URL that is not one is refused
+    /// with a message that never quotes it (it holds a password).
+    pub fn new(url: &str) -> Result<AmqpLink, String> {
+        let link = LinkUrl::parse(url).map_err(|e| format!("AMQP_URL: {e}"))?;
+        let uri = with_link_defaults(&link.url)
+            .ok_or("AMQP_URL: not an AMQP URL (amqp[s]://USER:PASSWORD@HOST:PORT/VHOST)")?;
+        Ok(AmqpLink {
+            url: AmqpUrl {
+                uri,
+                ca_pem: link.ca_pem,
+            },
             link: Mutex::new(None),
-        }
+        })
     }
 
     /// The confirming publisher channel. A new connection first declares the topology
@@ -163,7 +179,7 @@ impl AmqpLink {
 
 /// The live link in `slot`, connecting first if there is none or it went down.
 async fn open<'a, F, Fut>(
-    url: &LinkUrl,
+    url: &AmqpUrl,
     slot: &'a mut Option<Link>,
     declare: F,
 ) -> Result<&'a Link, lapin::Error>
@@ -190,17 +206,16 @@ where
 }
 
 /// A new connection to the broker, over TLS for `amqps://`, trusting the URL's authority.
-async fn connect(url: &LinkUrl) -> Result<Connection, lapin::Error> {
-    let properties = ConnectionProperties::default();
-    let Some(uri) = with_link_defaults(&url.url) else {
-        return Connection::connect(&url.url, properties).await;
-    };
+async fn connect(url: &AmqpUrl) -> Result<Connection, lapin::Error> {
     let tls = OwnedTLSConfig {
         identity: None,
         cert_chain: url.ca_pem.clone(),
     };
     let runtime = lapin::runtime::default_runtime()?;
-    uri.connect_with_config(properties, tls, runtime).await
+    url.uri
+        .clone()
+        .connect_with_config(ConnectionProperties::default(), tls, runtime)
+        .await
 }
 
 /// Seconds between heartbeats where the URL names none: a broker that goes silent (a

@@ -22,7 +22,6 @@ use lapin::{BasicProperties, Channel, Consumer, ExchangeKind};
 use tokio::sync::Mutex;
 
 use crate::adapters::amqp_link::{AmqpLink, Outgoing};
-use crate::adapters::link_tls::LinkUrl;
 use crate::domain::QueueName;
 use crate::ports::queue::{Delivery, Published, QueueError, Settle, WorkQueue};
 
@@ -53,9 +52,7 @@ impl RabbitQueue {
             .map(|q| (q, Mutex::new(None)))
             .collect();
         let broker = Broker {
-            link: AmqpLink::new(
-                LinkUrl::parse(url).map_err(|e| QueueError::Broker(format!("AMQP_URL: {e}")))?,
-            ),
+            link: AmqpLink::new(url).map_err(QueueError::Broker)?,
             consumers,
         };
         broker.publisher().await?;

@@ -195,18 +195,19 @@ fn link_config() -> redis::aio::ConnectionManagerConfig {
 /// A client for `url`: `rediss://` gets TLS, the server's certificate checked against the
 /// authority the URL's `cacertfile` names, or the public roots where it names none.
 pub fn client(url: &str) -> Result<redis::Client, RegistryError> {
-    let link =
-        LinkUrl::parse(url).map_err(|e| RegistryError::Backend(format!("REDIS_URL: {e}")))?;
-    Ok(match link.ca_pem {
-        None => redis::Client::open(link.url)?,
+    let refused = |e: &dyn std::fmt::Display| RegistryError::Backend(format!("REDIS_URL: {e}"));
+    let link = LinkUrl::parse(url).map_err(|e| refused(&e))?;
+    match link.ca_pem {
+        None => redis::Client::open(link.url),
         Some(pem) => redis::Client::build_with_tls(
             link.url,
             redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(pem.into_bytes()),
             },
-        )?,
-    })
+        ),
+    }
+    .map_err(|e| refused(&e))
 }
 
 impl RedisRegistry {

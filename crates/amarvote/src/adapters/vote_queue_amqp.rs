@@ -37,7 +37,6 @@ use lapin::{BasicProperties, Channel, Consumer};
 use tokio::sync::Mutex;
 
 use super::amqp_link::{AmqpLink, Outgoing};
-use super::link_tls::LinkUrl;
 use super::vote_envelope::{self as envelope, MAX_PARTS};
 use crate::ports::vote_queue::{Receipt, Stream, VoteDelivery, VoteQueue, VoteQueueError};
 
@@ -92,10 +91,7 @@ impl AmqpVoteQueue {
     /// Connects and declares the topology; fails at once if the broker is unreachable.
     pub async fn connect(url: &str) -> Result<Self, VoteQueueError> {
         let broker = Broker {
-            link: AmqpLink::new(
-                LinkUrl::parse(url)
-                    .map_err(|e| VoteQueueError::Broker(format!("AMQP_URL: {e}")))?,
-            ),
+            link: AmqpLink::new(url).map_err(VoteQueueError::Broker)?,
             consumers: Stream::ALL
                 .into_iter()
                 .map(|s| (s, Mutex::new(ConsumerSlot::default())))

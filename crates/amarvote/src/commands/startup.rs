@@ -17,7 +17,6 @@ use clap::Args;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::adapters::link_tls::LinkUrl;
 use crate::api::start_gate::StartGate;
 
 /// The first pause between tries, doubled after each failure up to [`LONGEST_PAUSE`].
@@ -94,11 +93,9 @@ impl Unavailable {
 /// A malformed AMQP URL, or an authority file it names that cannot be read, is refused
 /// before any wait (no broker will ever answer it).
 pub fn check_amqp_url(url: &str) -> Result<()> {
-    let link = LinkUrl::parse(url).map_err(|e| anyhow!("AMQP_URL: {e}"))?;
-    link.url
-        .parse::<lapin::uri::AMQPUri>()
+    crate::adapters::amqp_link::AmqpLink::new(url)
         .map(drop)
-        .map_err(|e| anyhow!("AMQP_URL: {e}"))
+        .map_err(|e| anyhow!(e))
 }
 
 /// A broker that refuses the login, the virtual host or the queues' arguments will refuse

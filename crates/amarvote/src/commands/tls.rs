@@ -63,25 +63,36 @@ impl TlsArgs {
     }
 
     /// Announces how each of a role's links (`(its variable, its URL)`) travels, and
-    /// refuses one that would carry plain text beyond loopback unless allowed.
+    /// refuses one that would leave this host in plain text, or over TLS that checks no
+    /// certificate, unless allowed.
     pub fn check_links(&self, links: &[(&str, &str)]) -> Result<()> {
         for (name, url) in links {
-            match exposure(url) {
-                Exposure::Encrypted => tracing::info!(link = name, "TLS"),
-                Exposure::Local => tracing::info!(link = name, "plain text, on this host only"),
-                Exposure::Plaintext(host) if self.plaintext_beyond_loopback => tracing::warn!(
-                    link = name,
-                    %host,
-                    "plain text beyond loopback (--plaintext-beyond-loopback): the network \
-                     must encrypt below"
-                ),
-                Exposure::Plaintext(host) => bail!(
-                    "{name} would carry plain text to {host}, beyond loopback: use TLS \
-                     (postgres …?sslmode=verify-full&sslrootcert=CA, amqps://…?cacertfile=CA, \
-                     rediss://…?cacertfile=CA), or --plaintext-beyond-loopback where the \
-                     network itself encrypts"
-                ),
+            let (host, how) = match exposure(url) {
+                Exposure::Encrypted => {
+                    tracing::info!(link = name, "TLS");
+                    continue;
+                }
+                Exposure::Local => {
+                    tracing::info!(link = name, "on this host only");
+                    continue;
+                }
+                Exposure::Unverified(host) => (host, "TLS that checks no certificate"),
+                Exposure::Plaintext(host) => (host, "plain text"),
+            };
+            if !self.plaintext_beyond_loopback {
+                bail!(
+                    "{name} would carry {how} to {host}, beyond loopback: use TLS that checks \
+                     the server (postgres …?sslmode=verify-full&sslrootcert=CA, \
+                     amqps://…?cacertfile=CA, rediss://…?cacertfile=CA), or \
+                     --plaintext-beyond-loopback where the network itself encrypts"
+                );
             }
+            tracing::warn!(
+                link = name,
+                %host,
+                "{how} beyond loopback (--plaintext-beyond-loopback): the network must \
+                 encrypt below"
+            );
         }
         Ok(())
     }
@@ -131,6 +142,12 @@ mod tests {
             "a URL's password is never quoted: {error}"
         );
         args(true).check_links(&links).unwrap();
+        let unchecked = [("DATABASE_URL", "postgres://pg@10.0.0.4/db?sslmode=require")];
+        let error = args(false).check_links(&unchecked).unwrap_err().to_string();
+        assert!(
+            error.contains("TLS that checks no certificate to 10.0.0.4"),
+            "{error}"
+        );
         args(false).check_links(&links[..2]).unwrap();
     }
 }

@@ -262,11 +262,11 @@ pub async fn encrypt(
     let worker = crypto.clone();
     let wide_key = app.wide_keys.slot(&election.id);
     let ballot = tokio::task::spawn_blocking(move || {
-        let encryptor = Encryptor::with_key(
-            &worker.manifest,
-            &worker.context,
-            WideKeys::fill(&wide_key, &worker).clone(),
-        );
+        let key = match &wide_key {
+            Some(slot) => WideKeys::fill(slot, &worker).clone(),
+            None => worker.key.clone(),
+        };
+        let encryptor = Encryptor::with_key(&worker.manifest, &worker.context, key);
         let seed = worker.context.manifest_hash.clone();
         encryptor.encrypt(&plaintext, &seed, &ElementModQ::random(), now_ms() / 1000)
     })

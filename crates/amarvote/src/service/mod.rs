@@ -11,7 +11,7 @@ pub mod jobs;
 pub mod operations;
 pub mod remote_decryption;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use electionguard::context::CiphertextElectionContext;
@@ -78,9 +78,14 @@ pub type ServiceResult<T> = Result<T, ServiceError>;
 /// Elections whose parsed documents and tables a process keeps at once.
 const CACHED_ELECTIONS: usize = 8;
 
-/// Elections whose wide encryption tables (~81 MB each) a process keeps at once, the most
-/// recently used: an API encrypting for many elections stays within its memory limit.
+/// Elections whose wide encryption tables (~81 MB each) a process keeps at once: an API
+/// encrypting for many elections stays within its memory limit.
 const WIDE_TABLE_ELECTIONS: usize = 2;
+
+/// How long an election's wide table must have gone unused before another election's
+/// takes its place: elections busy at the same time never evict each other's (each build
+/// costs ~1 s of a core), the later one encrypts with the narrow table meanwhile.
+const WIDE_TABLE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// An election's manifest, context and joint-key table, parsed once per process.
 pub struct ElectionCrypto {
@@ -105,22 +110,42 @@ impl ElectionCrypto {
 }
 
 /// The joint key with 13-bit tables for the few elections a process encrypts for, built
-/// on first use (~1 s, once per election even when requests race) and dropped when
-/// [`WIDE_TABLE_ELECTIONS`] more recent ones need room.
+/// on first use (~1 s, once per election even when requests race). A slot is given up
+/// only once it has been idle for [`WIDE_TABLE_IDLE`]; until one is, an election without
+/// a slot encrypts with its 8-bit table.
 #[derive(Default)]
-pub struct WideKeys(Mutex<VecDeque<(ElectionId, Arc<OnceLock<EncryptionKey>>)>>);
+pub struct WideKeys(Mutex<Vec<WideSlot>>);
+
+struct WideSlot {
+    election: ElectionId,
+    last_used: std::time::Instant,
+    key: Arc<OnceLock<EncryptionKey>>,
+}
 
 impl WideKeys {
-    /// The slot of `election`'s wide key, now the most recent; fill it with [`Self::fill`].
-    pub fn slot(&self, election: &ElectionId) -> Arc<OnceLock<EncryptionKey>> {
+    /// The slot of `election`'s wide key (fill it with [`Self::fill`]), or `None` while
+    /// every slot is held by an election in use.
+    pub fn slot(&self, election: &ElectionId) -> Option<Arc<OnceLock<EncryptionKey>>> {
+        let now = std::time::Instant::now();
         let mut slots = self.0.lock().expect("not poisoned");
-        let slot = match slots.iter().position(|(id, _)| id == election) {
-            Some(at) => slots.remove(at).expect("found").1,
-            None => Arc::default(),
-        };
-        slots.push_front((election.clone(), slot.clone()));
-        slots.truncate(WIDE_TABLE_ELECTIONS);
-        slot
+        if let Some(held) = slots.iter_mut().find(|s| s.election == *election) {
+            held.last_used = now;
+            return Some(held.key.clone());
+        }
+        if slots.len() >= WIDE_TABLE_ELECTIONS {
+            let idlest = (0..slots.len()).min_by_key(|&i| slots[i].last_used)?;
+            if now.duration_since(slots[idlest].last_used) < WIDE_TABLE_IDLE {
+                return None;
+            }
+            slots.swap_remove(idlest);
+        }
+        let key = Arc::<OnceLock<EncryptionKey>>::default();
+        slots.push(WideSlot {
+            election: election.clone(),
+            last_used: now,
+            key: key.clone(),
+        });
+        Some(key)
     }
 
     /// The wide key in `slot`, built from `crypto` if it is not there yet (blocks ~1 s).
@@ -324,22 +349,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wide_keys_are_kept_for_the_most_recent_elections_only() {
+    fn a_wide_key_slot_goes_to_another_election_only_once_idle() {
         let keys = WideKeys::default();
         let (a, b, c) = (
             ElectionId::random(),
             ElectionId::random(),
             ElectionId::random(),
         );
-        let first_a = keys.slot(&a);
-        let first_b = keys.slot(&b);
+        let first_a = keys.slot(&a).unwrap();
+        keys.slot(&b).unwrap();
         assert!(
-            Arc::ptr_eq(&first_a, &keys.slot(&a)),
-            "a kept, and now the most recent"
+            Arc::ptr_eq(&first_a, &keys.slot(&a).unwrap()),
+            "a's table is kept"
         );
-        keys.slot(&c);
-        assert!(Arc::ptr_eq(&first_a, &keys.slot(&a)), "a still kept");
-        assert!(!Arc::ptr_eq(&first_b, &keys.slot(&b)), "b made room for c");
+        assert!(
+            keys.slot(&c).is_none(),
+            "both slots are in use: c uses its narrow table"
+        );
+        let long_ago = std::time::Instant::now() - WIDE_TABLE_IDLE * 2;
+        keys.0.lock().unwrap().iter_mut().for_each(|s| {
+            if s.election == b {
+                s.last_used = long_ago;
+            }
+        });
+        keys.slot(&c).expect("b's idle slot goes to c");
+        assert!(
+            Arc::ptr_eq(&first_a, &keys.slot(&a).unwrap()),
+            "a's is untouched"
+        );
+        assert!(keys.slot(&b).is_none(), "b waits now");
         assert_eq!(keys.0.lock().unwrap().len(), WIDE_TABLE_ELECTIONS);
     }
 

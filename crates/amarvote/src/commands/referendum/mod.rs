@@ -386,7 +386,7 @@ async fn connect(
     );
     // Malformed URLs are refused before any wait.
     crate::commands::startup::check_amqp_url(amqp)?;
-    crate::adapters::registry_redis::client(redis).context("REDIS_URL")?;
+    crate::adapters::registry_redis::client(redis)?;
     let database = role.database_url.as_str();
     let links = [
         ("DATABASE_URL", database),
