@@ -168,7 +168,7 @@ async fn redelivered_votes_count_once_and_malformed_ones_are_dead_lettered() {
     for _ in 0..100 {
         let dead = queue.dead_letters(Stream::Aggregation).await.unwrap()
             + queue.dead_letters(Stream::Validation).await.unwrap();
-        if tables.results("loi-r").await.unwrap().oui == 1 && dead == 2 {
+        if tables.results("loi-r").await.unwrap().counts.oui == 1 && dead == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -178,8 +178,8 @@ async fn redelivered_votes_count_once_and_malformed_ones_are_dead_lettered() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    assert_eq!(tables.results("loi-r").await.unwrap().oui, 1);
-    assert_eq!(tables.audited("loi-r").await.unwrap(), 1);
+    let standing = tables.results("loi-r").await.unwrap();
+    assert_eq!((standing.counts.oui, standing.audited), (1, 1));
     assert_eq!(queue.dead_letters(Stream::Aggregation).await.unwrap(), 1);
     assert_eq!(queue.dead_letters(Stream::Validation).await.unwrap(), 1);
     server.clean_up().await;
@@ -293,5 +293,75 @@ async fn every_role_of_both_systems_starts_at_once_on_a_fresh_database() {
             .await
             .unwrap();
         assert_eq!(rows, 1, "{table}");
+    }
+}
+
+/// A law's results are read while batches commit: every read shows each batch in its
+/// count and its audit together or in neither (the cold-start test once read the count
+/// before a batch and the audit after it: 100 counted, 150 audited). On PostgreSQL and on
+/// SQLite (WAL), as the embedded default runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_read_while_batches_commit_never_show_half_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("votes.db").display()
+    );
+    for url in [common::postgres_url().await, sqlite] {
+        reads_while_batches_commit(&url).await;
+    }
+}
+
+async fn reads_while_batches_commit(url: &str) {
+    use amarvote::adapters::vote_tables::VoteTables;
+    use amarvote::ports::vote_store::VoteStore;
+    let tables = VoteTables::connect(url).await.unwrap();
+    let writer = tables.clone();
+    let batches = tokio::spawn(async move {
+        for batch in 0..60u8 {
+            let votes: Vec<VoteMessage> = (0..20u8).map(|i| snapshot_vote(batch, i)).collect();
+            writer.record_votes(&votes).await.unwrap();
+        }
+    });
+    let mut seen_midway = std::collections::BTreeSet::new();
+    while !batches.is_finished() {
+        let tally = tables.results("loi-snapshot").await.unwrap();
+        assert_eq!(
+            tally.counts.oui + tally.counts.non,
+            tally.audited,
+            "a read saw half a batch: {tally:?}"
+        );
+        if (1..1200).contains(&tally.audited) {
+            seen_midway.insert(tally.audited);
+        }
+    }
+    batches.await.unwrap();
+    let tally = tables.results("loi-snapshot").await.unwrap();
+    assert_eq!(
+        (tally.counts.oui, tally.counts.non, tally.audited),
+        (780, 420, 1200)
+    );
+    assert!(
+        seen_midway.len() >= 5,
+        "too few reads fell between batches to test anything: {seen_midway:?}"
+    );
+}
+
+/// Voter `i` of batch `batch`: one in three votes non.
+fn snapshot_vote(batch: u8, i: u8) -> VoteMessage {
+    let mut bytes = [7u8; 32];
+    bytes[..2].copy_from_slice(&[batch, i]);
+    let hash = VoterHash::from_bytes(bytes);
+    VoteMessage {
+        request_id: format!("r-{batch}-{i}"),
+        voter_hash: hash,
+        lock_key: LockKey(hash),
+        law_id: "loi-snapshot".into(),
+        vote: match i % 3 {
+            0 => Choice::Non,
+            _ => Choice::Oui,
+        },
+        sequence: u64::from(batch) * 100 + u64::from(i),
+        received_at: 0,
     }
 }

@@ -26,7 +26,7 @@ use crate::domain::now_ms;
 use crate::domain::vote_messages::{ReviewMessage, ReviewReason, VoteMessage};
 use crate::domain::voter_hash::{Choice, VoterHash};
 use crate::ports::vote_store::{
-    DuplicateSeen, LawCounts, LawTotals, Recorded, VoteStore, VoteStoreError,
+    DuplicateSeen, LawCounts, LawTally, LawTotals, Recorded, VoteStore, VoteStoreError,
 };
 use crate::ports::voter_registry::{Counted, MarkOutcome};
 
@@ -197,23 +197,24 @@ impl VoteStore for VoteTables {
         Ok(())
     }
 
-    async fn results(&self, law_id: &str) -> Result<LawCounts, VoteStoreError> {
-        let row = sqlx::query("SELECT oui_count, non_count FROM vote_results WHERE law_id = $1")
-            .bind(law_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map_or_else(LawCounts::default, |row| LawCounts {
-            oui: count(row.get(0)),
-            non: count(row.get(1)),
-        }))
-    }
-
-    async fn audited(&self, law_id: &str) -> Result<u64, VoteStoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vote_audit WHERE law_id = $1")
-            .bind(law_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(count(n))
+    async fn results(&self, law_id: &str) -> Result<LawTally, VoteStoreError> {
+        // One statement, so one snapshot: the aggregator changes vote_results and
+        // vote_audit in one transaction, and two reads could straddle it.
+        let row = sqlx::query(
+            "SELECT COALESCE((SELECT oui_count FROM vote_results WHERE law_id = $1), 0),
+                    COALESCE((SELECT non_count FROM vote_results WHERE law_id = $1), 0),
+                    (SELECT COUNT(*) FROM vote_audit WHERE law_id = $1)",
+        )
+        .bind(law_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(LawTally {
+            counts: LawCounts {
+                oui: count(row.get(0)),
+                non: count(row.get(1)),
+            },
+            audited: count(row.get(2)),
+        })
     }
 
     async fn duplicate_totals(&self) -> Result<(u64, u64), VoteStoreError> {

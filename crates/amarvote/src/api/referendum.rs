@@ -590,13 +590,12 @@ async fn law_results(
     if !state.laws.exists(law_id).await.map_err(internal)? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown law_id"));
     }
-    let counts = state.tables.results(law_id).await.map_err(internal)?;
-    let audited = state.tables.audited(law_id).await.map_err(internal)?;
+    let tally = state.tables.results(law_id).await.map_err(internal)?;
     Ok(Json(LawResults {
         law_id: law_id.to_owned(),
-        oui: counts.oui,
-        non: counts.non,
-        audited,
+        oui: tally.counts.oui,
+        non: tally.counts.non,
+        audited: tally.audited,
     }))
 }
 

@@ -28,6 +28,14 @@ pub struct LawCounts {
     pub non: u64,
 }
 
+/// One law's count beside the number of voters its audit holds, read together so that
+/// a batch committing meanwhile shows in both or in neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LawTally {
+    pub counts: LawCounts,
+    pub audited: u64,
+}
+
 /// A law as the public totals page lists it.
 pub struct LawTotals {
     pub law_id: String,
@@ -75,11 +83,8 @@ pub trait VoteStore: Send + Sync + 'static {
         seen: &BTreeMap<VoterHash, DuplicateSeen>,
     ) -> Result<(), VoteStoreError>;
 
-    /// One law's count so far.
-    async fn results(&self, law_id: &str) -> Result<LawCounts, VoteStoreError>;
-
-    /// How many voters the audit holds for a law.
-    async fn audited(&self, law_id: &str) -> Result<u64, VoteStoreError>;
+    /// One law's count so far and its audited voters, from one snapshot.
+    async fn results(&self, law_id: &str) -> Result<LawTally, VoteStoreError>;
 
     /// Voters with duplicate attempts, and the attempts in all.
     async fn duplicate_totals(&self) -> Result<(u64, u64), VoteStoreError>;
