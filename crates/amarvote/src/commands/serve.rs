@@ -21,6 +21,9 @@ use crate::ports::{Store, StoreError, WorkQueue};
 use crate::sealing::ServerKey;
 use crate::service::{App, Settings};
 
+/// How often a role that encrypts ballots returns what its requests freed.
+const RETURN_FREED_MEMORY_EVERY: Duration = Duration::from_secs(30);
+
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -158,6 +161,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         Duration::from_secs(2),
         shutdown.clone(),
     ));
+    tokio::spawn(crate::memory::keep_returning_freed_memory(
+        RETURN_FREED_MEMORY_EVERY,
+        shutdown.clone(),
+    ));
     println!(
         "amarvote serving on http://{} (data in {})",
         args.listen,
@@ -281,6 +288,10 @@ pub async fn api(args: ScaledArgs) -> Result<()> {
     let reconciler = tokio::spawn(crate::workers::reconciler::run(
         app.clone(),
         Duration::from_secs(2),
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::memory::keep_returning_freed_memory(
+        RETURN_FREED_MEMORY_EVERY,
         shutdown.clone(),
     ));
     let timing = app.metrics.http.clone();

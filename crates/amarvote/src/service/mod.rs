@@ -21,6 +21,7 @@ use electionguard::manifest::Manifest;
 use electionguard::tally::TallyLayout;
 
 use crate::domain::{ElectionId, ElectionRow};
+use crate::memory::table_thread::build_on_table_thread;
 use crate::metrics::Metrics;
 use crate::ports::store::{CastError, StoreError};
 use crate::ports::{Store, WorkQueue};
@@ -98,8 +99,11 @@ pub struct ElectionCrypto {
 }
 
 impl ElectionCrypto {
+    /// Blocks while the table thread (`memory::table_thread`) builds the 8-bit table (~50
+    /// ms, after any build queued before it: a wide one takes ~1 s).
     pub fn new(manifest: Manifest, context: CiphertextElectionContext) -> ElectionCrypto {
-        let key = EncryptionKey::new(&context.elgamal_public_key);
+        let public_key = context.elgamal_public_key.clone();
+        let key = build_on_table_thread(move || EncryptionKey::new(&public_key));
         ElectionCrypto {
             tally_layout: TallyLayout::new(&manifest),
             manifest,
@@ -148,12 +152,16 @@ impl WideKeys {
         Some(key)
     }
 
-    /// The wide key in `slot`, built from `crypto` if it is not there yet (blocks ~1 s).
+    /// The wide key in `slot`, built from `crypto` on the table thread
+    /// (`memory::table_thread`) if it is not there yet (blocks ~1 s).
     pub fn fill<'a>(
         slot: &'a OnceLock<EncryptionKey>,
         crypto: &ElectionCrypto,
     ) -> &'a EncryptionKey {
-        slot.get_or_init(|| EncryptionKey::for_encryption(&crypto.context.elgamal_public_key))
+        slot.get_or_init(|| {
+            let public_key = crypto.context.elgamal_public_key.clone();
+            build_on_table_thread(move || EncryptionKey::for_encryption(&public_key))
+        })
     }
 }
 
