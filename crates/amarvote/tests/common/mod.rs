@@ -342,6 +342,22 @@ pub async fn consent(
         .unwrap();
 }
 
+/// Whether the guardians' consent, or the decryption job after it, fails on this server
+/// (as one must where the server key that sealed the election's secrets is missing).
+pub async fn decryption_refused(
+    client: &amarvote::commands::client::Client,
+    admin: &str,
+    election: &str,
+    created: &CreatedElection,
+) -> bool {
+    use amarvote::commands::demo_server::run_job;
+    let decrypted = async {
+        amarvote::commands::demo_server::consent(client, election, created, 2).await?;
+        run_job(client, admin, election, amarvote::domain::JobKind::Decrypt).await
+    };
+    decrypted.await.is_err()
+}
+
 /// A two-second load-generator run: 2,000 votes from 1,500 voters, 10 % duplicates and
 /// 5 % ineligible, reconciled within a minute.
 pub fn small_loadgen(
